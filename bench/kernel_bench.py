@@ -198,7 +198,7 @@ def bench_model(shape: Shape, iters: int) -> None:
 
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
-    from skn.kernels.reference import gather_prompt_rows
+    from skn.layout import gather_prompt_rows
 
     s, dev = shape, torch.device("cuda")
     config = Qwen2Config(

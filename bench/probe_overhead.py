@@ -6,7 +6,7 @@ measures, alternating the two so that machine noise hits both alike:
 
     bare   : completion_scores (the per-example loss) over every batch, no hooks
     probe  : skn.probe.statistics_pass with metric `loss` (hooks + one batch's slab + float64 update)
-    exemplar pass : skn.probe.top_activations for 10 neurons of the last layer (the worst case)
+    exemplar pass : skn.probe.exemplar_pass for 10 neurons of the last layer (the worst case)
 
 whole passes over the N examples, the three in turn, best of --repeats rounds each (run it on a quiet
 machine). Peak RSS covers the whole child process: model, data and the streamed passes over all N.
@@ -54,10 +54,10 @@ def build(n: int, seed: int = 0) -> tuple[object, list, list, torch.Tensor]:
 def measure(n: int, repeats: int) -> dict[str, float]:
     """Whole passes over the N examples, bare / probe / exemplar in turn, `repeats` rounds, the best
     round of each: noise on the machine then hits all three alike rather than one of them."""
-    from skn.forward import completion_scores
+    from skn.scoring import completion_scores
     from skn.layout import make_batch
     from skn.metrics import parse_metric
-    from skn.probe import statistics_pass, top_activations
+    from skn.probe import exemplar_pass, statistics_pass
     from skn.rank import Neuron
 
     loaded, rows, examples, prompt = build(n)
@@ -74,7 +74,7 @@ def measure(n: int, repeats: int) -> dict[str, float]:
         statistics_pass(loaded, prompt, rows, examples, metric, batch_size)
 
     def exemplar() -> None:
-        top_activations(loaded, prompt, rows, neurons, batch_size)
+        exemplar_pass(loaded, prompt, rows, neurons, batch_size)
 
     with torch.no_grad():
         completion_scores(loaded, make_batch(rows[:batch_size], 20, 0), prompt)  # warm-up

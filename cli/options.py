@@ -1,58 +1,43 @@
-"""Click options shared by several commands, defined once.
+"""Click options shared by several commands, defined once, with the library's defaults and help texts.
 
-Each decorator adds its options and hands the command one typed value instead of loose keywords:
-`model_options` -> `model: ModelArgs`, `data_options` -> `data: DataArgs`, `train_options` -> `train: TrainArgs`.
+Each decorator adds its options and hands the command one typed library record instead of loose
+keywords: `model_options` -> `model: ModelRequest`, `data_options` -> `data: DataRequest`,
+`train_options` -> `train: TrainSettings`. Defaults and help come from those dataclasses
+(`skn.run.default_of` / `help_of`), so each default is written once, in the library.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypeVar
 
 import click
 
 from skn.layout import Template
 from skn.model import DType
+from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class ModelArgs:
-    name: str
-    dtype: DType
-    device: str
-    trust_remote_code: bool
-    neuron_module: str
-
-
-@dataclass(frozen=True)
-class DataArgs:
-    data: tuple[str, ...]
-    val_data: tuple[str, ...]
-    val_fraction: float
-    instruction_field: str
-    completion_field: str
-    template: Template
-    seed: int
-
-
-@dataclass(frozen=True)
-class TrainArgs:
-    prompt_len: int
-    steps: int | None  # None: the default (200, or 50 on the bundled model)
-    epochs: float
-    lr: float
-    batch_size: int
-    grad_accum: int
-    eval_every: int
-    patience: int
-    prompt_init: str
-    gradient_checkpointing: bool
-    resume: bool
-    threads: int
+def option(flag: str, cls: type, name: str, **extra: Any) -> Callable[[F], F]:
+    """A Click option for field `name` of the library dataclass `cls`: its default and help text."""
+    default = default_of(cls, name)
+    if isinstance(default, Enum):
+        default = default.value
+    show = default not in (None, "", ()) and not isinstance(default, bool)
+    kwargs: dict[str, Any] = {"help": help_of(cls, name), "show_default": show}
+    if isinstance(default, bool):
+        kwargs["is_flag"] = True
+    elif isinstance(default, tuple):
+        kwargs["multiple"] = True
+    else:
+        kwargs["default"] = default
+    kwargs.update(extra)
+    decorator: Callable[[F], F] = click.option(flag, name, **kwargs)
+    return decorator
 
 
 def _packed(options: list[Callable[[F], F]], target: str, build: Callable[..., object], keys: tuple[str, ...]) -> Callable[[F], F]:
@@ -63,8 +48,8 @@ def _packed(options: list[Callable[[F], F]], target: str, build: Callable[..., o
             return function(*args, **kwargs)
 
         decorated: F = wrapper  # type: ignore[assignment]
-        for option in reversed(options):
-            decorated = option(decorated)
+        for opt in reversed(options):
+            decorated = opt(decorated)
         return decorated
 
     return decorate
@@ -72,57 +57,59 @@ def _packed(options: list[Callable[[F], F]], target: str, build: Callable[..., o
 
 model_options = _packed(
     [
-        click.option("--model", "model_name", default="", metavar="ID|PATH",
-                     help="Hugging Face hub id or local folder of a causal LM [default: the small model skn ships]."),
-        click.option("--dtype", type=click.Choice([d.value for d in DType]), default="auto", show_default=True,
-                     help="auto: float32 on CPU, bfloat16 (or float16) on GPU."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ..."),
-        click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code (off unless asked)."),
-        click.option("--neuron-module", default="", metavar="PATTERN",
-                     help="Module whose input is the neuron activation, {i} = layer, e.g. 'model.layers.{i}.mlp.down_proj'."),
+        option("--model", ModelRequest, "name", metavar="ID|PATH"),
+        option("--dtype", ModelRequest, "dtype", type=click.Choice([d.value for d in DType])),
+        option("--device", ModelRequest, "device"),
+        option("--trust-remote-code", ModelRequest, "trust_remote_code"),
+        option("--neuron-module", ModelRequest, "neuron_module", metavar="PATTERN"),
     ],
     "model",
-    lambda model_name, dtype, device, trust_remote_code, neuron_module: ModelArgs(
-        model_name, DType(dtype), device, trust_remote_code, neuron_module
+    lambda name, dtype, device, trust_remote_code, neuron_module: ModelRequest(
+        name, DType(dtype), device, trust_remote_code, neuron_module
     ),
-    ("model_name", "dtype", "device", "trust_remote_code", "neuron_module"),
+    ("name", "dtype", "device", "trust_remote_code", "neuron_module"),
 )
+
+_DATA_KEYS = ("data", "val_data", "val_fraction", "instruction_field", "completion_field", "template", "seed")
 
 data_options = _packed(
     [
-        click.option("--data", "data_files", multiple=True, metavar="FILE", help="Training examples: .jsonl, .csv or hf:NAME[:SPLIT] (repeatable)."),
-        click.option("--val-data", "val_files", multiple=True, metavar="FILE", help="Validation examples (default: a --val-fraction of --data)."),
-        click.option("--val-fraction", default=0.2, show_default=True, help="Share of --data held out when no --val-data is given."),
-        click.option("--instruction-field", default="instruction", show_default=True),
-        click.option("--completion-field", default="completion", show_default=True),
-        click.option("--template", type=click.Choice([t.value for t in Template]), default="auto", show_default=True,
-                     help="auto = the chat template when the tokenizer has one."),
-        click.option("--seed", default=0, show_default=True, help="Seeds the split, the prompt initialisation and the batch order."),
+        option("--data", DataRequest, "data", metavar="FILE"),
+        option("--val-data", DataRequest, "val_data", metavar="FILE"),
+        option("--val-fraction", DataRequest, "val_fraction"),
+        option("--instruction-field", DataRequest, "instruction_field"),
+        option("--completion-field", DataRequest, "completion_field"),
+        option("--template", DataRequest, "template", type=click.Choice([t.value for t in Template])),
+        option("--seed", DataRequest, "seed"),
     ],
     "data",
-    lambda data_files, val_files, val_fraction, instruction_field, completion_field, template, seed: DataArgs(
-        tuple(data_files), tuple(val_files), val_fraction, instruction_field, completion_field, Template(template), seed
+    lambda data, val_data, val_fraction, instruction_field, completion_field, template, seed: DataRequest(
+        tuple(data), tuple(val_data), val_fraction, instruction_field, completion_field, Template(template), seed
     ),
-    ("data_files", "val_files", "val_fraction", "instruction_field", "completion_field", "template", "seed"),
+    _DATA_KEYS,
 )
+
+_TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "batch_size", "grad_accum", "eval_every", "patience",
+               "prompt_init", "gradient_checkpointing", "resume")
 
 train_options = _packed(
     [
-        click.option("--prompt-len", default=20, show_default=True, help="Number of soft-prompt vectors P."),
-        click.option("--steps", type=int, default=None, help="Optimiser steps (ignored with --epochs) [default: 200; 50 on the bundled model]."),
-        click.option("--epochs", default=0.0, help="Train for this many passes over the data instead of --steps."),
-        click.option("--lr", default=3e-3, show_default=True, help="AdamW learning rate."),
-        click.option("--batch-size", default=8, show_default=True, help="Examples per batch (training and probing)."),
-        click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimiser step."),
-        click.option("--eval-every", default=20, show_default=True, help="Steps between validation-loss checks."),
-        click.option("--patience", default=0, show_default=True, help="Stop after this many checks without gain (0 = never)."),
-        click.option("--prompt-init", default="", metavar="TOKEN", help="Start every vector from this token's embedding (default: random vocabulary tokens)."),
-        click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for memory on small GPUs."),
-        click.option("--resume", is_flag=True, help="Continue the training checkpointed in --out."),
-        click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = torch's default: every core)."),
+        option("--prompt-len", TrainSettings, "prompt_len"),
+        option("--steps", TrainSettings, "steps", type=int, default=None),
+        option("--epochs", TrainSettings, "epochs"),
+        option("--lr", TrainSettings, "lr"),
+        option("--batch-size", TrainSettings, "batch_size"),
+        option("--grad-accum", TrainSettings, "grad_accum"),
+        option("--eval-every", TrainSettings, "eval_every"),
+        option("--patience", TrainSettings, "patience"),
+        option("--prompt-init", TrainSettings, "prompt_init", type=str, default=None, metavar="TOKEN"),
+        option("--gradient-checkpointing", TrainSettings, "gradient_checkpointing"),
+        option("--resume", TrainSettings, "resume"),
     ],
     "train",
-    TrainArgs,
-    ("prompt_len", "steps", "epochs", "lr", "batch_size", "grad_accum", "eval_every", "patience", "prompt_init",
-     "gradient_checkpointing", "resume", "threads"),
+    TrainSettings,
+    _TRAIN_KEYS,
 )
+
+threads_option = option("--threads", ProbeRequest, "threads")
+out_option = option("--out", ProbeRequest, "out", metavar="RUN")

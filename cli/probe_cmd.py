@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
 import click
 from rich.console import Console
+from rich.text import Text
 
-from skn import api
+from skn.api import ProbeConfig
 from skn.backend import Backend
-from skn.metrics import parse_metric
 from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
+from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_directory, run_probe
 
-from skn.cli import common
-from skn.cli.options import DataArgs, ModelArgs, TrainArgs, data_options, model_options, train_options
+from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
 from skn.cli.render import group_tables, print_run
 
 
@@ -23,25 +23,23 @@ from skn.cli.render import group_tables, print_run
 @model_options
 @data_options
 @train_options
-@click.option("--prompt", "prompt_path", default="", metavar="FILE", help="Use this prompt.safetensors (or run directory) instead of training one.")
-@click.option("--metric", default="",
-              help="loss | confidence | correct | NAME | field:NAME | NAME==VALUE | python:MODULE:FUNCTION "
-                   "[default: the task's, else loss]")
-@click.option("--task", default="", metavar="NAME", help="A built-in task (see `skn tasks`): reads --data/--val-data in its format.")
-@click.option("--train-size", type=int, default=None, help="Sample this many training examples (seeded; stratified for tasks).")
-@click.option("--val-size", type=int, default=None, help="Sample this many validation examples (seeded; stratified for tasks).")
-@click.option("--group-by", multiple=True, metavar="FIELD", help="Summarise top-neuron activations per value of this field [default: the task's].")
-@click.option("--top-k", default=10, show_default=True, help="Neurons to keep.")
-@click.option("--exemplars", "n_exemplars", default=5, show_default=True, help="Most and least activating examples per neuron.")
-@click.option("--reduce", type=click.Choice([r.value for r in Reduce]), default="abs", show_default=True,
-              help="abs: r at argmax_k |r| (sign kept); max: the paper's max_k r.")
-@click.option("--backend", type=click.Choice([b.value for b in Backend]), default="auto", show_default=True,
-              help="Statistics update: auto = Triton on CUDA, torch elsewhere.")
+@option("--prompt", ProbeRequest, "prompt", metavar="FILE")
+@option("--metric", ProbeRequest, "metric")
+@option("--task", DataRequest, "task", metavar="NAME")
+@option("--train-size", DataRequest, "train_size", type=int)
+@option("--val-size", DataRequest, "val_size", type=int)
+@option("--group-by", ProbeRequest, "group_by", metavar="FIELD")
+@option("--top-k", ProbeConfig, "top_k")
+@option("--exemplars", ProbeConfig, "n_exemplars")
+@option("--reduce", ProbeConfig, "reduce", type=click.Choice([r.value for r in Reduce]))
+@option("--backend", ProbeConfig, "backend", type=click.Choice([b.value for b in Backend]))
+@threads_option
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
-@click.option("--out", default="", metavar="RUN", help="Run directory to write.")
+@out_option
 def probe_command(
-    model: ModelArgs, data: DataArgs, train: TrainArgs, prompt_path: str, metric: str, task: str, train_size: int | None,
-    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, report: bool, out: str,
+    model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
+    train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
+    reduce: str, backend: str, threads: int, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -53,37 +51,25 @@ def probe_command(
       skn probe --model ../shared/models/stories260K-hf --data train.jsonl --val-data val.jsonl \\
                 --metric loss --out RUN
     """
-    bundled = common.uses_bundled_model(model)
-    common.set_threads(train.threads)
-    chosen = common.examples_for(data, task, train_size, val_size, bundled)
-    spec = parse_metric(metric or chosen.default_metric)
-    run_dir = common.out_dir(out)
-    split = chosen.split
-    loaded = common.loaded_model(model)
-    job = api.ProbeJob(
-        loaded=loaded,
-        split=split,
-        metric=spec,
-        out=run_dir,
-        train_config=common.train_config(train, data.seed, len(split.train), bundled),
-        probe_config=api.ProbeConfig(
-            batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-            backend=Backend(backend), template=data.template,
-        ),
-        prompt_path=Path(prompt_path) if prompt_path else None,
-        resume=train.resume,
-        data_label=",".join(data.data) or chosen.summary,
-        val_data_label=",".join(data.val_data) or chosen.val_label,
-        group_by=tuple(group_by) or chosen.group_by,
-        extra_info={"task": task, "data_summary": chosen.summary} if task else {},
+    run_dir = run_directory(out)  # named here so that the CLI can print it; run_probe writes into it
+    request = ProbeRequest(
+        model=model,
+        data=replace(data, task=task, train_size=train_size, val_size=val_size),
+        train=train,
+        probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
+                          backend=Backend(backend), template=data.template),
+        metric=metric,
+        prompt=prompt,
+        group_by=tuple(group_by),
+        out=str(run_dir),
+        threads=threads,
     )
-    outcome = api.run_probe_job(job, RichProgress())
-    result = outcome.result
+    result = run_probe(request, RichProgress())
     console = Console()
-    print_run(console, outcome.info, result.neurons, result.top_activations, result.examples, n_exemplars)
-    if outcome.groups is not None:
-        for table in group_tables(outcome.groups):
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars)
+    if result.groups is not None:
+        for table in group_tables(result.groups):
             console.print(table)
     if report:
-        console.print(f"report: [bold]{write_report(run_dir, exemplar_count=n_exemplars)}[/]")
-    console.print(f"run directory: [bold]{run_dir}[/]")
+        console.print(Text("report: ") + Text(str(write_report(run_dir, exemplar_count=n_exemplars)), style="bold"))
+    console.print(Text("run directory: ") + Text(str(run_dir), style="bold"))

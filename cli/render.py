@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from torch import Tensor
 
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, group_key
 from skn.rank import Neuron, exemplars
+from skn.result import RunInfo
 
 
 def _short(text: str, width: int = 48) -> str:
@@ -40,19 +42,22 @@ def neuron_table(
             return "\n".join(_short(f"{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices)
 
         r = "nan" if math.isnan(neuron.r) else f"{neuron.r:+.3f}"
-        table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.neuron), str(neuron.position), r,
+        table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.index), str(neuron.position), r,
                       lines(chosen.most), lines(chosen.least))
     return table
 
 
-def summary_line(info: Mapping[str, object]) -> str:
-    return (
-        f"model [bold]{info.get('model', '?')}[/]  metric [bold]{info.get('metric', '?')}[/]  "
-        f"N={info.get('n_val', '?')}  layers={info.get('layers', '?')} x {info.get('width', '?')} neurons"
-    )
+def summary_line(info: RunInfo) -> Text:
+    """model, metric, N and the model's size; data and paths are shown as text, never as markup."""
+    line = Text("model ")
+    line.append(info.model, style="bold")
+    line.append("  metric ")
+    line.append(info.metric, style="bold")
+    line.append(f"  N={info.n_val}  layers={info.layers} x {info.width} neurons")
+    return line
 
 
-def print_run(console: Console, info: Mapping[str, object], neurons: Sequence[Neuron], activations: Tensor,
+def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
               examples: Sequence[Example], n_exemplars: int) -> None:
     console.print(summary_line(info))
     # the five number columns take about 40 characters; the two example columns share the rest
@@ -83,7 +88,7 @@ def group_tables(summaries: GroupSummaries) -> list[Table]:
             table.add_column(f"{_group_label(group.value)} (n={group.stats.count})", justify="right", no_wrap=True)
         for g in summaries.neurons:
             n = g.neuron
-            table.add_row(str(n.rank), str(n.layer), str(n.neuron), str(n.position), f"{n.r:+.3f}",
+            table.add_row(str(n.rank), str(n.layer), str(n.index), str(n.position), f"{n.r:+.3f}",
                           *(_group_cell(group.stats) for group in g.by_field[field]))
         tables.append(table)
     return tables

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.groups import read_groups
-from skn.rundir import GROUPS_FILE, read_probe_run
+from skn.rundir import read_probe_run
 
 from skn.cli.render import group_tables, print_run
 
@@ -23,10 +22,9 @@ def show_command(run: Path, n_exemplars: int) -> None:
     Example:
       skn show RUN
     """
-    probe_run = read_probe_run(run)
-    info = dict(probe_run.info) | {"n_val": len(probe_run.examples)}
+    result = read_probe_run(run)
     console = Console()
-    print_run(console, info, probe_run.neurons, probe_run.top_activations, probe_run.examples, n_exemplars)
-    if (run / GROUPS_FILE).is_file():
-        for table in group_tables(read_groups(run)):
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars)
+    if result.groups is not None:
+        for table in group_tables(result.groups):
             console.print(table)

@@ -11,7 +11,7 @@ Hugging Face forms it, in the model dtype:
     act = SiLU(gate) * up      (F.silu rounds to the model dtype, then the product is rounded again)
 
 Offsets are a precondition, not checked per call (a check on a CUDA tensor would stall the pass once
-per layer): run `check_offsets` once per batch on the CPU copy before moving it to the device.
+per layer): run `skn.layout.check_offsets` once per batch on the CPU copy before moving it to the device.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from skn.errors import InternalError
+from skn.layout import gather_prompt_rows
 from skn.stats import update_layer_torch_
 
 GatheredUpdate = Callable[[Tensor, Tensor, Tensor, int, float, Tensor, Tensor, Tensor], None]
@@ -30,25 +30,6 @@ GatheredUpdate = Callable[[Tensor, Tensor, Tensor, int, float, Tensor, Tensor, T
 
 GatedUpdate = Callable[[Tensor, Tensor, Tensor, int, float, Tensor, Tensor, Tensor, Tensor], None]
 """(mean_x, m2_x, c_xy, count, mean_y, gate [B,T,m], up [B,T,m], offsets [B], y [B]) -> None, in place."""
-
-
-def check_offsets(offsets: Tensor, positions: int, length: int) -> None:
-    """Raise InternalError unless offsets is [B] int64 with 0 <= offsets[b] and offsets[b] + positions <= length."""
-    if offsets.dim() != 1 or offsets.dtype != torch.int64:
-        raise InternalError(f"prompt offsets must be a [B] int64 tensor, got {tuple(offsets.shape)} {offsets.dtype}")
-    if offsets.numel() == 0:
-        return
-    low, high = int(offsets.min()), int(offsets.max())
-    if low < 0 or high + positions > length:
-        raise InternalError(
-            f"prompt offsets span [{low}, {high}] but {positions} prompt positions must fit in a sequence of {length}"
-        )
-
-
-def gather_prompt_rows(x: Tensor, offsets: Tensor, positions: int) -> Tensor:
-    """x [B, T, m] -> [B, P, m]: row b keeps x[b, offsets[b] : offsets[b] + P]."""
-    index = offsets.to(x.device)[:, None] + torch.arange(positions, device=x.device)
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
 
 
 def gated_activation(gate: Tensor, up: Tensor) -> Tensor:

@@ -1,40 +1,50 @@
 """skn: find the neurons of a language model that carry a skill.
 
     import skn
+    result = skn.run_probe(skn.ProbeRequest(model=skn.ModelRequest("Qwen/Qwen1.5-1.8B-Chat"),
+                                            data=skn.DataRequest(data=("train.jsonl",)), metric="loss"))
+
+or stage by stage:
+
     loaded = skn.load_model("Qwen/Qwen1.5-1.8B-Chat")
     trained = skn.train(loaded, skn.load_examples("train.jsonl"), skn.load_examples("val.jsonl"))
     result = skn.probe(loaded, trained.prompt, skn.load_examples("val.jsonl"), "loss")
 """
 
-from skn.api import ProbeConfig, ProbeJob, ProbeOutcome, ProbeResult, probe, run_probe_job, save_probe, train
+from skn.api import ProbeConfig, probe, train
 from skn.data import Example, Split, load_examples
 from skn.model import LoadedModel, load_model
 from skn.rank import Neuron, Reduce
+from skn.result import ProbeResult, RunInfo
+from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe, run_train
 from skn.rundir import read_probe_run
 from skn.stats import PearsonStats, merge
 from skn.trainer import TrainConfig, TrainResult
 from skn.version import __version__
 
 __all__ = [
+    "DataRequest",
     "Example",
     "LoadedModel",
+    "ModelRequest",
     "Neuron",
     "PearsonStats",
     "ProbeConfig",
-    "ProbeJob",
-    "ProbeOutcome",
+    "ProbeRequest",
     "ProbeResult",
     "Reduce",
+    "RunInfo",
     "Split",
     "TrainConfig",
     "TrainResult",
+    "TrainSettings",
     "__version__",
     "load_examples",
     "load_model",
     "merge",
     "probe",
     "read_probe_run",
-    "run_probe_job",
-    "save_probe",
+    "run_probe",
+    "run_train",
     "train",
 ]

@@ -20,7 +20,6 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -28,7 +27,6 @@ from torch import Tensor
 from skn.data import Example
 from skn.errors import DataError, InternalError, RunDirError
 from skn.rank import Neuron
-from skn.rundir import GROUPS_FILE, write_json
 
 
 @dataclass(frozen=True)
@@ -132,14 +130,14 @@ def _summary_json(s: Summary) -> dict[str, object]:
     return {"count": s.count, "mean": _number(s.mean), "std": _number(s.std)}
 
 
-def to_json(summaries: GroupSummaries) -> dict[str, object]:
+def groups_to_json(summaries: GroupSummaries) -> dict[str, object]:
     return {
         "fields": list(summaries.fields),
         "neurons": [
             {
                 "rank": g.neuron.rank,
                 "layer": g.neuron.layer,
-                "neuron": g.neuron.neuron,
+                "neuron": g.neuron.index,
                 "position": g.neuron.position,
                 "r": _number(g.neuron.r),
                 "all": _summary_json(g.overall),
@@ -167,8 +165,8 @@ def _summary_from(record: object, where: str) -> Summary:
     return Summary(int(record["count"]), _float(record.get("mean"), where), _float(record.get("std"), where))
 
 
-def from_json(value: object, where: str = GROUPS_FILE) -> GroupSummaries:
-    """Read back what `to_json` wrote (for `skn show`); a malformed file is a RunDirError."""
+def groups_from_json(value: object, where: str = "groups.json") -> GroupSummaries:
+    """Read back what `groups_to_json` wrote (for `skn show`); a malformed file is a RunDirError."""
     if not isinstance(value, dict) or not isinstance(value.get("fields"), list) or not isinstance(
         value.get("neurons"), list
     ):
@@ -195,24 +193,3 @@ def from_json(value: object, where: str = GROUPS_FILE) -> GroupSummaries:
             )
         neurons.append(NeuronGroups(neuron, _summary_from(record.get("all"), f"{at}.all"), by_field))
     return GroupSummaries(fields=fields, neurons=tuple(neurons))
-
-
-def write_groups(directory: Path, summaries: GroupSummaries) -> Path:
-    """Write `groups.json` into a run directory (atomically)."""
-    path: Path = Path(directory) / GROUPS_FILE
-    write_json(path, to_json(summaries))
-    return path
-
-
-def read_groups(directory: Path) -> GroupSummaries:
-    path: Path = Path(directory) / GROUPS_FILE
-    if not path.is_file():
-        raise RunDirError(f"{path}: no such file (the probe writes it when --group-by fields are set)")
-    try:
-        value: object = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RunDirError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-    return from_json(value, str(path))
-
-
-# ---------------------------------------------------------------- Rich

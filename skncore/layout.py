@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from skn.data import Example
-from skn.errors import DataError, UsageError
+from skn.errors import DataError, InternalError, UsageError
 
 
 class Template(Enum):
@@ -131,3 +131,22 @@ def make_batch(
             # the token at position s is predicted from position s - 1
             targets[b, first - 1 : length - 1] = completion
     return Batch(input_ids, attention, starts, targets, prompt_len)
+
+
+def check_offsets(offsets: Tensor, positions: int, length: int) -> None:
+    """Raise InternalError unless offsets is [B] int64 with 0 <= offsets[b] and offsets[b] + positions <= length."""
+    if offsets.dim() != 1 or offsets.dtype != torch.int64:
+        raise InternalError(f"prompt offsets must be a [B] int64 tensor, got {tuple(offsets.shape)} {offsets.dtype}")
+    if offsets.numel() == 0:
+        return
+    low, high = int(offsets.min()), int(offsets.max())
+    if low < 0 or high + positions > length:
+        raise InternalError(
+            f"prompt offsets span [{low}, {high}] but {positions} prompt positions must fit in a sequence of {length}"
+        )
+
+
+def gather_prompt_rows(x: Tensor, offsets: Tensor, positions: int) -> Tensor:
+    """x [B, T, m] -> [B, P, m]: row b keeps x[b, offsets[b] : offsets[b] + P]."""
+    index = offsets.to(x.device)[:, None] + torch.arange(positions, device=x.device)
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], index]

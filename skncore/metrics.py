@@ -24,7 +24,7 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.errors import DataError, MetricError, UsageError
-from skn.forward import CompletionScores
+from skn.scoring import CompletionScores
 
 
 class MetricKind(Enum):

@@ -40,7 +40,8 @@ from numpy.typing import NDArray
 from skn.data import Example
 from skn.errors import UsageError
 from skn.rank import Neuron, Reduce, best_scores, top_k_threshold
-from skn.rundir import ProbeRun, read_probe_run, write_bytes
+from skn.result import ProbeResult, RunInfo
+from skn.rundir import read_probe_run, write_bytes
 
 Array = NDArray[np.float64]
 
@@ -190,13 +191,8 @@ def group_by_metric(metric: Sequence[float], name: str) -> Grouping:
     return Grouping("metric", GroupSource.METRIC_VALUE, labels, groups)
 
 
-def _run_group_by(info: Mapping[str, object]) -> str:
-    value = info.get("group_by")
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
-        return value[0]
-    return ""
+def _run_group_by(info: RunInfo) -> str:
+    return info.group_by[0] if info.group_by else ""
 
 
 def meta_fields(examples: Sequence[Example]) -> tuple[str, ...]:
@@ -204,7 +200,7 @@ def meta_fields(examples: Sequence[Example]) -> tuple[str, ...]:
     return tuple(sorted({field for ex in examples for field in ex.meta}))
 
 
-def choose_grouping(run: ProbeRun, group_by: str | None = None) -> Grouping:
+def choose_grouping(run: ProbeResult, group_by: str | None = None) -> Grouping:
     """The grouping of the KDE figures (the rule is in the module docstring)."""
     fields = meta_fields(run.examples)
     if group_by is not None:
@@ -215,7 +211,7 @@ def choose_grouping(run: ProbeRun, group_by: str | None = None) -> Grouping:
     from_run = _run_group_by(run.info)
     if from_run in fields:
         return group_by_field(run.examples, from_run, GroupSource.RUN)
-    from_metric = metric_field(str(run.info.get("metric", "")))
+    from_metric = metric_field(run.info.metric)
     if from_metric in fields:
         return group_by_field(run.examples, from_metric, GroupSource.METRIC_FIELD)
     return group_by_metric([float(v) for v in run.metric.tolist()], "metric")
@@ -231,9 +227,9 @@ def new_figure(width: float = 7.2, height: float = 4.4) -> Figure:
     return figure
 
 
-def caption(info: Mapping[str, object], n: int, extra: str = "") -> str:
+def caption(info: RunInfo, n: int, extra: str = "") -> str:
     """The one-line caption: model, metric and N (and `extra`), wrapped to the figure's width."""
-    text = f"model: {info.get('model', '?')}  \u00b7  metric: {info.get('metric', '?')}  \u00b7  N = {n}"
+    text = f"model: {info.model}  \u00b7  metric: {info.metric}  \u00b7  N = {n}"
     if extra:
         text += f"  \u00b7  {extra}"
     return "\n".join(textwrap.wrap(text, 110))
@@ -244,7 +240,7 @@ def _set_caption(figure: Figure, text: str) -> None:
 
 
 def neuron_title(neuron: Neuron) -> str:
-    return f"#{neuron.rank}  layer {neuron.layer}, neuron {neuron.neuron} (prompt position {neuron.position}): r = {neuron.r:+.3f}"
+    return f"#{neuron.rank}  layer {neuron.layer}, neuron {neuron.index} (prompt position {neuron.position}): r = {neuron.r:+.3f}"
 
 
 def activation_figure(activations: Array, grouping: Grouping, neuron: Neuron, caption_text: str) -> Figure:
@@ -372,19 +368,8 @@ def training_figure(history: Sequence[Mapping[str, object]], caption_text: str) 
 # ---------------------------------------------------------------- a run's figures
 
 
-def reduce_of(info: Mapping[str, object]) -> Reduce:
-    """The run's `--reduce` (run.json's probe_config.reduce, or a top-level reduce); abs when absent."""
-    config = info.get("probe_config")
-    value = config.get("reduce") if isinstance(config, Mapping) and "reduce" in config else info.get("reduce")
-    known = {r.value: r for r in Reduce}
-    return known[value] if isinstance(value, str) and value in known else Reduce.ABS
-
-
-def training_history(info: Mapping[str, object]) -> tuple[Mapping[str, object], ...]:
-    history = info.get("train_history", [])
-    if not isinstance(history, list):
-        return ()
-    return tuple(h for h in history if isinstance(h, dict))
+def training_history(info: RunInfo) -> tuple[Mapping[str, object], ...]:
+    return tuple({"step": h.step, "train_loss": h.train_loss, "val_loss": h.val_loss} for h in info.train_history)
 
 
 def parse_neuron(text: str) -> tuple[int, int]:
@@ -395,14 +380,14 @@ def parse_neuron(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def select_neurons(run: ProbeRun, neuron: tuple[int, int] | None) -> tuple[int, ...]:
+def select_neurons(run: ProbeResult, neuron: tuple[int, int] | None) -> tuple[int, ...]:
     """Rows of the run's top neurons to draw: all, or the one `neuron` names (it must be a top neuron)."""
     if neuron is None:
         return tuple(range(len(run.neurons)))
     for row, n in enumerate(run.neurons):
-        if (n.layer, n.neuron) == neuron:
+        if (n.layer, n.index) == neuron:
             return (row,)
-    top = ", ".join(f"{n.layer}.{n.neuron}" for n in run.neurons[:12])
+    top = ", ".join(f"{n.layer}.{n.index}" for n in run.neurons[:12])
     raise UsageError(
         f"--neuron {neuron[0]}.{neuron[1]} is not a top neuron of this run; activations are stored only for the "
         f"top {len(run.neurons)} ({top}{', ...' if len(run.neurons) > 12 else ''})"
@@ -417,28 +402,28 @@ class NamedFigure:
     figure: Figure
 
 
-def overview_figures(run: ProbeRun) -> Iterator[NamedFigure]:
+def overview_figures(run: ProbeResult) -> Iterator[NamedFigure]:
     """The run-level figures: training curve (when run.json has one), |r| histogram, |r| per layer."""
     n = len(run.examples)
     text = caption(run.info, n)
     history = training_history(run.info)
     if history:
         yield NamedFigure("training", training_figure(history, text))
-    scores = best_scores(run.corr, reduce_of(run.info)).score.to(torch.float64).numpy()
+    scores = best_scores(run.corr, run.info.reduce).score.to(torch.float64).numpy()
     top_k = len(run.neurons)
     if top_k == 0:
         return
-    threshold = top_k_threshold(run.corr, top_k, reduce_of(run.info))
+    threshold = top_k_threshold(run.corr, top_k, run.info.reduce)
     yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text))
     yield NamedFigure("layers", layer_figure(scores, threshold, run.neurons, text))
 
 
-def neuron_figure(run: ProbeRun, row: int, grouping: Grouping) -> NamedFigure:
+def neuron_figure(run: ProbeResult, row: int, grouping: Grouping) -> NamedFigure:
     """The KDE figure of the run's top neuron in row `row` of neurons.json."""
     neuron = run.neurons[row]
     values = run.top_activations[row].to(torch.float64).numpy()
     figure = activation_figure(values, grouping, neuron, caption(run.info, len(run.examples), grouping.note))
-    return NamedFigure(f"neuron_{neuron.rank:02d}_L{neuron.layer}_N{neuron.neuron}", figure)
+    return NamedFigure(f"neuron_{neuron.rank:02d}_L{neuron.layer}_N{neuron.index}", figure)
 
 
 def png_bytes(figure: Figure) -> bytes:

@@ -26,9 +26,8 @@ from torch import Tensor, nn
 from skn.backend import Backend, gathered_update, layer_update
 from skn.data import Example
 from skn.errors import InternalError
-from skn.forward import completion_scores
-from skn.kernels.reference import check_offsets, gather_prompt_rows
-from skn.layout import Batch, Encoded, make_batch, pad_id
+from skn.scoring import completion_scores
+from skn.layout import Batch, Encoded, check_offsets, gather_prompt_rows, make_batch, pad_id
 from skn.metrics import MetricKind, MetricSpec, check_metric, load_function, metric_after_pass, metric_before_pass
 from skn.model import LoadedModel
 from skn.progress import ProgressSink, SilentProgress
@@ -150,7 +149,7 @@ def statistics_pass(
     return PassResult(stats=accumulator.snapshot(), metric=metric, seconds=time.perf_counter() - start_time)
 
 
-def top_activations(
+def exemplar_pass(
     loaded: LoadedModel,
     prompt: Tensor,
     rows: Sequence[Encoded],
@@ -175,7 +174,7 @@ def top_activations(
             def sink(layer: int, x: Tensor) -> None:
                 acts = gather_prompt_rows(x, batch.prompt_start, prompt_len)
                 for k, n in by_layer[layer]:
-                    out[k, first:end] = acts[:, n.position, n.neuron].to("cpu", torch.float32)
+                    out[k, first:end] = acts[:, n.position, n.index].to("cpu", torch.float32)
 
             with capture_activations(loaded, layers, sink, stop_after=layers[-1]):
                 _forward_to_sites(loaded, batch, prompt)

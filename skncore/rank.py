@@ -24,11 +24,12 @@ class Reduce(Enum):
 
 @dataclass(frozen=True)
 class Neuron:
-    """One ranked neuron: FFN neuron `neuron` of layer `layer`, read at prompt position `position`."""
+    """One ranked neuron: FFN neuron `index` of layer `layer`, read at prompt position `position`
+    (the column `neuron` of neurons.json / neurons.csv)."""
 
     rank: int
     layer: int
-    neuron: int
+    index: int
     position: int
     r: float
 
@@ -66,14 +67,14 @@ def rank_neurons(corr: Tensor, top_k: int, reduce: Reduce = Reduce.ABS) -> tuple
     order = torch.sort(-key, stable=True).indices[: min(top_k, layers * width)]
     ranked = []
     for rank, flat_index in enumerate(order.tolist(), start=1):
-        layer, neuron = divmod(flat_index, width)
+        layer, index = divmod(flat_index, width)
         ranked.append(
             Neuron(
                 rank=rank,
                 layer=layer,
-                neuron=neuron,
-                position=int(best.position[layer, neuron]),
-                r=float(best.score[layer, neuron]),
+                index=index,
+                position=int(best.position[layer, index]),
+                r=float(best.score[layer, index]),
             )
         )
     return tuple(ranked)

@@ -32,7 +32,8 @@ from skn.plots import (
     png_bytes,
 )
 from skn.rank import exemplars
-from skn.rundir import ProbeRun, read_probe_run, write_bytes
+from skn.result import ProbeResult, info_to_json
+from skn.rundir import read_probe_run, write_bytes
 from skn.version import __version__
 
 REPORT_FILE = "report.html"
@@ -156,7 +157,7 @@ def _mapping_text(value: object) -> str:
     return str(value)
 
 
-def summary_rows(run: ProbeRun, grouping: Grouping) -> tuple[tuple[str, str], ...]:
+def summary_rows(run: ProbeResult, grouping: Grouping) -> tuple[tuple[str, str], ...]:
     """(label, text) pairs of the summary table, plain text (escaped when rendered)."""
     info = run.info
     metric = run.metric.to(torch.float64).numpy()
@@ -165,28 +166,29 @@ def summary_rows(run: ProbeRun, grouping: Grouping) -> tuple[tuple[str, str], ..
               if finite.size else "no finite values")
     groups = ", ".join(f"{label} ({len(members)})" for label, members in zip(grouping.labels, grouping.members, strict=True))
     rows = [
-        ("model", str(info.get("model", "?"))),
-        ("training data", str(info.get("data", "?"))),
-        ("validation data", str(info.get("val_data", "") or "(split from the training data)")),
-        ("metric", f"{info.get('metric', '?')}  ({spread})"),
+        ("model", info.model),
+        ("training data", info.data or "?"),
+        ("validation data", info.val_data or "(split from the training data)"),
+        ("metric", f"{info.metric}  ({spread})"),
         ("N (validation examples)", str(len(run.examples))),
         ("soft prompt length", str(run.corr.shape[1])),
         ("neurons probed", f"{run.corr.shape[0]} layers \u00d7 {run.corr.shape[2]} neurons \u00d7 {run.corr.shape[1]} positions"),
         ("top K", str(len(run.neurons))),
         ("groups", f"{grouping.note}: {groups}"),
-        ("seed", str(info.get("seed", "?"))),
+        ("seed", str(info.seed)),
     ]
-    for key in ("timings", "versions"):
-        if key in info:
-            rows.append((key, _mapping_text(info[key])))
+    if info.timings:
+        rows.append(("timings", _mapping_text(dict(info.timings))))
+    if info.versions:
+        rows.append(("versions", _mapping_text(dict(info.versions))))
     return tuple(rows)
 
 
-def _summary(run: ProbeRun, grouping: Grouping, training: NamedFigure | None) -> str:
+def _summary(run: ProbeResult, grouping: Grouping, training: NamedFigure | None) -> str:
     rows = "".join(f"<tr><th>{esc(label)}</th><td>{esc(text)}</td></tr>" for label, text in summary_rows(run, grouping))
     curve = (_img(training.figure, "soft-prompt training curve", "fig") if training is not None
              else '<p class="sub">No training history in run.json (the prompt was given, not trained here).</p>')
-    full = esc(json.dumps(dict(run.info), indent=2, ensure_ascii=False, default=str))
+    full = esc(json.dumps(info_to_json(run.info), indent=2, ensure_ascii=False, default=str))
     return (f'<section class="card" id="summary"><h2>Summary</h2><table class="summary">{rows}</table>'
             f"<h4>Prompt training</h4>{curve}"
             f"<details><summary>Full configuration (run.json)</summary><pre>{full}</pre></details></section>")
@@ -201,7 +203,7 @@ def _group_means(values: np.ndarray, grouping: Grouping) -> list[float]:
     return means
 
 
-def _neuron_table(run: ProbeRun, grouping: Grouping) -> str:
+def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
     heads = ["rank", "layer", "neuron", "position", "r"] + [f"mean act. | {label}" for label in grouping.labels]
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
     rows = []
@@ -210,7 +212,7 @@ def _neuron_table(run: ProbeRun, grouping: Grouping) -> str:
         cells = [
             f'<td class="num" data-v="{n.rank}"><a href="#neuron-{n.rank}">#{n.rank}</a></td>',
             _num_cell(float(n.layer), str(n.layer)),
-            _num_cell(float(n.neuron), str(n.neuron)),
+            _num_cell(float(n.index), str(n.index)),
             _num_cell(float(n.position), str(n.position)),
             _r_cell(n.r),
         ] + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
@@ -222,7 +224,7 @@ def _neuron_table(run: ProbeRun, grouping: Grouping) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
-def _examples_table(run: ProbeRun, indices: Sequence[int], values: np.ndarray, labels: Sequence[str], field: str) -> str:
+def _examples_table(run: ProbeResult, indices: Sequence[int], values: np.ndarray, labels: Sequence[str], field: str) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in ("example", "activation", "metric", field, "instruction", "completion"))
     rows = []
     metric = run.metric.to(torch.float64).tolist()
@@ -249,25 +251,25 @@ def _group_table(values: np.ndarray, grouping: Grouping) -> str:
     return f'<table class="groups"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _neuron_section(run: ProbeRun, row: int, grouping: Grouping, labels: Sequence[str], count: int) -> str:
+def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequence[str], count: int) -> str:
     neuron = run.neurons[row]
     values = run.top_activations[row].to(torch.float64).numpy()
     chosen = exemplars(run.top_activations[row], count)
     figure = neuron_figure(run, row, grouping).figure
     return (f'<section class="card neuron" id="neuron-{neuron.rank}"><h3>{esc(neuron_title(neuron))}</h3>'
-            f'<div class="pair">{_img(figure, f"activation density of neuron {neuron.layer}.{neuron.neuron}", "fig")}'
+            f'<div class="pair">{_img(figure, f"activation density of neuron {neuron.layer}.{neuron.index}", "fig")}'
             f"{_group_table(values, grouping)}</div>"
             f"<h4>Most activating</h4>{_examples_table(run, chosen.most, values, labels, grouping.field)}"
             f"<h4>Least activating</h4>{_examples_table(run, chosen.least, values, labels, grouping.field)}"
             f'<p class="sub"><a href="#neurons">back to the table</a></p></section>')
 
 
-def render_report(run: ProbeRun, source: str = "", group_by: str | None = None, exemplar_count: int = 5) -> str:
+def render_report(run: ProbeResult, source: str = "", group_by: str | None = None, exemplar_count: int = 5) -> str:
     """The report's HTML for `run`; `source` names the run directory in the page's header."""
     grouping = choose_grouping(run, group_by)
     labels = grouping.label_of()
     overview = {named.name: named for named in overview_figures(run)}
-    title = f"skn report \u00b7 {run.info.get('model', '?')} \u00b7 {run.info.get('metric', '?')}"
+    title = f"skn report \u00b7 {run.info.model} \u00b7 {run.info.metric}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

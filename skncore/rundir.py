@@ -31,7 +31,9 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.errors import RunDirError
+from skn.groups import GroupSummaries, groups_from_json, groups_to_json
 from skn.rank import Neuron
+from skn.result import ProbeResult, info_from_json, info_to_json
 from skn.stats import PearsonStats
 from skn.version import __version__
 
@@ -80,8 +82,20 @@ def write_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[s
     _atomic_write(path, lambda tmp: save_file(payload, str(tmp), metadata=dict(metadata)))
 
 
+def _strict(value: object) -> object:
+    """The same value with every non-finite float replaced by null: run files are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: Path, value: object) -> None:
-    write_text(path, json.dumps(value, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
+    """Write strict JSON (NaN and infinities as null) atomically."""
+    write_text(path, json.dumps(_strict(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def _json_safe(value: float) -> float | None:
@@ -141,30 +155,17 @@ def read_prompt(path: Path) -> PromptFile:
 # ---------------------------------------------------------------- probe results
 
 
-@dataclass(frozen=True)
-class ProbeRun:
-    """Everything a probe writes next to the prompt."""
-
-    corr: Tensor  # [L, P, m] float32
-    stats: PearsonStats
-    neurons: tuple[Neuron, ...]
-    top_activations: Tensor  # [K, N] float32
-    metric: Tensor  # [N] float64
-    examples: tuple[Example, ...]
-    info: Mapping[str, object]  # the content of run.json
-
-
 def _neurons_csv(neurons: Sequence[Neuron]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(NEURON_COLUMNS)
     for n in neurons:
-        writer.writerow([n.rank, n.layer, n.neuron, n.position, repr(n.r)])
+        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r)])
     return buffer.getvalue()
 
 
 def _neuron_record(n: Neuron) -> dict[str, object]:
-    return {"rank": n.rank, "layer": n.layer, "neuron": n.neuron, "position": n.position, "r": _json_safe(n.r)}
+    return {"rank": n.rank, "layer": n.layer, "neuron": n.index, "position": n.position, "r": _json_safe(n.r)}
 
 
 def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> None:
@@ -182,16 +183,12 @@ def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> N
     write_text(path, "\n".join(lines) + "\n")
 
 
-def write_probe_run(directory: Path, run: ProbeRun) -> None:
-    """Write every probe file of the contract into `directory` (the prompt is written by training)."""
+def write_probe_run(directory: Path, run: ProbeResult) -> None:
+    """Write every probe file of the contract into `directory` (the prompt is written by training);
+    groups.json too when the result has group summaries."""
     directory = Path(directory)
     info = run.info
-    metadata = {
-        "model": str(info.get("model", "")),
-        "metric": str(info.get("metric", "")),
-        "data": str(info.get("val_data", "")),
-        "skn_version": __version__,
-    }
+    metadata = {"model": info.model, "metric": info.metric, "data": info.val_data, "skn_version": __version__}
     stats = run.stats
     write_tensors(
         directory / STATS_FILE,
@@ -214,7 +211,9 @@ def write_probe_run(directory: Path, run: ProbeRun) -> None:
         metadata,
     )
     write_examples(directory / EXAMPLES_FILE, run.examples, run.metric)
-    write_json(directory / RUN_FILE, dict(info))
+    if run.groups is not None:
+        write_groups(directory, run.groups)
+    write_json(directory / RUN_FILE, info_to_json(info))
 
 
 def _require(directory: Path, name: str) -> Path:
@@ -253,7 +252,7 @@ def read_examples(path: Path) -> tuple[tuple[Example, ...], list[float]]:
     return tuple(examples), metric
 
 
-def read_probe_run(directory: Path) -> ProbeRun:
+def read_probe_run(directory: Path) -> ProbeResult:
     """Read a run directory written by `write_probe_run`, checking that its files agree."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -285,13 +284,35 @@ def read_probe_run(directory: Path) -> ProbeRun:
     if "activations" not in top or "metric" not in top:
         raise RunDirError(f"{directory / TOP_ACTIVATIONS_FILE}: needs tensors 'activations' and 'metric'")
     examples, _ = read_examples(_require(directory, EXAMPLES_FILE))
-    info = read_json(_require(directory, RUN_FILE))
-    if not isinstance(info, dict):
-        raise RunDirError(f"{directory / RUN_FILE}: expected a JSON object")
+    info = info_from_json(read_json(_require(directory, RUN_FILE)), str(directory / RUN_FILE))
     activations, metric = top["activations"], top["metric"]
     if activations.shape != (len(neurons), len(examples)) or metric.shape != (len(examples),):
         raise RunDirError(
             f"{directory}: top_activations {tuple(activations.shape)} and metric {tuple(metric.shape)} do not fit "
             f"{len(neurons)} neurons x {len(examples)} examples"
         )
-    return ProbeRun(stats_t["corr"], stats, neurons, activations, metric, examples, info)
+    groups = read_groups(directory) if (directory / GROUPS_FILE).is_file() else None
+    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups)
+
+
+# ---------------------------------------------------------------- groups.json
+
+
+def write_groups(directory: Path, summaries: GroupSummaries) -> Path:
+    """Write `groups.json` into a run directory (atomically)."""
+    path: Path = Path(directory) / GROUPS_FILE
+    write_json(path, groups_to_json(summaries))
+    return path
+
+
+def read_groups(directory: Path) -> GroupSummaries:
+    path: Path = Path(directory) / GROUPS_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path}: no such file (the probe writes it when --group-by fields are set)")
+    try:
+        value: object = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: not readable ({err})") from None
+    return groups_from_json(value, str(path))

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from skn.errors import RunDirError, UsageError
-from skn.forward import completion_scores
+from skn.scoring import completion_scores
 from skn.layout import Encoded, make_batch, pad_id
 from skn.model import LoadedModel
 from skn.progress import ProgressSink, SilentProgress

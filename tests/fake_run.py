@@ -10,7 +10,8 @@ import torch
 
 from skn.data import Example
 from skn.rank import rank_neurons
-from skn.rundir import ProbeRun, write_probe_run
+from skn.result import ProbeResult, info_from_json
+from skn.rundir import write_probe_run
 from skn.stats import PearsonStats
 
 HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
@@ -18,7 +19,7 @@ LAYERS, POSITIONS, WIDTH, N, TOP_K = 3, 4, 40, 60, 6
 
 
 def make_run(directory: Path, *, metric: str = "heuristic==lexical_overlap", extra_info: dict[str, object] | None = None,
-             seed: int = 0) -> ProbeRun:
+             seed: int = 0) -> ProbeResult:
     """Write a run with random corr (NaNs included), 3 heuristic groups, and a training history."""
     rng = np.random.default_rng(seed)
     corr = rng.uniform(-0.45, 0.45, size=(LAYERS, POSITIONS, WIDTH))
@@ -48,11 +49,12 @@ def make_run(directory: Path, *, metric: str = "heuristic==lexical_overlap", ext
                for s in range(0, 201, 5)]
     info: dict[str, object] = {
         "model": "../shared/models/stories260K-hf", "metric": metric, "data": "train.jsonl", "val_data": "val.jsonl",
-        "n_val": N, "prompt_len": POSITIONS, "top_k": TOP_K, "seed": seed,
+        "n_val": N, "layers": LAYERS, "width": WIDTH, "prompt_len": POSITIONS, "top_k": TOP_K, "seed": seed,
         "versions": {"skn": "0.1.0", "torch": torch.__version__}, "timings": {"train_s": 12.5, "probe_s": 1.25},
         "train_history": history,
     }
     info.update(extra_info or {})
-    run = ProbeRun(corr_t, stats, neurons, torch.tensor(activations, dtype=torch.float32), metric_values, tuple(examples), info)
+    run = ProbeResult(neurons, corr_t, stats, torch.tensor(activations, dtype=torch.float32), metric_values, tuple(examples),
+                      info_from_json(info, "fake run.json"))
     write_probe_run(directory, run)
     return run

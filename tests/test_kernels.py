@@ -36,12 +36,8 @@ import skn.kernels.pearson_update as _update  # noqa: E402
 from skn.backend import Backend, gated_update, gathered_update, layer_update  # noqa: E402
 from skn.errors import InternalError, UsageError  # noqa: E402
 from skn.kernels.launch import LaunchConfig, require_runnable  # noqa: E402
-from skn.kernels.reference import (  # noqa: E402
-    gated_activation,
-    gather_prompt_rows,
-    update_layer_gated_torch_,
-    update_layer_gathered_torch_,
-)
+from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_  # noqa: E402
+from skn.layout import gather_prompt_rows  # noqa: E402
 from skn.stats import StatsAccumulator, TorchLayerUpdate, update_layer_torch_  # noqa: E402
 
 _NOT_INTERPRETED = [

@@ -9,13 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from skn.errors import InternalError
-from skn.kernels.reference import (
-    check_offsets,
-    gated_activation,
-    gather_prompt_rows,
-    update_layer_gated_torch_,
-    update_layer_gathered_torch_,
-)
+from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_
+from skn.layout import check_offsets, gather_prompt_rows
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

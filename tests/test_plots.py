@@ -29,11 +29,11 @@ from skn.plots import (
     overview_figures,
     parse_neuron,
     plot_run,
-    reduce_of,
     scott_bandwidth,
 )
 from skn.rank import Reduce, best_scores, top_k_threshold
-from skn.rundir import ProbeRun, read_probe_run
+from skn.result import ProbeResult, RunInfo
+from skn.rundir import read_probe_run
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -45,11 +45,11 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def run(run_dir: Path) -> ProbeRun:
+def run(run_dir: Path) -> ProbeResult:
     return read_probe_run(run_dir)
 
 
-def written(directory: Path, **options: object) -> ProbeRun:
+def written(directory: Path, **options: object) -> ProbeResult:
     """A synthetic run written to `directory` and read back, as the viewers see it."""
     make_run(directory, **options)  # type: ignore[arg-type]
     return read_probe_run(directory)
@@ -99,7 +99,7 @@ def test_metric_field() -> None:
     assert metric_field("loss") == metric_field("correct") == metric_field("python:m:f") == ""
 
 
-def test_grouping_follows_the_metric_field_and_keeps_every_value(run: ProbeRun) -> None:
+def test_grouping_follows_the_metric_field_and_keeps_every_value(run: ProbeResult) -> None:
     grouping = choose_grouping(run)
     assert grouping.source is GroupSource.METRIC_FIELD and grouping.field == "heuristic"
     assert grouping.labels == tuple(sorted(HEURISTICS))  # all three, not only the metric's lexical_overlap
@@ -132,7 +132,7 @@ def test_grouping_falls_back_to_the_metric(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- figures
 
 
-def test_activation_figure_draws_one_density_per_group(run: ProbeRun) -> None:
+def test_activation_figure_draws_one_density_per_group(run: ProbeResult) -> None:
     grouping = choose_grouping(run)
     figure = neuron_figure(run, 0, grouping).figure
     ax = figure.axes[0]
@@ -140,7 +140,7 @@ def test_activation_figure_draws_one_density_per_group(run: ProbeRun) -> None:
     assert [str(line.get_gid()) for line in kde] == [f"kde:{label}" for label in grouping.labels]
     assert ax.get_xlabel() == f"activation at prompt position {run.neurons[0].position}"
     assert ax.get_ylabel().startswith("density")
-    assert f"layer {run.neurons[0].layer}, neuron {run.neurons[0].neuron}" in ax.get_title()
+    assert f"layer {run.neurons[0].layer}, neuron {run.neurons[0].index}" in ax.get_title()
     assert ax.get_legend().get_title().get_text() == "heuristic"
     values = run.top_activations[0].to(torch.float64).numpy()
     for line, members in zip(kde, grouping.members, strict=True):  # the drawn curve is scipy's KDE of the group
@@ -150,7 +150,7 @@ def test_activation_figure_draws_one_density_per_group(run: ProbeRun) -> None:
     assert "metric: heuristic==lexical_overlap" in text and f"N = {N}" in text and "stories260K" in text
 
 
-def test_constant_group_is_a_marker_not_a_density(run: ProbeRun) -> None:
+def test_constant_group_is_a_marker_not_a_density(run: ProbeResult) -> None:
     figure = neuron_figure(run, 1, choose_grouping(run)).figure  # neuron row 1 is constant 0.25 on "subsequence"
     assert len(lines(figure, "kde:")) == 2
     (point,) = lines(figure, "point:")
@@ -174,7 +174,7 @@ def test_single_example_group() -> None:
 @pytest.mark.parametrize("reduce", [Reduce.ABS, Reduce.MAX])
 def test_histogram_threshold_is_the_kth_largest_abs_r(tmp_path: Path, reduce: Reduce) -> None:
     run = written(tmp_path / "h", extra_info={"probe_config": {"reduce": reduce.value, "top_k": TOP_K}})
-    assert reduce_of(run.info) is reduce
+    assert run.info.reduce is reduce
     figures = {f.name: f.figure for f in overview_figures(run)}
     assert set(figures) == {"training", "score_histogram", "layers"}
     figure = figures["score_histogram"]
@@ -193,7 +193,7 @@ def test_histogram_threshold_is_the_kth_largest_abs_r(tmp_path: Path, reduce: Re
     assert int(np.sum(np.abs(scores[np.isfinite(scores)]) >= x)) == TOP_K  # right of the line: the top K
 
 
-def test_layer_figure_bars_are_the_best_abs_r_per_layer(run: ProbeRun) -> None:
+def test_layer_figure_bars_are_the_best_abs_r_per_layer(run: ProbeResult) -> None:
     figure = {f.name: f.figure for f in overview_figures(run)}["layers"]
     ax = figure.axes[0]
     heights = [patch.get_height() for patch in ax.patches]
@@ -206,14 +206,14 @@ def test_layer_figure_bars_are_the_best_abs_r_per_layer(run: ProbeRun) -> None:
     assert sum(int(t.split()[0]) for t in counts) == TOP_K
 
 
-def test_training_figure_draws_the_history(run: ProbeRun) -> None:
+def test_training_figure_draws_the_history(run: ProbeResult) -> None:
     figure = {f.name: f.figure for f in overview_figures(run)}["training"]
-    history = run.info["train_history"]
-    assert isinstance(history, list)
+    history = run.info.train_history
+    assert history
     (train,) = lines(figure, "train")
     (val,) = lines(figure, "val")
-    assert list(train.get_ydata()) == pytest.approx([h["train_loss"] for h in history])
-    assert list(val.get_xdata()) == [h["step"] for h in history if h["val_loss"] is not None]
+    assert list(train.get_ydata()) == pytest.approx([h.train_loss for h in history])
+    assert list(val.get_xdata()) == [h.step for h in history if h.val_loss is not None]
     assert figure.axes[0].get_xlabel() == "step"
 
 
@@ -224,7 +224,7 @@ def test_no_training_history_no_curve(tmp_path: Path) -> None:
 
 def test_figures_have_no_nan_scores() -> None:
     scores = np.array([0.2, math.nan, -0.9, 0.5])
-    figure = histogram_figure(scores, 0.5, 2, caption({"model": "m", "metric": "loss"}, 4))
+    figure = histogram_figure(scores, 0.5, 2, caption(RunInfo(model="m", metric="loss", n_val=4, layers=1, width=4, top_k=2), 4))
     assert sum(p.get_height() for p in figure.axes[0].patches) == 3
     layer = layer_figure(np.array([[math.nan, math.nan], [0.1, -0.3]]), 0.3, (), "cap")
     assert [p.get_height() for p in layer.axes[0].patches] == pytest.approx([0.0, 0.3])
@@ -242,10 +242,10 @@ def test_plot_run_writes_readable_pngs(run_dir: Path, tmp_path: Path) -> None:
     assert image.shape[0] > 300 and image.shape[1] > 600 and float(image[..., :3].std()) > 0.05
 
 
-def test_plot_one_neuron(run: ProbeRun, run_dir: Path) -> None:
+def test_plot_one_neuron(run: ProbeResult, run_dir: Path) -> None:
     top = run.neurons[2]
-    paths = plot_run(run_dir, neuron=(top.layer, top.neuron))
-    assert [p.name for p in paths if p.name.startswith("neuron_")] == [f"neuron_03_L{top.layer}_N{top.neuron}.png"]
+    paths = plot_run(run_dir, neuron=(top.layer, top.index))
+    assert [p.name for p in paths if p.name.startswith("neuron_")] == [f"neuron_03_L{top.layer}_N{top.index}.png"]
     assert paths[0].parent == run_dir / "plots"
     assert parse_neuron(" 12.345 ") == (12, 345)
     for bad in ("3", "a.b", "1.2.3", "-1.2"):
@@ -253,10 +253,10 @@ def test_plot_one_neuron(run: ProbeRun, run_dir: Path) -> None:
             parse_neuron(bad)
 
 
-def test_cli_plot(run: ProbeRun, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plot(run: ProbeResult, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     top = run.neurons[0]
-    main(["plot", str(run_dir), "--neuron", f"{top.layer}.{top.neuron}", "--group-by", "label", "--out", str(tmp_path / "p")])
-    assert (tmp_path / "p" / f"neuron_01_L{top.layer}_N{top.neuron}.png").is_file()
+    main(["plot", str(run_dir), "--neuron", f"{top.layer}.{top.index}", "--group-by", "label", "--out", str(tmp_path / "p")])
+    assert (tmp_path / "p" / f"neuron_01_L{top.layer}_N{top.index}.png").is_file()
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main(["plot", str(run_dir), "--neuron", "0.5"])  # the constant neuron: never a top neuron

@@ -13,7 +13,7 @@ from skn.api import ProbeConfig, encode, probe
 from skn.data import Example
 from skn.layout import Template, make_batch, pad_id
 from skn.metrics import parse_metric
-from skn.probe import statistics_pass, top_activations
+from skn.probe import exemplar_pass, statistics_pass
 from skn.prompt import PromptInit, init_prompt, splice
 from skn.rank import Neuron
 from skn.stats import correlation
@@ -77,10 +77,10 @@ def test_exemplar_pass_reads_the_right_neurons() -> None:
     prompt = init_prompt(loaded, P, seed=1)  # type: ignore[arg-type]
     rows = list(encode(loaded, data, Template.PLAIN, P))  # type: ignore[arg-type]
     neurons = [Neuron(1, 2, 5, 1, 0.0), Neuron(2, 0, 39, 2, 0.0), Neuron(3, 2, 0, 0, 0.0)]
-    got = top_activations(loaded, prompt, rows, neurons, batch_size=4)  # type: ignore[arg-type]
+    got = exemplar_pass(loaded, prompt, rows, neurons, batch_size=4)  # type: ignore[arg-type]
     acts = hooked_activations(loaded, prompt, rows, with_completion=True)
     for k, n in enumerate(neurons):
-        np.testing.assert_allclose(got[k].numpy(), acts[:, n.layer, n.position, n.neuron], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[k].numpy(), acts[:, n.layer, n.position, n.index], rtol=1e-5, atol=1e-6)
 
 
 def planted_model() -> tuple[object, list[Example]]:
@@ -145,8 +145,8 @@ def test_planted_neuron_ranks_first() -> None:
         prompt[:, 0] = 0.0
     result = probe(loaded, prompt, data, "noisy_count", ProbeConfig(batch_size=32, top_k=5))  # type: ignore[arg-type]
     top = result.neurons[0]
-    assert (top.layer, top.neuron) == (0, 7), result.neurons
+    assert (top.layer, top.index) == (0, 7), result.neurons
     assert top.r > 0.5
     # the exemplars of the planted neuron are the examples with the most markers
     counts = [e.instruction.count("q") for e in data]
-    assert min(counts[i] for i in result.exemplars[0].most) >= max(counts[i] for i in result.exemplars[0].least)
+    assert min(counts[i] for i in result.exemplars(5)[0].most) >= max(counts[i] for i in result.exemplars(5)[0].least)

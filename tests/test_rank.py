@@ -37,7 +37,7 @@ def test_reduce_max_is_the_literal_max() -> None:
 
 def test_rank_by_abs_nan_last() -> None:
     ranked = rank_neurons(corr_fixture(), top_k=6)
-    assert [(n.layer, n.neuron) for n in ranked] == [(0, 1), (1, 0), (0, 0), (1, 1), (1, 2), (0, 2)]
+    assert [(n.layer, n.index) for n in ranked] == [(0, 1), (1, 0), (0, 0), (1, 1), (1, 2), (0, 2)]
     assert [n.rank for n in ranked] == [1, 2, 3, 4, 5, 6]
     assert ranked[1].r == pytest.approx(-0.7) and ranked[1].position == 1
     assert math.isnan(ranked[-1].r)

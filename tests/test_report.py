@@ -18,7 +18,8 @@ from matplotlib.image import imread
 
 from skn.cli.main import main
 from skn.report import render_report, write_report
-from skn.rundir import ProbeRun, read_probe_run
+from skn.result import ProbeResult
+from skn.rundir import read_probe_run
 
 # Debian's package; .ci/run installs it (`apt-get install -y chromium`).
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
@@ -88,20 +89,20 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(run_dir: Path) -> ProbeRun:
+def run(run_dir: Path) -> ProbeResult:
     return read_probe_run(run_dir)
 
 
 @pytest.fixture(scope="module")
-def page(run: ProbeRun) -> str:
+def page(run: ProbeResult) -> str:
     return render_report(run, "runs/x")
 
 
-def check_page(dom: Dom, run: ProbeRun) -> None:
+def check_page(dom: Dom, run: ProbeResult) -> None:
     """What must hold in the report's DOM, whether parsed from the file or dumped by a browser."""
     assert len(dom.rows) == TOP_K
     for row, neuron in zip(dom.rows, run.neurons, strict=True):
-        assert row[:5] == [f"#{neuron.rank}", str(neuron.layer), str(neuron.neuron), str(neuron.position), f"{neuron.r:+.4f}"]
+        assert row[:5] == [f"#{neuron.rank}", str(neuron.layer), str(neuron.index), str(neuron.position), f"{neuron.r:+.4f}"]
         assert len(row) == 5 + 3  # mean activation of each of the three heuristic groups
     images = dom.all("img")
     assert len(images) == FIGURES
@@ -124,11 +125,11 @@ def check_page(dom: Dom, run: ProbeRun) -> None:
     assert {f"neuron-{n.rank}" for n in run.neurons} <= ids and {"summary", "overview", "neurons"} <= ids
 
 
-def test_report_structure(run: ProbeRun, page: str) -> None:
+def test_report_structure(run: ProbeResult, page: str) -> None:
     check_page(parse(page), run)
 
 
-def test_report_shows_examples_and_summary(run: ProbeRun, page: str) -> None:
+def test_report_shows_examples_and_summary(run: ProbeResult, page: str) -> None:
     text = "".join(parse(page).text)
     for label in ("validation data", "val.jsonl", "heuristic==lexical_overlap", f"N = {N}", "Most activating", "Least activating"):
         assert label in text
@@ -170,7 +171,7 @@ def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Completed
                           capture_output=True, text=True, timeout=90, check=False)
 
 
-def test_report_in_headless_chromium(run: ProbeRun, run_dir: Path, tmp_path: Path) -> None:
+def test_report_in_headless_chromium(run: ProbeResult, run_dir: Path, tmp_path: Path) -> None:
     report = write_report(run_dir, tmp_path / "report.html")
     binary = chromium()
     if not binary:

@@ -95,17 +95,17 @@ def test_default_examples_are_seeded_generated_multiple_choice() -> None:
         assert isinstance(example.meta["last_digit_shortcut"], bool)
 
 
-def _tiny_config(**changes: object) -> train.TrainConfig:
+def _tiny_config(**changes: object) -> train.PretrainConfig:
     base: dict[str, Any] = dict(steps=3, pool=6, val_items=2, eval_every=3, checkpoint_every=3, warmup=1, batch_size=4,
                 hidden=32, intermediate=64, layers=2, heads=2)
     base.update(changes)
-    return train.TrainConfig(**base)
+    return train.PretrainConfig(**base)
 
 
 def test_training_script_smoke_run_is_bit_for_bit_repeatable(tmp_path: Path) -> None:
     cfg = _tiny_config()
-    history = train.train(cfg, tmp_path / "a", tmp_path / "ckpt", resume=False, log=False)
-    train.train(cfg, tmp_path / "b", None, resume=False, log=False)
+    history = train.pretrain(cfg, tmp_path / "a", tmp_path / "ckpt", resume=False, log=False)
+    train.pretrain(cfg, tmp_path / "b", None, resume=False, log=False)
     assert [row["step"] for row in history.rows] == [3]
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -155,7 +155,7 @@ def test_top_neuron_finds_a_planted_shortcut_neuron() -> None:
     acts = rng.normal(size=(n, 2, 3, 8))
     acts[:, 1, 2, 5] = -2.0 * loss + rng.normal(scale=0.5, size=n)
     check = top_neuron(acts, loss, shortcut)
-    assert (check.layer, check.position, check.neuron) == (1, 2, 5)
+    assert (check.layer, check.position, check.index) == (1, 2, 5)
     assert check.r == pytest.approx(np.corrcoef(acts[:, 1, 2, 5], loss)[0, 1], abs=1e-12)
     assert check.auroc_shortcut > 0.85
 

@@ -28,13 +28,13 @@ from torch import Tensor, nn
 
 from skn.data import Example
 from skn.zoo import PLACEHOLDER, default_model_path
-from skn.zoo.train_arithmetic import batch_tensors, encode, evaluate
+from skn.zoo.train_arithmetic import batch_tensors, encode_pretraining, evaluate
 
 
 @dataclass(frozen=True)
 class NeuronCheck:
     layer: int
-    neuron: int
+    index: int
     position: int
     r: float
     auroc_shortcut: float  # activation * sign(r) separating no-shortcut (positive) from shortcut items
@@ -83,7 +83,7 @@ def activations_and_loss(
     try:
         with torch.no_grad():
             for lo in range(0, len(examples), batch_size):
-                rows = [encode(tokenizer, e) for e in examples[lo : lo + batch_size]]
+                rows = [encode_pretraining(tokenizer, e) for e in examples[lo : lo + batch_size]]
                 ids, mask, targets = batch_tensors(rows, prompt_len, placeholder, pad)
                 captured.clear()
                 logits = model(input_ids=ids, attention_mask=mask).logits
@@ -163,7 +163,7 @@ def probe_bigbench(
         out.append(ProbeCheck(
             subtask=f"{d}_digit_multiplication", n=len(examples), prompt_steps=trained.steps_done,
             best_val_loss=trained.best_val_loss,
-            neuron={"layer": top.layer, "neuron": top.neuron, "position": top.position, "r": top.r},
+            neuron={"layer": top.layer, "neuron": top.index, "position": top.position, "r": top.r},
             auroc_shortcut=aucs[0], best_auroc_top10=max(aucs), seconds=time.perf_counter() - start,
         ))
         print(f"probe {out[-1]}", flush=True)

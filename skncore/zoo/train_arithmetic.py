@@ -46,7 +46,7 @@ MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class PretrainConfig:
     """Everything that determines the weights. The defaults build the shipped model."""
 
     seed: int = 20240607
@@ -154,7 +154,7 @@ def save_tokenizer(tokenizer: object, out: Path) -> None:
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
 
 
-def build_model(cfg: TrainConfig, vocab_size: int) -> nn.Module:
+def build_model(cfg: PretrainConfig, vocab_size: int) -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     settings: dict[str, Any] = dict(
@@ -182,7 +182,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> nn.Module:
 # data
 
 
-def generated_examples(cfg: TrainConfig, n: int, salt: int) -> tuple[Example, ...]:
+def generated_examples(cfg: PretrainConfig, n: int, salt: int) -> tuple[Example, ...]:
     """n generated items per (operation, digits), each with its own seeded choice order."""
     from skn.tasks.arithmetic import ArithmeticItem, generate_items, to_example
 
@@ -201,7 +201,7 @@ def generated_examples(cfg: TrainConfig, n: int, salt: int) -> tuple[Example, ..
     return tuple(out)
 
 
-def encode(tokenizer: object, example: Example) -> Encoded:
+def encode_pretraining(tokenizer: object, example: Example) -> Encoded:
     """The probe's own layout (skn.layout): BOS + instruction, and completion + EOS."""
     return encode_example(tokenizer, example, Template.PLAIN)
 
@@ -246,7 +246,7 @@ def score_choices(
             raise UsageError(f"{example.source}: the completion {example.completion!r} is not one of the choices")
         meta.append((choices.index(answer), bool(example.meta.get("last_digit_shortcut", False))))
         for c, choice in enumerate(choices):
-            rows.append(encode(tokenizer, Example(example.instruction, lead + choice, {}, example.source)))
+            rows.append(encode_pretraining(tokenizer, Example(example.instruction, lead + choice, {}, example.source)))
             owners.append((e, c))
     sums = [0.0] * len(rows)
     model.eval()
@@ -274,7 +274,7 @@ def mc_report(scored: Sequence[Scored], completion_loss: float) -> McReport:
 def completion_loss(model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int) -> float:
     placeholder = int(tokenizer.convert_tokens_to_ids(PLACEHOLDER))  # type: ignore[attr-defined]
     pad = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
-    rows = [encode(tokenizer, e) for e in examples]
+    rows = [encode_pretraining(tokenizer, e) for e in examples]
     total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
@@ -294,7 +294,7 @@ def evaluate(model: nn.Module, tokenizer: object, examples: Sequence[Example], p
 # training
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+def learning_rate(cfg: PretrainConfig, step: int) -> float:
     """Linear warmup, then cosine decay to min_lr at the last step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -354,7 +354,7 @@ def write_checksums(folder: Path) -> None:
     (folder / CHECKSUM_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def save_model(folder: Path, model: nn.Module, tokenizer: object, cfg: TrainConfig, history: History, seconds: float) -> None:
+def save_model(folder: Path, model: nn.Module, tokenizer: object, cfg: PretrainConfig, history: History, seconds: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
     # Drop what save_pretrained adds that is not part of the contract (generation defaults).
@@ -368,7 +368,7 @@ def save_model(folder: Path, model: nn.Module, tokenizer: object, cfg: TrainConf
     write_checksums(folder)
 
 
-def train(cfg: TrainConfig, out: Path, checkpoint: Path | None, resume: bool, log: bool = True) -> History:
+def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bool, log: bool = True) -> History:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     tokenizer = build_tokenizer()
@@ -378,7 +378,7 @@ def train(cfg: TrainConfig, out: Path, checkpoint: Path | None, resume: bool, lo
     pad = SPECIAL_TOKENS.index("<pad>")
 
     started = time.perf_counter()
-    train_rows = [encode(tokenizer, e) for e in generated_examples(cfg, cfg.pool, salt=1)]
+    train_rows = [encode_pretraining(tokenizer, e) for e in generated_examples(cfg, cfg.pool, salt=1)]
     val_examples = generated_examples(cfg, cfg.val_items, salt=2)
     if log:
         print(f"{sum(p.numel() for p in model.parameters())} parameters; {len(train_rows)} training items "
@@ -430,7 +430,7 @@ def train(cfg: TrainConfig, out: Path, checkpoint: Path | None, resume: bool, lo
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = TrainConfig()
+    defaults = PretrainConfig()
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (saved regularly)")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -441,13 +441,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
-    cfg = TrainConfig(
+    cfg = PretrainConfig(
         seed=args.seed, steps=args.steps, pool=args.pool, val_items=args.val_items,
         eval_every=min(args.eval_every, args.steps), batch_size=args.batch_size,
         checkpoint_every=min(defaults.checkpoint_every, args.steps),
         warmup=min(defaults.warmup, max(1, args.steps // 10)),
     )
-    train(cfg, args.out, args.checkpoint, args.resume)
+    pretrain(cfg, args.out, args.checkpoint, args.resume)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,247 @@
+"""What a probe produced: one result type, and `run.json` as a typed record.
+
+`ProbeResult` is returned by `skn.probe`, by `skn.run_probe` (the whole `skn probe`) and by
+`skn.read_probe_run` (a run directory read back): the same fields whether the run was just computed or
+read from disk. `RunInfo` is the content of `run.json`; keys it does not know (written by a newer skn,
+or added by a capability of its own) are kept in `extra` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from skn.data import Example
+from skn.errors import RunDirError
+from skn.groups import GroupSummaries
+from skn.rank import Exemplars, Neuron, Reduce, exemplars
+from skn.stats import PearsonStats
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the probe ran, as recorded in run.json (`probe_config`)."""
+
+    batch_size: int
+    top_k: int
+    n_exemplars: int
+    reduce: str
+    backend: str
+    template: str
+
+
+@dataclass(frozen=True)
+class TrainPoint:
+    """One optimiser step of the training curve; `val_loss` is null between evaluations."""
+
+    step: int
+    train_loss: float
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The content of run.json: everything needed to know what a run did."""
+
+    model: str
+    metric: str
+    n_val: int
+    layers: int
+    width: int
+    top_k: int
+    device: str = ""
+    dtype: str = ""
+    neuron_module: str = ""
+    data: str = ""
+    val_data: str = ""
+    n_train: int = 0
+    prompt: str = ""
+    probe_config: ProbeSettings | None = None
+    seed: int = 0
+    versions: Mapping[str, str] = field(default_factory=dict)
+    train_config: Mapping[str, object] | None = None  # TrainConfig's fields; init as its token text
+    train_history: tuple[TrainPoint, ...] = ()
+    train_best_val_loss: float | None = None
+    train_best_step: int | None = None
+    task: str = ""
+    data_summary: str = ""
+    group_by: tuple[str, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def reduce(self) -> Reduce:
+        return Reduce(self.probe_config.reduce) if self.probe_config is not None else Reduce.ABS
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A probe's outcome: the statistics, the ranking, the top neurons' activations and what ran."""
+
+    neurons: tuple[Neuron, ...]
+    corr: Tensor  # [L, P, m] float32, NaN where undefined
+    stats: PearsonStats
+    top_activations: Tensor  # [K, N] float32: each top neuron at its best position, neurons order
+    metric: Tensor  # [N] float64, in example order
+    examples: tuple[Example, ...]
+    info: RunInfo
+    groups: GroupSummaries | None = None  # with --group-by or a task
+
+    def exemplars(self, n: int) -> tuple[Exemplars, ...]:
+        """The n most and least activating examples of every top neuron."""
+        return tuple(exemplars(self.top_activations[k], n) for k in range(len(self.neurons)))
+
+
+# ---------------------------------------------------------------- run.json <-> RunInfo
+
+_KNOWN = (
+    "model", "metric", "data", "val_data", "n_train", "device", "dtype", "layers", "width", "neuron_module",
+    "prompt", "probe_config", "seed", "versions", "train_config", "train_history", "train_best_val_loss",
+    "train_best_step", "task", "data_summary", "group_by", "timings", "n_val", "top_k",
+)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def info_to_json(info: RunInfo) -> dict[str, object]:
+    """run.json's object: strict JSON (non-finite numbers become null)."""
+    out: dict[str, object] = {
+        "model": info.model,
+        "metric": info.metric,
+        "data": info.data,
+        "val_data": info.val_data,
+        "n_train": info.n_train,
+        "device": info.device,
+        "dtype": info.dtype,
+        "layers": info.layers,
+        "width": info.width,
+        "neuron_module": info.neuron_module,
+        "prompt": info.prompt,
+    }
+    if info.probe_config is not None:
+        p = info.probe_config
+        out["probe_config"] = {"batch_size": p.batch_size, "top_k": p.top_k, "n_exemplars": p.n_exemplars,
+                               "reduce": p.reduce, "backend": p.backend, "template": p.template}
+    out["seed"] = info.seed
+    out["versions"] = dict(info.versions)
+    if info.train_config is not None:
+        out["train_config"] = dict(info.train_config)
+    if info.train_history:
+        out["train_history"] = [
+            {"step": h.step, "train_loss": _finite(h.train_loss), "val_loss": _finite(h.val_loss)} for h in info.train_history
+        ]
+    if info.train_best_step is not None:
+        out["train_best_val_loss"] = _finite(info.train_best_val_loss)
+        out["train_best_step"] = info.train_best_step
+    if info.task:
+        out["task"] = info.task
+        out["data_summary"] = info.data_summary
+    out["group_by"] = list(info.group_by)
+    out.update(info.extra)
+    out["timings"] = {k: _finite(v) for k, v in info.timings.items()}
+    out["n_val"] = info.n_val
+    out["top_k"] = info.top_k
+    return out
+
+
+class _Reader:
+    """Typed access to run.json's fields, each failure a RunDirError naming the file and the key."""
+
+    def __init__(self, record: Mapping[str, object], where: str) -> None:
+        self.record = record
+        self.where = where
+
+    def fail(self, key: str, expected: str) -> RunDirError:
+        return RunDirError(f"{self.where}: '{key}' should be {expected}, got {self.record.get(key)!r}")
+
+    def text(self, key: str) -> str:
+        value = self.record.get(key, "")
+        if not isinstance(value, str):
+            raise self.fail(key, "text")
+        return value
+
+    def integer(self, key: str, default: int = 0) -> int:
+        value = self.record.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(key, "an integer")
+        return value
+
+    def number(self, key: str) -> float | None:
+        value = self.record.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self.fail(key, "a number or null")
+        return float(value)
+
+    def mapping(self, key: str) -> Mapping[str, object] | None:
+        value = self.record.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(key, "an object")
+        return value
+
+
+def info_from_json(value: object, where: str) -> RunInfo:
+    """Read run.json's object back; a field of the wrong type is a RunDirError."""
+    if not isinstance(value, dict):
+        raise RunDirError(f"{where}: expected a JSON object")
+    read = _Reader(value, where)
+    probe_config = None
+    raw_probe = read.mapping("probe_config")
+    if raw_probe is not None:
+        p = _Reader(raw_probe, f"{where}: probe_config")
+        probe_config = ProbeSettings(p.integer("batch_size"), p.integer("top_k"), p.integer("n_exemplars"),
+                                     p.text("reduce") or "abs", p.text("backend"), p.text("template"))
+        try:
+            Reduce(probe_config.reduce)
+        except ValueError:
+            raise p.fail("reduce", "one of " + ", ".join(r.value for r in Reduce)) from None
+    history_raw = value.get("train_history", [])
+    if not isinstance(history_raw, list):
+        raise read.fail("train_history", "a list")
+    history = []
+    for i, point in enumerate(history_raw):
+        if not isinstance(point, dict):
+            raise RunDirError(f"{where}: train_history[{i}] should be an object")
+        h = _Reader(point, f"{where}: train_history[{i}]")
+        history.append(TrainPoint(h.integer("step"), h.number("train_loss") or math.nan, h.number("val_loss")))
+    versions = read.mapping("versions") or {}
+    timings = read.mapping("timings") or {}
+    group_by = value.get("group_by", [])
+    if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
+        raise read.fail("group_by", "a list of field names")
+    best_step = value.get("train_best_step")
+    return RunInfo(
+        model=read.text("model"),
+        metric=read.text("metric"),
+        n_val=read.integer("n_val"),
+        layers=read.integer("layers"),
+        width=read.integer("width"),
+        top_k=read.integer("top_k"),
+        device=read.text("device"),
+        dtype=read.text("dtype"),
+        neuron_module=read.text("neuron_module"),
+        data=read.text("data"),
+        val_data=read.text("val_data"),
+        n_train=read.integer("n_train"),
+        prompt=read.text("prompt"),
+        probe_config=probe_config,
+        seed=read.integer("seed"),
+        versions={str(k): str(v) for k, v in versions.items()},
+        train_config=read.mapping("train_config"),
+        train_history=tuple(history),
+        train_best_val_loss=read.number("train_best_val_loss"),
+        train_best_step=None if best_step is None else read.integer("train_best_step"),
+        task=read.text("task"),
+        data_summary=read.text("data_summary"),
+        group_by=tuple(group_by),
+        timings={str(k): float(v) for k, v in timings.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        extra={k: v for k, v in value.items() if k not in _KNOWN},
+    )
