@@ -54,6 +54,8 @@ def summary_line(info: RunInfo) -> Text:
     line.append("  metric ")
     line.append(info.metric, style="bold")
     line.append(f"  N={info.n_val}  layers={info.layers} x {info.width} neurons")
+    if info.weights:
+        line.append(f"\n{info.weights}", style="dim")
     return line
 
 

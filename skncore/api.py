@@ -156,6 +156,7 @@ def probe_info(
         device=str(loaded.device),
         dtype=str(loaded.dtype).replace("torch.", ""),
         neuron_module=loaded.sites.names[0].replace(".0.", ".{i}.", 1) if loaded.sites.names else "",
+        weights=loaded.weights,
         probe_config=ProbeSettings(
             batch_size=config.batch_size,
             top_k=config.top_k,

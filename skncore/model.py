@@ -10,13 +10,14 @@ model's dtype exactly as Hugging Face computes it. Where those modules sit is da
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
 from torch import nn
 
 from skn.errors import ModelError, UsageError
+from skn.gguf import GgufFile, describe, find_gguf, require_gguf_support
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class LoadedModel:
     sites: NeuronSites
     device: torch.device
     dtype: torch.dtype
+    weights: str = ""  # how the weights were made, where that is not plain (a dequantized GGUF file)
 
     @property
     def hidden_size(self) -> int:
@@ -225,6 +227,9 @@ def load_model(
 
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
+    gguf = find_gguf(name)
+    if gguf is not None:
+        return _load_gguf(name, gguf, torch_dtype, torch_device, neuron_module)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
@@ -236,3 +241,22 @@ def load_model(
     module: nn.Module = model
     module.to(torch_device)
     return wrap_loaded(name, module, tokenizer, torch_device, neuron_module)
+
+
+def _load_gguf(name: str, gguf: GgufFile, dtype: torch.dtype, device: torch.device, neuron_module: str) -> LoadedModel:
+    """A GGUF file through transformers' GGUF support: dequantized to float32, then cast to `dtype`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    require_gguf_support()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.folder), gguf_file=gguf.name)
+    except Exception as err:
+        raise ModelError(f"cannot read the tokenizer of {gguf.path}: {err}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.folder), gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as err:
+        raise ModelError(f"cannot load the GGUF model {gguf.path}: {err}") from None
+    module: nn.Module = model
+    module.to(device=device, dtype=dtype)
+    loaded = wrap_loaded(name, module, tokenizer, device, neuron_module)
+    return replace(loaded, weights=describe(gguf))

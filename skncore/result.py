@@ -55,6 +55,7 @@ class RunInfo:
     device: str = ""
     dtype: str = ""
     neuron_module: str = ""
+    weights: str = ""  # how the weights were made where that is not plain (a dequantized GGUF file)
     data: str = ""
     val_data: str = ""
     n_train: int = 0
@@ -98,7 +99,7 @@ class ProbeResult:
 # ---------------------------------------------------------------- run.json <-> RunInfo
 
 _KNOWN = (
-    "model", "metric", "data", "val_data", "n_train", "device", "dtype", "layers", "width", "neuron_module",
+    "model", "metric", "data", "val_data", "n_train", "device", "dtype", "layers", "width", "neuron_module", "weights",
     "prompt", "probe_config", "seed", "versions", "train_config", "train_history", "train_best_val_loss",
     "train_best_step", "task", "data_summary", "group_by", "timings", "n_val", "top_k",
 )
@@ -123,6 +124,8 @@ def info_to_json(info: RunInfo) -> dict[str, object]:
         "neuron_module": info.neuron_module,
         "prompt": info.prompt,
     }
+    if info.weights:
+        out["weights"] = info.weights
     if info.probe_config is not None:
         p = info.probe_config
         out["probe_config"] = {"batch_size": p.batch_size, "top_k": p.top_k, "n_exemplars": p.n_exemplars,
@@ -228,6 +231,7 @@ def info_from_json(value: object, where: str) -> RunInfo:
         device=read.text("device"),
         dtype=read.text("dtype"),
         neuron_module=read.text("neuron_module"),
+        weights=read.text("weights"),
         data=read.text("data"),
         val_data=read.text("val_data"),
         n_train=read.integer("n_train"),
