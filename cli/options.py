@@ -62,12 +62,15 @@ model_options = _packed(
         option("--device", ModelRequest, "device"),
         option("--trust-remote-code", ModelRequest, "trust_remote_code"),
         option("--neuron-module", ModelRequest, "neuron_module", metavar="PATTERN"),
+        option("--device-map", ModelRequest, "device_map", metavar="MAP"),
+        option("--max-memory", ModelRequest, "max_memory", metavar="DEVICE=SIZE"),
+        option("--offload-folder", ModelRequest, "offload_folder", metavar="DIR"),
     ],
     "model",
-    lambda name, dtype, device, trust_remote_code, neuron_module: ModelRequest(
-        name, DType(dtype), device, trust_remote_code, neuron_module
+    lambda name, dtype, device, trust_remote_code, neuron_module, device_map, max_memory, offload_folder: ModelRequest(
+        name, DType(dtype), device, trust_remote_code, neuron_module, device_map, tuple(max_memory), offload_folder
     ),
-    ("name", "dtype", "device", "trust_remote_code", "neuron_module"),
+    ("name", "dtype", "device", "trust_remote_code", "neuron_module", "device_map", "max_memory", "offload_folder"),
 )
 
 _DATA_KEYS = ("data", "val_data", "val_fraction", "instruction_field", "completion_field", "template", "seed")

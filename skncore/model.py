@@ -18,6 +18,7 @@ from torch import nn
 
 from skn.errors import ModelError, UsageError
 from skn.gguf import GgufFile, describe, find_gguf, require_gguf_support
+from skn.placement import Placement, from_pretrained_kwargs, statistics_device
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,10 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     neuron_module: str = "",
+    placement: Placement = Placement(),
 ) -> LoadedModel:
-    """Load a causal LM by hub id or local path, frozen, with its tokenizer and neuron sites."""
+    """Load a causal LM by hub id or local path, frozen, with its tokenizer and neuron sites; with a
+    device map, its layers spread over devices (and offloaded) by accelerate (see skn.placement)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_device = pick_device(device)
@@ -235,11 +238,16 @@ def load_model(
     except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
         raise ModelError(f"cannot load the tokenizer of '{name}': {err}") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=torch_dtype, trust_remote_code=trust_remote_code, **from_pretrained_kwargs(placement)
+        )
     except Exception as err:
         raise ModelError(f"cannot load the model '{name}': {err}") from None
     module: nn.Module = model
-    module.to(torch_device)
+    if placement.spread:
+        torch_device = statistics_device(dict(getattr(model, "hf_device_map", {})))
+    else:
+        module.to(torch_device)
     return wrap_loaded(name, module, tokenizer, torch_device, neuron_module)
 
 

@@ -53,7 +53,8 @@ def capture_activations(loaded: LoadedModel, layers: Sequence[int], sink: LayerS
 
     def hook_for(layer: int) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
         def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            sink(layer, args[0])
+            # a layer placed on another device (--device-map) hands its activations to the statistics' device
+            sink(layer, args[0].to(loaded.device))
             if layer == stop_after:
                 raise _StopForward
 

@@ -27,6 +27,7 @@ from skn.groups import field_values, group_summaries
 from skn.layout import Template
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import DType, LoadedModel, load_model
+from skn.placement import Placement
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import PromptInit
 from skn.result import ProbeResult, TrainPoint
@@ -53,6 +54,14 @@ class ModelRequest:
     trust_remote_code: bool = field(default=False, metadata=_help("Run the model repository's own code (off unless asked)."))
     neuron_module: str = field(default="", metadata=_help(
         "Module whose input is the neuron activation, {i} = layer, e.g. 'model.layers.{i}.mlp.down_proj'."))
+    device_map: str = field(default="", metadata=_help(
+        "Spread the layers over devices with accelerate: auto, balanced, balanced_low_0, sequential [default: one device]."))
+    max_memory: tuple[str, ...] = field(default=(), metadata=_help("With --device-map: DEVICE=SIZE caps, e.g. 0=20GiB (repeatable)."))
+    offload_folder: str = field(default="", metadata=_help("With --device-map: offload what does not fit to this folder."))
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device_map, self.max_memory, self.offload_folder)
 
     @property
     def bundled(self) -> bool:
@@ -144,9 +153,10 @@ def load_requested_model(request: ModelRequest) -> LoadedModel:
     """The model of a request: the bundled one (checksums checked) unless a name is given."""
     if request.bundled:
         folder = zoo.verify_model()
-        loaded = load_model(str(folder), request.dtype, request.device, False, request.neuron_module)
+        loaded = load_model(str(folder), request.dtype, request.device, False, request.neuron_module, request.placement)
         return replace(loaded, name=zoo.BUNDLED_NAME)
-    return load_model(request.name, request.dtype, request.device, request.trust_remote_code, request.neuron_module)
+    return load_model(request.name, request.dtype, request.device, request.trust_remote_code, request.neuron_module,
+                      request.placement)
 
 
 @dataclass(frozen=True)
