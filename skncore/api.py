@@ -21,9 +21,11 @@ from torch import Tensor
 from skn.backend import Backend, resolve_backend
 from skn.data import Example, Split
 from skn.errors import MetricError, UsageError
+from skn.folds import assign_folds, plan_holdout
 from skn.groups import GroupSummaries, field_values, group_summaries, write_groups
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
+from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.model import LoadedModel
 from skn.probe import statistics_pass, top_activations
 from skn.progress import ProgressSink, SilentProgress
@@ -42,6 +44,10 @@ class ProbeConfig:
     reduce: Reduce = Reduce.ABS
     backend: Backend = Backend.AUTO
     template: Template = Template.AUTO
+    # share of the validation set held out to confirm the ranking (skn.folds); None = the default: 0.5 once
+    # both folds hold >= 100 examples, else off; 0.0 = off (rank on all examples)
+    holdout: float | None = None
+    holdout_seed: int = 0  # seeds the fold assignment (the CLI passes --seed)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class ProbeResult:
     examples: tuple[Example, ...]
     exemplars: tuple[Exemplars, ...]  # per neuron
     timings: Mapping[str, float] = field(default_factory=dict)
+    holdout: HoldoutResult | None = None  # with a holdout: neurons were ranked on its selection fold
+    holdout_note: str = ""  # what the holdout resolved to, for the output (e.g. why it is off)
 
 
 def _max_length(loaded: LoadedModel) -> int:
@@ -119,15 +127,22 @@ def probe(
     prompt_len = int(prompt.shape[0])
     examples = tuple(examples)
     rows = encode(loaded, examples, config.template, prompt_len)
-    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress)
+    plan = plan_holdout(config.holdout, len(examples))
+    confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
+    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError:
         if out is not None:
             write_examples(Path(out) / EXAMPLES_FILE, examples, passed.metric)
         raise
-    corr = correlation(passed.stats)
-    neurons = rank_neurons(corr, config.top_k, config.reduce)
+    holdout: HoldoutResult | None = None
+    if passed.folds is not None:
+        ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed)
+        corr, neurons, holdout = ranked.corr, ranked.neurons, ranked.holdout
+    else:
+        corr = correlation(passed.stats)
+        neurons = rank_neurons(corr, config.top_k, config.reduce)
     start = time.perf_counter()
     activations = top_activations(loaded, prompt, rows, neurons, config.batch_size, progress)
     exemplar_seconds = time.perf_counter() - start
@@ -140,6 +155,8 @@ def probe(
         examples=examples,
         exemplars=tuple(exemplars(activations[k], config.n_exemplars) for k in range(len(neurons))),
         timings={"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds},
+        holdout=holdout,
+        holdout_note=plan.note,
     )
 
 
@@ -183,6 +200,7 @@ def probe_info(
             "reduce": config.reduce.value,
             "backend": resolve_backend(config.backend, loaded.device).value,
             "template": resolve_template(config.template, loaded.tokenizer).value,
+            "holdout": "auto" if config.holdout is None else config.holdout,
         },
         "seed": seed,
         "versions": versions(),
@@ -209,6 +227,10 @@ def save_probe(out: Path, result: ProbeResult, info: Mapping[str, object]) -> di
     timings.update(result.timings)
     full["timings"] = timings
     full["top_k"] = len(result.neurons)
+    if result.holdout is not None:
+        full["holdout"] = {**result.holdout.summary(), "note": result.holdout_note}
+    else:
+        full["holdout"] = {"fraction": 0.0, "note": result.holdout_note}
     write_probe_run(
         Path(out),
         ProbeRun(
@@ -219,6 +241,7 @@ def save_probe(out: Path, result: ProbeResult, info: Mapping[str, object]) -> di
             metric=result.metric,
             examples=result.examples,
             info=full,
+            holdout=result.holdout,
         ),
     )
     return full
@@ -256,6 +279,7 @@ def run_probe_job(job: ProbeJob, progress: ProgressSink = SilentProgress()) -> P
     if not job.split.val:
         raise UsageError("no validation examples to probe")
     check_probe_config(job.probe_config)
+    plan_holdout(job.probe_config.holdout, len(job.split.val))  # a bad --holdout fails before training
     if job.metric.known_before_pass:  # fail before training, not after
         check_metric(job.metric, metric_before_pass(job.metric, job.split.val), job.split.val)
     for name in job.group_by:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from skn.backend import Backend, gathered_update, layer_update
 from skn.data import Example
 from skn.errors import InternalError
+from skn.folds import FoldAccumulator, FoldStats
 from skn.forward import completion_scores
 from skn.kernels.reference import check_offsets, gather_prompt_rows
 from skn.layout import Batch, Encoded, make_batch, pad_id
@@ -84,6 +85,7 @@ class PassResult:
     stats: PearsonStats
     metric: Tensor  # [N] float64, in example order
     seconds: float
+    folds: FoldStats | None = None  # with a holdout: each fold's moments (`stats` is then their merge)
 
 
 def statistics_pass(
@@ -95,8 +97,14 @@ def statistics_pass(
     batch_size: int = 16,
     backend: Backend = Backend.AUTO,
     progress: ProgressSink = SilentProgress(),
+    confirm: Tensor | None = None,
 ) -> PassResult:
-    """One pass over the validation set: the metric per example and the streamed statistics."""
+    """One pass over the validation set: the metric per example and the streamed statistics.
+
+    `confirm` ([N] bool, see skn.folds): route each example's rows to the confirmation fold (True) or the
+    selection fold; the result then carries both folds' moments and `stats` is their Chan merge.
+    None: one set of moments over all examples.
+    """
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
     start_time = time.perf_counter()
@@ -104,6 +112,11 @@ def statistics_pass(
     prompt_len = int(prompt.shape[0])
     accumulator = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
+    folds = None
+    if confirm is not None:
+        if confirm.shape != (len(rows),):
+            raise InternalError(f"fold mask of shape {tuple(confirm.shape)} for {len(rows)} examples")
+        folds = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     pad = pad_id(loaded.tokenizer)
     all_layers = list(range(sites.num_layers))
     known = metric_before_pass(spec, examples) if spec.known_before_pass else None
@@ -114,6 +127,8 @@ def statistics_pass(
     with progress.task("probing", len(rows)) as advance, torch.no_grad():
         for first in range(0, len(rows), batch_size):
             chunk = slice(first, first + batch_size)
+            if folds is not None:
+                folds.begin_batch(first, len(rows[chunk]))
             if known is not None:
                 # in-pass: each layer's prompt rows are merged inside its hook, no slab is kept
                 y = known[chunk].to(loaded.device)
@@ -122,6 +137,9 @@ def statistics_pass(
                 offsets = batch.prompt_start.to(loaded.device)
 
                 def merge_rows(layer: int, x: Tensor) -> None:
+                    if folds is not None:
+                        folds.add_rows(layer, x, offsets, y)
+                        return
                     accumulator.update_layer_with(
                         layer, lambda mean_x, m2_x, c_xy, n, mean_y: rows_update(mean_x, m2_x, c_xy, n, mean_y, x, offsets, y)
                     )
@@ -142,11 +160,14 @@ def statistics_pass(
                 y_cpu = metric_after_pass(spec, examples[chunk], scores, function)
                 y = y_cpu.to(loaded.device)
                 for layer in all_layers:
-                    accumulator.add_layer(layer, slab.pop(layer), y)
+                    (folds if folds is not None else accumulator).add_layer(layer, slab.pop(layer), y)
                 values.append(y_cpu)
-            accumulator.finish_batch(y)
+            (folds if folds is not None else accumulator).finish_batch(y)
             advance(batch.size)
     metric = torch.cat(values)
+    if folds is not None:
+        fold_stats = folds.snapshot()
+        return PassResult(fold_stats.full, metric, time.perf_counter() - start_time, fold_stats)
     return PassResult(stats=accumulator.snapshot(), metric=metric, seconds=time.perf_counter() - start_time)
 
 
