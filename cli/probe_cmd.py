@@ -37,11 +37,14 @@ from skn.cli.render import group_tables, print_run
               help="abs: r at argmax_k |r| (sign kept); max: the paper's max_k r.")
 @click.option("--backend", type=click.Choice([b.value for b in Backend]), default="auto", show_default=True,
               help="Statistics update: auto = Triton on CUDA, torch elsewhere.")
+@click.option("--holdout", type=float, default=None, metavar="F",
+              help="Hold out this share of the validation set to confirm the ranking (0 = off) "
+                   "[default: 0.5 once both folds hold 100 examples, else off].")
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @click.option("--out", default="", metavar="RUN", help="Run directory to write.")
 def probe_command(
     model: ModelArgs, data: DataArgs, train: TrainArgs, prompt_path: str, metric: str, task: str, train_size: int | None,
-    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, report: bool, out: str,
+    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, holdout: float | None, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -68,7 +71,7 @@ def probe_command(
         train_config=common.train_config(train, data.seed, len(split.train), bundled),
         probe_config=api.ProbeConfig(
             batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-            backend=Backend(backend), template=data.template,
+            backend=Backend(backend), template=data.template, holdout=holdout, holdout_seed=data.seed,
         ),
         prompt_path=Path(prompt_path) if prompt_path else None,
         resume=train.resume,
@@ -80,7 +83,7 @@ def probe_command(
     outcome = api.run_probe_job(job, RichProgress())
     result = outcome.result
     console = Console()
-    print_run(console, outcome.info, result.neurons, result.top_activations, result.examples, n_exemplars)
+    print_run(console, outcome.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout)
     if outcome.groups is not None:
         for table in group_tables(outcome.groups):
             console.print(table)

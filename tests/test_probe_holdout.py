@@ -82,3 +82,36 @@ def test_run_directory_carries_the_held_out_r(tmp_path: Path) -> None:
         h = run.holdout.per_neuron[k]
         assert h.r_held_out == pytest.approx(float(run.holdout.corr_confirmation[n.layer, n.position, n.neuron]))
         assert h.low <= h.r_held_out <= h.high
+
+
+def test_every_view_shows_the_held_out_r(tmp_path: Path, saved_tiny_model: Path) -> None:
+    from click.testing import CliRunner
+
+    from skn.cli.main import cli
+    from skn.plots import overview_figures
+    from test_cli import FAST, write_data
+
+    train, val = write_data(tmp_path / "train.jsonl", 16, 0), write_data(tmp_path / "val.jsonl", 24, 1)
+    out = tmp_path / "RUN"
+    runner = CliRunner()
+    args = ["probe", "--model", str(saved_tiny_model), "--data", str(train), "--val-data", str(val), "--metric", "size",
+            "--out", str(out), *FAST]
+    result = runner.invoke(cli, [*args, "--holdout", "0.5"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "r held out" in result.output and "replication" in result.output
+    shown = runner.invoke(cli, ["show", str(out)], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0 and "r held out" in shown.output
+    from skn.report import render_report
+
+    assert "r held out" in render_report(read_probe_run(out))
+    run = read_probe_run(out)
+    figure = {f.name: f.figure for f in overview_figures(run)}["score_histogram"]
+    marks = [line for line in figure.axes[0].get_lines() if line.get_gid() == "held_out"]
+    assert run.holdout is not None and len(marks) == 1
+    expected = sorted(abs(h.r_held_out) for h in run.holdout.per_neuron if not math.isnan(h.r_held_out))
+    assert sorted(marks[0].get_xdata()) == pytest.approx(expected)
+    # the default on 24 examples: off, and the output says so
+    off = runner.invoke(cli, [*args, "--prompt", str(out)], env={"COLUMNS": "160"})
+    assert off.exit_code == 0 and "holdout off" in off.output and "r held out" not in off.output
+    bad = runner.invoke(cli, [*args, "--holdout", "1.5"])
+    assert bad.exit_code != 0 and "--holdout must be in [0, 1)" in str(bad.exception)
