@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from skn import api
 from skn.backend import Backend
@@ -13,9 +14,11 @@ from skn.metrics import parse_metric
 from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
+from skn.seeds import parse_seeds, run_seeds, subrun_dir
 
 from skn.cli import common
 from skn.cli.options import DataArgs, ModelArgs, TrainArgs, data_options, model_options, train_options
+from skn.cli.compare_cmd import consensus_table, pair_table
 from skn.cli.render import group_tables, print_run
 
 
@@ -40,11 +43,13 @@ from skn.cli.render import group_tables, print_run
 @click.option("--holdout", type=float, default=None, metavar="F",
               help="Hold out this share of the validation set to confirm the ranking (0 = off) "
                    "[default: 0.5 once both folds hold 100 examples, else off].")
+@click.option("--seeds", default="", metavar="S,S,...",
+              help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @click.option("--out", default="", metavar="RUN", help="Run directory to write.")
 def probe_command(
     model: ModelArgs, data: DataArgs, train: TrainArgs, prompt_path: str, metric: str, task: str, train_size: int | None,
-    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, holdout: float | None, report: bool, out: str,
+    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, holdout: float | None, seeds: str, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -80,9 +85,12 @@ def probe_command(
         group_by=tuple(group_by) or chosen.group_by,
         extra_info={"task": task, "data_summary": chosen.summary} if task else {},
     )
+    console = Console()
+    if seeds:
+        _probe_seeds(console, job, parse_seeds(seeds), top_k, n_exemplars, report)
+        return
     outcome = api.run_probe_job(job, RichProgress())
     result = outcome.result
-    console = Console()
     print_run(console, outcome.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout)
     if outcome.groups is not None:
         for table in group_tables(outcome.groups):
@@ -90,3 +98,17 @@ def probe_command(
     if report:
         console.print(f"report: [bold]{write_report(run_dir, exemplar_count=n_exemplars)}[/]")
     console.print(f"run directory: [bold]{run_dir}[/]")
+
+
+def _probe_seeds(console: Console, job: api.ProbeJob, seeds: tuple[int, ...], top_k: int, n_exemplars: int, report: bool) -> None:
+    done = run_seeds(job, seeds, top_k, RichProgress())
+    for seed, outcome in zip(done.seeds, done.outcomes, strict=True):
+        console.print(f"[bold]seed {seed}[/]", highlight=False)
+        result = outcome.result
+        print_run(console, outcome.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout)
+        if report:
+            console.print(Text(f"report: {write_report(subrun_dir(job.out, seed), exemplar_count=n_exemplars)}"))
+    if done.comparison is not None:
+        console.print(pair_table(done.comparison))
+        console.print(consensus_table(done.comparison))
+    console.print(Text(f"run directory: {job.out} (one seed-S/ per seed)"))

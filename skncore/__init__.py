@@ -7,16 +7,25 @@
 """
 
 from skn.api import ProbeConfig, ProbeJob, ProbeOutcome, ProbeResult, probe, run_probe_job, save_probe, train
+from skn.compare import Comparison, compare_runs, write_comparison
 from skn.data import Example, Split, load_examples
+from skn.folds import FoldAccumulator, FoldStats, assign_folds, plan_holdout
+from skn.holdout import HeldOutR, HoldoutResult, rank_with_holdout
 from skn.model import LoadedModel, load_model
 from skn.rank import Neuron, Reduce
 from skn.rundir import read_probe_run
+from skn.seeds import SeedsOutcome, run_seeds
 from skn.stats import PearsonStats, merge
 from skn.trainer import TrainConfig, TrainResult
 from skn.version import __version__
 
 __all__ = [
+    "Comparison",
     "Example",
+    "FoldAccumulator",
+    "FoldStats",
+    "HeldOutR",
+    "HoldoutResult",
     "LoadedModel",
     "Neuron",
     "PearsonStats",
@@ -25,16 +34,23 @@ __all__ = [
     "ProbeOutcome",
     "ProbeResult",
     "Reduce",
+    "SeedsOutcome",
     "Split",
     "TrainConfig",
     "TrainResult",
     "__version__",
+    "assign_folds",
+    "compare_runs",
     "load_examples",
     "load_model",
     "merge",
+    "plan_holdout",
     "probe",
+    "rank_with_holdout",
     "read_probe_run",
     "run_probe_job",
+    "run_seeds",
     "save_probe",
     "train",
+    "write_comparison",
 ]
