@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from skn.compare import Comparison, compare_runs, write_comparison
+from skn.compare_report import write_compare_report
 
 
 def pair_table(comparison: Comparison) -> Table:
@@ -36,8 +37,9 @@ def consensus_table(comparison: Comparison) -> Table:
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", default=10, show_default=True, help="Size of each run's top set and of the consensus.")
+@click.option("--report", is_flag=True, help="Also write DIR/compare.html (one offline page).")
 @click.option("--out", default="", metavar="DIR", help="Folder for compare.json, compare.csv, compare.png [default: runs/compare-TIME].")
-def compare_command(runs: tuple[Path, ...], top_k: int, out: str) -> None:
+def compare_command(runs: tuple[Path, ...], top_k: int, report: bool, out: str) -> None:
     """Compare the neurons several runs of one model and metric single out (e.g. prompts of different seeds).
 
     A folder written by `skn probe --seeds` stands for its seed-N sub-runs.
@@ -50,6 +52,8 @@ def compare_command(runs: tuple[Path, ...], top_k: int, out: str) -> None:
     comparison = compare_runs(runs, top_k)
     folder = Path(out) if out else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     paths = write_comparison(folder, comparison)
+    if report:
+        paths = (*paths, write_compare_report(folder, comparison))
     console = Console()
     for i, run in enumerate(comparison.runs):
         console.print(Text(f"run {i}: {run.name}"))

@@ -13,6 +13,7 @@ from skn.backend import Backend
 from skn.metrics import parse_metric
 from skn.progress import RichProgress
 from skn.rank import Reduce
+from skn.compare_report import write_compare_report
 from skn.report import write_report
 from skn.seeds import parse_seeds, run_seeds, subrun_dir
 
@@ -109,6 +110,8 @@ def _probe_seeds(console: Console, job: api.ProbeJob, seeds: tuple[int, ...], to
         if report:
             console.print(Text(f"report: {write_report(subrun_dir(job.out, seed), exemplar_count=n_exemplars)}"))
     if done.comparison is not None:
+        if report:
+            console.print(Text(f"report: {write_compare_report(job.out, done.comparison)}"))
         console.print(pair_table(done.comparison))
         console.print(consensus_table(done.comparison))
     console.print(Text(f"run directory: {job.out} (one seed-S/ per seed)"))

@@ -141,8 +141,10 @@ def test_cli_compare(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
 
     from skn.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["compare", str(two_runs[0]), str(two_runs[1]), "--top-k", "4", "--out", str(tmp_path / "c")],
+    result = CliRunner().invoke(cli, ["compare", str(two_runs[0]), str(two_runs[1]), "--top-k", "4", "--report", "--out", str(tmp_path / "c")],
                                 env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     assert "consensus top 4" in result.output and "Jaccard" in result.output
-    assert {p.name for p in (tmp_path / "c").iterdir()} == {"compare.json", "compare.csv", "compare.png"}
+    assert {p.name for p in (tmp_path / "c").iterdir()} == {"compare.json", "compare.csv", "compare.png", "compare.html"}
+    page = (tmp_path / "c" / "compare.html").read_text()
+    assert "Consensus" in page and "data:image/png;base64," in page and str(two_runs[0]) in page
