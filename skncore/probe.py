@@ -110,13 +110,14 @@ def statistics_pass(
     start_time = time.perf_counter()
     sites = loaded.sites
     prompt_len = int(prompt.shape[0])
-    accumulator = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
+    accumulator: StatsAccumulator | FoldAccumulator
+    if confirm is None:
+        accumulator = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
+    elif confirm.shape != (len(rows),):
+        raise InternalError(f"fold mask of shape {tuple(confirm.shape)} for {len(rows)} examples")
+    else:  # a holdout: the rows of each batch go to their fold's moments (skn.folds)
+        accumulator = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
-    folds = None
-    if confirm is not None:
-        if confirm.shape != (len(rows),):
-            raise InternalError(f"fold mask of shape {tuple(confirm.shape)} for {len(rows)} examples")
-        folds = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     pad = pad_id(loaded.tokenizer)
     all_layers = list(range(sites.num_layers))
     known = metric_before_pass(spec, examples) if spec.known_before_pass else None
@@ -127,8 +128,8 @@ def statistics_pass(
     with progress.task("probing", len(rows)) as advance, torch.no_grad():
         for first in range(0, len(rows), batch_size):
             chunk = slice(first, first + batch_size)
-            if folds is not None:
-                folds.begin_batch(first, len(rows[chunk]))
+            if isinstance(accumulator, FoldAccumulator):
+                accumulator.begin_batch(first, len(rows[chunk]))
             if known is not None:
                 # in-pass: each layer's prompt rows are merged inside its hook, no slab is kept
                 y = known[chunk].to(loaded.device)
@@ -137,8 +138,8 @@ def statistics_pass(
                 offsets = batch.prompt_start.to(loaded.device)
 
                 def merge_rows(layer: int, x: Tensor) -> None:
-                    if folds is not None:
-                        folds.add_rows(layer, x, offsets, y)
+                    if isinstance(accumulator, FoldAccumulator):
+                        accumulator.add_rows(layer, x, offsets, y)
                         return
                     accumulator.update_layer_with(
                         layer, lambda mean_x, m2_x, c_xy, n, mean_y: rows_update(mean_x, m2_x, c_xy, n, mean_y, x, offsets, y)
@@ -160,13 +161,13 @@ def statistics_pass(
                 y_cpu = metric_after_pass(spec, examples[chunk], scores, function)
                 y = y_cpu.to(loaded.device)
                 for layer in all_layers:
-                    (folds if folds is not None else accumulator).add_layer(layer, slab.pop(layer), y)
+                    accumulator.add_layer(layer, slab.pop(layer), y)
                 values.append(y_cpu)
-            (folds if folds is not None else accumulator).finish_batch(y)
+            accumulator.finish_batch(y)
             advance(batch.size)
     metric = torch.cat(values)
-    if folds is not None:
-        fold_stats = folds.snapshot()
+    if isinstance(accumulator, FoldAccumulator):
+        fold_stats = accumulator.snapshot()
         return PassResult(fold_stats.full, metric, time.perf_counter() - start_time, fold_stats)
     return PassResult(stats=accumulator.snapshot(), metric=metric, seconds=time.perf_counter() - start_time)
 
