@@ -15,7 +15,9 @@ fold with one row merges it as a batch of one (its centred moments are zero, the
 
 Seam for other per-pass accumulators (the permutation null must be computed on the selection fold, the fold
 that chose): `FoldAccumulator.rows(fold)` is the index tensor of the current batch's rows in that fold, on
-the statistics' device, so another accumulator can take `acts.index_select(0, rows)` and `y[rows]`.
+the statistics' device, so another accumulator can take `acts.index_select(0, rows)` and `y[rows]`;
+`FoldAccumulator.within(fold)` numbers the same rows 0 .. n_fold - 1 across the whole pass (the index a
+permutation of that fold's metric values is applied at), and `fold_size(fold)` is n_fold, known before the pass.
 """
 
 from __future__ import annotations
@@ -137,6 +139,12 @@ class FoldAccumulator:
             Fold.CONFIRMATION: StatsAccumulator(layers, positions, width, device, update_layer),
         }
         self._rows: dict[Fold, Tensor] = {}
+        self._within: dict[Fold, Tensor] = {}
+        # example i's number within its own fold: the count of earlier examples of the same fold
+        self._rank_in_fold = {
+            Fold.CONFIRMATION: torch.cumsum(self._confirm.to(torch.int64), 0) - 1,
+            Fold.SELECTION: torch.cumsum((~self._confirm).to(torch.int64), 0) - 1,
+        }
 
     def begin_batch(self, first: int, size: int) -> None:
         """Route the rows of examples first .. first + size - 1 by fold."""
@@ -148,12 +156,26 @@ class FoldAccumulator:
             Fold.SELECTION: index[~mask].to(self._device),
             Fold.CONFIRMATION: index[mask].to(self._device),
         }
+        self._within = {
+            fold: self._rank_in_fold[fold][first : first + size][fold_mask].to(self._device)
+            for fold, fold_mask in ((Fold.SELECTION, ~mask), (Fold.CONFIRMATION, mask))
+        }
 
     def rows(self, fold: Fold) -> Tensor:
         """[b] int64 on the statistics' device: the current batch's rows in `fold` (the seam for other accumulators)."""
         if not self._rows:
             raise InternalError("FoldAccumulator.rows before begin_batch")
         return self._rows[fold]
+
+    def within(self, fold: Fold) -> Tensor:
+        """[b] int64: the number (0 .. n_fold - 1, over the whole pass) of each of `rows(fold)` within its fold."""
+        if not self._within:
+            raise InternalError("FoldAccumulator.within before begin_batch")
+        return self._within[fold]
+
+    def fold_size(self, fold: Fold) -> int:
+        held = int(self._confirm.sum())
+        return held if fold is Fold.CONFIRMATION else int(self._confirm.numel()) - held
 
     def add_layer(self, layer: int, acts: Tensor, y: Tensor) -> None:
         """One layer's prompt activations [B, P, m] of the current batch."""
@@ -176,6 +198,7 @@ class FoldAccumulator:
             if rows.numel():
                 accumulator.finish_batch(y.index_select(0, rows.to(y.device)))
         self._rows = {}
+        self._within = {}
 
     def snapshot(self) -> FoldStats:
         return FoldStats(

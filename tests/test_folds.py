@@ -113,3 +113,6 @@ def test_rows_of_the_current_batch_are_the_seam() -> None:
     folds.begin_batch(2, 3)
     assert folds.rows(Fold.SELECTION).tolist() == [0]
     assert folds.rows(Fold.CONFIRMATION).tolist() == [1, 2]
+    assert folds.within(Fold.SELECTION).tolist() == [1]  # example 2 is the second selection example (after 1)
+    assert folds.within(Fold.CONFIRMATION).tolist() == [1, 2]  # examples 3, 4 follow example 0 in their fold
+    assert folds.fold_size(Fold.SELECTION) == 2 and folds.fold_size(Fold.CONFIRMATION) == 3
