@@ -5,7 +5,7 @@ metric `filler_words` is the filler's length, `shuffled` the same values shuffle
 with no relation to the text), runs `skn probe --seeds` on both metrics and prints per seed the top-10 r on
 the selection fold, the held-out r and the replication rate, then the cross-seed overlap against chance.
 
-    python bench/holdout_stories.py --out /tmp/holdout_stories      # about 3 minutes on one CPU thread
+    python bench/holdout_stories.py --out /tmp/holdout_stories      # about a minute on one CPU thread
 """
 
 from __future__ import annotations
