@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -13,8 +14,11 @@ from skn.backend import Backend
 from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
+from skn.compare_report import write_compare_report
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_directory, run_probe
+from skn.seeds import parse_seeds, run_seeds, subrun_dir
 
+from skn.cli.compare_cmd import consensus_table, pair_table
 from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
 from skn.cli.render import group_tables, print_run
 
@@ -33,13 +37,16 @@ from skn.cli.render import group_tables, print_run
 @option("--exemplars", ProbeConfig, "n_exemplars")
 @option("--reduce", ProbeConfig, "reduce", type=click.Choice([r.value for r in Reduce]))
 @option("--backend", ProbeConfig, "backend", type=click.Choice([b.value for b in Backend]))
+@option("--holdout", ProbeConfig, "holdout", type=float, metavar="F")
+@click.option("--seeds", default="", metavar="S,S,...",
+              help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @threads_option
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @out_option
 def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
-    reduce: str, backend: str, threads: int, report: bool, out: str,
+    reduce: str, backend: str, holdout: float | None, seeds: str, threads: int, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -57,19 +64,38 @@ def probe_command(
         data=replace(data, task=task, train_size=train_size, val_size=val_size),
         train=train,
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-                          backend=Backend(backend), template=data.template),
+                          backend=Backend(backend), template=data.template, holdout=holdout),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),
         out=str(run_dir),
         threads=threads,
     )
-    result = run_probe(request, RichProgress())
     console = Console()
-    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars)
+    if seeds:
+        _probe_seeds(console, request, parse_seeds(seeds), n_exemplars, report)
+        return
+    result = run_probe(request, RichProgress())
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout)
     if result.groups is not None:
         for table in group_tables(result.groups):
             console.print(table)
     if report:
         console.print(Text("report: ") + Text(str(write_report(run_dir, exemplar_count=n_exemplars)), style="bold"))
     console.print(Text("run directory: ") + Text(str(run_dir), style="bold"))
+
+
+def _probe_seeds(console: Console, request: ProbeRequest, seeds: tuple[int, ...], n_exemplars: int, report: bool) -> None:
+    done = run_seeds(request, seeds, RichProgress())
+    out = Path(request.out)
+    for seed, result in zip(done.seeds, done.outcomes, strict=True):
+        console.print(Text(f"seed {seed}", style="bold"))
+        print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout)
+        if report:
+            console.print(Text(f"report: {write_report(subrun_dir(out, seed), exemplar_count=n_exemplars)}"))
+    if done.comparison is not None:
+        if report:
+            console.print(Text(f"report: {write_compare_report(out, done.comparison)}"))
+        console.print(pair_table(done.comparison))
+        console.print(consensus_table(done.comparison))
+    console.print(Text(f"run directory: {out} (one seed-S/ per seed)"))

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, group_key
+from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
 from skn.rank import Neuron, exemplars
 from skn.result import RunInfo
 
@@ -28,11 +29,17 @@ def neuron_table(
     n_exemplars: int,
     title: str,
     text_width: int = 48,
+    held_out: Sequence[HeldOutR] = (),
+    caption: str = "",
 ) -> Table:
-    """rank, layer, neuron, position, r, and the most/least activating examples (activation: text)."""
-    table = Table(title=title, title_justify="left", show_lines=True)
+    """rank, layer, neuron, position, r, (with a holdout: r held out [95% interval]), and the most/least
+    activating examples (activation: text)."""
+    table = Table(title=title, title_justify="left", show_lines=True, caption=Text(caption) if caption else None,
+                  caption_justify="left")
     for name in ("rank", "layer", "neuron", "pos", "r"):
         table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name == "r" else 0))
+    if held_out:
+        table.add_column("r held out", justify="right", no_wrap=True)
     for name in ("most activating", "least activating"):
         table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=text_width)
     for k, neuron in enumerate(neurons):
@@ -42,9 +49,31 @@ def neuron_table(
             return "\n".join(_short(f"{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices)
 
         r = "nan" if math.isnan(neuron.r) else f"{neuron.r:+.3f}"
+        extra = [held_out_cell(held_out[k])] if held_out else []
         table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.index), str(neuron.position), r,
-                      lines(chosen.most), lines(chosen.least))
+                      *extra, lines(chosen.most), lines(chosen.least))
     return table
+
+
+def held_out_cell(h: HeldOutR) -> str:
+    """+0.412 [+0.29, +0.52]: the confirmation fold's r and its 95% interval."""
+    if math.isnan(h.r_held_out):
+        return "nan"
+    interval = "" if math.isnan(h.low) else f"\n[{h.low:+.2f}, {h.high:+.2f}]"
+    return f"{h.r_held_out:+.3f}{interval}"
+
+
+def holdout_caption(holdout: HoldoutResult | None, note: str) -> str:
+    """The line under the table: which r is which, and the cross-fitted replication rate."""
+    if holdout is None:
+        return note
+    rep = holdout.replication
+    rate = "n/a" if math.isnan(rep.rate) else f"{rep.rate:.0%}"
+    return (
+        f"r: on the {holdout.n_selection} selection examples that ranked the neurons; r held out: on the other "
+        f"{holdout.n_confirmation}, with its 95% interval (quote this one).\nreplication (top {rep.top_k}, same sign "
+        f"and p < {rep.alpha:g} on the other fold, both ways): {rate}"
+    )
 
 
 def summary_line(info: RunInfo) -> Text:
@@ -60,11 +89,14 @@ def summary_line(info: RunInfo) -> Text:
 
 
 def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
-              examples: Sequence[Example], n_exemplars: int) -> None:
+              examples: Sequence[Example], n_exemplars: int, holdout: HoldoutResult | None = None) -> None:
     console.print(summary_line(info))
-    # the five number columns take about 40 characters; the two example columns share the rest
-    text_width = max(16, (console.width - 40) // 2 - 3)
-    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width))
+    # the five number columns take about 40 characters (56 with the held-out r); the two example columns share the rest
+    text_width = max(16, (console.width - (56 if holdout is not None else 40)) // 2 - 3)
+    note = str(summary_from_info(info.extra).get("note", ""))
+    held_out = holdout.per_neuron if holdout is not None else ()
+    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width,
+                               held_out, holdout_caption(holdout, note)))
 
 
 def _group_label(value: object) -> str:

@@ -12,19 +12,28 @@ or stage by stage:
 """
 
 from skn.api import ProbeConfig, probe, train
+from skn.compare import Comparison, compare_runs, write_comparison
 from skn.data import Example, Split, load_examples
+from skn.folds import FoldAccumulator, FoldStats, assign_folds, plan_holdout
+from skn.holdout import HeldOutR, HoldoutResult, rank_with_holdout
 from skn.model import LoadedModel, load_model
 from skn.rank import Neuron, Reduce
 from skn.result import ProbeResult, RunInfo
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe, run_train
 from skn.rundir import read_probe_run
+from skn.seeds import SeedsOutcome, run_seeds
 from skn.stats import PearsonStats, merge
 from skn.trainer import TrainConfig, TrainResult
 from skn.version import __version__
 
 __all__ = [
+    "Comparison",
     "DataRequest",
     "Example",
+    "FoldAccumulator",
+    "FoldStats",
+    "HeldOutR",
+    "HoldoutResult",
     "LoadedModel",
     "ModelRequest",
     "Neuron",
@@ -34,17 +43,24 @@ __all__ = [
     "ProbeResult",
     "Reduce",
     "RunInfo",
+    "SeedsOutcome",
     "Split",
     "TrainConfig",
     "TrainResult",
     "TrainSettings",
     "__version__",
+    "assign_folds",
+    "compare_runs",
     "load_examples",
     "load_model",
     "merge",
+    "plan_holdout",
     "probe",
+    "rank_with_holdout",
     "read_probe_run",
     "run_probe",
+    "run_seeds",
     "run_train",
     "train",
+    "write_comparison",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,8 @@ from torch import Tensor
 from skn.backend import Backend, resolve_backend
 from skn.data import Example
 from skn.errors import MetricError, UsageError
+from skn.folds import assign_folds, plan_holdout
+from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, parse_metric
 from skn.model import LoadedModel
@@ -45,6 +47,10 @@ class ProbeConfig:
     reduce: Reduce = field(default=Reduce.ABS, metadata={"help": "abs: r at argmax_k |r| (sign kept); max: the paper's max_k r."})
     backend: Backend = field(default=Backend.AUTO, metadata={"help": "Statistics update: auto = Triton on CUDA, torch elsewhere."})
     template: Template = Template.AUTO
+    holdout: float | None = field(default=None, metadata={"help": (
+        "Share of the validation set held out to confirm the ranking (0 = rank on all examples) "
+        "[default: 0.5 once both folds hold 100 examples, else off].")})
+    holdout_seed: int = 0  # seeds the fold assignment (the CLI passes --seed)
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -114,13 +120,20 @@ def probe(
     prompt_len = int(prompt.shape[0])
     examples = tuple(examples)
     rows = encode(loaded, examples, config.template, prompt_len)
-    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress)
+    plan = plan_holdout(config.holdout, len(examples))
+    confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
+    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:
         raise MetricFailure(err, passed.metric) from None
-    corr = correlation(passed.stats)
-    neurons = rank_neurons(corr, config.top_k, config.reduce)
+    holdout: HoldoutResult | None = None
+    if passed.folds is not None:
+        ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed)
+        corr, neurons, holdout = ranked.corr, ranked.neurons, ranked.holdout
+    else:
+        corr = correlation(passed.stats)
+        neurons = rank_neurons(corr, config.top_k, config.reduce)
     start = time.perf_counter()
     activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
     exemplar_seconds = time.perf_counter() - start
@@ -131,8 +144,13 @@ def probe(
         top_activations=activations,
         metric=passed.metric,
         examples=examples,
-        info=probe_info(loaded, spec, config, len(examples), len(neurons),
-                        {"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds}),
+        info=replace(
+            probe_info(loaded, spec, config, len(examples), len(neurons),
+                       {"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds}),
+            extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
+                   else {"fraction": 0.0, "note": plan.note}},
+        ),
+        holdout=holdout,
     )
 
 
@@ -164,6 +182,7 @@ def probe_info(
             reduce=config.reduce.value,
             backend=resolve_backend(config.backend, loaded.device).value,
             template=resolve_template(config.template, loaded.tokenizer).value,
+            holdout=config.holdout,
         ),
         versions=versions(),
         timings=timings,

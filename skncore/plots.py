@@ -4,7 +4,9 @@ Three kinds, after the paper's figures:
 
 1. per top neuron, a kernel density estimate of its activation (at its best prompt position) for each value
    of a metadata field: do the groups separate?
-2. the histogram of every neuron's best |r| with the top-K threshold as a dashed red line;
+2. the histogram of every neuron's best |r| with the top-K threshold as a dashed red line; with a holdout, the
+   |r| are the selection fold's (the ones that ranked) and the top K's held-out |r| are drawn beside them as
+   orange triangles: how far each falls once measured on examples that did not choose it;
 3. the best |r| of each layer: where in the network the skill sits.
 
 Matplotlib is used through its object API (`Figure` + `FigureCanvasAgg`) and never through pyplot, so no
@@ -282,8 +284,9 @@ def activation_figure(activations: Array, grouping: Grouping, neuron: Neuron, ca
     return figure
 
 
-def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str) -> Figure:
-    """Histogram of every neuron's best |r| (log count axis) with the top-K threshold (gid "threshold")."""
+def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str, held_out: Array | None = None) -> Figure:
+    """Histogram of every neuron's best |r| (log count axis) with the top-K threshold (gid "threshold");
+    `held_out`: the top K's held-out r, drawn as triangles at their |r| (gid "held_out")."""
     figure = new_figure(*SMALL)
     ax = figure.add_subplot()
     magnitudes = np.abs(scores[np.isfinite(scores)])
@@ -295,10 +298,14 @@ def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: 
     ax.annotate(f"|r| = {threshold:.3f}", xy=(threshold, 0.5), xycoords=("data", "axes fraction"),
                 xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="red", fontsize=9,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+    if held_out is not None:
+        shown = np.abs(held_out[np.isfinite(held_out)])
+        ax.plot(shown, np.full(shown.size, 0.7), "v", color="C1", ms=7, alpha=0.8, gid="held_out",
+                label=f"top {top_k}: |r| held out (median {float(np.median(shown)) if shown.size else math.nan:.3f})")
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.5)  # a bin holding a single neuron stays visible
     ax.set_title(f"Best |r| of every neuron (the top {top_k} lie right of the red line)", fontsize=10)
-    ax.set_xlabel("best |r| over prompt positions")
+    ax.set_xlabel("best |r| over prompt positions" + (" (selection fold)" if held_out is not None else ""))
     ax.set_ylabel("neurons (log scale)")
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.25)
@@ -409,12 +416,19 @@ def overview_figures(run: ProbeResult) -> Iterator[NamedFigure]:
     history = training_history(run.info)
     if history:
         yield NamedFigure("training", training_figure(history, text))
-    scores = best_scores(run.corr, run.info.reduce).score.to(torch.float64).numpy()
+    # with a holdout the neurons were ranked on the selection fold: its scores are the ones the threshold cuts
+    ranked_corr = run.holdout.corr_selection if run.holdout is not None else run.corr
+    scores = best_scores(ranked_corr, run.info.reduce).score.to(torch.float64).numpy()
     top_k = len(run.neurons)
     if top_k == 0:
         return
-    threshold = top_k_threshold(run.corr, top_k, run.info.reduce)
-    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text))
+    threshold = top_k_threshold(ranked_corr, top_k, run.info.reduce)
+    held_out = None
+    if run.holdout is not None:
+        held_out = np.array([h.r_held_out for h in run.holdout.per_neuron], dtype=np.float64)
+        text = caption(run.info, n, f"ranked on the {run.holdout.n_selection} selection examples; "
+                                    f"held out: the other {run.holdout.n_confirmation}")
+    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text, held_out))
     yield NamedFigure("layers", layer_figure(scores, threshold, run.neurons, text))
 
 

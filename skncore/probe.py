@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from skn.backend import Backend, gathered_update, layer_update
 from skn.data import Example
 from skn.errors import InternalError
+from skn.folds import FoldAccumulator, FoldStats
 from skn.scoring import completion_scores
 from skn.layout import Batch, Encoded, check_offsets, gather_prompt_rows, make_batch, pad_id
 from skn.metrics import MetricKind, MetricSpec, check_metric, load_function, metric_after_pass, metric_before_pass
@@ -84,6 +85,7 @@ class PassResult:
     stats: PearsonStats
     metric: Tensor  # [N] float64, in example order
     seconds: float
+    folds: FoldStats | None = None  # with a holdout: each fold's moments (`stats` is then their merge)
 
 
 def statistics_pass(
@@ -95,14 +97,26 @@ def statistics_pass(
     batch_size: int = 16,
     backend: Backend = Backend.AUTO,
     progress: ProgressSink = SilentProgress(),
+    confirm: Tensor | None = None,
 ) -> PassResult:
-    """One pass over the validation set: the metric per example and the streamed statistics."""
+    """One pass over the validation set: the metric per example and the streamed statistics.
+
+    `confirm` ([N] bool, see skn.folds): route each example's rows to the confirmation fold (True) or the
+    selection fold; the result then carries both folds' moments and `stats` is their Chan merge.
+    None: one set of moments over all examples.
+    """
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
     start_time = time.perf_counter()
     sites = loaded.sites
     prompt_len = int(prompt.shape[0])
-    accumulator = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
+    accumulator: StatsAccumulator | FoldAccumulator
+    if confirm is None:
+        accumulator = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
+    elif confirm.shape != (len(rows),):
+        raise InternalError(f"fold mask of shape {tuple(confirm.shape)} for {len(rows)} examples")
+    else:  # a holdout: the rows of each batch go to their fold's moments (skn.folds)
+        accumulator = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
     pad = pad_id(loaded.tokenizer)
     all_layers = list(range(sites.num_layers))
@@ -114,6 +128,8 @@ def statistics_pass(
     with progress.task("probing", len(rows)) as advance, torch.no_grad():
         for first in range(0, len(rows), batch_size):
             chunk = slice(first, first + batch_size)
+            if isinstance(accumulator, FoldAccumulator):
+                accumulator.begin_batch(first, len(rows[chunk]))
             if known is not None:
                 # in-pass: each layer's prompt rows are merged inside its hook, no slab is kept
                 y = known[chunk].to(loaded.device)
@@ -122,6 +138,9 @@ def statistics_pass(
                 offsets = batch.prompt_start.to(loaded.device)
 
                 def merge_rows(layer: int, x: Tensor) -> None:
+                    if isinstance(accumulator, FoldAccumulator):
+                        accumulator.add_rows(layer, x, offsets, y)
+                        return
                     accumulator.update_layer_with(
                         layer, lambda mean_x, m2_x, c_xy, n, mean_y: rows_update(mean_x, m2_x, c_xy, n, mean_y, x, offsets, y)
                     )
@@ -147,6 +166,9 @@ def statistics_pass(
             accumulator.finish_batch(y)
             advance(batch.size)
     metric = torch.cat(values)
+    if isinstance(accumulator, FoldAccumulator):
+        fold_stats = accumulator.snapshot()
+        return PassResult(fold_stats.full, metric, time.perf_counter() - start_time, fold_stats)
     return PassResult(stats=accumulator.snapshot(), metric=metric, seconds=time.perf_counter() - start_time)
 
 

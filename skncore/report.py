@@ -6,7 +6,7 @@ user (model names, paths, examples, metadata) goes through `html.escape`.
 
 Sections: the run's summary (model, data, metric, N, the prompt's training curve, the full run.json), the
 run-level figures (|r| histogram, |r| per layer), the sortable table of top neurons (with the mean
-activation of each group), and per neuron its density figure and its most and least activating examples.
+activation of each group, and with a holdout the held-out r, its 95% interval and the full-set r), and per neuron its density figure and its most and least activating examples.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from skn.plots import (
     overview_figures,
     png_bytes,
 )
+from skn.holdout import summary_from_info
 from skn.rank import exemplars
 from skn.result import ProbeResult, info_to_json
 from skn.rundir import read_probe_run, write_bytes
@@ -176,12 +177,26 @@ def summary_rows(run: ProbeResult, grouping: Grouping) -> tuple[tuple[str, str],
         ("top K", str(len(run.neurons))),
         ("groups", f"{grouping.note}: {groups}"),
         ("seed", str(info.seed)),
+        ("holdout", holdout_text(run)),
     ]
     if info.timings:
         rows.append(("timings", _mapping_text(dict(info.timings))))
     if info.versions:
         rows.append(("versions", _mapping_text(dict(info.versions))))
     return tuple(rows)
+
+
+def holdout_text(run: ProbeResult) -> str:
+    """The holdout in one line: the folds and the cross-fitted replication rate, or why it is off."""
+    summary = summary_from_info(run.info.extra)
+    note = str(summary.get("note", "")) if summary else ""
+    if run.holdout is None:
+        return note or "none (ranked on all examples)"
+    rep = run.holdout.replication
+    rate = "n/a" if math.isnan(rep.rate) else f"{rep.rate:.0%}"
+    return (f"ranked on {run.holdout.n_selection} selection examples, r held out on the other {run.holdout.n_confirmation} "
+            f"(seed {run.holdout.seed}); replication of the top {rep.top_k} (same sign, p < {rep.alpha:g} on the other "
+            f"fold, both ways): {rate}")
 
 
 def _summary(run: ProbeResult, grouping: Grouping, training: NamedFigure | None) -> str:
@@ -204,7 +219,10 @@ def _group_means(values: np.ndarray, grouping: Grouping) -> list[float]:
 
 
 def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
-    heads = ["rank", "layer", "neuron", "position", "r"] + [f"mean act. | {label}" for label in grouping.labels]
+    held = run.holdout.per_neuron if run.holdout is not None else ()
+    r_head = "r (selection fold)" if held else "r"
+    extra_heads = ["r held out", "95% interval", "r (all examples)"] if held else []
+    heads = ["rank", "layer", "neuron", "position", r_head, *extra_heads] + [f"mean act. | {label}" for label in grouping.labels]
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
     rows = []
     for row, n in enumerate(run.neurons):
@@ -215,13 +233,25 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
             _num_cell(float(n.index), str(n.index)),
             _num_cell(float(n.position), str(n.position)),
             _r_cell(n.r),
-        ] + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
+        ] + ([_r_cell(held[row].r_held_out), _num_cell(held[row].low, _interval(held[row].low, held[row].high)),
+              _r_cell(held[row].r_full)] if held else []) + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'
-            f'<p class="sub">Ranked by |r| at each neuron\'s best prompt position. Click a header to sort; click a rank '
-            f"to see the neuron.</p>"
+            f'<p class="sub">Ranked by |r| at each neuron\'s best prompt position{esc(_ranked_on(run))}. Click a header to '
+            f"sort; click a rank to see the neuron.</p>"
             f'<table class="sortable" id="neuron-table"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></section>")
+
+
+def _interval(low: float, high: float) -> str:
+    return "NaN" if math.isnan(low) else f"[{low:+.3f}, {high:+.3f}]"
+
+
+def _ranked_on(run: ProbeResult) -> str:
+    if run.holdout is None:
+        return ""
+    return (f", on the {run.holdout.n_selection} selection examples; r held out is measured on the other "
+            f"{run.holdout.n_confirmation}, which played no part in choosing the neuron: quote that one")
 
 
 def _examples_table(run: ProbeResult, indices: Sequence[int], values: np.ndarray, labels: Sequence[str], field: str) -> str:
@@ -256,7 +286,13 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
     values = run.top_activations[row].to(torch.float64).numpy()
     chosen = exemplars(run.top_activations[row], count)
     figure = neuron_figure(run, row, grouping).figure
-    return (f'<section class="card neuron" id="neuron-{neuron.rank}"><h3>{esc(neuron_title(neuron))}</h3>'
+    held = ""
+    if run.holdout is not None:
+        h = run.holdout.per_neuron[row]
+        held = (f'<p class="sub">r held out {esc(_number(h.r_held_out))} {esc(_interval(h.low, h.high))} on '
+                f"{run.holdout.n_confirmation} examples; r on the selection fold {esc(_number(h.r_selection))}; "
+                f"on all examples {esc(_number(h.r_full))}</p>")
+    return (f'<section class="card neuron" id="neuron-{neuron.rank}"><h3>{esc(neuron_title(neuron))}</h3>{held}'
             f'<div class="pair">{_img(figure, f"activation density of neuron {neuron.layer}.{neuron.index}", "fig")}'
             f"{_group_table(values, grouping)}</div>"
             f"<h4>Most activating</h4>{_examples_table(run, chosen.most, values, labels, grouping.field)}"

@@ -17,6 +17,7 @@ from torch import Tensor
 from skn.data import Example
 from skn.errors import RunDirError
 from skn.groups import GroupSummaries
+from skn.holdout import HoldoutResult
 from skn.rank import Exemplars, Neuron, Reduce, exemplars
 from skn.stats import PearsonStats
 
@@ -31,6 +32,7 @@ class ProbeSettings:
     reduce: str
     backend: str
     template: str
+    holdout: float | None = None  # the --holdout asked for; None = the default (see skn.folds.plan_holdout)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,13 @@ class ProbeResult:
     examples: tuple[Example, ...]
     info: RunInfo
     groups: GroupSummaries | None = None  # with --group-by or a task
+    holdout: HoldoutResult | None = None  # with a holdout: `neurons` were ranked on its selection fold
+
+    @property
+    def holdout_note(self) -> str:
+        """What the holdout resolved to (its folds, or why it is off), as run.json's holdout.note says."""
+        summary = self.info.extra.get("holdout")
+        return str(summary.get("note", "")) if isinstance(summary, Mapping) else ""
 
     def exemplars(self, n: int) -> tuple[Exemplars, ...]:
         """The n most and least activating examples of every top neuron."""
@@ -129,7 +138,8 @@ def info_to_json(info: RunInfo) -> dict[str, object]:
     if info.probe_config is not None:
         p = info.probe_config
         out["probe_config"] = {"batch_size": p.batch_size, "top_k": p.top_k, "n_exemplars": p.n_exemplars,
-                               "reduce": p.reduce, "backend": p.backend, "template": p.template}
+                               "reduce": p.reduce, "backend": p.backend, "template": p.template,
+                               "holdout": "auto" if p.holdout is None else p.holdout}
     out["seed"] = info.seed
     out["versions"] = dict(info.versions)
     if info.train_config is not None:
@@ -200,8 +210,10 @@ def info_from_json(value: object, where: str) -> RunInfo:
     raw_probe = read.mapping("probe_config")
     if raw_probe is not None:
         p = _Reader(raw_probe, f"{where}: probe_config")
+        holdout = raw_probe.get("holdout", "auto")
         probe_config = ProbeSettings(p.integer("batch_size"), p.integer("top_k"), p.integer("n_exemplars"),
-                                     p.text("reduce") or "abs", p.text("backend"), p.text("template"))
+                                     p.text("reduce") or "abs", p.text("backend"), p.text("template"),
+                                     None if holdout == "auto" else p.number("holdout"))
         try:
             Reduce(probe_config.reduce)
         except ValueError:

@@ -23,6 +23,7 @@ from skn import zoo
 from skn.api import MetricFailure, ProbeConfig, probe, train
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
+from skn.folds import plan_holdout
 from skn.groups import field_values, group_summaries
 from skn.layout import Template
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
@@ -102,6 +103,7 @@ class TrainSettings:
         "Start every vector from this token's embedding [default: random vocabulary tokens; the placeholder on the bundled model]."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Trade compute for memory on small GPUs."))
     resume: bool = field(default=False, metadata=_help("Continue the training checkpointed in --out."))
+    seed: int | None = None  # the prompt's seed (initialisation, batch order); None = the data's --seed
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,8 @@ def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_m
     init = settings.prompt_init if settings.prompt_init is not None else (zoo.PLACEHOLDER if bundled_model else "")
     config = TrainConfig(
         prompt_len=settings.prompt_len, lr=settings.lr, steps=steps, batch_size=settings.batch_size,
-        grad_accum=settings.grad_accum, eval_every=settings.eval_every, patience=settings.patience, seed=seed,
+        grad_accum=settings.grad_accum, eval_every=settings.eval_every, patience=settings.patience,
+        seed=settings.seed if settings.seed is not None else seed,
         init=PromptInit(init), gradient_checkpointing=settings.gradient_checkpointing,
     )
     return with_steps_from_epochs(config, settings.epochs, n_train) if settings.epochs > 0 else config
@@ -225,12 +228,15 @@ def _history(trained: TrainResult) -> tuple[TrainPoint, ...]:
     return tuple(TrainPoint(h.step, h.train_loss, h.val_loss) for h in trained.history)
 
 
-def _check_before_training(examples: tuple[Example, ...], spec: MetricSpec, group_by: tuple[str, ...]) -> None:
+def _check_before_training(
+    examples: tuple[Example, ...], spec: MetricSpec, group_by: tuple[str, ...], holdout: float | None
+) -> None:
     """What can fail before a prompt is trained fails now, not after."""
     if not examples:
         raise UsageError("no validation examples to probe")
     if spec.known_before_pass:
         check_metric(spec, metric_before_pass(spec, examples), examples)
+    plan_holdout(holdout, len(examples))  # a bad --holdout fails now
     for name in group_by:
         field_values(examples, name)  # a missing group-by field fails now, naming the example
 
@@ -244,8 +250,8 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     chosen = choose_examples(request.data, bundled)
     spec = parse_metric(request.metric or chosen.default_metric)
     group_by = request.group_by or chosen.group_by
-    probe_config = replace(request.probe, template=request.data.template)
-    _check_before_training(chosen.split.val, spec, group_by)
+    probe_config = replace(request.probe, template=request.data.template, holdout_seed=request.data.seed)
+    _check_before_training(chosen.split.val, spec, group_by, probe_config.holdout)
     out = run_directory(request.out)
     loaded = load_requested_model(request.model)
     trained: TrainResult | None = None
@@ -273,7 +279,7 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
         val_data=chosen.val_label,
         n_train=len(chosen.split.train),
         prompt=prompt_source,
-        seed=request.data.seed,
+        seed=train_config.seed,
         train_config=_train_record(train_config) if trained is not None else None,
         train_history=_history(trained) if trained is not None else (),
         train_best_val_loss=trained.best_val_loss if trained is not None else None,

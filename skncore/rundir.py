@@ -31,8 +31,11 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.errors import RunDirError
+from skn.folds import FoldStats
 from skn.groups import GroupSummaries, groups_from_json, groups_to_json
+from skn.holdout import HeldOutR, HoldoutResult
 from skn.rank import Neuron
+from skn.replication import ALPHA, Replication
 from skn.result import ProbeResult, info_from_json, info_to_json
 from skn.stats import PearsonStats
 from skn.version import __version__
@@ -48,6 +51,9 @@ GROUPS_FILE = "groups.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 NEURON_COLUMNS = ("rank", "layer", "neuron", "position", "r")
+HOLDOUT_COLUMNS = ("r_held_out", "r_held_out_low", "r_held_out_high", "r_selection", "r_full")  # with a holdout
+FOLD_NAMES = ("selection", "confirmation")
+MOMENTS = ("count", "mean_x", "m2_x", "c_xy", "mean_y", "m2_y")
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -155,17 +161,47 @@ def read_prompt(path: Path) -> PromptFile:
 # ---------------------------------------------------------------- probe results
 
 
-def _neurons_csv(neurons: Sequence[Neuron]) -> str:
+def _held_out_values(h: HeldOutR) -> tuple[float, ...]:
+    return (h.r_held_out, h.low, h.high, h.r_selection, h.r_full)
+
+
+def _neurons_csv(neurons: Sequence[Neuron], held_out: Sequence[HeldOutR] = ()) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(NEURON_COLUMNS)
-    for n in neurons:
-        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r)])
+    writer.writerow(NEURON_COLUMNS + (HOLDOUT_COLUMNS if held_out else ()))
+    for k, n in enumerate(neurons):
+        extra = [repr(v) for v in _held_out_values(held_out[k])] if held_out else []
+        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r), *extra])
     return buffer.getvalue()
 
 
-def _neuron_record(n: Neuron) -> dict[str, object]:
-    return {"rank": n.rank, "layer": n.layer, "neuron": n.index, "position": n.position, "r": _json_safe(n.r)}
+def _neuron_record(n: Neuron, held_out: HeldOutR | None = None) -> dict[str, object]:
+    record: dict[str, object] = {"rank": n.rank, "layer": n.layer, "neuron": n.index, "position": n.position, "r": _json_safe(n.r)}
+    if held_out is not None:
+        record.update({name: _json_safe(v) for name, v in zip(HOLDOUT_COLUMNS, _held_out_values(held_out), strict=True)})
+    return record
+
+
+def _moment_tensors(prefix: str, stats: PearsonStats) -> dict[str, Tensor]:
+    return {
+        f"{prefix}count": torch.tensor(stats.count, dtype=torch.int64),
+        f"{prefix}mean_x": stats.mean_x,
+        f"{prefix}m2_x": stats.m2_x,
+        f"{prefix}c_xy": stats.c_xy,
+        f"{prefix}mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
+        f"{prefix}m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
+    }
+
+
+def _holdout_tensors(holdout: HoldoutResult) -> dict[str, Tensor]:
+    """The folds in stats.safetensors: `confirm` [N] uint8 (1 = confirmation fold), each fold's moments under
+    `selection_` / `confirmation_`, and each fold's corr (`corr_selection`, `corr_confirmation`)."""
+    tensors = {"confirm": holdout.folds.confirm.to(torch.uint8)}
+    tensors.update(_moment_tensors("selection_", holdout.folds.selection))
+    tensors.update(_moment_tensors("confirmation_", holdout.folds.confirmation))
+    tensors["corr_selection"] = holdout.corr_selection.to(torch.float32)
+    tensors["corr_confirmation"] = holdout.corr_confirmation.to(torch.float32)
+    return tensors
 
 
 def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> None:
@@ -200,11 +236,13 @@ def write_probe_run(directory: Path, run: ProbeResult) -> None:
             "c_xy": stats.c_xy,
             "mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
             "m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
+            **(_holdout_tensors(run.holdout) if run.holdout is not None else {}),
         },
         metadata,
     )
-    write_json(directory / NEURONS_JSON, [_neuron_record(n) for n in run.neurons])
-    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons))
+    held_out = run.holdout.per_neuron if run.holdout is not None else ()
+    write_json(directory / NEURONS_JSON, [_neuron_record(n, held_out[k] if held_out else None) for k, n in enumerate(run.neurons)])
+    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons, held_out))
     write_tensors(
         directory / TOP_ACTIVATIONS_FILE,
         {"activations": run.top_activations.to(torch.float32), "metric": run.metric.to(torch.float64)},
@@ -292,7 +330,59 @@ def read_probe_run(directory: Path) -> ProbeResult:
             f"{len(neurons)} neurons x {len(examples)} examples"
         )
     groups = read_groups(directory) if (directory / GROUPS_FILE).is_file() else None
-    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups)
+    holdout = _read_holdout(directory, stats_t, raw_neurons, info.extra) if "confirm" in stats_t else None
+    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout)
+
+
+def _stats_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:
+    return PearsonStats(
+        count=int(tensors[f"{prefix}count"]),
+        mean_x=tensors[f"{prefix}mean_x"],
+        m2_x=tensors[f"{prefix}m2_x"],
+        c_xy=tensors[f"{prefix}c_xy"],
+        mean_y=float(tensors[f"{prefix}mean_y"]),
+        m2_y=float(tensors[f"{prefix}m2_y"]),
+    )
+
+
+def _number_or_nan(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _read_holdout(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: list[object], info: Mapping[str, object]) -> HoldoutResult:
+    """The holdout of a run (stats.safetensors' fold tensors, neurons.json's held-out fields, run.json's summary)."""
+    needed = {f"{fold}_{name}" for fold in FOLD_NAMES for name in MOMENTS} | {"corr_selection", "corr_confirmation"}
+    missing = needed - set(tensors)
+    if missing:
+        raise RunDirError(f"{directory / STATS_FILE}: has a fold mask but lacks {', '.join(sorted(missing))}")
+    try:
+        per_neuron = tuple(
+            HeldOutR(*(math.nan if n[name] is None else float(n[name]) for name in HOLDOUT_COLUMNS))  # type: ignore[index]
+            for n in raw_neurons
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunDirError(f"{directory / NEURONS_JSON}: a run with a holdout needs {', '.join(HOLDOUT_COLUMNS)} ({err})") from None
+    summary = info.get("holdout")
+    summary = summary if isinstance(summary, Mapping) else {}
+    rep = summary.get("replication")
+    rep = rep if isinstance(rep, Mapping) else {}
+    replication = Replication(
+        top_k if isinstance(top_k := rep.get("top_k"), int) else len(per_neuron),
+        _number_or_nan(rep.get("selection_to_confirmation")),
+        _number_or_nan(rep.get("confirmation_to_selection")),
+        _number_or_nan(rep.get("rate")),
+        _number_or_nan(rep.get("alpha")) if "alpha" in rep else ALPHA,
+    )
+    folds = FoldStats(_stats_from(tensors, "selection_"), _stats_from(tensors, "confirmation_"), tensors["confirm"].to(torch.bool))
+    return HoldoutResult(
+        fraction=_number_or_nan(summary.get("fraction")),
+        seed=int(summary["seed"]) if isinstance(summary.get("seed"), int) else 0,
+        folds=folds,
+        corr_selection=tensors["corr_selection"],
+        corr_confirmation=tensors["corr_confirmation"],
+        per_neuron=per_neuron,
+        replication=replication,
+    )
 
 
 # ---------------------------------------------------------------- groups.json

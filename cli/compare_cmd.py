@@ -1,0 +1,63 @@
+"""`skn compare RUN_A RUN_B [...]`: top-K overlap, rank correlation and consensus of several runs' neurons."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from skn.compare import Comparison, compare_runs, write_comparison
+from skn.compare_report import write_compare_report
+
+
+def pair_table(comparison: Comparison) -> Table:
+    table = Table(title=f"top-{comparison.top_k} overlap of {comparison.neurons} neurons, and rank correlation", title_justify="left")
+    for name in ("run a", "run b", "overlap", "by chance", "Jaccard", "by chance", "Spearman"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for p in comparison.pairs:
+        table.add_row(str(p.a), str(p.b), str(p.overlap), f"{p.overlap_chance:.3g}", f"{p.jaccard:.3f}",
+                      f"{p.jaccard_chance:.2g}", f"{p.spearman:+.3f}")
+    return table
+
+
+def consensus_table(comparison: Comparison) -> Table:
+    table = Table(title=f"consensus top {comparison.top_k} (min |score| with signs agreeing; mean)", title_justify="left")
+    for name in ("rank", "layer", "neuron", "min", "mean", *(f"run {i} (pos)" for i in range(len(comparison.runs)))):
+        table.add_column(name, justify="right", no_wrap=True)
+    for c in comparison.consensus:
+        table.add_row(str(c.rank), str(c.layer), str(c.index), f"{c.consensus_min:+.3f}", f"{c.consensus_mean:+.3f}",
+                      *(f"{s:+.3f} ({p})" for s, p in zip(c.scores, c.positions, strict=True)))
+    return table
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=10, show_default=True, help="Size of each run's top set and of the consensus.")
+@click.option("--report", is_flag=True, help="Also write DIR/compare.html (one offline page).")
+@click.option("--out", default="", metavar="DIR", help="Folder for compare.json, compare.csv, compare.png [default: runs/compare-TIME].")
+def compare_command(runs: tuple[Path, ...], top_k: int, report: bool, out: str) -> None:
+    """Compare the neurons several runs of one model and metric single out (e.g. prompts of different seeds).
+
+    A folder written by `skn probe --seeds` stands for its seed-N sub-runs.
+
+    \b
+    Examples:
+      skn compare runs/seed0 runs/seed1 --out runs/cmp
+      skn compare RUN_WITH_SEEDS
+    """
+    comparison = compare_runs(runs, top_k)
+    folder = Path(out) if out else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+    paths = write_comparison(folder, comparison)
+    if report:
+        paths = (*paths, write_compare_report(folder, comparison))
+    console = Console()
+    for i, run in enumerate(comparison.runs):
+        console.print(Text(f"run {i}: {run.name}"))
+    console.print(pair_table(comparison))
+    console.print(consensus_table(comparison))
+    console.print(Text(f"mean Jaccard {comparison.mean_jaccard:.3f} against {comparison.pairs[0].jaccard_chance:.2g} by chance"))
+    console.print(Text("wrote " + ", ".join(str(p) for p in paths)))

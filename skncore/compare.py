@@ -1,0 +1,235 @@
+"""`skn compare`: do different prompts (seeds) single out the same neurons?
+
+Positions of two prompts are not the same thing, so runs are compared on neurons, not cells: each FFN
+neuron (layer, index) takes its score in each run at that run's own best position (skn.rank.best_scores on
+the run's `corr`, all validation examples, the run's --reduce). Then, for every pair of runs, the top-K
+Jaccard beside its chance expectation and Spearman's rho of the scores over all neurons; over all runs, the
+consensus ranking (skn.overlap). Runs must share the model, the metric and the shape [L, P, m] is free in
+P but not in L and m.
+
+Files in the output folder: `compare.json` (runs, pairs, consensus top K), `compare.csv` (the consensus top
+K, one row per neuron with each run's score) and `compare.png` (run A's scores against run B's, the first
+two runs, every neuron, the consensus top K marked).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from skn.errors import UsageError
+from skn.overlap import (
+    Array,
+    chance_jaccard,
+    consensus_mean,
+    consensus_min,
+    consensus_order,
+    jaccard,
+    spearman,
+    top_k_flat,
+)
+from skn.plots import new_figure, png_bytes
+from skn.rank import best_scores
+from skn.result import ProbeResult
+from skn.rundir import read_probe_run, write_bytes, write_json, write_text
+
+COMPARE_JSON = "compare.json"
+COMPARE_CSV = "compare.csv"
+COMPARE_PNG = "compare.png"
+SUBRUN_PREFIX = "seed-"  # sub-runs of `skn probe --seeds`
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """One run as the comparison sees it: each neuron's score [L, m] at the run's best position."""
+
+    name: str
+    model: str
+    metric: str
+    score: Array  # [L, m] float64, NaN where undefined
+    position: Array  # [L, m] the best position of each neuron in this run
+
+
+@dataclass(frozen=True)
+class PairStats:
+    a: int
+    b: int
+    overlap: int  # |top K of a n top K of b|
+    jaccard: float
+    jaccard_chance: float
+    overlap_chance: float  # K^2 / M
+    spearman: float
+    n_spearman: int  # neurons with a defined score in both
+
+
+@dataclass(frozen=True)
+class ConsensusNeuron:
+    rank: int
+    layer: int
+    index: int  # the FFN neuron (the column "neuron" of compare.json / .csv)
+    consensus_min: float
+    consensus_mean: float
+    scores: tuple[float, ...]  # per run
+    positions: tuple[int, ...]  # per run
+
+
+@dataclass(frozen=True)
+class Comparison:
+    runs: tuple[RunScores, ...]
+    top_k: int
+    neurons: int  # M = L * m
+    pairs: tuple[PairStats, ...]
+    consensus: tuple[ConsensusNeuron, ...]
+    top_sets: tuple[tuple[int, ...], ...]  # per run, flat indices of its top K
+
+    @property
+    def mean_jaccard(self) -> float:
+        return float(np.mean([p.jaccard for p in self.pairs])) if self.pairs else math.nan
+
+
+def run_scores(run: ProbeResult, name: str) -> RunScores:
+    best = best_scores(run.corr, run.info.reduce)
+    return RunScores(
+        name=name,
+        model=run.info.model,
+        metric=run.info.metric,
+        score=best.score.to(torch.float64).numpy(),
+        position=best.position.to(torch.float64).numpy(),
+    )
+
+
+def expand_runs(paths: Sequence[Path]) -> tuple[Path, ...]:
+    """Each path is a run directory, or a folder of `skn probe --seeds` sub-runs (seed-N/), which stand for it."""
+    out: list[Path] = []
+    for path in paths:
+        subs = sorted(p for p in Path(path).glob(f"{SUBRUN_PREFIX}*") if p.is_dir() and (p / "stats.safetensors").is_file())
+        if subs and not (Path(path) / "stats.safetensors").is_file():
+            out.extend(subs)
+        else:
+            out.append(Path(path))
+    return tuple(out)
+
+
+def compare_scores(runs: Sequence[RunScores], top_k: int) -> Comparison:
+    """Every pair's overlap and rank correlation, and the consensus top K (see the module docstring)."""
+    if len(runs) < 2:
+        raise UsageError(f"compare needs at least two runs, got {len(runs)}")
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    first = runs[0]
+    for run in runs[1:]:
+        if run.score.shape != first.score.shape:
+            raise UsageError(f"{run.name}: {run.score.shape[0]} layers x {run.score.shape[1]} neurons, but {first.name} "
+                             f"has {first.score.shape[0]} x {first.score.shape[1]}: not the same model")
+        for what, mine, theirs in (("model", run.model, first.model), ("metric", run.metric, first.metric)):
+            if mine != theirs:
+                raise UsageError(f"{run.name}: {what} {mine!r}, but {first.name} has {theirs!r}: compare runs of one model and metric")
+    layers, width = first.score.shape
+    m = layers * width
+    k = min(top_k, m)
+    tops = tuple(tuple(int(i) for i in top_k_flat(r.score, k)) for r in runs)
+    chance = chance_jaccard(k, m)
+    pairs = []
+    for a in range(len(runs)):
+        for b in range(a + 1, len(runs)):
+            rho, n = spearman(runs[a].score, runs[b].score)
+            pairs.append(PairStats(a, b, len(set(tops[a]) & set(tops[b])), jaccard(tops[a], tops[b]), chance, k * k / m, rho, n))
+    scores = [r.score for r in runs]
+    minimum, mean = consensus_min(scores), consensus_mean(scores)
+    consensus = []
+    for rank, flat in enumerate(consensus_order(minimum, mean)[:k].tolist(), start=1):
+        layer, neuron = divmod(int(flat), width)
+        consensus.append(ConsensusNeuron(
+            rank, layer, neuron, float(minimum[layer, neuron]), float(mean[layer, neuron]),
+            tuple(float(r.score[layer, neuron]) for r in runs), tuple(int(r.position[layer, neuron]) for r in runs),
+        ))
+    return Comparison(tuple(runs), k, m, tuple(pairs), tuple(consensus), tops)
+
+
+def compare_runs(paths: Sequence[Path], top_k: int = 10) -> Comparison:
+    """Read the run directories (seed folders expanded) and compare them."""
+    expanded = expand_runs(paths)
+    return compare_scores([run_scores(read_probe_run(p), str(p)) for p in expanded], top_k)
+
+
+def _safe(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def to_json(comparison: Comparison) -> dict[str, object]:
+    return {
+        "runs": [{"name": r.name, "model": r.model, "metric": r.metric} for r in comparison.runs],
+        "top_k": comparison.top_k,
+        "neurons": comparison.neurons,
+        "score": "r at each run's own best position, all validation examples",
+        "mean_jaccard": _safe(comparison.mean_jaccard),
+        "pairs": [
+            {"a": p.a, "b": p.b, "overlap": p.overlap, "overlap_chance": p.overlap_chance, "jaccard": p.jaccard,
+             "jaccard_chance": p.jaccard_chance, "spearman": _safe(p.spearman), "n_spearman": p.n_spearman}
+            for p in comparison.pairs
+        ],
+        "top": [[divmod(i, comparison.runs[0].score.shape[1]) for i in top] for top in comparison.top_sets],
+        "consensus": [
+            {"rank": c.rank, "layer": c.layer, "neuron": c.index, "consensus_min": c.consensus_min,
+             "consensus_mean": _safe(c.consensus_mean), "scores": [_safe(s) for s in c.scores], "positions": list(c.positions)}
+            for c in comparison.consensus
+        ],
+    }
+
+
+def to_csv(comparison: Comparison) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["rank", "layer", "neuron", "consensus_min", "consensus_mean",
+                     *(f"score_{i}" for i in range(len(comparison.runs))), *(f"position_{i}" for i in range(len(comparison.runs)))])
+    for c in comparison.consensus:
+        writer.writerow([c.rank, c.layer, c.index, repr(c.consensus_min), repr(c.consensus_mean),
+                         *(repr(s) for s in c.scores), *c.positions])
+    return buffer.getvalue()
+
+
+def scatter_figure(comparison: Comparison, a: int = 0, b: int = 1) -> Figure:
+    """Run a's score against run b's for every neuron (gid "neurons"), the consensus top K marked (gid "consensus")."""
+    figure = new_figure(5.6, 5.0)
+    ax = figure.add_subplot()
+    x, y = comparison.runs[a].score.reshape(-1), comparison.runs[b].score.reshape(-1)
+    keep = np.isfinite(x) & np.isfinite(y)
+    ax.scatter(x[keep], y[keep], s=4, color="0.55", alpha=0.5, linewidths=0, gid="neurons", label=f"{int(keep.sum())} neurons")
+    width = comparison.runs[0].score.shape[1]
+    cx = [x[c.layer * width + c.index] for c in comparison.consensus]
+    cy = [y[c.layer * width + c.index] for c in comparison.consensus]
+    ax.scatter(cx, cy, s=28, color="C3", edgecolors="white", linewidths=0.6, gid="consensus",
+               label=f"consensus top {comparison.top_k} (min, signs agree)")
+    ax.axhline(0.0, color="0.8", lw=0.8)
+    ax.axvline(0.0, color="0.8", lw=0.8)
+    pair = next(p for p in comparison.pairs if (p.a, p.b) == (a, b))
+    ax.set_title(f"Neuron scores in two runs: Spearman {pair.spearman:.3f}, top-{comparison.top_k} Jaccard "
+                 f"{pair.jaccard:.2f} (chance {pair.jaccard_chance:.3f})", fontsize=9)
+    ax.set_xlabel(f"score in run {a} (r at its best position)")
+    ax.set_ylabel(f"score in run {b}")
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    ax.grid(alpha=0.25)
+    names = f"run {a}: {comparison.runs[a].name}; run {b}: {comparison.runs[b].name}"
+    text = (f"model: {comparison.runs[0].model}  \u00b7  metric: {comparison.runs[0].metric}  \u00b7  "
+            f"neurons = {comparison.neurons}  \u00b7  {names}")
+    figure.supxlabel("\n".join(textwrap.wrap(text, 110)), fontsize=7.5, color="0.35", x=0.01, ha="left")
+    return figure
+
+
+def write_comparison(out: Path, comparison: Comparison) -> tuple[Path, ...]:
+    """compare.json, compare.csv and compare.png into `out`; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / COMPARE_JSON, to_json(comparison))
+    write_text(out / COMPARE_CSV, to_csv(comparison))
+    write_bytes(out / COMPARE_PNG, png_bytes(scatter_figure(comparison)))
+    return out / COMPARE_JSON, out / COMPARE_CSV, out / COMPARE_PNG

@@ -1,0 +1,206 @@
+"""Two folds of the validation set in one pass: a selection fold that ranks, a confirmation fold that checks.
+
+Why: the top neuron is the largest |r| among 10^4-10^6 cells, so its r on the examples that chose it is biased
+upward (the winner's curse). Its r on examples that played no part in choosing it is not.
+
+Assignment (`assign_folds`): every example gets the key sha256(f"{seed}|{instruction}|{completion}|{source}");
+the round(F * N) examples with the smallest keys form the confirmation fold (ties, i.e. duplicates, by index).
+The fold of an example depends on the seed and its own text only: not on its metric, not on where it sits
+in the file (shuffling the validation set moves no example to the other fold).
+
+Moments (`FoldAccumulator`): one `StatsAccumulator` per fold; each batch's rows are routed to their fold. The
+full-set moments are the Chan merge of the two (`skn.stats.merge`), so nothing is computed twice. A batch may
+hold rows of one fold only, or a single row of a fold: a fold with no row in the batch is skipped, and a
+fold with one row merges it as a batch of one (its centred moments are zero, the merge adds the rest).
+
+Seam for other per-pass accumulators (the permutation null must be computed on the selection fold, the fold
+that chose): `FoldAccumulator.rows(fold)` is the index tensor of the current batch's rows in that fold, on
+the statistics' device, so another accumulator can take `acts.index_select(0, rows)` and `y[rows]`;
+`FoldAccumulator.within(fold)` numbers the same rows 0 .. n_fold - 1 across the whole pass (the index a
+permutation of that fold's metric values is applied at), and `fold_size(fold)` is n_fold, known before the pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from skn.data import Example
+from skn.errors import InternalError, UsageError
+from skn.layout import gather_prompt_rows
+from skn.stats import LayerUpdate, PearsonStats, StatsAccumulator, merge
+
+AUTO_FRACTION = 0.5
+MIN_AUTO_FOLD = 100  # the automatic holdout needs at least this many examples in each fold
+MIN_FOLD = 4  # an explicit --holdout needs this many per fold (Fisher z's standard error is 1/sqrt(n - 3))
+
+
+class Fold(Enum):
+    SELECTION = "selection"
+    CONFIRMATION = "confirmation"
+
+
+@dataclass(frozen=True)
+class HoldoutPlan:
+    """What `--holdout` resolved to for N examples: fraction 0.0 is off; `note` says why, for the output."""
+
+    fraction: float
+    note: str
+
+    @property
+    def on(self) -> bool:
+        return self.fraction > 0.0
+
+
+def plan_holdout(requested: float | None, n: int) -> HoldoutPlan:
+    """`requested` None is the default: 0.5 once both folds would hold >= 100 examples, else off.
+    0 is off (rank on all examples, as without a holdout); 0 < F < 1 holds out round(F * N) examples."""
+    if requested is None:
+        confirm = round(AUTO_FRACTION * n)
+        if min(confirm, n - confirm) >= MIN_AUTO_FOLD:
+            return HoldoutPlan(AUTO_FRACTION, f"holdout {AUTO_FRACTION:g}: {n - confirm} selection, {confirm} confirmation examples")
+        return HoldoutPlan(
+            0.0,
+            f"holdout off: {n} validation examples, the default needs {MIN_AUTO_FOLD} in each fold "
+            f"(--holdout F forces one); r below is measured on the examples that chose the neurons",
+        )
+    if not 0.0 <= requested < 1.0 or math.isnan(requested):
+        raise UsageError(f"--holdout must be in [0, 1), got {requested}")
+    if requested == 0.0:
+        return HoldoutPlan(0.0, "holdout off (--holdout 0): neurons ranked on all examples")
+    confirm = round(requested * n)
+    if min(confirm, n - confirm) < MIN_FOLD:
+        raise UsageError(
+            f"--holdout {requested:g} on {n} validation examples leaves {n - confirm} selection and {confirm} "
+            f"confirmation examples; each fold needs at least {MIN_FOLD}"
+        )
+    return HoldoutPlan(requested, f"holdout {requested:g}: {n - confirm} selection, {confirm} confirmation examples")
+
+
+def _key(seed: int, example: Example) -> bytes:
+    text = f"{seed}|{example.instruction}|{example.completion}|{example.source}"
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def assign_folds(examples: Sequence[Example], fraction: float, seed: int) -> Tensor:
+    """[N] bool, True for the confirmation fold: the round(fraction * N) examples with the smallest seeded keys."""
+    n = len(examples)
+    confirm = torch.zeros(n, dtype=torch.bool)
+    count = round(fraction * n)
+    order = sorted(range(n), key=lambda i: (_key(seed, examples[i]), i))
+    confirm[order[:count]] = True
+    return confirm
+
+
+@dataclass(frozen=True)
+class FoldStats:
+    """The moments of each fold, and which examples were held out."""
+
+    selection: PearsonStats
+    confirmation: PearsonStats
+    confirm: Tensor  # [N] bool, True = confirmation fold
+
+    @property
+    def full(self) -> PearsonStats:
+        """The whole validation set: Chan's merge of the two folds."""
+        return merge(self.selection, self.confirmation)
+
+    def of(self, fold: Fold) -> PearsonStats:
+        return self.selection if fold is Fold.SELECTION else self.confirmation
+
+
+class FoldAccumulator:
+    """Two `StatsAccumulator`s fed by one pass. Call `begin_batch(first, size)` for each batch, then per layer
+    `add_layer(layer, acts [B, P, m], y)` or `add_rows(layer, x [B, T, m], offsets, y)`, then `finish_batch(y)`."""
+
+    def __init__(
+        self,
+        confirm: Tensor,
+        layers: int,
+        positions: int,
+        width: int,
+        device: torch.device | str = "cpu",
+        update_layer: LayerUpdate | None = None,
+    ) -> None:
+        if confirm.dim() != 1 or confirm.dtype != torch.bool:
+            raise InternalError(f"the fold mask must be [N] bool, got {tuple(confirm.shape)} {confirm.dtype}")
+        self._confirm = confirm.to("cpu")
+        self._positions = positions
+        self._device = torch.device(device)
+        # the folds may share one backend (and its workspace): each call finishes before the next begins
+        self._accumulators = {
+            Fold.SELECTION: StatsAccumulator(layers, positions, width, device, update_layer),
+            Fold.CONFIRMATION: StatsAccumulator(layers, positions, width, device, update_layer),
+        }
+        self._rows: dict[Fold, Tensor] = {}
+        self._within: dict[Fold, Tensor] = {}
+        # example i's number within its own fold: the count of earlier examples of the same fold
+        self._rank_in_fold = {
+            Fold.CONFIRMATION: torch.cumsum(self._confirm.to(torch.int64), 0) - 1,
+            Fold.SELECTION: torch.cumsum((~self._confirm).to(torch.int64), 0) - 1,
+        }
+
+    def begin_batch(self, first: int, size: int) -> None:
+        """Route the rows of examples first .. first + size - 1 by fold."""
+        if first < 0 or first + size > self._confirm.numel():
+            raise InternalError(f"batch {first}..{first + size - 1} outside the {self._confirm.numel()} examples")
+        mask = self._confirm[first : first + size]
+        index = torch.arange(size)
+        self._rows = {
+            Fold.SELECTION: index[~mask].to(self._device),
+            Fold.CONFIRMATION: index[mask].to(self._device),
+        }
+        self._within = {
+            fold: self._rank_in_fold[fold][first : first + size][fold_mask].to(self._device)
+            for fold, fold_mask in ((Fold.SELECTION, ~mask), (Fold.CONFIRMATION, mask))
+        }
+
+    def rows(self, fold: Fold) -> Tensor:
+        """[b] int64 on the statistics' device: the current batch's rows in `fold` (the seam for other accumulators)."""
+        if not self._rows:
+            raise InternalError("FoldAccumulator.rows before begin_batch")
+        return self._rows[fold]
+
+    def within(self, fold: Fold) -> Tensor:
+        """[b] int64: the number (0 .. n_fold - 1, over the whole pass) of each of `rows(fold)` within its fold."""
+        if not self._within:
+            raise InternalError("FoldAccumulator.within before begin_batch")
+        return self._within[fold]
+
+    def fold_size(self, fold: Fold) -> int:
+        held = int(self._confirm.sum())
+        return held if fold is Fold.CONFIRMATION else int(self._confirm.numel()) - held
+
+    def add_layer(self, layer: int, acts: Tensor, y: Tensor) -> None:
+        """One layer's prompt activations [B, P, m] of the current batch."""
+        for fold, accumulator in self._accumulators.items():
+            rows = self.rows(fold)
+            if rows.numel() == 0:
+                continue
+            if rows.numel() == acts.shape[0]:
+                accumulator.add_layer(layer, acts, y)
+            else:
+                accumulator.add_layer(layer, acts.index_select(0, rows.to(acts.device)), y.index_select(0, rows.to(y.device)))
+
+    def add_rows(self, layer: int, x: Tensor, offsets: Tensor, y: Tensor) -> None:
+        """One layer's down-projection input [B, T, m]: its prompt rows (from offsets [B]) are gathered once, then routed."""
+        self.add_layer(layer, gather_prompt_rows(x, offsets, self._positions), y)
+
+    def finish_batch(self, y: Tensor) -> None:
+        for fold, accumulator in self._accumulators.items():
+            rows = self.rows(fold)
+            if rows.numel():
+                accumulator.finish_batch(y.index_select(0, rows.to(y.device)))
+        self._rows = {}
+        self._within = {}
+
+    def snapshot(self) -> FoldStats:
+        return FoldStats(
+            self._accumulators[Fold.SELECTION].snapshot(), self._accumulators[Fold.CONFIRMATION].snapshot(), self._confirm.clone()
+        )

@@ -1,0 +1,153 @@
+"""skn compare: the overlap maths against scipy and enumeration, and every figure against a brute-force
+recomputation from two runs' stats.safetensors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy import stats as sps
+
+from skn.rundir import write_probe_run
+from skn.api import ProbeConfig, probe
+from skn.compare import compare_runs, scatter_figure, write_comparison
+from skn.errors import UsageError
+from skn.overlap import average_ranks, chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat
+from skn.prompt import init_prompt
+
+from conftest import tiny_loaded
+from test_probe import examples
+
+
+def test_chance_jaccard_by_enumeration() -> None:
+    m, k = 7, 3
+    subsets = list(itertools.combinations(range(m), k))
+    expected = np.mean([len(set(a) & set(b)) / len(set(a) | set(b)) for a in subsets for b in subsets])
+    assert chance_jaccard(k, m) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(chance_overlap_pmf(10, 5000), sps.hypergeom(5000, 10, 10).pmf(np.arange(11)), rtol=1e-9, atol=1e-300)
+    assert chance_jaccard(4, 4) == pytest.approx(1.0)
+
+
+def test_spearman_matches_scipy_with_ties_and_nan() -> None:
+    rng = np.random.default_rng(0)
+    a = np.round(rng.normal(size=(3, 40)), 1)  # ties
+    b = a + rng.normal(size=(3, 40))
+    a[0, 3], b[2, 7] = math.nan, math.nan
+    rho, n = spearman(a, b)
+    keep = np.isfinite(a) & np.isfinite(b)
+    assert n == int(keep.sum())
+    assert rho == pytest.approx(sps.spearmanr(a[keep], b[keep]).statistic, abs=1e-12)
+    np.testing.assert_allclose(average_ranks(np.array([3.0, 1.0, 3.0, 2.0])), sps.rankdata([3, 1, 3, 2]))
+
+
+def test_consensus_min_needs_agreeing_signs() -> None:
+    a = np.array([[0.5, -0.4, 0.3, math.nan]])
+    b = np.array([[0.2, -0.6, -0.9, 0.8]])
+    assert consensus_min([a, b]).tolist() == [[0.2, -0.4, 0.0, 0.0]]
+    assert top_k_flat(np.array([[0.1, math.nan], [-0.3, 0.3]]), 4).tolist() == [2, 3, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    loaded = tiny_loaded("qwen2")
+    data = examples(24, seed=4)
+    paths = []
+    for seed in (0, 1):
+        out = tmp_path_factory.mktemp(f"seed{seed}")
+        prompt = init_prompt(loaded, 3 + seed, seed=seed)  # type: ignore[arg-type]
+        result = probe(loaded, prompt, data, "score", ProbeConfig(top_k=5))  # type: ignore[arg-type]
+        write_probe_run(out, replace(result, info=replace(result.info, model="tiny", seed=seed)))
+        paths.append(out)
+    return paths[0], paths[1]
+
+
+def brute_scores(run: Path) -> dict[tuple[int, int], float]:
+    corr = load_file(str(run / "stats.safetensors"))["corr"].double().numpy()
+    out = {}
+    for layer in range(corr.shape[0]):
+        for neuron in range(corr.shape[2]):
+            values = [corr[layer, p, neuron] for p in range(corr.shape[1]) if not math.isnan(corr[layer, p, neuron])]
+            out[(layer, neuron)] = max(values, key=abs) if values else math.nan
+    return out
+
+
+def test_every_figure_equals_brute_force(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    k = 6
+    comparison = compare_runs(list(two_runs), k)
+    scores = [brute_scores(p) for p in two_runs]
+    keys = sorted(scores[0])
+    tops = [set(sorted(keys, key=lambda key: -1.0 if math.isnan(s[key]) else -abs(s[key]))[:k]) for s in scores]
+    pair = comparison.pairs[0]
+    assert pair.overlap == len(tops[0] & tops[1])
+    assert pair.jaccard == pytest.approx(len(tops[0] & tops[1]) / len(tops[0] | tops[1]))
+    both = [key for key in keys if not (math.isnan(scores[0][key]) or math.isnan(scores[1][key]))]
+    rho = sps.spearmanr([scores[0][key] for key in both], [scores[1][key] for key in both]).statistic
+    assert pair.spearman == pytest.approx(rho, abs=1e-9) and pair.n_spearman == len(both)
+    m = len(keys)
+    assert pair.jaccard_chance == pytest.approx(
+        sum(sps.hypergeom(m, k, k).pmf(j) * j / (2 * k - j) for j in range(k + 1)), rel=1e-9)
+
+    def consensus(key: tuple[int, int]) -> float:
+        a, b = scores[0][key], scores[1][key]
+        if math.isnan(a) or math.isnan(b) or a * b <= 0:
+            return 0.0
+        return math.copysign(min(abs(a), abs(b)), a)
+
+    expected = sorted(keys, key=lambda key: (-abs(consensus(key)), -abs((scores[0][key] + scores[1][key]) / 2)))[:k]
+    assert [(c.layer, c.index) for c in comparison.consensus] == expected
+    for c in comparison.consensus:
+        assert c.consensus_min == pytest.approx(consensus((c.layer, c.index)), abs=1e-7)
+        assert c.scores == pytest.approx((scores[0][(c.layer, c.index)], scores[1][(c.layer, c.index)]), abs=1e-7)
+    paths = write_comparison(tmp_path / "cmp", comparison)
+    written = json.loads(paths[0].read_text())
+    assert written["pairs"][0]["overlap"] == pair.overlap and len(written["consensus"]) == k
+    rows = list(csv.DictReader(paths[1].open()))
+    assert [(int(r["layer"]), int(r["neuron"])) for r in rows] == expected
+    assert paths[2].read_bytes()[:4] == b"\x89PNG"
+    marked = [c for c in scatter_figure(comparison).axes[0].collections if c.get_gid() == "consensus"]
+    assert len(marked) == 1 and len(marked[0].get_offsets()) == k
+
+
+def test_a_run_against_itself(two_runs: tuple[Path, Path]) -> None:
+    comparison = compare_runs([two_runs[0], two_runs[0]], 5)
+    assert comparison.pairs[0].jaccard == 1.0 and comparison.pairs[0].spearman == pytest.approx(1.0)
+    own = json.loads((two_runs[0] / "neurons.json").read_text())
+    assert [(c.layer, c.index) for c in comparison.consensus] == [(n["layer"], n["neuron"]) for n in own]
+    for c, n in zip(comparison.consensus, own):
+        assert c.consensus_min == pytest.approx(n["r"]) and c.positions == (n["position"], n["position"])
+
+
+def test_runs_of_other_models_or_metrics_are_refused(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    info = json.loads((two_runs[1] / "run.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in two_runs[1].iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    (other / "run.json").write_text(json.dumps({**info, "metric": "loss"}))
+    with pytest.raises(UsageError, match="metric"):
+        compare_runs([two_runs[0], other])
+    with pytest.raises(UsageError, match="at least two"):
+        compare_runs([two_runs[0]])
+
+
+def test_cli_compare(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from skn.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["compare", str(two_runs[0]), str(two_runs[1]), "--top-k", "4", "--report", "--out", str(tmp_path / "c")],
+                                env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "consensus top 4" in result.output and "Jaccard" in result.output
+    assert {p.name for p in (tmp_path / "c").iterdir()} == {"compare.json", "compare.csv", "compare.png", "compare.html"}
+    page = (tmp_path / "c" / "compare.html").read_text()
+    assert "Consensus" in page and "data:image/png;base64," in page and str(two_runs[0]) in page

@@ -1,0 +1,118 @@
+"""Folds: seeded assignment, per-fold moments routed batch by batch, the full set as their Chan merge."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from skn.data import Example
+from skn.errors import UsageError
+from skn.folds import MIN_AUTO_FOLD, Fold, FoldAccumulator, assign_folds, plan_holdout
+from skn.stats import PearsonStats, StatsAccumulator
+
+from test_stats import reference_r
+
+
+def make_examples(n: int, seed: int = 0) -> list[Example]:
+    rng = random.Random(seed)
+    return [Example(f"text {rng.random():.6f} {i}", " ok", {"v": rng.random()}, f"f:{i}") for i in range(n)]
+
+
+def test_assignment_is_seeded_exact_and_order_free() -> None:
+    data = make_examples(101)
+    confirm = assign_folds(data, 0.5, seed=3)
+    assert int(confirm.sum()) == round(0.5 * 101)
+    assert torch.equal(confirm, assign_folds(data, 0.5, seed=3))
+    assert not torch.equal(confirm, assign_folds(data, 0.5, seed=4))
+    order = list(range(101))
+    random.Random(1).shuffle(order)
+    shuffled = assign_folds([data[i] for i in order], 0.5, seed=3)
+    assert [bool(shuffled[j]) for j in range(101)] == [bool(confirm[i]) for i in order]
+    # the metric plays no part: changing every metadata value moves no example
+    changed = [Example(e.instruction, e.completion, {"v": -1.0}, e.source) for e in data]
+    assert torch.equal(assign_folds(changed, 0.5, seed=3), confirm)
+    assert int(assign_folds(data, 0.3, seed=0).sum()) == 30
+
+
+def test_plan_holdout_default_and_bounds() -> None:
+    assert not plan_holdout(None, 2 * MIN_AUTO_FOLD - 1).on
+    assert "holdout off" in plan_holdout(None, 24).note
+    on = plan_holdout(None, 2 * MIN_AUTO_FOLD)
+    assert on.on and on.fraction == 0.5
+    assert not plan_holdout(0.0, 10_000).on
+    assert plan_holdout(0.25, 40).fraction == 0.25
+    for bad in (-0.1, 1.0, 1.5, float("nan")):
+        with pytest.raises(UsageError, match="--holdout"):
+            plan_holdout(bad, 1000)
+    with pytest.raises(UsageError, match="each fold needs"):
+        plan_holdout(0.5, 6)
+
+
+def subset_stats(acts: torch.Tensor, y: torch.Tensor) -> PearsonStats:
+    acc = StatsAccumulator(acts.shape[1], acts.shape[2], acts.shape[3])
+    acc.add_batch(acts.transpose(0, 1), y)
+    return acc.snapshot()
+
+
+def drive(acts: torch.Tensor, y: torch.Tensor, confirm: torch.Tensor, sizes: list[int], rows_mode: bool) -> FoldAccumulator:
+    """Feed [N, L, P, m] through a FoldAccumulator in ragged batches, as the pass does."""
+    n, layers, positions, width = acts.shape
+    folds = FoldAccumulator(confirm, layers, positions, width)
+    first = 0
+    for size in sizes:
+        folds.begin_batch(first, size)
+        batch, yb = acts[first : first + size], y[first : first + size]
+        for layer in range(layers):
+            if rows_mode:  # the in-pass shape: [B, T, m] with the prompt rows at per-row offsets
+                offsets = torch.arange(size, dtype=torch.int64) % 3
+                x = torch.randn(size, positions + 3, width, dtype=acts.dtype)
+                x[torch.arange(size)[:, None], offsets[:, None] + torch.arange(positions)] = batch[:, layer]
+                folds.add_rows(layer, x, offsets, yb)
+            else:
+                folds.add_layer(layer, batch[:, layer], yb)
+        folds.finish_batch(yb)
+        first += size
+    assert first == n
+    return folds
+
+
+@pytest.mark.parametrize("rows_mode", [False, True])
+def test_merged_folds_equal_the_full_set(rows_mode: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    n = 57
+    acts = torch.randn(n, 2, 3, 5, generator=gen, dtype=torch.float64) * 2 + 1e3
+    y = torch.randn(n, generator=gen, dtype=torch.float64) + 0.3 * acts[:, 0, 0, 0]
+    confirm = torch.zeros(n, dtype=torch.bool)
+    confirm[[1, 2, 3, 4, 5, 6, 20, 30, 31, 50, 56]] = True
+    # batches holding one fold only (0..0, 1..6), single rows of a fold, ragged sizes
+    sizes = [1, 6, 1, 12, 9, 1, 20, 7]
+    stats = drive(acts, y, confirm, sizes, rows_mode).snapshot()
+    whole = subset_stats(acts, y)
+    full = stats.full
+    assert full.count == whole.count == n
+    for name in ("mean_x", "m2_x", "c_xy"):
+        torch.testing.assert_close(getattr(full, name), getattr(whole, name), rtol=1e-12, atol=1e-12)
+    assert full.mean_y == pytest.approx(whole.mean_y, rel=1e-12, abs=1e-12)
+    assert full.m2_y == pytest.approx(whole.m2_y, rel=1e-12)
+    # each fold against numpy on its own examples
+    for fold, mask in ((Fold.SELECTION, ~confirm), (Fold.CONFIRMATION, confirm)):
+        part = stats.of(fold)
+        assert part.count == int(mask.sum())
+        expected = reference_r(acts[mask].numpy(), y[mask].numpy())
+        got = part.c_xy.numpy() / np.sqrt(part.m2_x.numpy() * part.m2_y)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert torch.equal(stats.confirm, confirm)
+
+
+def test_rows_of_the_current_batch_are_the_seam() -> None:
+    confirm = torch.tensor([True, False, False, True, True])
+    folds = FoldAccumulator(confirm, 1, 1, 1)
+    folds.begin_batch(2, 3)
+    assert folds.rows(Fold.SELECTION).tolist() == [0]
+    assert folds.rows(Fold.CONFIRMATION).tolist() == [1, 2]
+    assert folds.within(Fold.SELECTION).tolist() == [1]  # example 2 is the second selection example (after 1)
+    assert folds.within(Fold.CONFIRMATION).tolist() == [1, 2]  # examples 3, 4 follow example 0 in their fold
+    assert folds.fold_size(Fold.SELECTION) == 2 and folds.fold_size(Fold.CONFIRMATION) == 3
