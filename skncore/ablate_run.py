@@ -1,0 +1,176 @@
+"""`skn ablate RUN` as one call: read a probe run, ablate its neurons against random controls, write
+RUN/ablation.json (strict JSON: null where a number is undefined).
+
+The model comes from the caller (the CLI loads run.json's `model` unless --model is given), the prompt from
+RUN/prompt.safetensors, the items from RUN/examples.jsonl, the means from RUN/stats.safetensors (`mean_x`),
+the ranking from its `corr` with run.json's reduce, so a set larger than neurons.json can be ablated too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from skn.ablate import (
+    MEASURES,
+    AblationConfig,
+    AblationResult,
+    Effect,
+    Measures,
+    SetEffect,
+    Target,
+    alternatives,
+    ablate,
+    parse_targets,
+    prepare,
+    sample_items,
+)
+from skn.data import Example
+from skn.errors import RunDirError, UsageError
+from skn.layout import Encoded, Template
+from skn.metrics import parse_metric
+from skn.model import LoadedModel
+from skn.progress import ProgressSink, SilentProgress
+from skn.rank import Reduce, rank_neurons
+from skn.rundir import ProbeRun, read_json, read_probe_run, read_prompt, write_text
+from skn.version import __version__
+
+ABLATION_FILE = "ablation.json"
+
+
+@dataclass(frozen=True)
+class AblationRequest:
+    run_dir: Path
+    config: AblationConfig = AblationConfig()
+    neurons: str = ""  # "L.I[@k],..."; empty: the run's top `top_k` at their best slots
+    top_k: int = 0  # 0: as many as neurons.json holds
+
+
+def _info_text(info: Mapping[str, object], *keys: str) -> str:
+    value: object = info
+    for key in keys:
+        value = value.get(key, "") if isinstance(value, Mapping) else ""
+    return str(value)
+
+
+def run_targets(run: ProbeRun, neurons: str, top_k: int, prompt_len: int) -> tuple[Target, ...]:
+    """The set to ablate: --neurons as given, else the run's top K (ranked from its corr)."""
+    layers, _, width = (int(s) for s in run.corr.shape)
+    if neurons:
+        return parse_targets(neurons, layers, prompt_len, width)
+    if top_k < 0:
+        raise UsageError(f"--top-k must not be negative, got {top_k}")
+    reduce = Reduce(_info_text(run.info, "probe_config", "reduce") or "abs")
+    ranked = rank_neurons(run.corr, top_k or len(run.neurons), reduce) if (top_k or run.neurons) else ()
+    return tuple(Target(n.layer, n.neuron, n.position) for n in ranked)
+
+
+def _encode(loaded: LoadedModel, examples: Sequence[Example], template: Template, prompt_len: int) -> tuple[Encoded, ...]:
+    from skn.api import encode
+
+    return encode(loaded, examples, template, prompt_len)
+
+
+def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress()) -> AblationResult:
+    """Ablate and write RUN/ablation.json; returns the result."""
+    run_dir = Path(request.run_dir)
+    run = read_probe_run(run_dir)
+    prompt = read_prompt(run_dir).prompt
+    prompt_len = int(prompt.shape[0])
+    if prompt.shape[1] != loaded.hidden_size:
+        raise UsageError(f"{run_dir}: the prompt is [P, {prompt.shape[1]}], but {loaded.name} needs [P, {loaded.hidden_size}]")
+    if tuple(run.stats.mean_x.shape) != (loaded.sites.num_layers, prompt_len, loaded.sites.width):
+        raise RunDirError(f"{run_dir}: stats are {tuple(run.stats.mean_x.shape)}, the model has "
+                          f"{loaded.sites.num_layers} layers x {loaded.sites.width} neurons and the prompt {prompt_len} slots")
+    config = request.config
+    targets = run_targets(run, request.neurons, request.top_k, prompt_len)
+    items = sample_items(len(run.examples), config.items, config.seed)
+    examples = tuple(run.examples[i] for i in items)
+    template = Template(_info_text(run.info, "probe_config", "template") or "auto")
+    rows = _encode(loaded, examples, template, prompt_len)
+    others = alternatives(examples)
+    alt_examples = [Example(e.instruction, alt, e.meta, e.source) for e, alts in zip(examples, others or ()) for alt in alts]
+    owner = [i for i, alts in enumerate(others or ()) for _ in alts]
+    alt_rows = _encode(loaded, alt_examples, template, prompt_len)
+    spec = parse_metric(str(run.info.get("metric", "loss")))
+    data = prepare(loaded, prompt, rows, examples, spec, alt_rows, owner, others is not None, config.batch_size)
+    result = ablate(data, targets, run.stats.mean_x, config, items, progress)
+    write_ablation(run_dir, result, loaded.name, len(alt_rows))
+    return result
+
+
+# ---------------------------------------------------------------- ablation.json
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _effect(effect: Effect) -> dict[str, float | None]:
+    return {m: _num(effect.get(m)) for m in MEASURES}
+
+
+def _set(s: SetEffect) -> dict[str, object]:
+    return {"label": s.label, "neurons": [t.text for t in s.targets], "effect": _effect(s.effect)}
+
+
+def _means(m: Measures) -> dict[str, float | None]:
+    return {
+        "loss": _num(float(m.loss.mean())),
+        "metric": None if m.metric is None else _num(float(m.metric.mean())),
+        "accuracy": None if m.correct is None else _num(float(m.correct.mean())),
+    }
+
+
+def ablation_record(result: AblationResult, model: str, alternative_rows: int) -> dict[str, object]:
+    """The content of ablation.json."""
+    c = result.config
+    comp = result.comparison
+    base, ablated = result.base, comp.measures
+    per_example = []
+    for j, index in enumerate(result.items):
+        row: dict[str, object] = {"index": index, "loss": _num(float(base.loss[j])), "loss_ablated": _num(float(ablated.loss[j]))}
+        if base.metric is not None and ablated.metric is not None:
+            row["metric"], row["metric_ablated"] = _num(float(base.metric[j])), _num(float(ablated.metric[j]))
+        if base.correct is not None and ablated.correct is not None:
+            row["correct"], row["correct_ablated"] = bool(base.correct[j]), bool(ablated.correct[j])
+        per_example.append(row)
+    return {
+        "skn_version": __version__,
+        "model": model,
+        "metric": result.metric,
+        "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "per_neuron": c.per_neuron,
+                   "items": c.items, "seed": c.seed, "batch_size": c.batch_size},
+        "n_items": len(result.items),
+        "alternative_rows": alternative_rows,
+        "forwards": result.forwards,
+        "seconds": _num(result.seconds),
+        "neurons": [t.text for t in comp.ablated.targets],
+        "base": _means(base),
+        "ablated": _means(ablated),
+        "effect": _effect(comp.ablated.effect),
+        "controls_summary": {m: {"mean": _num(s.mean), "std": _num(s.std), "p": _num(s.p)} for m, s in comp.summary.items()},
+        "controls": [_set(s) for s in comp.controls],
+        "per_neuron": [_set(s) for s in result.per_neuron],
+        "per_example": per_example,
+    }
+
+
+def write_ablation(run_dir: Path, result: AblationResult, model: str, alternative_rows: int) -> Path:
+    path = Path(run_dir) / ABLATION_FILE
+    write_text(path, json.dumps(ablation_record(result, model, alternative_rows), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return path
+
+
+def read_ablation(run_dir: Path) -> dict[str, object]:
+    """RUN/ablation.json as written by `write_ablation`."""
+    path = Path(run_dir) / ABLATION_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {ABLATION_FILE} (run `skn ablate {run_dir}` first)")
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"effect", "controls", "per_neuron", "config"} <= set(record):
+        raise RunDirError(f"{path}: not an ablation record")
+    return record
