@@ -24,6 +24,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here, not at module top, so `skn --help` stays fast and each command stays in its file.
+    from skn.cli.ablate_cmd import ablate_command
     from skn.cli.plot_cmd import plot_command
     from skn.cli.probe_cmd import probe_command
     from skn.cli.report_cmd import report_command
@@ -37,6 +38,7 @@ def _register() -> None:
     cli.add_command(plot_command)
     cli.add_command(report_command)
     cli.add_command(tasks_command)
+    cli.add_command(ablate_command)
 
 
 _register()

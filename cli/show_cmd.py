@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from skn.ablate_run import ABLATION_FILE, read_ablation
 from skn.groups import read_groups
 from skn.rundir import GROUPS_FILE, read_probe_run
 
+from skn.cli.ablate_render import ablation_tables
 from skn.cli.render import group_tables, print_run
 
 
@@ -29,4 +31,7 @@ def show_command(run: Path, n_exemplars: int) -> None:
     print_run(console, info, probe_run.neurons, probe_run.top_activations, probe_run.examples, n_exemplars)
     if (run / GROUPS_FILE).is_file():
         for table in group_tables(read_groups(run)):
+            console.print(table)
+    if (run / ABLATION_FILE).is_file():
+        for table in ablation_tables(read_ablation(run)):
             console.print(table)

@@ -24,7 +24,7 @@ Measures, per item (a validation example), from one forward with the completion
     correct   1 when the completion has a higher total log-probability (EOS included) than every
               alternative answer: the "Choices:" line's entries when every item has one naming its
               completion, else the distinct completions of the run when there are 2..MAX_LABELS of them
-              (a label task); None otherwise
+              and at most half as many as examples (a label task); None otherwise
 
 An effect is mean(ablated) - mean(unablated) over the items. Controls: C random sets drawn with
 `numpy.random.default_rng(seed)`, each with, for every (layer, slot) of the ablated set, as many distinct
@@ -269,8 +269,10 @@ def choices_of(instruction: str) -> tuple[str, ...]:
     return tuple(c.strip() for c in body.split(",") if c.strip())
 
 
-def alternatives(examples: Sequence[Example]) -> tuple[tuple[str, ...], ...] | None:
-    """Per item, the other answers the completion competes with (see the module docstring), or None."""
+def alternatives(examples: Sequence[Example], population: Sequence[Example] = ()) -> tuple[tuple[str, ...], ...] | None:
+    """Per item, the other answers the completion competes with (see the module docstring), or None.
+    Labels are the distinct completions of `population` (default: the items), a label task when there are
+    2..MAX_LABELS of them and at most half as many as examples."""
     per_item = []
     for e in examples:
         choices = choices_of(e.instruction)
@@ -281,8 +283,9 @@ def alternatives(examples: Sequence[Example]) -> tuple[tuple[str, ...], ...] | N
     else:
         if examples:
             return tuple(per_item)
-    labels = sorted({e.completion for e in examples})
-    if 2 <= len(labels) <= MAX_LABELS:
+    pool = population or examples
+    labels = sorted({e.completion for e in pool})
+    if 2 <= len(labels) <= MAX_LABELS and 2 * len(labels) <= len(pool) and all(e.completion in labels for e in examples):
         return tuple(tuple(c for c in labels if c != e.completion) for e in examples)
     return None
 
@@ -497,7 +500,8 @@ def ablate(
         per_neuron = []
         for group in singles:
             measures = measure(data, build_intervention(group, config.value, config.where, mean_x))
-            per_neuron.append(SetEffect(f"{group[0].layer}.{group[0].neuron}", tuple(group), effect_of(base, measures)))
+            label = group[0].text if len(group) == 1 else f"{group[0].layer}.{group[0].neuron}@{len(group)} slots"
+            per_neuron.append(SetEffect(label, tuple(group), effect_of(base, measures)))
             advance(1)
     return AblationResult(config, data.spec.text, tuple(items), base, comparison, tuple(per_neuron), total,
                           time.perf_counter() - start)

@@ -91,7 +91,7 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
     examples = tuple(run.examples[i] for i in items)
     template = Template(_info_text(run.info, "probe_config", "template") or "auto")
     rows = _encode(loaded, examples, template, prompt_len)
-    others = alternatives(examples)
+    others = alternatives(examples, run.examples)
     alt_examples = [Example(e.instruction, alt, e.meta, e.source) for e, alts in zip(examples, others or ()) for alt in alts]
     owner = [i for i, alts in enumerate(others or ()) for _ in alts]
     alt_rows = _encode(loaded, alt_examples, template, prompt_len)

@@ -27,6 +27,7 @@ from skn.ablate import (
     prepare,
     sample_items,
 )
+from skn.ablate_view import ablation_html, effect_rows
 from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ablation
 from skn.api import ProbeConfig, encode, probe, save_probe
 from skn.data import Example
@@ -149,6 +150,8 @@ def test_mean_value_is_the_runs_own_validation_mean(tmp_path: Path) -> None:
     assert record["n_items"] == 8 and len(record["controls"]) == 3 and len(record["per_neuron"]) == 2  # type: ignore[arg-type]
     assert record["neurons"] == [f"{n.layer}.{n.neuron}@{n.position}" for n in run.neurons]
     assert "NaN" not in (tmp_path / ABLATION_FILE).read_text()
+    assert [r.measure for r in effect_rows(record)] == ["loss", "metric"]  # no choices, no labels: no accuracy
+    assert 'id="ablation"' in ablation_html(record) and "<script" not in ablation_html(record)
 
 
 def test_scale_one_changes_nothing_bitwise() -> None:
@@ -196,7 +199,9 @@ def test_parsing_and_helpers() -> None:
         with pytest.raises(UsageError):
             parse_value(bad)
     assert choices_of("Q\nChoices: 1, banana, 23\nAnswer:") == ("1", "banana", "23")
-    assert alternatives([Example("a", " yes", {}, ""), Example("b", " no", {}, "")]) == ((" no",), (" yes",))
+    yes_no = [Example("a", " yes", {}, ""), Example("b", " no", {}, "")]
+    assert alternatives(yes_no, yes_no * 2) == ((" no",), (" yes",))
+    assert alternatives(yes_no) is None  # two examples, two completions: nothing says they are labels
     assert alternatives([Example("a", f" {i}", {}, "") for i in range(12)]) is None
     assert empirical_p(0.5, [0.1, -0.6, 0.2, None]) == pytest.approx(2 / 4)
     assert empirical_p(None, [0.1]) is None

@@ -1,0 +1,33 @@
+"""Rich tables of RUN/ablation.json: the ablated set against its controls, and each neuron alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.table import Table
+from rich.text import Text
+
+from skn.ablate_view import describe, effect_rows, set_effects
+
+
+def _fmt(value: float | None, signed: bool = True) -> str:
+    return "-" if value is None else (f"{value:+.4g}" if signed else f"{value:.4g}")
+
+
+def ablation_tables(record: Mapping[str, object]) -> list[Table]:
+    summary = Table(title=Text(f"ablation: {describe(record)}"), title_justify="left")
+    for name in ("measure", "unablated", "ablated effect", "controls mean", "controls std", "p"):
+        summary.add_column(name, justify="left" if name == "measure" else "right", no_wrap=True)
+    for r in effect_rows(record):
+        summary.add_row(r.measure, _fmt(r.base, False), _fmt(r.effect), _fmt(r.control_mean), _fmt(r.control_std, False),
+                        _fmt(r.p, False))
+    tables = [summary]
+    singles = set_effects(record, "per_neuron")
+    if singles:
+        per = Table(title="each neuron alone: mean loss change", title_justify="left")
+        per.add_column("neuron (layer.index@slot)", justify="right")
+        per.add_column("loss effect", justify="right")
+        for label, value in singles:
+            per.add_row(Text(label), _fmt(value))
+        tables.append(per)
+    return tables
