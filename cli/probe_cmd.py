@@ -37,11 +37,13 @@ from skn.cli.render import group_tables, print_run
               help="abs: r at argmax_k |r| (sign kept); max: the paper's max_k r.")
 @click.option("--backend", type=click.Choice([b.value for b in Backend]), default="auto", show_default=True,
               help="Statistics update: auto = Triton on CUDA, torch elsewhere.")
+@click.option("--score", type=click.Choice([sc.value for sc in api.Score]), default="pearson", show_default=True,
+              help="Rank by Pearson r, or by Wang et al.'s predictivity (binary metrics; needs training examples).")
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @click.option("--out", default="", metavar="RUN", help="Run directory to write.")
 def probe_command(
     model: ModelArgs, data: DataArgs, train: TrainArgs, prompt_path: str, metric: str, task: str, train_size: int | None,
-    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, report: bool, out: str,
+    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, score: str, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -68,7 +70,7 @@ def probe_command(
         train_config=common.train_config(train, data.seed, len(split.train), bundled),
         probe_config=api.ProbeConfig(
             batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-            backend=Backend(backend), template=data.template,
+            backend=Backend(backend), template=data.template, score=api.Score(score),
         ),
         prompt_path=Path(prompt_path) if prompt_path else None,
         resume=train.resume,

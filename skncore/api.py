@@ -13,6 +13,7 @@ import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from skn.groups import GroupSummaries, field_values, group_summaries, write_grou
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import LoadedModel
+from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity, write_predictivity
 from skn.probe import statistics_pass, top_activations
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Exemplars, Neuron, Reduce, exemplars, rank_neurons
@@ -32,6 +34,13 @@ from skn.rundir import EXAMPLES_FILE, ProbeRun, PromptFile, read_prompt, write_e
 from skn.stats import PearsonStats, correlation
 from skn.trainer import TrainConfig, TrainResult, train_prompt
 from skn.version import __version__
+
+
+class Score(Enum):
+    """What ranks the neurons: Pearson r with the metric, or Wang et al.'s predictivity (binary metrics)."""
+
+    PEARSON = "pearson"
+    PREDICTIVITY = "predictivity"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class ProbeConfig:
     reduce: Reduce = Reduce.ABS
     backend: Backend = Backend.AUTO
     template: Template = Template.AUTO
+    score: Score = Score.PEARSON
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class ProbeResult:
     examples: tuple[Example, ...]
     exemplars: tuple[Exemplars, ...]  # per neuron
     timings: Mapping[str, float] = field(default_factory=dict)
+    predictivity: PredictivityCounts | None = None  # with Score.PREDICTIVITY (see skn.predictivity)
 
 
 def _max_length(loaded: LoadedModel) -> int:
@@ -106,8 +117,12 @@ def probe(
     config: ProbeConfig = ProbeConfig(),
     out: Path | None = None,
     progress: ProgressSink = SilentProgress(),
+    train_examples: Sequence[Example] = (),
 ) -> ProbeResult:
     """Correlate every neuron with the metric over `examples`, rank, and read the top neurons' exemplars.
+
+    With `config.score` PREDICTIVITY the neurons are ranked by Wang et al.'s predictivity instead, whose
+    baseline is the mean activation over `train_examples` (two extra prompt-only passes).
 
     With `out`, a metric found useless after the pass (constant, NaN) still leaves its values in
     `out/examples.jsonl` before the error is raised.
@@ -127,7 +142,17 @@ def probe(
             write_examples(Path(out) / EXAMPLES_FILE, examples, passed.metric)
         raise
     corr = correlation(passed.stats)
-    neurons = rank_neurons(corr, config.top_k, config.reduce)
+    counts: PredictivityCounts | None = None
+    predictivity_seconds = 0.0
+    if config.score is Score.PREDICTIVITY:
+        start = time.perf_counter()
+        labels = binary_labels(passed.metric)
+        train_rows = encode(loaded, tuple(train_examples), config.template, prompt_len)
+        counts = predictivity_counts(loaded, prompt, train_rows, rows, labels, config.batch_size)
+        neurons = rank_by_predictivity(counts, corr, config.top_k)
+        predictivity_seconds = time.perf_counter() - start
+    else:
+        neurons = rank_neurons(corr, config.top_k, config.reduce)
     start = time.perf_counter()
     activations = top_activations(loaded, prompt, rows, neurons, config.batch_size, progress)
     exemplar_seconds = time.perf_counter() - start
@@ -139,7 +164,9 @@ def probe(
         metric=passed.metric,
         examples=examples,
         exemplars=tuple(exemplars(activations[k], config.n_exemplars) for k in range(len(neurons))),
-        timings={"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds},
+        timings={"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds}
+        | ({"predictivity_s": predictivity_seconds} if counts is not None else {}),
+        predictivity=counts,
     )
 
 
@@ -183,6 +210,7 @@ def probe_info(
             "reduce": config.reduce.value,
             "backend": resolve_backend(config.backend, loaded.device).value,
             "template": resolve_template(config.template, loaded.tokenizer).value,
+            "score": config.score.value,
         },
         "seed": seed,
         "versions": versions(),
@@ -221,6 +249,9 @@ def save_probe(out: Path, result: ProbeResult, info: Mapping[str, object]) -> di
             info=full,
         ),
     )
+    if result.predictivity is not None:
+        metadata = {"model": str(full.get("model", "")), "metric": str(full.get("metric", "")), "skn_version": __version__}
+        write_predictivity(Path(out), result.predictivity, result.corr, result.neurons, Score.PREDICTIVITY.value, metadata)
     return full
 
 
@@ -258,6 +289,12 @@ def run_probe_job(job: ProbeJob, progress: ProgressSink = SilentProgress()) -> P
     check_probe_config(job.probe_config)
     if job.metric.known_before_pass:  # fail before training, not after
         check_metric(job.metric, metric_before_pass(job.metric, job.split.val), job.split.val)
+    if job.probe_config.score is Score.PREDICTIVITY:  # a label and training examples, checked before training
+        if not job.metric.known_before_pass:
+            raise UsageError(f"--score predictivity needs a binary metric (NAME==VALUE), not '{job.metric.text}'")
+        binary_labels(metric_before_pass(job.metric, job.split.val))
+        if not job.split.train:
+            raise UsageError("--score predictivity needs training examples (--data) for its baseline")
     for name in job.group_by:
         field_values(job.split.val, name)  # a missing group-by field fails now, naming the example
     trained: TrainResult | None = None
@@ -269,7 +306,7 @@ def run_probe_job(job: ProbeJob, progress: ProgressSink = SilentProgress()) -> P
         trained = train(job.loaded, job.split.train, job.split.val, job.train_config, job.probe_config.template, job.out, job.resume, progress)
         prompt = trained.prompt
         prompt_source = "trained"
-    result = probe(job.loaded, prompt, job.split.val, job.metric, job.probe_config, job.out, progress)
+    result = probe(job.loaded, prompt, job.split.val, job.metric, job.probe_config, job.out, progress, job.split.train)
     timings = {"total_s": time.perf_counter() - start}
     if trained is not None:
         timings["train_s"] = trained.seconds
