@@ -9,14 +9,16 @@ from rich.console import Console
 
 from skn import zoo
 from skn.ablate import AblationConfig, Where, parse_value
-from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ablation
-from skn.ablate_view import ablation_figure
+from skn.ablate_curve import parse_scales
+from skn.ablate_run import ABLATION_FILE, CURVE_FILE, AblationRequest, read_ablation, read_curve, run_ablation, run_curve
+from skn.ablate_view import ablation_figure, curve_figure
+from skn.errors import UsageError
 from skn.plots import PLOTS_DIR, png_bytes
 from skn.progress import RichProgress
 from skn.rundir import RUN_FILE, read_json, write_bytes
 
 from skn.cli import common
-from skn.cli.ablate_render import ablation_tables
+from skn.cli.ablate_render import ablation_tables, curve_table
 from skn.cli.options import ModelArgs, model_options
 
 
@@ -43,9 +45,14 @@ def _model_args(model: ModelArgs, run: Path) -> ModelArgs:
 @click.option("--items", default=0, show_default=True, help="Sample this many validation items (seeded; 0 = all).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the item sample and the controls.")
 @click.option("--batch-size", default=16, show_default=True)
+@click.option("--curve", is_flag=True, help="A dose-response curve: the top K against random sets of K over a grid of K.")
+@click.option("--k", "k_grid", default="", metavar="K,K,...", help="The curve's K grid [default: 1,3,10,30,... up to every neuron].")
+@click.option("--scales", default="", metavar="S,S,...",
+              help="A curve over S instead: the set (top K or --neurons) steered by scale:S for each S, same controls.")
 @click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = torch's default).")
 def ablate_command(run: Path, model: ModelArgs, neurons: str, top_k: int, value: str, where: str, controls: int,
-                   per_neuron: int, items: int, seed: int, batch_size: int, threads: int) -> None:
+                   per_neuron: int, items: int, seed: int, batch_size: int, curve: bool, k_grid: str, scales: str,
+                   threads: int) -> None:
     """Does a neuron matter? Re-run a probe run's validation items with its top neurons replaced by their
     validation mean (or 0) and compare the change in loss, metric and accuracy with random neuron sets.
     Cost: 2 + --controls + --per-neuron passes over the items. Writes RUN/ablation.json and RUN/plots/ablation.png.
@@ -54,16 +61,31 @@ def ablate_command(run: Path, model: ModelArgs, neurons: str, top_k: int, value:
     Example:
       skn ablate runs/stories --controls 20 --items 100
       skn ablate runs/stories --neurons 4.22@7,1.143 --value zero --where all
+      skn ablate runs/stories --curve --value zero --where all      # writes RUN/ablation_curve.json
+      skn ablate runs/stories --top-k 30 --scales 0,0.5,2,4,8
     """
     common.set_threads(threads)
+    factors = parse_scales(scales) if scales else ()
+    if k_grid and not curve:
+        raise UsageError("--k sets the grid of --curve; add --curve")
+    if curve and factors:
+        raise UsageError("--curve (over K) and --scales (over S) are two curves: give one")
     config = AblationConfig(value=parse_value(value), where=Where(where), n_controls=controls, per_neuron=per_neuron,
                             items=items, seed=seed, batch_size=batch_size)
     request = AblationRequest(run, config, neurons, top_k)
     read_json(run / RUN_FILE)  # a missing run fails before the model loads
     loaded = common.loaded_model(_model_args(model, run))
+    console = Console()
+    if curve or factors:
+        run_curve(loaded, request, k_grid, factors, RichProgress())
+        curve_record = read_curve(run)
+        console.print(curve_table(curve_record))
+        path = run / PLOTS_DIR / "ablation_curve.png"
+        write_bytes(path, png_bytes(curve_figure(curve_record)))
+        console.print(f"wrote {run / CURVE_FILE} and {path}", highlight=False, markup=False, soft_wrap=True)
+        return
     run_ablation(loaded, request, RichProgress())
     record = read_ablation(run)
-    console = Console()
     for table in ablation_tables(record):
         console.print(table)
     figure = run / PLOTS_DIR / "ablation.png"

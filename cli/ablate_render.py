@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from rich.table import Table
 from rich.text import Text
 
-from skn.ablate_view import describe, effect_rows, set_effects
+from skn.ablate_view import curve_rows, describe, describe_curve, effect_rows, set_effects
 
 
 def _fmt(value: float | None, signed: bool = True) -> str:
@@ -31,3 +31,14 @@ def ablation_tables(record: Mapping[str, object]) -> list[Table]:
             per.add_row(Text(label), _fmt(value))
         tables.append(per)
     return tables
+
+
+def curve_table(record: Mapping[str, object]) -> Table:
+    """One row per grid point: the set's loss effect, the random sets' median and 5-95%, p and Holm's p."""
+    axis = "K" if record.get("axis") == "k" else "S"
+    table = Table(title=Text(f"ablation curve: {describe_curve(record)}"), title_justify="left")
+    for name in (axis, "set effect", "random median", "random 5%", "random 95%", "p", "Holm p"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in curve_rows(record):
+        table.add_row(f"{r.x:g}", _fmt(r.effect), _fmt(r.median), _fmt(r.q05), _fmt(r.q95), _fmt(r.p, False), _fmt(r.p_holm, False))
+    return table

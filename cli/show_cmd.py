@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.ablate_run import ABLATION_FILE, read_ablation
+from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.groups import read_groups
 from skn.rundir import GROUPS_FILE, read_probe_run
 
-from skn.cli.ablate_render import ablation_tables
+from skn.cli.ablate_render import ablation_tables, curve_table
 from skn.cli.render import group_tables, print_run
 
 
@@ -35,3 +35,5 @@ def show_command(run: Path, n_exemplars: int) -> None:
     if (run / ABLATION_FILE).is_file():
         for table in ablation_tables(read_ablation(run)):
             console.print(table)
+    if (run / CURVE_FILE).is_file():
+        console.print(curve_table(read_curve(run)))

@@ -27,8 +27,8 @@ Measures, per item (a validation example), from one forward with the completion
               and at most half as many as examples (a label task); None otherwise
 
 An effect is mean(ablated) - mean(unablated) over the items. Controls: C random sets drawn with
-`numpy.random.default_rng(seed)`, each with, for every (layer, slot) of the ablated set, as many distinct
-neurons of that layer drawn uniformly from those outside the ablated set. Empirical p for a measure:
+`numpy.random.default_rng(seed)`, each with, for every layer of the ablated set, as many distinct neurons
+of that layer as the set has there, drawn uniformly from those outside the set, at the set's slots. Empirical p for a measure:
 (1 + #{controls with |effect| >= |ablated effect|}) / (C + 1).
 
 Cost: one forward over the items (and their alternatives) for the unablated run, one per set: 1 + 1 + C +
@@ -352,24 +352,31 @@ def measure(data: AblationData, intervention: Intervention | None) -> Measures:
 # ---------------------------------------------------------------- controls and comparison
 
 
-def draw_controls(targets: Sequence[Target], width: int, count: int, seed: int) -> tuple[tuple[Target, ...], ...]:
-    """`count` random sets: for each (layer, slot) of `targets`, as many distinct neurons of that layer,
-    uniformly from those not in `targets` at that layer."""
+def draw_controls(
+    targets: Sequence[Target], width: int, count: int, seed: int, fallback: bool = False
+) -> tuple[tuple[Target, ...], ...]:
+    """`count` random sets like `targets`: per layer, as many distinct neurons as the set has there, drawn
+    uniformly from those of the layer not in the set, and given the set's slots of that layer in order.
+    A layer with too few neurons outside the set is an error, or with `fallback` (a curve up to every
+    neuron) drawn from every neuron of the layer."""
     rng = np.random.default_rng(seed)
-    cells: dict[tuple[int, int], int] = {}
+    slots: dict[int, list[int]] = {}
     for t in targets:
-        cells[(t.layer, t.slot)] = cells.get((t.layer, t.slot), 0) + 1
-    used = {layer: {t.neuron for t in targets if t.layer == layer} for layer, _ in cells}
-    for (layer, _), n in cells.items():
-        if width - len(used[layer]) < n:
-            raise UsageError(f"layer {layer} has {width - len(used[layer])} neurons outside the set, fewer than the {n} a control needs")
+        slots.setdefault(t.layer, []).append(t.slot)
+    pools = {}
+    for layer, taken in sorted(slots.items()):
+        used = {t.neuron for t in targets if t.layer == layer}
+        if fallback and width - len(used) < len(taken):
+            used = set()
+        pools[layer] = np.array(sorted(set(range(width)) - used), dtype=np.int64)
+        if len(pools[layer]) < len(taken):
+            raise UsageError(f"layer {layer} has {len(pools[layer])} neurons outside the set, fewer than the {len(taken)} a control needs")
     sets = []
     for _ in range(count):
         drawn: list[Target] = []
-        for (layer, slot), n in sorted(cells.items()):
-            pool = np.array(sorted(set(range(width)) - used[layer]), dtype=np.int64)
-            for index in rng.choice(pool, size=n, replace=False).tolist():
-                drawn.append(Target(layer, int(index), slot))
+        for layer, taken in sorted(slots.items()):
+            picks = rng.choice(pools[layer], size=len(taken), replace=False).tolist()
+            drawn.extend(Target(layer, int(i), slot) for i, slot in zip(picks, sorted(taken)))
         sets.append(tuple(drawn))
     return tuple(sets)
 
@@ -418,7 +425,7 @@ class Comparison:
 
 def compare(
     data: AblationData, base: Measures, targets: Sequence[Target], value: Value, where: Where, mean_x: Tensor,
-    n_controls: int, seed: int, label: str = "ablated", advance: Advance | None = None,
+    n_controls: int, seed: int, label: str = "ablated", advance: Advance | None = None, fallback: bool = False,
 ) -> Comparison:
     """The effect of `targets` and of `n_controls` random sets like it."""
     def tick() -> None:
@@ -429,7 +436,7 @@ def compare(
     tick()
     ablated = SetEffect(label, tuple(targets), effect_of(base, measures))
     controls = []
-    for c, drawn in enumerate(draw_controls(targets, data.loaded.sites.width, n_controls, seed)):
+    for c, drawn in enumerate(draw_controls(targets, data.loaded.sites.width, n_controls, seed, fallback)):
         controls.append(SetEffect(f"control {c + 1}", drawn, effect_of(base, measure(data, build_intervention(drawn, value, where, mean_x)))))
         tick()
     summary = {m: spread(ablated.effect.get(m), [s.effect.get(m) for s in controls]) for m in MEASURES}

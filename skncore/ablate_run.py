@@ -14,9 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from skn.ablate import (
     MEASURES,
     AblationConfig,
+    AblationData,
     AblationResult,
     Effect,
     Measures,
@@ -28,6 +31,7 @@ from skn.ablate import (
     prepare,
     sample_items,
 )
+from skn.ablate_curve import Curve, default_grid, k_curve, parse_grid, scale_curve
 from skn.data import Example
 from skn.errors import RunDirError, UsageError
 from skn.layout import Encoded, Template
@@ -74,8 +78,16 @@ def _encode(loaded: LoadedModel, examples: Sequence[Example], template: Template
     return encode(loaded, examples, template, prompt_len)
 
 
-def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress()) -> AblationResult:
-    """Ablate and write RUN/ablation.json; returns the result."""
+@dataclass(frozen=True)
+class _Setup:
+    run: ProbeRun
+    data: AblationData
+    items: tuple[int, ...]
+    prompt_len: int
+    alternative_rows: int
+
+
+def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
     run_dir = Path(request.run_dir)
     run = read_probe_run(run_dir)
     prompt = read_prompt(run_dir).prompt
@@ -86,7 +98,6 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
         raise RunDirError(f"{run_dir}: stats are {tuple(run.stats.mean_x.shape)}, the model has "
                           f"{loaded.sites.num_layers} layers x {loaded.sites.width} neurons and the prompt {prompt_len} slots")
     config = request.config
-    targets = run_targets(run, request.neurons, request.top_k, prompt_len)
     items = sample_items(len(run.examples), config.items, config.seed)
     examples = tuple(run.examples[i] for i in items)
     template = Template(_info_text(run.info, "probe_config", "template") or "auto")
@@ -97,9 +108,38 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
     alt_rows = _encode(loaded, alt_examples, template, prompt_len)
     spec = parse_metric(str(run.info.get("metric", "loss")))
     data = prepare(loaded, prompt, rows, examples, spec, alt_rows, owner, others is not None, config.batch_size)
-    result = ablate(data, targets, run.stats.mean_x, config, items, progress)
-    write_ablation(run_dir, result, loaded.name, len(alt_rows))
+    return _Setup(run, data, items, prompt_len, len(alt_rows))
+
+
+def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress()) -> AblationResult:
+    """Ablate and write RUN/ablation.json; returns the result."""
+    setup = _setup(loaded, request)
+    targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len)
+    result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress)
+    write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows)
     return result
+
+
+def run_curve(
+    loaded: LoadedModel, request: AblationRequest, k_grid: str = "", scales: Sequence[float] = (),
+    progress: ProgressSink = SilentProgress(),
+) -> Curve:
+    """With `scales`: the chosen set (as for `run_ablation`) steered by each S; else the run's top K over a
+    grid of K (`k_grid` "1,10,..." or the default grid up to every neuron). Writes RUN/ablation_curve.json."""
+    setup = _setup(loaded, request)
+    run, mean_x = setup.run, setup.run.stats.mean_x
+    if scales:
+        targets = run_targets(run, request.neurons, request.top_k, setup.prompt_len)
+        curve = scale_curve(setup.data, targets, scales, mean_x, request.config, setup.items, progress)
+    else:
+        if request.neurons:
+            raise UsageError("--curve ranks the run's own neurons: --neurons goes with --scales, not with a K curve")
+        total = int(run.corr.shape[0] * run.corr.shape[2])
+        ranked = run_targets(run, "", total, setup.prompt_len)
+        grid = parse_grid(k_grid, total) if k_grid else default_grid(total)
+        curve = k_curve(setup.data, ranked, grid, mean_x, request.config, setup.items, progress)
+    write_curve(Path(request.run_dir), curve, loaded.name)
+    return curve
 
 
 # ---------------------------------------------------------------- ablation.json
@@ -173,4 +213,58 @@ def read_ablation(run_dir: Path) -> dict[str, object]:
     record = read_json(path)
     if not isinstance(record, dict) or not {"effect", "controls", "per_neuron", "config"} <= set(record):
         raise RunDirError(f"{path}: not an ablation record")
+    return record
+
+
+# ---------------------------------------------------------------- ablation_curve.json
+
+CURVE_FILE = "ablation_curve.json"
+
+
+def curve_record(curve: Curve, model: str) -> dict[str, object]:
+    """The content of ablation_curve.json: per grid point the set's effect, every control's, their
+    median and 5-95% band, p and Holm's p; the departure point (loss)."""
+    c = curve.config
+    points = []
+    for point in curve.points:
+        comp = point.comparison
+        controls = {m: [_num(s.effect.get(m)) for s in comp.controls] for m in MEASURES}
+        band: dict[str, object] = {}
+        for m, values in controls.items():
+            finite = sorted(v for v in values if v is not None)
+            band[m] = None if not finite else {q: _num(float(np.quantile(finite, f))) for q, f in (("q05", 0.05), ("median", 0.5), ("q95", 0.95))}
+        points.append({
+            "k": point.k, "scale": point.scale, "effect": _effect(comp.ablated.effect),
+            "ablated": _means(comp.measures),
+            "controls_summary": {m: {"mean": _num(s.mean), "std": _num(s.std), "p": _num(s.p)} for m, s in comp.summary.items()},
+            "p_holm": {m: _num(v) for m, v in point.p_holm.items()},
+            "band": band, "controls": controls,
+        })
+    departure = None
+    if curve.departure is not None:
+        hit = curve.points[curve.departure]
+        departure = {"k": hit.k, "scale": hit.scale, "effect_loss": _num(hit.comparison.ablated.effect.loss),
+                     "p_holm": _num(hit.p_holm["loss"])}
+    return {
+        "skn_version": __version__, "model": model, "metric": curve.metric, "axis": curve.axis.value,
+        "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "items": c.items,
+                   "seed": c.seed, "batch_size": c.batch_size},
+        "correction": "holm", "alpha": 0.05, "n_items": len(curve.items), "forwards": curve.forwards,
+        "seconds": _num(curve.seconds), "base": _means(curve.base), "points": points, "departure": departure,
+    }
+
+
+def write_curve(run_dir: Path, curve: Curve, model: str) -> Path:
+    path = Path(run_dir) / CURVE_FILE
+    write_text(path, json.dumps(curve_record(curve, model), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return path
+
+
+def read_curve(run_dir: Path) -> dict[str, object]:
+    path = Path(run_dir) / CURVE_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {CURVE_FILE} (run `skn ablate {run_dir} --curve` first)")
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"points", "axis", "config"} <= set(record):
+        raise RunDirError(f"{path}: not an ablation curve record")
     return record

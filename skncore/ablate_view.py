@@ -1,18 +1,21 @@
-"""Views of RUN/ablation.json for people: the figure (the ablated set's effect on the loss against its random
+"""Views of RUN/ablation.json (and RUN/ablation_curve.json) for people: the figure (the ablated set's effect on the loss against its random
 controls; each neuron of the set alone) and the report's HTML section. They read the record alone."""
 
 from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from numpy.typing import NDArray
 
 from skn.plots import new_figure, png_bytes
 
+NDArrayF = NDArray[np.float64]
 MEASURE_LABELS = {"loss": "loss", "metric": "metric", "accuracy": "accuracy"}
 
 
@@ -124,3 +127,90 @@ def ablation_html(record: Mapping[str, object]) -> str:
             f"<table>{head}{body}</table>"
             f'<div class="figs"><img src="data:image/png;base64,{data}" alt="ablation effect against random controls"></div>'
             f"</section>")
+
+
+# ---------------------------------------------------------------- the curve (ablation_curve.json)
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    x: float  # K, or the factor S
+    effect: float | None
+    median: float | None
+    q05: float | None
+    q95: float | None
+    p: float | None
+    p_holm: float | None
+
+
+def curve_rows(record: Mapping[str, object], measure: str = "loss") -> tuple[CurveRow, ...]:
+    axis = str(record.get("axis", "k"))
+    rows = []
+    points = record.get("points")
+    for point in points if isinstance(points, Sequence) else ():
+        pt = _map(point)
+        band = _map(_map(pt.get("band")).get(measure))
+        x = _float(pt.get("scale")) if axis == "scale" else _float(pt.get("k"))
+        rows.append(CurveRow(x if x is not None else math.nan, _float(_map(pt.get("effect")).get(measure)),
+                             _float(band.get("median")), _float(band.get("q05")), _float(band.get("q95")),
+                             _float(_map(_map(pt.get("controls_summary")).get(measure)).get("p")),
+                             _float(_map(pt.get("p_holm")).get(measure))))
+    return tuple(rows)
+
+
+def describe_curve(record: Mapping[str, object]) -> str:
+    config = _map(record.get("config"))
+    departure = _map(record.get("departure"))
+    axis = "K" if record.get("axis") == "k" else "S"
+    where = (f"departs from random at {axis} = {departure.get('k') if axis == 'K' else departure.get('scale')} "
+             f"(loss effect {_fmt(_float(departure.get('effect_loss')))}, Holm p {departure.get('p_holm')})"
+             if departure else "never departs from random (Holm, alpha 0.05)")
+    value = "scale:S" if axis == "S" else config.get("value", "?")
+    return (f"{value} at {config.get('where', '?')} positions, {config.get('controls', '?')} random sets per point, "
+            f"{record.get('n_items', '?')} items, {record.get('forwards', '?')} passes; {where}")
+
+
+def curve_figure(record: Mapping[str, object]) -> Figure:
+    """The set's loss effect against K (log axis) or S, over the random sets' median (gid "median") and
+    5-95% band (gid "band"); the set's line has gid "top"."""
+    rows = curve_rows(record)
+    figure = new_figure(7.2, 4.4)
+    ax = figure.add_subplot()
+    xs = np.array([r.x for r in rows], dtype=np.float64)
+    def col(values: Sequence[float | None]) -> NDArrayF:
+        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    ax.fill_between(xs, col([r.q05 for r in rows]), col([r.q95 for r in rows]), color="0.7", alpha=0.5, gid="band",
+                    label="random sets: 5-95%")
+    ax.plot(xs, col([r.median for r in rows]), color="0.35", ls="--", lw=1.4, gid="median", label="random sets: median")
+    axis_k = record.get("axis") == "k"
+    ax.plot(xs, col([r.effect for r in rows]), "o-", color="red", lw=2.0, gid="top", label="top K" if axis_k else "the set")
+    departure = _map(record.get("departure"))
+    if departure:
+        x = _float(departure.get("k") if axis_k else departure.get("scale"))
+        if x is not None:
+            ax.axvline(x, color="red", ls=":", lw=1.2, gid="departure", label="first departure (Holm)")
+    if axis_k and xs.size and float(np.nanmin(xs)) > 0:
+        ax.set_xscale("log")
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set_xlabel("K (neurons ablated)" if axis_k else "S (activation multiplied by)")
+    ax.set_ylabel("mean loss change")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.grid(alpha=0.25)
+    figure.supxlabel(f"model: {record.get('model', '?')}  \u00b7  " + describe_curve(record), fontsize=7, color="0.35", x=0.01, ha="left")
+    return figure
+
+
+def curve_html(record: Mapping[str, object]) -> str:
+    esc = html.escape
+    axis = "K" if record.get("axis") == "k" else "S"
+    head = f"<tr><th>{axis}</th><th>set effect</th><th>random median</th><th>random 5-95%</th><th>p</th><th>Holm p</th></tr>"
+    body = "".join(
+        f"<tr><td class=\"num\">{r.x:g}</td><td class=\"num\">{_fmt(r.effect)}</td><td class=\"num\">{_fmt(r.median)}</td>"
+        f"<td class=\"num\">{_fmt(r.q05)} .. {_fmt(r.q95)}</td><td class=\"num\">{'' if r.p is None else f'{r.p:.3g}'}</td>"
+        f"<td class=\"num\">{'' if r.p_holm is None else f'{r.p_holm:.3g}'}</td></tr>"
+        for r in curve_rows(record)
+    )
+    data = base64.b64encode(png_bytes(curve_figure(record))).decode("ascii")
+    return (f'<section class="card" id="ablation-curve"><h2>Ablation curve</h2><p class="sub">{esc(describe_curve(record))}</p>'
+            f"<table>{head}{body}</table>"
+            f'<div class="figs"><img src="data:image/png;base64,{data}" alt="effect against {axis} over random sets"></div></section>')
