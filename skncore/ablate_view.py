@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -103,7 +104,8 @@ def ablation_figure(record: Mapping[str, object]) -> Figure:
     right.axhline(0.0, color="0.6", lw=0.8)
     right.set_title("each neuron alone (layer.neuron@slot)", fontsize=10)
     right.set_ylabel("mean loss change")
-    figure.supxlabel(f"model: {record.get('model', '?')}  \u00b7  {describe(record)}", fontsize=7.5, color="0.35", x=0.01, ha="left")
+    text = f"model: {record.get('model', '?')}  \u00b7  {describe(record)}"
+    figure.supxlabel("\n".join(textwrap.wrap(text, 150)), fontsize=7.5, color="0.35", x=0.01, ha="left")
     return figure
 
 
@@ -166,6 +168,11 @@ def describe_curve(record: Mapping[str, object]) -> str:
              f"(loss effect {_fmt(_float(departure.get('effect_loss')))}, Holm p {departure.get('p_holm')})"
              if departure else "never departs from random (Holm, alpha 0.05)")
     value = "scale:S" if axis == "S" else config.get("value", "?")
+    points = record.get("points")
+    g = len(points) if isinstance(points, Sequence) else 0
+    c = config.get("controls")
+    if isinstance(c, int) and g and g / (c + 1) >= 0.05:  # Holm's smallest adjusted p is G / (C + 1)
+        where += f" (with {c} controls {g} points cannot depart: Holm needs C >= {math.ceil(g / 0.05)})"
     return (f"{value} at {config.get('where', '?')} positions, {config.get('controls', '?')} random sets per point, "
             f"{record.get('n_items', '?')} items, {record.get('forwards', '?')} passes; {where}")
 
@@ -196,7 +203,8 @@ def curve_figure(record: Mapping[str, object]) -> Figure:
     ax.set_ylabel("mean loss change")
     ax.legend(fontsize=8, frameon=False, loc="best")
     ax.grid(alpha=0.25)
-    figure.supxlabel(f"model: {record.get('model', '?')}  \u00b7  " + describe_curve(record), fontsize=7, color="0.35", x=0.01, ha="left")
+    text = f"model: {record.get('model', '?')}  \u00b7  " + describe_curve(record)
+    figure.supxlabel("\n".join(textwrap.wrap(text, 120)), fontsize=7, color="0.35", x=0.01, ha="left")
     return figure
 
 
