@@ -7,7 +7,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.plots import PLOTS_DIR, parse_neuron, plot_run
+from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
+from skn.ablate_view import ablation_figure, curve_figure
+from skn.plots import PLOTS_DIR, parse_neuron, plot_run, png_bytes
+from skn.rundir import write_bytes
 
 
 @click.command("plot")
@@ -29,6 +32,14 @@ def plot_command(run: Path, neuron: str | None, group_by: str | None, out: Path 
     """
     chosen = parse_neuron(neuron) if neuron is not None else None
     paths = plot_run(run, out, neuron=chosen, group_by=group_by)
+    if (run / ABLATION_FILE).is_file():  # written by `skn ablate`
+        figure = (out if out is not None else run / PLOTS_DIR) / "ablation.png"
+        write_bytes(figure, png_bytes(ablation_figure(read_ablation(run))))
+        paths = (*paths, figure)
+    if (run / CURVE_FILE).is_file():  # written by `skn ablate --curve` or `--scales`
+        figure = (out if out is not None else run / PLOTS_DIR) / "ablation_curve.png"
+        write_bytes(figure, png_bytes(curve_figure(read_curve(run))))
+        paths = (*paths, figure)
     console = Console()
     for path in paths:
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)

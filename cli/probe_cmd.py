@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from skn.api import ProbeConfig
+from skn.api import ProbeConfig, Score
 from skn.backend import Backend
 from skn.progress import RichProgress
 from skn.rank import Reduce
@@ -38,6 +38,7 @@ from skn.cli.render import group_tables, print_run
 @option("--reduce", ProbeConfig, "reduce", type=click.Choice([r.value for r in Reduce]))
 @option("--backend", ProbeConfig, "backend", type=click.Choice([b.value for b in Backend]))
 @option("--holdout", ProbeConfig, "holdout", type=float, metavar="F")
+@option("--score", ProbeConfig, "score", type=click.Choice([sc.value for sc in Score]))
 @click.option("--seeds", default="", metavar="S,S,...",
               help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @threads_option
@@ -46,7 +47,7 @@ from skn.cli.render import group_tables, print_run
 def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
-    reduce: str, backend: str, holdout: float | None, seeds: str, threads: int, report: bool, out: str,
+    reduce: str, backend: str, holdout: float | None, score: str, seeds: str, threads: int, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -64,7 +65,7 @@ def probe_command(
         data=replace(data, task=task, train_size=train_size, val_size=val_size),
         train=train,
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-                          backend=Backend(backend), template=data.template, holdout=holdout),
+                          backend=Backend(backend), template=data.template, holdout=holdout, score=Score(score)),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),

@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.rundir import read_probe_run
 
+from skn.cli.ablate_render import ablation_tables, curve_table
 from skn.cli.render import group_tables, print_run
 
 
@@ -28,3 +30,8 @@ def show_command(run: Path, n_exemplars: int) -> None:
     if result.groups is not None:
         for table in group_tables(result.groups):
             console.print(table)
+    if (run / ABLATION_FILE).is_file():
+        for table in ablation_tables(read_ablation(run)):
+            console.print(table)
+    if (run / CURVE_FILE).is_file():
+        console.print(curve_table(read_curve(run)))

@@ -14,6 +14,7 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, parse_metric
 from skn.model import LoadedModel
+from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.probe import exemplar_pass, statistics_pass
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
@@ -35,6 +37,13 @@ from skn.rundir import PromptFile, write_prompt
 from skn.stats import correlation
 from skn.trainer import TrainConfig, TrainResult, train_prompt
 from skn.version import __version__
+
+
+class Score(Enum):
+    """What ranks the neurons: Pearson r with the metric, or Wang et al.'s predictivity (binary metrics)."""
+
+    PEARSON = "pearson"
+    PREDICTIVITY = "predictivity"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,9 @@ class ProbeConfig:
         "Share of the validation set held out to confirm the ranking (0 = rank on all examples) "
         "[default: 0.5 once both folds hold 100 examples, else off].")})
     holdout_seed: int = 0  # seeds the fold assignment (the CLI passes --seed)
+    score: Score = field(default=Score.PEARSON, metadata={"help": (
+        "Rank by Pearson r, or by Wang et al.'s predictivity (binary metrics; needs training examples; "
+        "no holdout).")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -109,8 +121,12 @@ def probe(
     metric: str | MetricSpec,
     config: ProbeConfig = ProbeConfig(),
     progress: ProgressSink = SilentProgress(),
+    train_examples: Sequence[Example] = (),
 ) -> ProbeResult:
     """Correlate every neuron with the metric over `examples`, rank, and read the top neurons' activations.
+
+    With `config.score` PREDICTIVITY the neurons are ranked by Wang et al.'s predictivity instead, whose
+    baseline is the mean activation over `train_examples` (two extra prompt-only passes), on all examples.
 
     A metric found useless after the pass (constant, NaN) raises `MetricFailure`, which keeps its values.
     """
@@ -120,7 +136,7 @@ def probe(
     prompt_len = int(prompt.shape[0])
     examples = tuple(examples)
     rows = encode(loaded, examples, config.template, prompt_len)
-    plan = plan_holdout(config.holdout, len(examples))
+    plan = plan_holdout(0.0 if config.score is Score.PREDICTIVITY else config.holdout, len(examples))
     confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
     passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm)
     try:
@@ -128,7 +144,17 @@ def probe(
     except MetricError as err:
         raise MetricFailure(err, passed.metric) from None
     holdout: HoldoutResult | None = None
-    if passed.folds is not None:
+    counts: PredictivityCounts | None = None
+    timings: dict[str, float] = {"probe_pass_s": passed.seconds}
+    if config.score is Score.PREDICTIVITY:
+        start = time.perf_counter()
+        labels = binary_labels(passed.metric)
+        train_rows = encode(loaded, tuple(train_examples), config.template, prompt_len)
+        counts = predictivity_counts(loaded, prompt, train_rows, rows, labels, config.batch_size)
+        corr = correlation(passed.stats)
+        neurons = rank_by_predictivity(counts, corr, config.top_k)
+        timings["predictivity_s"] = time.perf_counter() - start
+    elif passed.folds is not None:
         ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed)
         corr, neurons, holdout = ranked.corr, ranked.neurons, ranked.holdout
     else:
@@ -136,7 +162,7 @@ def probe(
         neurons = rank_neurons(corr, config.top_k, config.reduce)
     start = time.perf_counter()
     activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
-    exemplar_seconds = time.perf_counter() - start
+    timings["exemplar_pass_s"] = time.perf_counter() - start
     return ProbeResult(
         neurons=neurons,
         corr=corr,
@@ -145,12 +171,12 @@ def probe(
         metric=passed.metric,
         examples=examples,
         info=replace(
-            probe_info(loaded, spec, config, len(examples), len(neurons),
-                       {"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds}),
+            probe_info(loaded, spec, config, len(examples), len(neurons), timings),
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note}},
         ),
         holdout=holdout,
+        predictivity=counts,
     )
 
 
@@ -183,6 +209,7 @@ def probe_info(
             backend=resolve_backend(config.backend, loaded.device).value,
             template=resolve_template(config.template, loaded.tokenizer).value,
             holdout=config.holdout,
+            score=config.score.value,
         ),
         versions=versions(),
         timings=timings,

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
+from skn.ablate_view import ablation_html, curve_html
 from skn.plots import (
     Grouping,
     NamedFigure,
@@ -300,8 +302,10 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
             f'<p class="sub"><a href="#neurons">back to the table</a></p></section>')
 
 
-def render_report(run: ProbeResult, source: str = "", group_by: str | None = None, exemplar_count: int = 5) -> str:
-    """The report's HTML for `run`; `source` names the run directory in the page's header."""
+def render_report(run: ProbeResult, source: str = "", group_by: str | None = None, exemplar_count: int = 5,
+                  ablation: Mapping[str, object] | None = None, curve: Mapping[str, object] | None = None) -> str:
+    """The report's HTML for `run`; `source` names the run directory in the page's header; `ablation`
+    (RUN/ablation.json's record, see skn.ablate_run) and `curve` (RUN/ablation_curve.json's) add their sections."""
     grouping = choose_grouping(run, group_by)
     labels = grouping.label_of()
     overview = {named.name: named for named in overview_figures(run)}
@@ -315,13 +319,19 @@ def render_report(run: ProbeResult, source: str = "", group_by: str | None = Non
         f'<p class="sub">{esc(source) + DOT if source else ""}N = {len(run.examples)} validation examples'
         f"{DOT}skn {esc(__version__)}</p>",
         '<nav><a href="#summary">Summary</a><a href="#overview">Where the skill sits</a>'
-        '<a href="#neurons">Top neurons</a></nav></header>',
+        '<a href="#neurons">Top neurons</a>' + ('<a href="#ablation">Ablation</a>' if ablation is not None else "")
+        + ('<a href="#ablation-curve">Ablation curve</a>' if curve is not None else "")
+        + "</nav></header>",
         _summary(run, grouping, overview.get("training")),
     ]
     figs = "".join(_img(overview[name].figure, alt) for name, alt in
                    (("score_histogram", "histogram of every neuron's best |r|"), ("layers", "best |r| per layer"))
                    if name in overview)
     parts.append(f'<section class="card" id="overview"><h2>Where the skill sits</h2><div class="figs">{figs}</div></section>')
+    if ablation is not None:
+        parts.append(ablation_html(ablation))
+    if curve is not None:
+        parts.append(curve_html(curve))
     parts.append(_neuron_table(run, grouping))
     parts.extend(_neuron_section(run, row, grouping, labels, exemplar_count) for row in range(len(run.neurons)))
     parts.append(f"<footer>Written by skn {esc(__version__)} from the run directory alone; self-contained, works offline.</footer>")
@@ -334,5 +344,7 @@ def write_report(run_dir: Path, out: Path | None = None, group_by: str | None = 
     run_dir = Path(run_dir)
     run = read_probe_run(run_dir)
     path = Path(out) if out is not None else run_dir / REPORT_FILE
-    write_bytes(path, render_report(run, str(run_dir), group_by, exemplar_count).encode("utf-8"))
+    ablation = read_ablation(run_dir) if (run_dir / ABLATION_FILE).is_file() else None
+    curve = read_curve(run_dir) if (run_dir / CURVE_FILE).is_file() else None
+    write_bytes(path, render_report(run, str(run_dir), group_by, exemplar_count, ablation, curve).encode("utf-8"))
     return path

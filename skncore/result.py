@@ -18,6 +18,7 @@ from skn.data import Example
 from skn.errors import RunDirError
 from skn.groups import GroupSummaries
 from skn.holdout import HoldoutResult
+from skn.predictivity import PredictivityCounts
 from skn.rank import Exemplars, Neuron, Reduce, exemplars
 from skn.stats import PearsonStats
 
@@ -33,6 +34,7 @@ class ProbeSettings:
     backend: str
     template: str
     holdout: float | None = None  # the --holdout asked for; None = the default (see skn.folds.plan_holdout)
+    score: str = "pearson"  # what ranked the neurons: pearson or predictivity
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class ProbeResult:
     info: RunInfo
     groups: GroupSummaries | None = None  # with --group-by or a task
     holdout: HoldoutResult | None = None  # with a holdout: `neurons` were ranked on its selection fold
+    predictivity: PredictivityCounts | None = None  # with --score predictivity (see skn.predictivity)
 
     @property
     def holdout_note(self) -> str:
@@ -139,7 +142,7 @@ def info_to_json(info: RunInfo) -> dict[str, object]:
         p = info.probe_config
         out["probe_config"] = {"batch_size": p.batch_size, "top_k": p.top_k, "n_exemplars": p.n_exemplars,
                                "reduce": p.reduce, "backend": p.backend, "template": p.template,
-                               "holdout": "auto" if p.holdout is None else p.holdout}
+                               "holdout": "auto" if p.holdout is None else p.holdout, "score": p.score}
     out["seed"] = info.seed
     out["versions"] = dict(info.versions)
     if info.train_config is not None:
@@ -213,7 +216,7 @@ def info_from_json(value: object, where: str) -> RunInfo:
         holdout = raw_probe.get("holdout", "auto")
         probe_config = ProbeSettings(p.integer("batch_size"), p.integer("top_k"), p.integer("n_exemplars"),
                                      p.text("reduce") or "abs", p.text("backend"), p.text("template"),
-                                     None if holdout == "auto" else p.number("holdout"))
+                                     None if holdout == "auto" else p.number("holdout"), p.text("score") or "pearson")
         try:
             Reduce(probe_config.reduce)
         except ValueError:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from skn import zoo
-from skn.api import MetricFailure, ProbeConfig, probe, train
+from skn.api import MetricFailure, ProbeConfig, Score, probe, train
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
 from skn.folds import plan_holdout
@@ -29,12 +29,14 @@ from skn.layout import Template
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import DType, LoadedModel, load_model
 from skn.placement import Placement
+from skn.predictivity import binary_labels
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import PromptInit
 from skn.result import ProbeResult, TrainPoint
-from skn.rundir import EXAMPLES_FILE, read_prompt, write_examples, write_probe_run
+from skn.rundir import EXAMPLES_FILE, read_prompt, write_examples, write_predictivity, write_probe_run
 from skn.tasks import get_task, load_task, sample
 from skn.trainer import TrainConfig, TrainResult, with_steps_from_epochs
+from skn.version import __version__
 
 BUNDLED_STEPS = 50  # prompt steps on the bundled model: the whole run in well under a minute on 2 CPU cores
 BUNDLED_TRAIN_SIZE = 256
@@ -229,7 +231,8 @@ def _history(trained: TrainResult) -> tuple[TrainPoint, ...]:
 
 
 def _check_before_training(
-    examples: tuple[Example, ...], spec: MetricSpec, group_by: tuple[str, ...], holdout: float | None
+    examples: tuple[Example, ...], spec: MetricSpec, group_by: tuple[str, ...], holdout: float | None,
+    score: Score, train_examples: tuple[Example, ...],
 ) -> None:
     """What can fail before a prompt is trained fails now, not after."""
     if not examples:
@@ -237,6 +240,12 @@ def _check_before_training(
     if spec.known_before_pass:
         check_metric(spec, metric_before_pass(spec, examples), examples)
     plan_holdout(holdout, len(examples))  # a bad --holdout fails now
+    if score is Score.PREDICTIVITY:  # a label and training examples
+        if not spec.known_before_pass:
+            raise UsageError(f"--score predictivity needs a binary metric (NAME==VALUE), not '{spec.text}'")
+        binary_labels(metric_before_pass(spec, examples))
+        if not train_examples:
+            raise UsageError("--score predictivity needs training examples (--data) for its baseline")
     for name in group_by:
         field_values(examples, name)  # a missing group-by field fails now, naming the example
 
@@ -251,7 +260,7 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     spec = parse_metric(request.metric or chosen.default_metric)
     group_by = request.group_by or chosen.group_by
     probe_config = replace(request.probe, template=request.data.template, holdout_seed=request.data.seed)
-    _check_before_training(chosen.split.val, spec, group_by, probe_config.holdout)
+    _check_before_training(chosen.split.val, spec, group_by, probe_config.holdout, probe_config.score, chosen.split.train)
     out = run_directory(request.out)
     loaded = load_requested_model(request.model)
     trained: TrainResult | None = None
@@ -265,7 +274,7 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
         prompt = trained.prompt
         prompt_source = "trained"
     try:
-        result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress)
+        result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train)
     except MetricFailure as failure:
         write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
         raise
@@ -291,8 +300,16 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     )
     groups = group_summaries(result.top_activations, result.neurons, result.examples, group_by) if group_by else None
     result = replace(result, info=info, groups=groups)
-    write_probe_run(out, result)
+    write_run(out, result)
     return result
+
+
+def write_run(out: Path, result: ProbeResult) -> None:
+    """Every file of a probe's result: the run directory's (skn.rundir) and, with --score predictivity, its own."""
+    write_probe_run(out, result)
+    if result.predictivity is not None:
+        metadata = {"model": result.info.model, "metric": result.info.metric, "skn_version": __version__}
+        write_predictivity(out, result.predictivity, result.corr, result.neurons, Score.PREDICTIVITY.value, metadata)
 
 
 def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress()) -> tuple[TrainResult, Path]:
@@ -324,4 +341,5 @@ __all__ = [
     "run_train",
     "set_threads",
     "train_config_for",
+    "write_run",
 ]

@@ -34,6 +34,7 @@ from skn.errors import RunDirError
 from skn.folds import FoldStats
 from skn.groups import GroupSummaries, groups_from_json, groups_to_json
 from skn.holdout import HeldOutR, HoldoutResult
+from skn.predictivity import PREDICTIVITY_FILE, PREDICTIVITY_JSON, PredictivityCounts, predictivity_record
 from skn.rank import Neuron
 from skn.replication import ALPHA, Replication
 from skn.result import ProbeResult, info_from_json, info_to_json
@@ -406,3 +407,16 @@ def read_groups(directory: Path) -> GroupSummaries:
     except (OSError, UnicodeDecodeError) as err:
         raise RunDirError(f"{path}: not readable ({err})") from None
     return groups_from_json(value, str(path))
+
+
+# ---------------------------------------------------------------- predictivity (--score predictivity)
+
+
+def write_predictivity(directory: Path, counts: PredictivityCounts, corr: Tensor, neurons: Sequence[Neuron],
+                       score: str, metadata: Mapping[str, str]) -> None:
+    """RUN/predictivity.safetensors (`predictivity` [L, P, m] float32, `train_mean` float64, `above`,
+    `above_pos` int64) and RUN/predictivity.json (both scores of the top neurons, the rankings' agreement)."""
+    directory = Path(directory)
+    write_tensors(directory / PREDICTIVITY_FILE, {"predictivity": counts.predictivity().to(torch.float32),
+                  "train_mean": counts.train_mean, "above": counts.above, "above_pos": counts.above_pos}, metadata)
+    write_json(directory / PREDICTIVITY_JSON, predictivity_record(counts, corr, neurons, score))

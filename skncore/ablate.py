@@ -1,0 +1,514 @@
+"""Ablation: does a neuron matter to the model's behaviour? Rewrite it in the forward pass, measure, and
+compare with random neurons at the same layers and positions.
+
+The intervention is the probe's own hook (`skn.probe.capture_activations`, a forward pre-hook on each layer's
+neuron module, whose input x [B, T, m] is the activation): the sink rewrites the selected input features in
+place before the down projection reads them,
+
+    Where.PROMPT   x[b, prompt_start[b] + k_j, i_j] <- v_j      for every row b and target j = (i_j, k_j)
+    Where.ALL      x[b, t, i_j]                   <- v_j      for every row b and every position t
+
+with v_j = mean_x[l, k_j, i_j] (`Value.MEAN`: the neuron's validation mean at slot k_j, from the run's
+stats.safetensors; under Where.ALL a neuron listed at several slots takes the mean of their means), 0
+(`Value.ZERO`), or x * S (`Value.scale(S)`, steering: S = 0 is zero-ablation, S = 1 the identity). x is the
+fresh product act(gate) * up (or the MLP's activation), read by nothing but the down projection, so the
+in-place write touches nothing else. Causal attention keeps every position before the prompt bitwise
+unchanged under Where.PROMPT.
+
+Measures, per item (a validation example), from one forward with the completion
+(`skn.scoring.completion_scores`) plus one per alternative answer where the task has them:
+
+    loss      the per-example loss (mean NLL over the completion tokens, EOS included)
+    metric    the run's metric recomputed from the outputs (loss, confidence, correct, python:); a label or
+              field metric does not depend on the forward, so it has no effect to measure (None)
+    correct   1 when the completion has a higher total log-probability (EOS included) than every
+              alternative answer: the "Choices:" line's entries when every item has one naming its
+              completion, else the distinct completions of the run when there are 2..MAX_LABELS of them
+              and at most half as many as examples (a label task); None otherwise
+
+An effect is mean(ablated) - mean(unablated) over the items. Controls: C random sets drawn with
+`numpy.random.default_rng(seed)`, each with, for every layer of the ablated set, as many distinct neurons
+of that layer as the set has there, drawn uniformly from those outside the set, at the set's slots. Empirical p for a measure:
+(1 + #{controls with |effect| >= |ablated effect|}) / (C + 1).
+
+Cost: one forward over the items (and their alternatives) for the unablated run, one per set: 1 + 1 + C +
+(per-neuron count). `items` bounds the items.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from skn.data import Example
+from skn.errors import UsageError
+from skn.scoring import CompletionScores, completion_scores
+from skn.layout import Batch, Encoded, make_batch, pad_id
+from skn.metrics import MetricKind, MetricSpec, load_function, metric_after_pass
+from skn.model import LoadedModel
+from skn.probe import capture_activations
+from skn.progress import Advance, ProgressSink, SilentProgress
+
+MAX_LABELS = 8  # more distinct completions than this: not a label task, no accuracy
+CHOICES_PREFIX = "Choices:"
+
+
+class Where(Enum):
+    PROMPT = "prompt"  # the soft-prompt slots prompt_start[b] + k
+    ALL = "all"  # every position of the sequence
+
+
+class ValueKind(Enum):
+    MEAN = "mean"
+    ZERO = "zero"
+    SCALE = "scale"
+
+
+@dataclass(frozen=True)
+class Value:
+    """What a selected activation becomes: its validation mean, 0, or itself times `factor`."""
+
+    kind: ValueKind
+    factor: float = 1.0
+
+    @property
+    def text(self) -> str:
+        return f"scale:{self.factor:g}" if self.kind is ValueKind.SCALE else self.kind.value
+
+
+def parse_value(text: str) -> Value:
+    """`mean`, `zero` or `scale:S`."""
+    spec = text.strip()
+    if spec in ("mean", "zero"):
+        return Value(ValueKind(spec))
+    if spec.startswith("scale:"):
+        try:
+            factor = float(spec[len("scale:") :])
+        except ValueError:
+            raise UsageError(f"--value {spec}: write scale:S with S a number, e.g. scale:0.5") from None
+        if not math.isfinite(factor):
+            raise UsageError(f"--value {spec}: the factor must be finite")
+        return Value(ValueKind.SCALE, factor)
+    raise UsageError(f"--value {spec}: write mean, zero or scale:S")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Neuron `neuron` of layer `layer` at soft-prompt slot `slot`."""
+
+    layer: int
+    neuron: int
+    slot: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.layer}.{self.neuron}@{self.slot}"
+
+
+def parse_targets(text: str, num_layers: int, prompt_len: int, width: int) -> tuple[Target, ...]:
+    """`L.I[@k],...`; without @k the neuron is taken at every slot 0..P-1."""
+    targets: list[Target] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            head, _, slot_text = part.partition("@")
+            layer_text, _, neuron_text = head.partition(".")
+            layer, neuron = int(layer_text), int(neuron_text)
+            slots = [int(slot_text)] if slot_text else list(range(prompt_len))
+        except ValueError:
+            raise UsageError(f"--neurons: '{part}' is not L.I or L.I@k (layer, neuron, prompt slot)") from None
+        if not 0 <= layer < num_layers or not 0 <= neuron < width:
+            raise UsageError(f"--neurons: '{part}' is outside the model's {num_layers} layers x {width} neurons")
+        for slot in slots:
+            if not 0 <= slot < prompt_len:
+                raise UsageError(f"--neurons: '{part}': slot {slot} is outside the prompt's 0..{prompt_len - 1}")
+            targets.append(Target(layer, neuron, slot))
+    if not targets:
+        raise UsageError("--neurons: no neuron given")
+    if len(set(targets)) != len(targets):
+        raise UsageError("--neurons: a neuron is listed twice at the same slot")
+    return tuple(targets)
+
+
+# ---------------------------------------------------------------- the intervention
+
+
+@dataclass(frozen=True)
+class LayerEdit:
+    """The edits of one layer: features `neurons` [J] at slots `slots` [J] get `values` [J] (the factor
+    under ValueKind.SCALE)."""
+
+    neurons: Tensor  # int64
+    slots: Tensor  # int64 (unused under Where.ALL)
+    values: Tensor  # float64
+
+
+@dataclass(frozen=True)
+class Intervention:
+    where: Where
+    value: Value
+    edits: Mapping[int, LayerEdit]  # by layer
+
+
+def build_intervention(targets: Sequence[Target], value: Value, where: Where, mean_x: Tensor) -> Intervention:
+    """The edits for `targets`; `mean_x` [L, P, m] float64 is the run's validation mean per cell."""
+    by_layer: dict[int, list[Target]] = {}
+    for t in targets:
+        by_layer.setdefault(t.layer, []).append(t)
+    edits = {}
+    for layer, chosen in sorted(by_layer.items()):
+        if where is Where.ALL:  # one value per neuron: a neuron at several slots takes the mean of their means
+            groups: dict[int, list[int]] = {}
+            for t in chosen:
+                groups.setdefault(t.neuron, []).append(t.slot)
+            neurons = list(groups)
+            slots = [groups[n][0] for n in neurons]
+            means = [float(mean_x[layer, groups[n], n].to(torch.float64).mean()) for n in neurons]
+        else:
+            neurons = [t.neuron for t in chosen]
+            slots = [t.slot for t in chosen]
+            means = [float(mean_x[layer, t.slot, t.neuron]) for t in chosen]
+        if value.kind is ValueKind.MEAN:
+            values = means
+        elif value.kind is ValueKind.ZERO:
+            values = [0.0] * len(neurons)
+        else:
+            values = [value.factor] * len(neurons)
+        edits[layer] = LayerEdit(
+            torch.tensor(neurons, dtype=torch.int64), torch.tensor(slots, dtype=torch.int64),
+            torch.tensor(values, dtype=torch.float64),
+        )
+    return Intervention(where, value, edits)
+
+
+@contextmanager
+def intervened(loaded: LoadedModel, intervention: Intervention, prompt_start: Tensor) -> Iterator[None]:
+    """While active, every forward of `loaded.model` (a batch whose rows' prompts start at
+    `prompt_start` [B]) sees the intervention's edits at its neuron modules."""
+    device = loaded.device
+    prepared = {
+        layer: (e.neurons.to(device), e.slots.to(device), e.values.to(device))
+        for layer, e in intervention.edits.items()
+    }
+    starts = prompt_start.to(device)
+    where, kind = intervention.where, intervention.value.kind
+
+    def rewrite(layer: int, x: Tensor) -> None:
+        neurons, slots, values = prepared[layer]
+        vals = values.to(x.dtype)
+        if where is Where.ALL:
+            if kind is ValueKind.SCALE:
+                x[:, :, neurons] *= vals
+            else:
+                x[:, :, neurons] = vals
+            return
+        rows = torch.arange(x.shape[0], device=device).unsqueeze(1)  # [B, 1]
+        cols = starts.unsqueeze(1) + slots.unsqueeze(0)  # [B, J]
+        feats = neurons.unsqueeze(0).expand_as(cols)
+        if kind is ValueKind.SCALE:
+            x[rows, cols, feats] = x[rows, cols, feats] * vals
+        else:
+            x[rows, cols, feats] = vals.expand_as(cols)
+
+    with capture_activations(loaded, sorted(prepared), rewrite):
+        yield
+
+
+# ---------------------------------------------------------------- what is measured
+
+
+@dataclass(frozen=True)
+class Measures:
+    """Per item: loss, the metric (None where it does not depend on the forward), correct (None without
+    alternatives). Tensors [N] float64."""
+
+    loss: Tensor
+    metric: Tensor | None
+    correct: Tensor | None
+
+
+@dataclass(frozen=True)
+class Effect:
+    """mean(ablated) - mean(unablated) over the items, per measure."""
+
+    loss: float
+    metric: float | None
+    accuracy: float | None
+
+    def get(self, name: str) -> float | None:
+        value: float | None = getattr(self, name)
+        return value
+
+
+MEASURES = ("loss", "metric", "accuracy")
+
+
+def effect_of(base: Measures, ablated: Measures) -> Effect:
+    def diff(a: Tensor | None, b: Tensor | None) -> float | None:
+        return None if a is None or b is None else float((b - a).mean())
+
+    return Effect(float((ablated.loss - base.loss).mean()), diff(base.metric, ablated.metric), diff(base.correct, ablated.correct))
+
+
+def choices_of(instruction: str) -> tuple[str, ...]:
+    """The entries of the instruction's last "Choices:" line, split on commas."""
+    lines = [line for line in instruction.splitlines() if line.strip().startswith(CHOICES_PREFIX)]
+    if not lines:
+        return ()
+    body = lines[-1].strip()[len(CHOICES_PREFIX) :]
+    return tuple(c.strip() for c in body.split(",") if c.strip())
+
+
+def alternatives(examples: Sequence[Example], population: Sequence[Example] = ()) -> tuple[tuple[str, ...], ...] | None:
+    """Per item, the other answers the completion competes with (see the module docstring), or None.
+    Labels are the distinct completions of `population` (default: the items), a label task when there are
+    2..MAX_LABELS of them and at most half as many as examples."""
+    per_item = []
+    for e in examples:
+        choices = choices_of(e.instruction)
+        if e.completion.strip() not in choices:
+            break
+        lead = e.completion[: len(e.completion) - len(e.completion.lstrip())]
+        per_item.append(tuple(lead + c for c in choices if c != e.completion.strip()))
+    else:
+        if examples:
+            return tuple(per_item)
+    pool = population or examples
+    labels = sorted({e.completion for e in pool})
+    if 2 <= len(labels) <= MAX_LABELS and 2 * len(labels) <= len(pool) and all(e.completion in labels for e in examples):
+        return tuple(tuple(c for c in labels if c != e.completion) for e in examples)
+    return None
+
+
+@dataclass(frozen=True)
+class AblationData:
+    """The items of one ablation and everything needed to score them: built once, used by every set."""
+
+    loaded: LoadedModel
+    prompt: Tensor  # [P, d]
+    rows: tuple[Encoded, ...]
+    examples: tuple[Example, ...]
+    spec: MetricSpec
+    alt_rows: tuple[Encoded, ...]  # every item's alternatives, flattened
+    alt_owner: tuple[int, ...]  # item index of each alternative row
+    has_alternatives: bool
+    batch_size: int = 16
+
+
+def prepare(
+    loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], examples: Sequence[Example], spec: MetricSpec,
+    alt_rows: Sequence[Encoded], alt_owner: Sequence[int], has_alternatives: bool, batch_size: int = 16,
+) -> AblationData:
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    return AblationData(loaded, prompt, tuple(rows), tuple(examples), spec, tuple(alt_rows), tuple(alt_owner),
+                        has_alternatives, batch_size)
+
+
+def _scored(data: AblationData, rows: Sequence[Encoded], intervention: Intervention | None) -> Iterator[tuple[int, Batch, CompletionScores]]:
+    pad = pad_id(data.loaded.tokenizer)
+    prompt_len = int(data.prompt.shape[0])
+    for first in range(0, len(rows), data.batch_size):
+        batch = make_batch(rows[first : first + data.batch_size], prompt_len, pad)
+        if intervention is None:
+            yield first, batch, completion_scores(data.loaded, batch, data.prompt)
+        else:
+            with intervened(data.loaded, intervention, batch.prompt_start):
+                yield first, batch, completion_scores(data.loaded, batch, data.prompt)
+
+
+def measure(data: AblationData, intervention: Intervention | None) -> Measures:
+    """Every item's measures with the intervention in place (None: the unablated model)."""
+    output_metric = not data.spec.known_before_pass
+    function = load_function(data.spec) if data.spec.kind is MetricKind.PYTHON else None
+    losses, metrics, totals = [], [], []
+    with torch.no_grad():
+        for first, batch, scores in _scored(data, data.rows, intervention):
+            losses.append(scores.loss)
+            totals.append(scores.token_logprob.sum(dim=1))
+            if output_metric:
+                metrics.append(metric_after_pass(data.spec, data.examples[first : first + batch.size], scores, function))
+        correct: Tensor | None = None
+        if data.has_alternatives:
+            best_other = torch.full((len(data.rows),), -math.inf, dtype=torch.float64)
+            owner = torch.tensor(data.alt_owner, dtype=torch.int64)
+            for first, batch, scores in _scored(data, data.alt_rows, intervention):
+                total = scores.token_logprob.sum(dim=1)
+                best_other.scatter_reduce_(0, owner[first : first + batch.size], total, reduce="amax")
+            correct = (torch.cat(totals) > best_other).to(torch.float64)
+    return Measures(torch.cat(losses), torch.cat(metrics) if output_metric else None, correct)
+
+
+# ---------------------------------------------------------------- controls and comparison
+
+
+def draw_controls(
+    targets: Sequence[Target], width: int, count: int, seed: int, fallback: bool = False
+) -> tuple[tuple[Target, ...], ...]:
+    """`count` random sets like `targets`: per layer, as many distinct neurons as the set has there, drawn
+    uniformly from those of the layer not in the set, and given the set's slots of that layer in order.
+    A layer with too few neurons outside the set is an error, or with `fallback` (a curve up to every
+    neuron) drawn from every neuron of the layer."""
+    rng = np.random.default_rng(seed)
+    slots: dict[int, list[int]] = {}
+    for t in targets:
+        slots.setdefault(t.layer, []).append(t.slot)
+    pools = {}
+    for layer, taken in sorted(slots.items()):
+        used = {t.neuron for t in targets if t.layer == layer}
+        if fallback and width - len(used) < len(taken):
+            used = set()
+        pools[layer] = np.array(sorted(set(range(width)) - used), dtype=np.int64)
+        if len(pools[layer]) < len(taken):
+            raise UsageError(f"layer {layer} has {len(pools[layer])} neurons outside the set, fewer than the {len(taken)} a control needs")
+    sets = []
+    for _ in range(count):
+        drawn: list[Target] = []
+        for layer, taken in sorted(slots.items()):
+            picks = rng.choice(pools[layer], size=len(taken), replace=False).tolist()
+            drawn.extend(Target(layer, int(i), slot) for i, slot in zip(picks, sorted(taken)))
+        sets.append(tuple(drawn))
+    return tuple(sets)
+
+
+def empirical_p(effect: float | None, controls: Sequence[float | None]) -> float | None:
+    """(1 + #{|c| >= |effect|}) / (C + 1), over the controls where the measure exists."""
+    values = [c for c in controls if c is not None]
+    if effect is None or not values:
+        return None
+    return (1 + sum(1 for c in values if abs(c) >= abs(effect))) / (len(values) + 1)
+
+
+@dataclass(frozen=True)
+class Spread:
+    mean: float | None
+    std: float | None  # sample std (n-1); None for fewer than 2 controls
+    p: float | None
+
+
+def spread(effect: float | None, controls: Sequence[float | None]) -> Spread:
+    values = [c for c in controls if c is not None]
+    if not values:
+        return Spread(None, None, None)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return Spread(float(np.mean(values)), std, empirical_p(effect, values))
+
+
+@dataclass(frozen=True)
+class SetEffect:
+    """One ablated set and its effect."""
+
+    label: str
+    targets: tuple[Target, ...]
+    effect: Effect
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A set against its random controls: one point of a curve over K (or over a steering factor)."""
+
+    ablated: SetEffect
+    measures: Measures  # per item, with the set ablated
+    controls: tuple[SetEffect, ...]
+    summary: Mapping[str, Spread]  # by measure: loss, metric, accuracy
+
+
+def compare(
+    data: AblationData, base: Measures, targets: Sequence[Target], value: Value, where: Where, mean_x: Tensor,
+    n_controls: int, seed: int, label: str = "ablated", advance: Advance | None = None, fallback: bool = False,
+) -> Comparison:
+    """The effect of `targets` and of `n_controls` random sets like it."""
+    def tick() -> None:
+        if advance is not None:
+            advance(1)
+
+    measures = measure(data, build_intervention(targets, value, where, mean_x))
+    tick()
+    ablated = SetEffect(label, tuple(targets), effect_of(base, measures))
+    controls = []
+    for c, drawn in enumerate(draw_controls(targets, data.loaded.sites.width, n_controls, seed, fallback)):
+        controls.append(SetEffect(f"control {c + 1}", drawn, effect_of(base, measure(data, build_intervention(drawn, value, where, mean_x)))))
+        tick()
+    summary = {m: spread(ablated.effect.get(m), [s.effect.get(m) for s in controls]) for m in MEASURES}
+    return Comparison(ablated, measures, tuple(controls), summary)
+
+
+# ---------------------------------------------------------------- the whole ablation
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    value: Value = Value(ValueKind.MEAN)
+    where: Where = Where.PROMPT
+    n_controls: int = 20
+    per_neuron: int = 10  # the first this many neurons of the set, one at a time
+    items: int = 0  # 0 = every validation example; else a seeded sample of this many
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.n_controls < 0:
+            raise UsageError(f"--controls must not be negative, got {self.n_controls}")
+        if self.per_neuron < 0:
+            raise UsageError(f"--per-neuron must not be negative, got {self.per_neuron}")
+        if self.items < 0:
+            raise UsageError(f"--items must not be negative, got {self.items}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    config: AblationConfig
+    metric: str
+    items: tuple[int, ...]  # indices into the run's examples.jsonl
+    base: Measures
+    comparison: Comparison
+    per_neuron: tuple[SetEffect, ...]
+    forwards: int  # passes over the items
+    seconds: float
+    info: Mapping[str, object] = field(default_factory=dict)
+
+
+def sample_items(n_examples: int, items: int, seed: int) -> tuple[int, ...]:
+    """Every index, or a seeded sample of `items` of them in file order."""
+    if items == 0 or items >= n_examples:
+        return tuple(range(n_examples))
+    return tuple(sorted(random.Random(seed).sample(range(n_examples), items)))
+
+
+def ablate(
+    data: AblationData, targets: Sequence[Target], mean_x: Tensor, config: AblationConfig, items: Sequence[int],
+    progress: ProgressSink = SilentProgress(),
+) -> AblationResult:
+    """Unablated pass, the ablated set, its controls, and the first `per_neuron` neurons one at a time."""
+    start = time.perf_counter()
+    if not targets:
+        raise UsageError("nothing to ablate: the set is empty")
+    by_neuron: dict[tuple[int, int], list[Target]] = {}
+    for t in targets:
+        by_neuron.setdefault((t.layer, t.neuron), []).append(t)
+    singles = list(by_neuron.values())[: config.per_neuron]
+    total = 2 + config.n_controls + len(singles)
+    with progress.task("ablating", total) as advance:
+        base = measure(data, None)
+        advance(1)
+        comparison = compare(data, base, targets, config.value, config.where, mean_x, config.n_controls, config.seed, advance=advance)
+        per_neuron = []
+        for group in singles:
+            measures = measure(data, build_intervention(group, config.value, config.where, mean_x))
+            label = group[0].text if len(group) == 1 else f"{group[0].layer}.{group[0].neuron}@{len(group)} slots"
+            per_neuron.append(SetEffect(label, tuple(group), effect_of(base, measures)))
+            advance(1)
+    return AblationResult(config, data.spec.text, tuple(items), base, comparison, tuple(per_neuron), total,
+                          time.perf_counter() - start)

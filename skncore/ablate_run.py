@@ -1,0 +1,264 @@
+"""`skn ablate RUN` as one call: read a probe run, ablate its neurons against random controls, write
+RUN/ablation.json (strict JSON: null where a number is undefined).
+
+The model comes from the caller (the CLI loads run.json's `model` unless --model is given), the prompt from
+RUN/prompt.safetensors, the items from RUN/examples.jsonl, the means from RUN/stats.safetensors (`mean_x`),
+the ranking from its `corr` with run.json's reduce, so a set larger than neurons.json can be ablated too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skn.ablate import (
+    MEASURES,
+    AblationConfig,
+    AblationData,
+    AblationResult,
+    Effect,
+    Measures,
+    SetEffect,
+    Target,
+    alternatives,
+    ablate,
+    parse_targets,
+    prepare,
+    sample_items,
+)
+from skn.ablate_curve import Curve, default_grid, k_curve, parse_grid, scale_curve
+from skn.data import Example
+from skn.errors import RunDirError, UsageError
+from skn.layout import Encoded, Template
+from skn.metrics import parse_metric
+from skn.model import LoadedModel
+from skn.progress import ProgressSink, SilentProgress
+from skn.rank import Reduce, rank_neurons
+from skn.result import ProbeResult
+from skn.rundir import read_json, read_probe_run, read_prompt, write_text
+from skn.version import __version__
+
+ABLATION_FILE = "ablation.json"
+
+
+@dataclass(frozen=True)
+class AblationRequest:
+    run_dir: Path
+    config: AblationConfig = AblationConfig()
+    neurons: str = ""  # "L.I[@k],..."; empty: the run's top `top_k` at their best slots
+    top_k: int = 0  # 0: as many as neurons.json holds
+
+
+def run_targets(run: ProbeResult, neurons: str, top_k: int, prompt_len: int) -> tuple[Target, ...]:
+    """The set to ablate: --neurons as given, else the run's top K (ranked from its corr)."""
+    layers, _, width = (int(s) for s in run.corr.shape)
+    if neurons:
+        return parse_targets(neurons, layers, prompt_len, width)
+    if top_k < 0:
+        raise UsageError(f"--top-k must not be negative, got {top_k}")
+    reduce = run.info.reduce
+    ranked = rank_neurons(run.corr, top_k or len(run.neurons), reduce) if (top_k or run.neurons) else ()
+    return tuple(Target(n.layer, n.index, n.position) for n in ranked)
+
+
+def _encode(loaded: LoadedModel, examples: Sequence[Example], template: Template, prompt_len: int) -> tuple[Encoded, ...]:
+    from skn.api import encode
+
+    return encode(loaded, examples, template, prompt_len)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    run: ProbeResult
+    data: AblationData
+    items: tuple[int, ...]
+    prompt_len: int
+    alternative_rows: int
+
+
+def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
+    run_dir = Path(request.run_dir)
+    run = read_probe_run(run_dir)
+    prompt = read_prompt(run_dir).prompt
+    prompt_len = int(prompt.shape[0])
+    if prompt.shape[1] != loaded.hidden_size:
+        raise UsageError(f"{run_dir}: the prompt is [P, {prompt.shape[1]}], but {loaded.name} needs [P, {loaded.hidden_size}]")
+    if tuple(run.stats.mean_x.shape) != (loaded.sites.num_layers, prompt_len, loaded.sites.width):
+        raise RunDirError(f"{run_dir}: stats are {tuple(run.stats.mean_x.shape)}, the model has "
+                          f"{loaded.sites.num_layers} layers x {loaded.sites.width} neurons and the prompt {prompt_len} slots")
+    config = request.config
+    items = sample_items(len(run.examples), config.items, config.seed)
+    examples = tuple(run.examples[i] for i in items)
+    template = Template(run.info.probe_config.template if run.info.probe_config is not None and run.info.probe_config.template else "auto")
+    rows = _encode(loaded, examples, template, prompt_len)
+    others = alternatives(examples, run.examples)
+    alt_examples = [Example(e.instruction, alt, e.meta, e.source) for e, alts in zip(examples, others or ()) for alt in alts]
+    owner = [i for i, alts in enumerate(others or ()) for _ in alts]
+    alt_rows = _encode(loaded, alt_examples, template, prompt_len)
+    spec = parse_metric(run.info.metric or "loss")
+    data = prepare(loaded, prompt, rows, examples, spec, alt_rows, owner, others is not None, config.batch_size)
+    return _Setup(run, data, items, prompt_len, len(alt_rows))
+
+
+def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress()) -> AblationResult:
+    """Ablate and write RUN/ablation.json; returns the result."""
+    setup = _setup(loaded, request)
+    targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len)
+    result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress)
+    write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows)
+    return result
+
+
+def run_curve(
+    loaded: LoadedModel, request: AblationRequest, k_grid: str = "", scales: Sequence[float] = (),
+    progress: ProgressSink = SilentProgress(),
+) -> Curve:
+    """With `scales`: the chosen set (as for `run_ablation`) steered by each S; else the run's top K over a
+    grid of K (`k_grid` "1,10,..." or the default grid up to every neuron). Writes RUN/ablation_curve.json."""
+    setup = _setup(loaded, request)
+    run, mean_x = setup.run, setup.run.stats.mean_x
+    if scales:
+        targets = run_targets(run, request.neurons, request.top_k, setup.prompt_len)
+        curve = scale_curve(setup.data, targets, scales, mean_x, request.config, setup.items, progress)
+    else:
+        if request.neurons:
+            raise UsageError("--curve ranks the run's own neurons: --neurons goes with --scales, not with a K curve")
+        total = int(run.corr.shape[0] * run.corr.shape[2])
+        ranked = run_targets(run, "", total, setup.prompt_len)
+        grid = parse_grid(k_grid, total) if k_grid else default_grid(total)
+        curve = k_curve(setup.data, ranked, grid, mean_x, request.config, setup.items, progress)
+    write_curve(Path(request.run_dir), curve, loaded.name)
+    return curve
+
+
+# ---------------------------------------------------------------- ablation.json
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _effect(effect: Effect) -> dict[str, float | None]:
+    return {m: _num(effect.get(m)) for m in MEASURES}
+
+
+def _set(s: SetEffect) -> dict[str, object]:
+    return {"label": s.label, "neurons": [t.text for t in s.targets], "effect": _effect(s.effect)}
+
+
+def _means(m: Measures) -> dict[str, float | None]:
+    return {
+        "loss": _num(float(m.loss.mean())),
+        "metric": None if m.metric is None else _num(float(m.metric.mean())),
+        "accuracy": None if m.correct is None else _num(float(m.correct.mean())),
+    }
+
+
+def ablation_record(result: AblationResult, model: str, alternative_rows: int) -> dict[str, object]:
+    """The content of ablation.json."""
+    c = result.config
+    comp = result.comparison
+    base, ablated = result.base, comp.measures
+    per_example = []
+    for j, index in enumerate(result.items):
+        row: dict[str, object] = {"index": index, "loss": _num(float(base.loss[j])), "loss_ablated": _num(float(ablated.loss[j]))}
+        if base.metric is not None and ablated.metric is not None:
+            row["metric"], row["metric_ablated"] = _num(float(base.metric[j])), _num(float(ablated.metric[j]))
+        if base.correct is not None and ablated.correct is not None:
+            row["correct"], row["correct_ablated"] = bool(base.correct[j]), bool(ablated.correct[j])
+        per_example.append(row)
+    return {
+        "skn_version": __version__,
+        "model": model,
+        "metric": result.metric,
+        "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "per_neuron": c.per_neuron,
+                   "items": c.items, "seed": c.seed, "batch_size": c.batch_size},
+        "n_items": len(result.items),
+        "alternative_rows": alternative_rows,
+        "forwards": result.forwards,
+        "seconds": _num(result.seconds),
+        "neurons": [t.text for t in comp.ablated.targets],
+        "base": _means(base),
+        "ablated": _means(ablated),
+        "effect": _effect(comp.ablated.effect),
+        "controls_summary": {m: {"mean": _num(s.mean), "std": _num(s.std), "p": _num(s.p)} for m, s in comp.summary.items()},
+        "controls": [_set(s) for s in comp.controls],
+        "per_neuron": [_set(s) for s in result.per_neuron],
+        "per_example": per_example,
+    }
+
+
+def write_ablation(run_dir: Path, result: AblationResult, model: str, alternative_rows: int) -> Path:
+    path = Path(run_dir) / ABLATION_FILE
+    write_text(path, json.dumps(ablation_record(result, model, alternative_rows), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return path
+
+
+def read_ablation(run_dir: Path) -> dict[str, object]:
+    """RUN/ablation.json as written by `write_ablation`."""
+    path = Path(run_dir) / ABLATION_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {ABLATION_FILE} (run `skn ablate {run_dir}` first)")
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"effect", "controls", "per_neuron", "config"} <= set(record):
+        raise RunDirError(f"{path}: not an ablation record")
+    return record
+
+
+# ---------------------------------------------------------------- ablation_curve.json
+
+CURVE_FILE = "ablation_curve.json"
+
+
+def curve_record(curve: Curve, model: str) -> dict[str, object]:
+    """The content of ablation_curve.json: per grid point the set's effect, every control's, their
+    median and 5-95% band, p and Holm's p; the departure point (loss)."""
+    c = curve.config
+    points = []
+    for point in curve.points:
+        comp = point.comparison
+        controls = {m: [_num(s.effect.get(m)) for s in comp.controls] for m in MEASURES}
+        band: dict[str, object] = {}
+        for m, values in controls.items():
+            finite = sorted(v for v in values if v is not None)
+            band[m] = None if not finite else {q: _num(float(np.quantile(finite, f))) for q, f in (("q05", 0.05), ("median", 0.5), ("q95", 0.95))}
+        points.append({
+            "k": point.k, "scale": point.scale, "effect": _effect(comp.ablated.effect),
+            "ablated": _means(comp.measures),
+            "controls_summary": {m: {"mean": _num(s.mean), "std": _num(s.std), "p": _num(s.p)} for m, s in comp.summary.items()},
+            "p_holm": {m: _num(v) for m, v in point.p_holm.items()},
+            "band": band, "controls": controls,
+        })
+    departure = None
+    if curve.departure is not None:
+        hit = curve.points[curve.departure]
+        departure = {"k": hit.k, "scale": hit.scale, "effect_loss": _num(hit.comparison.ablated.effect.loss),
+                     "p_holm": _num(hit.p_holm["loss"])}
+    return {
+        "skn_version": __version__, "model": model, "metric": curve.metric, "axis": curve.axis.value,
+        "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "items": c.items,
+                   "seed": c.seed, "batch_size": c.batch_size},
+        "correction": "holm", "alpha": 0.05, "n_items": len(curve.items), "forwards": curve.forwards,
+        "seconds": _num(curve.seconds), "base": _means(curve.base), "points": points, "departure": departure,
+    }
+
+
+def write_curve(run_dir: Path, curve: Curve, model: str) -> Path:
+    path = Path(run_dir) / CURVE_FILE
+    write_text(path, json.dumps(curve_record(curve, model), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return path
+
+
+def read_curve(run_dir: Path) -> dict[str, object]:
+    path = Path(run_dir) / CURVE_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {CURVE_FILE} (run `skn ablate {run_dir} --curve` first)")
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"points", "axis", "config"} <= set(record):
+        raise RunDirError(f"{path}: not an ablation curve record")
+    return record

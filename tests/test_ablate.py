@@ -1,0 +1,221 @@
+"""Ablation: the hook rewrites exactly what it should, a neuron that drives the output beats random
+controls, a neuron with no downstream path changes nothing, and the means are the run's own."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from skn.ablate import (
+    AblationConfig,
+    Target,
+    Value,
+    ValueKind,
+    Where,
+    ablate,
+    alternatives,
+    build_intervention,
+    choices_of,
+    draw_controls,
+    empirical_p,
+    intervened,
+    measure,
+    parse_targets,
+    parse_value,
+    prepare,
+    sample_items,
+)
+from skn.ablate_view import ablation_html, effect_rows
+from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ablation
+from skn.api import ProbeConfig, encode, probe
+from skn.run import write_run
+from skn.data import Example
+from skn.errors import UsageError
+from skn.layout import Template, make_batch, pad_id
+from skn.metrics import parse_metric
+from skn.prompt import init_prompt, splice
+from skn.rundir import PromptFile, read_probe_run, write_prompt
+
+from conftest import tiny_loaded
+from test_probe import examples, hooked_activations
+
+P = 3
+
+
+def _data(loaded: object, n: int = 12, metric: str = "loss", seed: int = 0) -> tuple[object, torch.Tensor]:
+    data = examples(n, seed)
+    prompt = init_prompt(loaded, P, seed=0)  # type: ignore[arg-type]
+    rows = encode(loaded, data, Template.PLAIN, P)  # type: ignore[arg-type]
+    return prepare(loaded, prompt, rows, data, parse_metric(metric), (), (), False, batch_size=5), prompt  # type: ignore[arg-type]
+
+
+def _plant(loaded: object, neuron: int = 7) -> None:
+    """Layer 0's neuron `neuron` fires strongly and writes a large vector into the residual stream."""
+    mlp = loaded.model.model.layers[0].mlp  # type: ignore[attr-defined]
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        mlp.gate_proj.weight[neuron] = torch.randn(mlp.gate_proj.weight.shape[1], generator=g) * 2.0
+        mlp.up_proj.weight[neuron] = torch.randn(mlp.up_proj.weight.shape[1], generator=g) * 2.0
+        mlp.down_proj.weight[:, neuron] = torch.randn(mlp.down_proj.weight.shape[0], generator=g) * 3.0
+
+
+def test_planted_neuron_beats_every_control() -> None:
+    loaded = tiny_loaded("qwen2", seed=1)
+    _plant(loaded)
+    data, _ = _data(loaded)
+    mean_x = torch.zeros(2, P, 48, dtype=torch.float64)
+    targets = tuple(Target(0, 7, k) for k in range(P))
+    config = AblationConfig(value=Value(ValueKind.ZERO), n_controls=9, per_neuron=1, seed=3)
+    result = ablate(data, targets, mean_x, config, range(12))  # type: ignore[arg-type]
+    effect = result.comparison.ablated.effect.loss
+    controls = [abs(c.effect.loss) for c in result.comparison.controls]
+    assert abs(effect) > 10 * max(controls), (effect, controls)
+    assert result.comparison.summary["loss"].p == pytest.approx(1 / 10)
+    assert result.per_neuron[0].effect.loss == pytest.approx(effect)
+    # controls keep the layers and slots, never the ablated neuron
+    for c in result.comparison.controls:
+        assert sorted((t.layer, t.slot) for t in c.targets) == sorted((t.layer, t.slot) for t in targets)
+        assert all(t.neuron != 7 for t in c.targets)
+
+
+@pytest.mark.parametrize("where", [Where.PROMPT, Where.ALL])
+@pytest.mark.parametrize("value", ["mean", "zero", "scale:3"])
+def test_zeroed_down_projection_column_changes_nothing(where: Where, value: str) -> None:
+    loaded = tiny_loaded("llama", seed=2)
+    with torch.no_grad():
+        loaded.model.model.layers[1].mlp.down_proj.weight[:, 11] = 0.0  # type: ignore[attr-defined]
+    data, _ = _data(loaded)
+    mean_x = torch.randn(3, P, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 5
+    base = measure(data, None)  # type: ignore[arg-type]
+    edited = measure(data, build_intervention([Target(1, 11, k) for k in range(P)], parse_value(value), where, mean_x))  # type: ignore[arg-type]
+    assert torch.equal(base.loss, edited.loss)
+    # and a live neuron at the same place does change it (the test can fail)
+    live = measure(data, build_intervention([Target(1, 12, k) for k in range(P)], parse_value(value), where, mean_x))  # type: ignore[arg-type]
+    assert not torch.equal(base.loss, live.loss)
+
+
+def _logits(loaded: object, batch: object, prompt: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return loaded.model(inputs_embeds=splice(loaded, batch, prompt), attention_mask=batch.attention_mask).logits  # type: ignore[attr-defined, arg-type]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_prompt_ablation_leaves_the_instruction_bitwise_equal(arch: str) -> None:
+    loaded = tiny_loaded(arch, seed=4)
+    data = examples(9, seed=2)
+    prompt = init_prompt(loaded, P, seed=1)  # type: ignore[arg-type]
+    rows = encode(loaded, data, Template.PLAIN, P)  # type: ignore[arg-type]
+    batch = make_batch(rows, P, pad_id(loaded.tokenizer))  # type: ignore[attr-defined]
+    width = loaded.sites.width  # type: ignore[attr-defined]
+    targets = [Target(layer, i, k) for layer in range(2) for i in range(0, width, 3) for k in range(P)]
+    intervention = build_intervention(targets, Value(ValueKind.ZERO), Where.PROMPT, torch.zeros(2, P, width, dtype=torch.float64))
+    plain = _logits(loaded, batch, prompt)
+    with intervened(loaded, intervention, batch.prompt_start):  # type: ignore[arg-type]
+        edited = _logits(loaded, batch, prompt)
+    for b in range(batch.size):
+        start = int(batch.prompt_start[b])
+        assert torch.equal(plain[b, :start], edited[b, :start])
+        assert not torch.equal(plain[b, start:], edited[b, start:])
+
+
+def test_mean_value_is_the_runs_own_validation_mean(tmp_path: Path) -> None:
+    loaded = tiny_loaded("qwen2", seed=0)
+    data = examples(17, seed=3)
+    prompt = init_prompt(loaded, P, seed=2)  # type: ignore[arg-type]
+    result = probe(loaded, prompt, data, "loss", ProbeConfig(batch_size=6, top_k=4))  # type: ignore[arg-type]
+    write_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
+    write_prompt(tmp_path, PromptFile(prompt, "tiny", "plain"))
+    run = read_probe_run(tmp_path)
+    rows = list(encode(loaded, data, Template.PLAIN, P))  # type: ignore[arg-type]
+    expected = hooked_activations(loaded, prompt, rows, with_completion=True).mean(axis=0)  # [L, P, m] float64
+    targets = [Target(1, 5, 2), Target(0, 17, 0), Target(1, 40, 1)]
+    intervention = build_intervention(targets, Value(ValueKind.MEAN), Where.PROMPT, run.stats.mean_x)
+    batch = make_batch(rows[:5], P, pad_id(loaded.tokenizer))  # type: ignore[attr-defined]
+    seen: dict[int, torch.Tensor] = {}
+    with intervened(loaded, intervention, batch.prompt_start):  # type: ignore[arg-type]
+        handles = [loaded.sites.modules[l].register_forward_pre_hook(  # type: ignore[attr-defined]
+            lambda m, a, l=l: seen.__setitem__(l, a[0].detach().clone())) for l in (0, 1)]
+        _logits(loaded, batch, prompt)
+        for h in handles:
+            h.remove()
+    for t in targets:
+        for b in range(batch.size):
+            got = float(seen[t.layer][b, int(batch.prompt_start[b]) + t.slot, t.neuron])
+            assert got == pytest.approx(expected[t.layer, t.slot, t.neuron], rel=1e-5, abs=1e-7)
+    # the whole command on the same run: ablation.json with one record per set
+    out = run_ablation(loaded, AblationRequest(tmp_path, AblationConfig(n_controls=3, per_neuron=2, items=8, batch_size=4)))  # type: ignore[arg-type]
+    record = read_ablation(tmp_path)
+    assert (tmp_path / ABLATION_FILE).is_file() and out.forwards == 1 + 1 + 3 + 2
+    assert record["n_items"] == 8 and len(record["controls"]) == 3 and len(record["per_neuron"]) == 2  # type: ignore[arg-type]
+    assert record["neurons"] == [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]
+    assert "NaN" not in (tmp_path / ABLATION_FILE).read_text()
+    assert [r.measure for r in effect_rows(record)] == ["loss", "metric"]  # no choices, no labels: no accuracy
+    assert 'id="ablation"' in ablation_html(record) and "<script" not in ablation_html(record)
+
+
+def test_scale_one_changes_nothing_bitwise() -> None:
+    loaded = tiny_loaded("gpt2", seed=1)
+    data, _ = _data(loaded)
+    width = loaded.sites.width  # type: ignore[attr-defined]
+    targets = [Target(0, i, k) for i in range(0, width, 2) for k in range(P)]
+    for where in Where:
+        edited = measure(data, build_intervention(targets, parse_value("scale:1"), where, torch.zeros(2, P, width, dtype=torch.float64)))  # type: ignore[arg-type]
+        assert torch.equal(edited.loss, measure(data, None).loss)  # type: ignore[arg-type]
+
+
+def test_accuracy_against_the_choices() -> None:
+    loaded = tiny_loaded("qwen2", seed=0)
+    data = [Example(f"Question: {i}?\nChoices: ab, cd, {'x' * (i % 3 + 1)}\nAnswer:", " " + "x" * (i % 3 + 1), {}, f"t:{i}") for i in range(6)]
+    others = alternatives(data)
+    assert others is not None and others[0] == (" ab", " cd")
+    prompt = init_prompt(loaded, P, seed=0)  # type: ignore[arg-type]
+    alt = [Example(e.instruction, a, e.meta, e.source) for e, alts in zip(data, others) for a in alts]
+    owner = [i for i, alts in enumerate(others) for _ in alts]
+    d = prepare(loaded, prompt, encode(loaded, data, Template.PLAIN, P), data, parse_metric("confidence"),  # type: ignore[arg-type]
+                encode(loaded, alt, Template.PLAIN, P), owner, True, batch_size=4)  # type: ignore[arg-type]
+    m = measure(d, None)
+    assert m.correct is not None and m.metric is not None
+    # brute force: total log-probability of each answer, one example at a time
+    from skn.scoring import completion_scores
+
+    for i, e in enumerate(data):
+        totals = []
+        for answer in (e.completion, *others[i]):
+            rows = encode(loaded, [Example(e.instruction, answer, {}, "")], Template.PLAIN, P)  # type: ignore[arg-type]
+            with torch.no_grad():
+                s = completion_scores(loaded, make_batch(rows, P, pad_id(loaded.tokenizer)), prompt)  # type: ignore[arg-type, attr-defined]
+            totals.append(float(s.token_logprob.sum()))
+        assert bool(m.correct[i]) == (totals[0] > max(totals[1:]))
+
+
+def test_parsing_and_helpers() -> None:
+    assert parse_targets("1.5@2, 0.3", 2, 3, 10) == (Target(1, 5, 2), Target(0, 3, 0), Target(0, 3, 1), Target(0, 3, 2))
+    for bad in ("2.1", "0.10", "0.1@3", "x", "0.1@0,0.1@0", ""):
+        with pytest.raises(UsageError):
+            parse_targets(bad, 2, 3, 10)
+    assert parse_value("scale:0.5") == Value(ValueKind.SCALE, 0.5)
+    for bad in ("half", "scale:x", "scale:inf"):
+        with pytest.raises(UsageError):
+            parse_value(bad)
+    assert choices_of("Q\nChoices: 1, banana, 23\nAnswer:") == ("1", "banana", "23")
+    yes_no = [Example("a", " yes", {}, ""), Example("b", " no", {}, "")]
+    assert alternatives(yes_no, yes_no * 2) == ((" no",), (" yes",))
+    assert alternatives(yes_no) is None  # two examples, two completions: nothing says they are labels
+    assert alternatives([Example("a", f" {i}", {}, "") for i in range(12)]) is None
+    assert empirical_p(0.5, [0.1, -0.6, 0.2, None]) == pytest.approx(2 / 4)
+    assert empirical_p(None, [0.1]) is None
+    a = draw_controls([Target(0, 1, 0), Target(0, 2, 0), Target(1, 1, 2)], 5, 4, seed=9)
+    assert a == draw_controls([Target(0, 1, 0), Target(0, 2, 0), Target(1, 1, 2)], 5, 4, seed=9)
+    for s in a:
+        layer0 = [t.neuron for t in s if t.layer == 0]
+        assert len(set(layer0)) == 2 and not {1, 2} & set(layer0)
+    with pytest.raises(UsageError):
+        draw_controls([Target(0, i, 0) for i in range(3)], 5, 1, seed=0)
+    assert sample_items(10, 4, 0) == sample_items(10, 4, 0) and len(sample_items(10, 4, 0)) == 4
+    assert sample_items(5, 0, 0) == tuple(range(5))
+    with pytest.raises(UsageError):
+        AblationConfig(n_controls=-1)
