@@ -10,6 +10,7 @@ from rich.console import Console
 from skn import api
 from skn.backend import Backend
 from skn.metrics import parse_metric
+from skn.null import NullConfig
 from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
@@ -37,11 +38,15 @@ from skn.cli.render import group_tables, print_run
               help="abs: r at argmax_k |r| (sign kept); max: the paper's max_k r.")
 @click.option("--backend", type=click.Choice([b.value for b in Backend]), default="auto", show_default=True,
               help="Statistics update: auto = Triton on CUDA, torch elsewhere.")
+@click.option("--null", "null_permutations", default=100, show_default=True, metavar="R",
+              help="Permutations of the metric for the family-wise null (p-values, threshold); 0 = off.")
+@click.option("--alpha", default=0.05, show_default=True, help="Family-wise error rate of the null's threshold.")
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @click.option("--out", default="", metavar="RUN", help="Run directory to write.")
 def probe_command(
     model: ModelArgs, data: DataArgs, train: TrainArgs, prompt_path: str, metric: str, task: str, train_size: int | None,
-    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, report: bool, out: str,
+    val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int, reduce: str, backend: str, null_permutations: int,
+    alpha: float, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -68,7 +73,7 @@ def probe_command(
         train_config=common.train_config(train, data.seed, len(split.train), bundled),
         probe_config=api.ProbeConfig(
             batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-            backend=Backend(backend), template=data.template,
+            backend=Backend(backend), template=data.template, null=NullConfig(null_permutations, alpha, data.seed),
         ),
         prompt_path=Path(prompt_path) if prompt_path else None,
         resume=train.resume,
@@ -80,7 +85,7 @@ def probe_command(
     outcome = api.run_probe_job(job, RichProgress())
     result = outcome.result
     console = Console()
-    print_run(console, outcome.info, result.neurons, result.top_activations, result.examples, n_exemplars)
+    print_run(console, outcome.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.null)
     if outcome.groups is not None:
         for table in group_tables(outcome.groups):
             console.print(table)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, group_key
+from skn.null import NullResult
 from skn.rank import Neuron, exemplars
 
 
@@ -26,10 +27,12 @@ def neuron_table(
     n_exemplars: int,
     title: str,
     text_width: int = 48,
+    null: NullResult | None = None,
 ) -> Table:
-    """rank, layer, neuron, position, r, and the most/least activating examples (activation: text)."""
+    """rank, layer, neuron, position, r, (with the null) the adjusted p, and the most/least activating
+    examples (activation: text)."""
     table = Table(title=title, title_justify="left", show_lines=True)
-    for name in ("rank", "layer", "neuron", "pos", "r"):
+    for name in ("rank", "layer", "neuron", "pos", "r") + (("p",) if null is not None else ()):
         table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name == "r" else 0))
     for name in ("most activating", "least activating"):
         table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=text_width)
@@ -40,9 +43,24 @@ def neuron_table(
             return "\n".join(_short(f"{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices)
 
         r = "nan" if math.isnan(neuron.r) else f"{neuron.r:+.3f}"
-        table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.neuron), str(neuron.position), r,
+        p = () if null is None else (p_text(null.p_adjusted[k], null.significant[k]),)
+        table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.neuron), str(neuron.position), r, *p,
                       lines(chosen.most), lines(chosen.least))
     return table
+
+
+def p_text(p: float, significant: bool) -> str:
+    """An adjusted p-value, starred when the neuron passes the family-wise threshold."""
+    return "nan" if math.isnan(p) else f"{p:.3f}" + ("*" if significant else "")
+
+
+def null_line(null: NullResult | None, top_k: int) -> str:
+    """One plain-text line on the family-wise null (or that there is none)."""
+    if null is None:
+        return "no permutation null (--null 0): nothing says which of these |r| exceed noise"
+    threshold = f"{null.threshold:.3f}" if math.isfinite(null.threshold) else "unreachable"
+    return (f"{null.n_significant} of {top_k} pass the family-wise null: |r| > {threshold} at alpha {null.alpha:g} "
+            f"({null.permutations} {null.mode.value} permutations; p = adjusted p-value, * = passes)")
 
 
 def summary_line(info: Mapping[str, object]) -> str:
@@ -53,11 +71,12 @@ def summary_line(info: Mapping[str, object]) -> str:
 
 
 def print_run(console: Console, info: Mapping[str, object], neurons: Sequence[Neuron], activations: Tensor,
-              examples: Sequence[Example], n_exemplars: int) -> None:
+              examples: Sequence[Example], n_exemplars: int, null: NullResult | None = None) -> None:
     console.print(summary_line(info))
-    # the five number columns take about 40 characters; the two example columns share the rest
-    text_width = max(16, (console.width - 40) // 2 - 3)
-    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width))
+    # the five number columns (six with p) take about 40 (48) characters; the two example columns share the rest
+    text_width = max(16, (console.width - (40 if null is None else 48)) // 2 - 3)
+    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width, null))
+    console.print(null_line(null, len(neurons)), markup=False, highlight=False)
 
 
 def _group_label(value: object) -> str:

@@ -26,7 +26,7 @@ def show_command(run: Path, n_exemplars: int) -> None:
     probe_run = read_probe_run(run)
     info = dict(probe_run.info) | {"n_val": len(probe_run.examples)}
     console = Console()
-    print_run(console, info, probe_run.neurons, probe_run.top_activations, probe_run.examples, n_exemplars)
+    print_run(console, info, probe_run.neurons, probe_run.top_activations, probe_run.examples, n_exemplars, probe_run.null)
     if (run / GROUPS_FILE).is_file():
         for table in group_tables(read_groups(run)):
             console.print(table)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from skn.groups import GroupSummaries, field_values, group_summaries, write_grou
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import LoadedModel
+from skn.null import NullAccumulator, NullConfig, NullResult, check_null_config, null_result
 from skn.probe import statistics_pass, top_activations
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Exemplars, Neuron, Reduce, exemplars, rank_neurons
@@ -42,6 +44,7 @@ class ProbeConfig:
     reduce: Reduce = Reduce.ABS
     backend: Backend = Backend.AUTO
     template: Template = Template.AUTO
+    null: NullConfig = NullConfig()  # the permutation null (skn.null): R = null.permutations, 0 = off
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class ProbeResult:
     examples: tuple[Example, ...]
     exemplars: tuple[Exemplars, ...]  # per neuron
     timings: Mapping[str, float] = field(default_factory=dict)
+    # the family-wise permutation null (skn.null.NullResult): null maxima, threshold, and per neuron (in
+    # `neurons` order) p_adjusted, p_cell, significant; None when the null is off (permutations = 0)
+    null: NullResult | None = None
 
 
 def _max_length(loaded: LoadedModel) -> int:
@@ -96,6 +102,7 @@ def check_probe_config(config: ProbeConfig) -> None:
         raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
     if config.n_exemplars < 0:
         raise UsageError(f"--exemplars must not be negative, got {config.n_exemplars}")
+    check_null_config(config.null)
 
 
 def probe(
@@ -119,7 +126,10 @@ def probe(
     prompt_len = int(prompt.shape[0])
     examples = tuple(examples)
     rows = encode(loaded, examples, config.template, prompt_len)
-    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress)
+    sites = loaded.sites
+    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device)]
+             if config.null.permutations > 0 else [])
+    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, observers=nulls)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError:
@@ -128,6 +138,9 @@ def probe(
         raise
     corr = correlation(passed.stats)
     neurons = rank_neurons(corr, config.top_k, config.reduce)
+    start = time.perf_counter()
+    null = null_result(nulls[0].snapshot(), passed.stats, neurons, config.reduce, config.null.alpha) if nulls else None
+    null_seconds = time.perf_counter() - start
     start = time.perf_counter()
     activations = top_activations(loaded, prompt, rows, neurons, config.batch_size, progress)
     exemplar_seconds = time.perf_counter() - start
@@ -139,7 +152,8 @@ def probe(
         metric=passed.metric,
         examples=examples,
         exemplars=tuple(exemplars(activations[k], config.n_exemplars) for k in range(len(neurons))),
-        timings={"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds},
+        timings={"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds, "null_s": null_seconds},
+        null=null,
     )
 
 
@@ -183,6 +197,9 @@ def probe_info(
             "reduce": config.reduce.value,
             "backend": resolve_backend(config.backend, loaded.device).value,
             "template": resolve_template(config.template, loaded.tokenizer).value,
+            "null_permutations": config.null.permutations,
+            "alpha": config.null.alpha,
+            "null_seed": config.null.seed,
         },
         "seed": seed,
         "versions": versions(),
@@ -209,6 +226,7 @@ def save_probe(out: Path, result: ProbeResult, info: Mapping[str, object]) -> di
     timings.update(result.timings)
     full["timings"] = timings
     full["top_k"] = len(result.neurons)
+    full["null"] = null_summary(result.null)
     write_probe_run(
         Path(out),
         ProbeRun(
@@ -219,9 +237,24 @@ def save_probe(out: Path, result: ProbeResult, info: Mapping[str, object]) -> di
             metric=result.metric,
             examples=result.examples,
             info=full,
+            null=result.null,
         ),
     )
     return full
+
+
+def null_summary(null: NullResult | None) -> dict[str, object] | None:
+    """run.json's "null": what the permutation null concluded (None: it was off)."""
+    if null is None:
+        return None
+    return {
+        "permutations": null.permutations,
+        "mode": null.mode.value,
+        "alpha": null.alpha,
+        "threshold": null.threshold if math.isfinite(null.threshold) else None,
+        "n_significant": null.n_significant,
+        "top_k": len(null.significant),
+    }
 
 
 @dataclass(frozen=True)

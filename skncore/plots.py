@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from skn.data import Example
 from skn.errors import UsageError
+from skn.null import NullResult
 from skn.rank import Neuron, Reduce, best_scores, top_k_threshold
 from skn.rundir import ProbeRun, read_probe_run, write_bytes
 
@@ -286,19 +287,28 @@ def activation_figure(activations: Array, grouping: Grouping, neuron: Neuron, ca
     return figure
 
 
-def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str) -> Figure:
-    """Histogram of every neuron's best |r| (log count axis) with the top-K threshold (gid "threshold")."""
+def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str, null: NullResult | None = None) -> Figure:
+    """Histogram of every neuron's best |r| (log count axis) with the top-K threshold (gid "threshold") and,
+    with a permutation null, its family-wise threshold (gid "null_threshold")."""
     figure = new_figure(*SMALL)
     ax = figure.add_subplot()
     magnitudes = np.abs(scores[np.isfinite(scores)])
     undefined = int(scores.size - magnitudes.size)
     top = float(magnitudes.max()) if magnitudes.size else 1.0
-    bins = np.linspace(0.0, max(top, threshold) * 1.02 + 1e-12, 61)
+    noise = null.threshold if null is not None and math.isfinite(null.threshold) else None
+    bins = np.linspace(0.0, max(top, threshold, noise or 0.0) * 1.02 + 1e-12, 61)
     ax.hist(magnitudes, bins=bins.tolist(), color="0.45", gid="hist", label=f"{magnitudes.size} neurons")
     ax.axvline(threshold, color="red", ls="--", lw=1.6, gid="threshold", label=f"top-{top_k} threshold |r| = {threshold:.3f}")
     ax.annotate(f"|r| = {threshold:.3f}", xy=(threshold, 0.5), xycoords=("data", "axes fraction"),
                 xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="red", fontsize=9,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+    if null is not None and noise is not None:
+        label = (f"null: family-wise threshold |r| = {noise:.3f} (alpha {null.alpha:g}, {null.permutations} permutations; "
+                 f"{null.n_significant} of {top_k} pass)")
+        ax.axvline(noise, color="C2", ls="-.", lw=1.6, gid="null_threshold", label=label)
+        ax.annotate(f"null |r| = {noise:.3f}", xy=(noise, 0.75), xycoords=("data", "axes fraction"),
+                    xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="C2", fontsize=9,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.5)  # a bin holding a single neuron stays visible
     ax.set_title(f"Best |r| of every neuron (the top {top_k} lie right of the red line)", fontsize=10)
@@ -429,7 +439,7 @@ def overview_figures(run: ProbeRun) -> Iterator[NamedFigure]:
     if top_k == 0:
         return
     threshold = top_k_threshold(run.corr, top_k, reduce_of(run.info))
-    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text))
+    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text, run.null))
     yield NamedFigure("layers", layer_figure(scores, threshold, run.neurons, text))
 
 

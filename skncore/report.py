@@ -31,6 +31,7 @@ from skn.plots import (
     overview_figures,
     png_bytes,
 )
+from skn.null import NullResult
 from skn.rank import exemplars
 from skn.rundir import ProbeRun, read_probe_run, write_bytes
 from skn.version import __version__
@@ -61,7 +62,7 @@ table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; color: va
 tbody tr:hover { background: #f7f9fc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.text { max-width: 560px; white-space: pre-wrap; word-break: break-word; }
-.pos { color: var(--pos); } .neg { color: var(--neg); }
+.pos { color: var(--pos); } .neg { color: var(--neg); } .pass { font-weight: 600; }
 .summary th { width: 180px; background: none; color: var(--muted); font-weight: 500; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; }
 .figs img, img.fig { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; background: #fff; }
@@ -173,6 +174,7 @@ def summary_rows(run: ProbeRun, grouping: Grouping) -> tuple[tuple[str, str], ..
         ("soft prompt length", str(run.corr.shape[1])),
         ("neurons probed", f"{run.corr.shape[0]} layers \u00d7 {run.corr.shape[2]} neurons \u00d7 {run.corr.shape[1]} positions"),
         ("top K", str(len(run.neurons))),
+        ("family-wise null", null_text(run)),
         ("groups", f"{grouping.note}: {groups}"),
         ("seed", str(info.get("seed", "?"))),
     ]
@@ -180,6 +182,17 @@ def summary_rows(run: ProbeRun, grouping: Grouping) -> tuple[tuple[str, str], ..
         if key in info:
             rows.append((key, _mapping_text(info[key])))
     return tuple(rows)
+
+
+def null_text(run: ProbeRun) -> str:
+    """The permutation null's threshold and how many top neurons pass it, in words."""
+    null = run.null
+    if null is None:
+        return "none (--null 0): nothing here says which |r| exceed what noise gives"
+    threshold = f"{null.threshold:.4f}" if math.isfinite(null.threshold) else "unreachable"
+    return (f"{null.n_significant} of {len(run.neurons)} top neurons pass: |r| > {threshold} at family-wise alpha "
+            f"{null.alpha:g} ({null.permutations} {null.mode.value} permutations of the metric; Westfall-Young "
+            f"max-statistic p-values in the table)")
 
 
 def _summary(run: ProbeRun, grouping: Grouping, training: NamedFigure | None) -> str:
@@ -202,7 +215,9 @@ def _group_means(values: np.ndarray, grouping: Grouping) -> list[float]:
 
 
 def _neuron_table(run: ProbeRun, grouping: Grouping) -> str:
-    heads = ["rank", "layer", "neuron", "position", "r"] + [f"mean act. | {label}" for label in grouping.labels]
+    null = run.null
+    p_heads = ["p (adjusted)", "p (cell)"] if null is not None else []
+    heads = ["rank", "layer", "neuron", "position", "r"] + p_heads + [f"mean act. | {label}" for label in grouping.labels]
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
     rows = []
     for row, n in enumerate(run.neurons):
@@ -213,13 +228,22 @@ def _neuron_table(run: ProbeRun, grouping: Grouping) -> str:
             _num_cell(float(n.neuron), str(n.neuron)),
             _num_cell(float(n.position), str(n.position)),
             _r_cell(n.r),
-        ] + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
+        ] + _p_cells(null, row) + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'
             f'<p class="sub">Ranked by |r| at each neuron\'s best prompt position. Click a header to sort; click a rank '
             f"to see the neuron.</p>"
             f'<table class="sortable" id="neuron-table"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></section>")
+
+
+def _p_cells(null: NullResult | None, row: int) -> list[str]:
+    if null is None:
+        return []
+    adjusted = null.p_adjusted[row]
+    mark = " *" if null.significant[row] else ""
+    return [_num_cell(adjusted, _number(adjusted, 3) + mark, "pass" if null.significant[row] else ""),
+            _num_cell(null.p_cell[row], _number(null.p_cell[row], 3))]
 
 
 def _examples_table(run: ProbeRun, indices: Sequence[int], values: np.ndarray, labels: Sequence[str], field: str) -> str:

@@ -1,8 +1,10 @@
 """The run directory: the contract between computing (train, probe) and viewing (show, plot, report).
 
     prompt.safetensors          `prompt` [P, d] float32; metadata model, prompt_len, hidden_size, template
-    stats.safetensors           `corr` [L, P, m] float32 (NaN where undefined), `count`, the moments
-    neurons.json, neurons.csv   the top K: rank, layer, neuron, position, r
+    stats.safetensors           `corr` [L, P, m] float32 (NaN where undefined), `count`, the moments; with the
+                                permutation null also `null_max_abs_r` [R] float64, `null_threshold`, `null_alpha`
+    neurons.json, neurons.csv   the top K: rank, layer, neuron, position, r (+ p_adjusted, p_cell, significant
+                                with the null; absent with --null 0)
     top_activations.safetensors `activations` [K, N] float32 (neurons.json order), `metric` [N] float64
     examples.jsonl              the N validation examples in order: index, instruction, completion, meta, metric
     run.json                    configuration, seed, versions, timings, training history
@@ -31,6 +33,7 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.errors import RunDirError
+from skn.null import NullResult, PermutationMode
 from skn.rank import Neuron
 from skn.stats import PearsonStats
 from skn.version import __version__
@@ -46,6 +49,7 @@ GROUPS_FILE = "groups.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 NEURON_COLUMNS = ("rank", "layer", "neuron", "position", "r")
+NULL_COLUMNS = ("p_adjusted", "p_cell", "significant")
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -152,19 +156,29 @@ class ProbeRun:
     metric: Tensor  # [N] float64
     examples: tuple[Example, ...]
     info: Mapping[str, object]  # the content of run.json
+    null: NullResult | None = None  # the permutation null; None when the run had --null 0
 
 
-def _neurons_csv(neurons: Sequence[Neuron]) -> str:
+def _null_cells(null: NullResult | None, row: int) -> dict[str, object]:
+    if null is None:
+        return {}
+    return {"p_adjusted": _json_safe(null.p_adjusted[row]), "p_cell": _json_safe(null.p_cell[row]),
+            "significant": null.significant[row]}
+
+
+def _neurons_csv(neurons: Sequence[Neuron], null: NullResult | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(NEURON_COLUMNS)
-    for n in neurons:
-        writer.writerow([n.rank, n.layer, n.neuron, n.position, repr(n.r)])
+    writer.writerow(NEURON_COLUMNS + (NULL_COLUMNS if null is not None else ()))
+    for row, n in enumerate(neurons):
+        extra = [("" if v is None else repr(v) if isinstance(v, float) else str(v).lower()) for v in _null_cells(null, row).values()]
+        writer.writerow([n.rank, n.layer, n.neuron, n.position, repr(n.r), *extra])
     return buffer.getvalue()
 
 
-def _neuron_record(n: Neuron) -> dict[str, object]:
-    return {"rank": n.rank, "layer": n.layer, "neuron": n.neuron, "position": n.position, "r": _json_safe(n.r)}
+def _neuron_record(n: Neuron, null: NullResult | None = None, row: int = 0) -> dict[str, object]:
+    return {"rank": n.rank, "layer": n.layer, "neuron": n.neuron, "position": n.position, "r": _json_safe(n.r),
+            **_null_cells(null, row)}
 
 
 def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> None:
@@ -180,6 +194,40 @@ def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> N
         }
         lines.append(json.dumps(record, ensure_ascii=False))
     write_text(path, "\n".join(lines) + "\n")
+
+
+def _null_tensors(null: NullResult | None) -> dict[str, Tensor]:
+    if null is None:
+        return {}
+    return {
+        "null_max_abs_r": null.max_abs_r.to(torch.float64),
+        "null_threshold": torch.tensor(null.threshold, dtype=torch.float64),
+        "null_alpha": torch.tensor(null.alpha, dtype=torch.float64),
+    }
+
+
+def _read_null(directory: Path, tensors: Mapping[str, Tensor], records: list[object], info: Mapping[str, object]) -> NullResult | None:
+    """The null as written by `write_probe_run`: maxima and threshold from stats.safetensors, the
+    per-neuron p-values from neurons.json, the scheme from run.json."""
+    if "null_max_abs_r" not in tensors:
+        return None
+    if "null_threshold" not in tensors or "null_alpha" not in tensors:
+        raise RunDirError(f"{directory / STATS_FILE}: null_max_abs_r without null_threshold and null_alpha")
+    summary = info.get("null")
+    mode_text = summary.get("mode") if isinstance(summary, Mapping) else None
+    try:
+        mode = PermutationMode(mode_text) if mode_text is not None else PermutationMode.WHOLE_SET
+        p_adjusted, p_cell, significant = [], [], []
+        for record in records:
+            if not isinstance(record, Mapping):
+                raise TypeError("not an object")
+            p_adjusted.append(math.nan if record["p_adjusted"] is None else float(record["p_adjusted"]))
+            p_cell.append(math.nan if record["p_cell"] is None else float(record["p_cell"]))
+            significant.append(bool(record["significant"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunDirError(f"{directory / NEURONS_JSON}: the run has a null but a neuron record lacks its p-values ({err})") from None
+    return NullResult(mode, float(tensors["null_alpha"]), tensors["null_max_abs_r"].to(torch.float64),
+                      float(tensors["null_threshold"]), tuple(p_adjusted), tuple(p_cell), tuple(significant))
 
 
 def write_probe_run(directory: Path, run: ProbeRun) -> None:
@@ -203,11 +251,12 @@ def write_probe_run(directory: Path, run: ProbeRun) -> None:
             "c_xy": stats.c_xy,
             "mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
             "m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
+            **_null_tensors(run.null),
         },
         metadata,
     )
-    write_json(directory / NEURONS_JSON, [_neuron_record(n) for n in run.neurons])
-    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons))
+    write_json(directory / NEURONS_JSON, [_neuron_record(n, run.null, row) for row, n in enumerate(run.neurons)])
+    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons, run.null))
     write_tensors(
         directory / TOP_ACTIVATIONS_FILE,
         {"activations": run.top_activations.to(torch.float32), "metric": run.metric.to(torch.float64)},
@@ -294,4 +343,5 @@ def read_probe_run(directory: Path) -> ProbeRun:
             f"{directory}: top_activations {tuple(activations.shape)} and metric {tuple(metric.shape)} do not fit "
             f"{len(neurons)} neurons x {len(examples)} examples"
         )
-    return ProbeRun(stats_t["corr"], stats, neurons, activations, metric, examples, info)
+    null = _read_null(directory, stats_t, raw_neurons, info)
+    return ProbeRun(stats_t["corr"], stats, neurons, activations, metric, examples, info, null)
