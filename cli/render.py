@@ -33,7 +33,7 @@ def neuron_table(
     examples (activation: text)."""
     table = Table(title=title, title_justify="left", show_lines=True)
     for name in ("rank", "layer", "neuron", "pos", "r") + (("p",) if null is not None else ()):
-        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name == "r" else 0))
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name in ("r", "p") else 0))
     for name in ("most activating", "least activating"):
         table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=text_width)
     for k, neuron in enumerate(neurons):

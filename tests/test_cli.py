@@ -59,7 +59,7 @@ def test_probe_show_and_reuse_prompt(tmp_path: Path, saved_tiny_model: Path) -> 
 
     shown = runner.invoke(cli, ["show", str(out)])
     assert shown.exit_code == 0 and "top 5 neurons" in shown.output
-    assert f"{run.null.n_significant} of 5 pass the family-wise null: |r| > {run.null.threshold:.3f}" in shown.output
+    assert f"{run.null.n_significant} of 5 pass the family-wise null: |r| > {run.null.threshold:.3f}" in " ".join(shown.output.split())
 
     again = runner.invoke(cli, ["probe", "--model", str(saved_tiny_model), "--data", str(train), "--val-data", str(val),
                                 "--prompt", str(out / "prompt.safetensors"), "--metric", "animal==dog", "--group-by", "animal",

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from fake_run import make_run
 from scipy import stats as scipy_stats
+
+from skn.cli.main import cli
+from skn.plots import overview_figures
+from skn.report import render_report
+from skn.rundir import read_probe_run
 
 from skn.errors import UsageError
 from skn.null import NullAccumulator, NullConfig, NullResult, PermutationMode, check_null_config, null_result, verdict
@@ -206,3 +214,36 @@ def test_power_small() -> None:
     assert found >= 8
     false = sum(planted_run(100 + rep, plant=False, n=200, cells=4_000).n_significant > 0 for rep in range(20))
     assert false <= 3
+
+
+def test_views_carry_the_null(tmp_path: Path) -> None:
+    """Written and read back whole; the histogram draws the threshold; the report and show state it."""
+    written = make_run(tmp_path / "RUN", with_null=True)
+    assert written.null is not None and written.null.threshold == 0.85 and written.null.n_significant == 2
+    back = read_probe_run(tmp_path / "RUN")
+    assert back.null is not None
+    assert torch.equal(back.null.max_abs_r, written.null.max_abs_r)
+    assert (back.null.mode, back.null.alpha, back.null.threshold) == (PermutationMode.WHOLE_SET, 0.05, 0.85)
+    assert back.null.p_adjusted == written.null.p_adjusted and back.null.significant == (True, True, False, False, False, False)
+    csv_rows = (tmp_path / "RUN" / "neurons.csv").read_text().splitlines()
+    assert csv_rows[1].endswith(f",{written.null.p_adjusted[0]!r},{written.null.p_cell[0]!r},true")
+    figures = {named.name: named.figure for named in overview_figures(back)}
+    lines = [line for line in figures["score_histogram"].axes[0].get_lines() if line.get_gid() == "null_threshold"]
+    assert len(lines) == 1 and list(lines[0].get_xdata()) == pytest.approx([0.85, 0.85])
+    html = render_report(back)
+    assert "2 of 6 top neurons pass: |r| &gt; 0.8500 at family-wise alpha 0.05 (99 whole-set permutations" in html
+    assert "p (adjusted)" in html
+    shown = CliRunner().invoke(cli, ["show", str(tmp_path / "RUN")])
+    assert shown.exit_code == 0, shown.output
+    flat = " ".join(shown.output.split())  # Rich wraps at the terminal's width
+    assert "2 of 6 pass the family-wise null: |r| > 0.850 at alpha 0.05 (99 whole-set permutations" in flat
+    assert f"{written.null.p_adjusted[0]:.3f}*" in shown.output
+
+
+def test_views_without_a_null_say_so(tmp_path: Path) -> None:
+    make_run(tmp_path / "RUN")
+    back = read_probe_run(tmp_path / "RUN")
+    assert back.null is None and "p_adjusted" not in (tmp_path / "RUN" / "neurons.csv").read_text()
+    figures = {named.name: named.figure for named in overview_figures(back)}
+    assert not [line for line in figures["score_histogram"].axes[0].get_lines() if line.get_gid() == "null_threshold"]
+    assert "none (--null 0)" in render_report(back)
