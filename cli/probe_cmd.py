@@ -11,6 +11,7 @@ from rich.text import Text
 
 from skn.api import ProbeConfig, Score
 from skn.backend import Backend
+from skn.null import NullConfig
 from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
@@ -39,6 +40,9 @@ from skn.cli.render import group_tables, print_run
 @option("--backend", ProbeConfig, "backend", type=click.Choice([b.value for b in Backend]))
 @option("--holdout", ProbeConfig, "holdout", type=float, metavar="F")
 @option("--score", ProbeConfig, "score", type=click.Choice([sc.value for sc in Score]))
+@click.option("--null", "null_permutations", default=NullConfig.permutations, show_default=True, metavar="R",
+              help="Permutations of the metric for the family-wise null (p-values, threshold); 0 = off.")
+@click.option("--alpha", default=NullConfig.alpha, show_default=True, help="Family-wise error rate of the null's threshold.")
 @click.option("--seeds", default="", metavar="S,S,...",
               help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @threads_option
@@ -47,7 +51,7 @@ from skn.cli.render import group_tables, print_run
 def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
-    reduce: str, backend: str, holdout: float | None, score: str, seeds: str, threads: int, report: bool, out: str,
+    reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str, threads: int, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -65,7 +69,8 @@ def probe_command(
         data=replace(data, task=task, train_size=train_size, val_size=val_size),
         train=train,
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-                          backend=Backend(backend), template=data.template, holdout=holdout, score=Score(score)),
+                          backend=Backend(backend), template=data.template, holdout=holdout, score=Score(score),
+                          null=NullConfig(null_permutations, alpha, data.seed)),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),
@@ -77,7 +82,7 @@ def probe_command(
         _probe_seeds(console, request, parse_seeds(seeds), n_exemplars, report)
         return
     result = run_probe(request, RichProgress())
-    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout)
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
     if result.groups is not None:
         for table in group_tables(result.groups):
             console.print(table)
@@ -91,7 +96,7 @@ def _probe_seeds(console: Console, request: ProbeRequest, seeds: tuple[int, ...]
     out = Path(request.out)
     for seed, result in zip(done.seeds, done.outcomes, strict=True):
         console.print(Text(f"seed {seed}", style="bold"))
-        print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout)
+        print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
         if report:
             console.print(Text(f"report: {write_report(subrun_dir(out, seed), exemplar_count=n_exemplars)}"))
     if done.comparison is not None:

@@ -13,6 +13,7 @@ from torch import Tensor
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, group_key
 from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
+from skn.null import NullResult
 from skn.rank import Neuron, exemplars
 from skn.result import RunInfo
 
@@ -31,13 +32,14 @@ def neuron_table(
     text_width: int = 48,
     held_out: Sequence[HeldOutR] = (),
     caption: str = "",
+    null: NullResult | None = None,
 ) -> Table:
     """rank, layer, neuron, position, r, (with a holdout: r held out [95% interval]), and the most/least
     activating examples (activation: text)."""
     table = Table(title=title, title_justify="left", show_lines=True, caption=Text(caption) if caption else None,
                   caption_justify="left")
-    for name in ("rank", "layer", "neuron", "pos", "r"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name == "r" else 0))
+    for name in ("rank", "layer", "neuron", "pos", "r") + (("p",) if null is not None else ()):
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name in ("r", "p") else 0))
     if held_out:
         table.add_column("r held out", justify="right", no_wrap=True)
     for name in ("most activating", "least activating"):
@@ -49,10 +51,25 @@ def neuron_table(
             return "\n".join(_short(f"{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices)
 
         r = "nan" if math.isnan(neuron.r) else f"{neuron.r:+.3f}"
+        p = [] if null is None else [p_text(null.p_adjusted[k], null.significant[k])]
         extra = [held_out_cell(held_out[k])] if held_out else []
         table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.index), str(neuron.position), r,
-                      *extra, lines(chosen.most), lines(chosen.least))
+                      *p, *extra, lines(chosen.most), lines(chosen.least))
     return table
+
+
+def p_text(p: float, significant: bool) -> str:
+    """An adjusted p-value, starred when the neuron passes the family-wise threshold."""
+    return "nan" if math.isnan(p) else f"{p:.3f}" + ("*" if significant else "")
+
+
+def null_line(null: NullResult | None, top_k: int) -> str:
+    """One plain-text line on the family-wise null (or that there is none)."""
+    if null is None:
+        return "no permutation null (--null 0): nothing says which of these |r| exceed noise"
+    threshold = f"{null.threshold:.3f}" if math.isfinite(null.threshold) else "unreachable"
+    return (f"{null.n_significant} of {top_k} pass the family-wise null: |r| > {threshold} at alpha {null.alpha:g} "
+            f"({null.permutations} {null.mode.value} permutations; p = adjusted p-value, * = passes)")
 
 
 def held_out_cell(h: HeldOutR) -> str:
@@ -89,14 +106,16 @@ def summary_line(info: RunInfo) -> Text:
 
 
 def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
-              examples: Sequence[Example], n_exemplars: int, holdout: HoldoutResult | None = None) -> None:
+              examples: Sequence[Example], n_exemplars: int, holdout: HoldoutResult | None = None,
+              null: NullResult | None = None) -> None:
     console.print(summary_line(info))
     # the five number columns take about 40 characters (56 with the held-out r); the two example columns share the rest
-    text_width = max(16, (console.width - (56 if holdout is not None else 40)) // 2 - 3)
+    text_width = max(16, (console.width - (56 if holdout is not None else 40) - (8 if null is not None else 0)) // 2 - 3)
     note = str(summary_from_info(info.extra).get("note", ""))
     held_out = holdout.per_neuron if holdout is not None else ()
     console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width,
-                               held_out, holdout_caption(holdout, note)))
+                               held_out, holdout_caption(holdout, note), null))
+    console.print(null_line(null, len(neurons)), markup=False, highlight=False)
 
 
 def _group_label(value: object) -> str:

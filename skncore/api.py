@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, parse_metric
 from skn.model import LoadedModel
+from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.probe import exemplar_pass, statistics_pass
 from skn.progress import ProgressSink, SilentProgress
@@ -60,6 +62,7 @@ class ProbeConfig:
         "Share of the validation set held out to confirm the ranking (0 = rank on all examples) "
         "[default: 0.5 once both folds hold 100 examples, else off].")})
     holdout_seed: int = 0  # seeds the fold assignment (the CLI passes --seed)
+    null: NullConfig = NullConfig()  # the permutation null (skn.null): R = null.permutations, 0 = off
     score: Score = field(default=Score.PEARSON, metadata={"help": (
         "Rank by Pearson r, or by Wang et al.'s predictivity (binary metrics; needs training examples; "
         "no holdout).")})
@@ -71,6 +74,7 @@ class ProbeConfig:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.n_exemplars < 0:
             raise UsageError(f"--exemplars must not be negative, got {self.n_exemplars}")
+        check_null_config(self.null)
 
 
 class MetricFailure(MetricError):
@@ -138,7 +142,13 @@ def probe(
     rows = encode(loaded, examples, config.template, prompt_len)
     plan = plan_holdout(0.0 if config.score is Score.PREDICTIVITY else config.holdout, len(examples))
     confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
-    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm)
+    sites = loaded.sites
+    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device)]
+             if config.null.permutations > 0 else [])
+    # with a holdout the null is that of the selection fold, which ranks the neurons
+    observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
+    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm,
+                             observers)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:
@@ -161,6 +171,10 @@ def probe(
         corr = correlation(passed.stats)
         neurons = rank_neurons(corr, config.top_k, config.reduce)
     start = time.perf_counter()
+    ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
+    null = null_result(nulls[0].snapshot(), ranked_stats, neurons, config.reduce, config.null.alpha) if nulls else None
+    timings["null_s"] = time.perf_counter() - start
+    start = time.perf_counter()
     activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
     timings["exemplar_pass_s"] = time.perf_counter() - start
     return ProbeResult(
@@ -173,11 +187,27 @@ def probe(
         info=replace(
             probe_info(loaded, spec, config, len(examples), len(neurons), timings),
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
-                   else {"fraction": 0.0, "note": plan.note}},
+                   else {"fraction": 0.0, "note": plan.note},
+                   "null": null_summary(null)},
         ),
         holdout=holdout,
         predictivity=counts,
+        null=null,
     )
+
+
+def null_summary(null: NullResult | None) -> dict[str, object] | None:
+    """run.json's "null": what the permutation null concluded (None: it was off)."""
+    if null is None:
+        return None
+    return {
+        "permutations": null.permutations,
+        "mode": null.mode.value,
+        "alpha": null.alpha,
+        "threshold": null.threshold if math.isfinite(null.threshold) else None,
+        "n_significant": null.n_significant,
+        "top_k": len(null.significant),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -210,6 +240,9 @@ def probe_info(
             template=resolve_template(config.template, loaded.tokenizer).value,
             holdout=config.holdout,
             score=config.score.value,
+            null_permutations=config.null.permutations,
+            alpha=config.null.alpha,
+            null_seed=config.null.seed,
         ),
         versions=versions(),
         timings=timings,

@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 
 from skn.data import Example
 from skn.errors import UsageError
+from skn.null import NullResult
 from skn.rank import Neuron, Reduce, best_scores, top_k_threshold
 from skn.result import ProbeResult, RunInfo
 from skn.rundir import read_probe_run, write_bytes
@@ -284,20 +285,30 @@ def activation_figure(activations: Array, grouping: Grouping, neuron: Neuron, ca
     return figure
 
 
-def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str, held_out: Array | None = None) -> Figure:
+def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str, held_out: Array | None = None,
+                     null: NullResult | None = None) -> Figure:
     """Histogram of every neuron's best |r| (log count axis) with the top-K threshold (gid "threshold");
-    `held_out`: the top K's held-out r, drawn as triangles at their |r| (gid "held_out")."""
+    `held_out`: the top K's held-out r, drawn as triangles at their |r| (gid "held_out"); with a permutation
+    null, its family-wise threshold (gid "null_threshold")."""
     figure = new_figure(*SMALL)
     ax = figure.add_subplot()
     magnitudes = np.abs(scores[np.isfinite(scores)])
     undefined = int(scores.size - magnitudes.size)
     top = float(magnitudes.max()) if magnitudes.size else 1.0
-    bins = np.linspace(0.0, max(top, threshold) * 1.02 + 1e-12, 61)
+    noise = null.threshold if null is not None and math.isfinite(null.threshold) else None
+    bins = np.linspace(0.0, max(top, threshold, noise or 0.0) * 1.02 + 1e-12, 61)
     ax.hist(magnitudes, bins=bins.tolist(), color="0.45", gid="hist", label=f"{magnitudes.size} neurons")
     ax.axvline(threshold, color="red", ls="--", lw=1.6, gid="threshold", label=f"top-{top_k} threshold |r| = {threshold:.3f}")
     ax.annotate(f"|r| = {threshold:.3f}", xy=(threshold, 0.5), xycoords=("data", "axes fraction"),
                 xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="red", fontsize=9,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+    if null is not None and noise is not None:
+        label = (f"null: family-wise threshold |r| = {noise:.3f} (alpha {null.alpha:g}, {null.permutations} permutations; "
+                 f"{null.n_significant} of {top_k} pass)")
+        ax.axvline(noise, color="C2", ls="-.", lw=1.6, gid="null_threshold", label=label)
+        ax.annotate(f"null |r| = {noise:.3f}", xy=(noise, 0.75), xycoords=("data", "axes fraction"),
+                    xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="C2", fontsize=9,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
     if held_out is not None:
         shown = np.abs(held_out[np.isfinite(held_out)])
         ax.plot(shown, np.full(shown.size, 0.7), "v", color="C1", ms=7, alpha=0.8, gid="held_out",
@@ -428,7 +439,7 @@ def overview_figures(run: ProbeResult) -> Iterator[NamedFigure]:
         held_out = np.array([h.r_held_out for h in run.holdout.per_neuron], dtype=np.float64)
         text = caption(run.info, n, f"ranked on the {run.holdout.n_selection} selection examples; "
                                     f"held out: the other {run.holdout.n_confirmation}")
-    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text, held_out))
+    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text, held_out, run.null))
     yield NamedFigure("layers", layer_figure(scores, threshold, run.neurons, text))
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +81,19 @@ def _forward_to_sites(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> None
     raise InternalError("the forward pass ran past its last hook")
 
 
+class PassObserver(Protocol):
+    """An extra statistic streamed beside the main one (e.g. `skn.null.NullAccumulator`), fed the same
+    batches: `begin` once (known: the metric [N] float64 when it is known before the pass, else None), then
+    per batch `add_layer` for every layer with that layer's prompt rows [B, P, m] and `finish_batch`.
+    `first` is the index of the batch's first example."""
+
+    def begin(self, count: int, known: Tensor | None) -> None: ...
+
+    def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None: ...
+
+    def finish_batch(self, first: int, y: Tensor) -> None: ...
+
+
 @dataclass(frozen=True)
 class PassResult:
     stats: PearsonStats
@@ -98,12 +112,16 @@ def statistics_pass(
     backend: Backend = Backend.AUTO,
     progress: ProgressSink = SilentProgress(),
     confirm: Tensor | None = None,
+    observers: Sequence[PassObserver] = (),
 ) -> PassResult:
     """One pass over the validation set: the metric per example and the streamed statistics.
 
     `confirm` ([N] bool, see skn.folds): route each example's rows to the confirmation fold (True) or the
     selection fold; the result then carries both folds' moments and `stats` is their Chan merge.
     None: one set of moments over all examples.
+
+    `observers` see every batch too; in the in-pass mode their prompt rows are gathered from each
+    layer's [B, T, m] input (a slab of one layer) only when there are observers.
     """
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
@@ -125,6 +143,8 @@ def statistics_pass(
         check_metric(spec, known, examples)
     function = load_function(spec) if spec.kind is MetricKind.PYTHON else None
     values: list[Tensor] = []
+    for observer in observers:
+        observer.begin(len(rows), known)
     with progress.task("probing", len(rows)) as advance, torch.no_grad():
         for first in range(0, len(rows), batch_size):
             chunk = slice(first, first + batch_size)
@@ -140,10 +160,14 @@ def statistics_pass(
                 def merge_rows(layer: int, x: Tensor) -> None:
                     if isinstance(accumulator, FoldAccumulator):
                         accumulator.add_rows(layer, x, offsets, y)
-                        return
-                    accumulator.update_layer_with(
-                        layer, lambda mean_x, m2_x, c_xy, n, mean_y: rows_update(mean_x, m2_x, c_xy, n, mean_y, x, offsets, y)
-                    )
+                    else:
+                        accumulator.update_layer_with(
+                            layer, lambda mean_x, m2_x, c_xy, n, mean_y: rows_update(mean_x, m2_x, c_xy, n, mean_y, x, offsets, y)
+                        )
+                    if observers:
+                        acts = gather_prompt_rows(x, offsets, prompt_len)
+                        for observer in observers:
+                            observer.add_layer(layer, first, acts, y)
 
                 with capture_activations(loaded, all_layers, merge_rows, stop_after=all_layers[-1]):
                     _forward_to_sites(loaded, batch, prompt)
@@ -161,9 +185,14 @@ def statistics_pass(
                 y_cpu = metric_after_pass(spec, examples[chunk], scores, function)
                 y = y_cpu.to(loaded.device)
                 for layer in all_layers:
-                    accumulator.add_layer(layer, slab.pop(layer), y)
+                    acts = slab.pop(layer)
+                    accumulator.add_layer(layer, acts, y)
+                    for observer in observers:
+                        observer.add_layer(layer, first, acts, y)
                 values.append(y_cpu)
             accumulator.finish_batch(y)
+            for observer in observers:
+                observer.finish_batch(first, y)
             advance(batch.size)
     metric = torch.cat(values)
     if isinstance(accumulator, FoldAccumulator):

@@ -34,6 +34,7 @@ from skn.plots import (
     png_bytes,
 )
 from skn.holdout import summary_from_info
+from skn.null import NullResult
 from skn.rank import exemplars
 from skn.result import ProbeResult, info_to_json
 from skn.rundir import read_probe_run, write_bytes
@@ -65,7 +66,7 @@ table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; color: va
 tbody tr:hover { background: #f7f9fc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.text { max-width: 560px; white-space: pre-wrap; word-break: break-word; }
-.pos { color: var(--pos); } .neg { color: var(--neg); }
+.pos { color: var(--pos); } .neg { color: var(--neg); } .pass { font-weight: 600; }
 .summary th { width: 180px; background: none; color: var(--muted); font-weight: 500; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; }
 .figs img, img.fig { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; background: #fff; }
@@ -177,6 +178,7 @@ def summary_rows(run: ProbeResult, grouping: Grouping) -> tuple[tuple[str, str],
         ("soft prompt length", str(run.corr.shape[1])),
         ("neurons probed", f"{run.corr.shape[0]} layers \u00d7 {run.corr.shape[2]} neurons \u00d7 {run.corr.shape[1]} positions"),
         ("top K", str(len(run.neurons))),
+        ("family-wise null", null_text(run)),
         ("groups", f"{grouping.note}: {groups}"),
         ("seed", str(info.seed)),
         ("holdout", holdout_text(run)),
@@ -199,6 +201,26 @@ def holdout_text(run: ProbeResult) -> str:
     return (f"ranked on {run.holdout.n_selection} selection examples, r held out on the other {run.holdout.n_confirmation} "
             f"(seed {run.holdout.seed}); replication of the top {rep.top_k} (same sign, p < {rep.alpha:g} on the other "
             f"fold, both ways): {rate}")
+
+
+def null_text(run: ProbeResult) -> str:
+    """The permutation null's threshold and how many top neurons pass it, in words."""
+    null = run.null
+    if null is None:
+        return "none (--null 0): nothing here says which |r| exceed what noise gives"
+    threshold = f"{null.threshold:.4f}" if math.isfinite(null.threshold) else "unreachable"
+    return (f"{null.n_significant} of {len(run.neurons)} top neurons pass: |r| > {threshold} at family-wise alpha "
+            f"{null.alpha:g} ({null.permutations} {null.mode.value} permutations of the metric; Westfall-Young "
+            f"max-statistic p-values in the table)")
+
+
+def _p_cells(null: NullResult | None, row: int) -> list[str]:
+    if null is None:
+        return []
+    adjusted = null.p_adjusted[row]
+    mark = " *" if null.significant[row] else ""
+    return [_num_cell(adjusted, _number(adjusted, 3) + mark, "pass" if null.significant[row] else ""),
+            _num_cell(null.p_cell[row], _number(null.p_cell[row], 3))]
 
 
 def _summary(run: ProbeResult, grouping: Grouping, training: NamedFigure | None) -> str:
@@ -224,7 +246,8 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
     held = run.holdout.per_neuron if run.holdout is not None else ()
     r_head = "r (selection fold)" if held else "r"
     extra_heads = ["r held out", "95% interval", "r (all examples)"] if held else []
-    heads = ["rank", "layer", "neuron", "position", r_head, *extra_heads] + [f"mean act. | {label}" for label in grouping.labels]
+    p_heads = ["p (adjusted)", "p (cell)"] if run.null is not None else []
+    heads = ["rank", "layer", "neuron", "position", r_head, *p_heads, *extra_heads] + [f"mean act. | {label}" for label in grouping.labels]
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
     rows = []
     for row, n in enumerate(run.neurons):
@@ -235,7 +258,7 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
             _num_cell(float(n.index), str(n.index)),
             _num_cell(float(n.position), str(n.position)),
             _r_cell(n.r),
-        ] + ([_r_cell(held[row].r_held_out), _num_cell(held[row].low, _interval(held[row].low, held[row].high)),
+        ] + _p_cells(run.null, row) + ([_r_cell(held[row].r_held_out), _num_cell(held[row].low, _interval(held[row].low, held[row].high)),
               _r_cell(held[row].r_full)] if held else []) + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'

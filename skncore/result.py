@@ -18,6 +18,7 @@ from skn.data import Example
 from skn.errors import RunDirError
 from skn.groups import GroupSummaries
 from skn.holdout import HoldoutResult
+from skn.null import NullResult
 from skn.predictivity import PredictivityCounts
 from skn.rank import Exemplars, Neuron, Reduce, exemplars
 from skn.stats import PearsonStats
@@ -35,6 +36,9 @@ class ProbeSettings:
     template: str
     holdout: float | None = None  # the --holdout asked for; None = the default (see skn.folds.plan_holdout)
     score: str = "pearson"  # what ranked the neurons: pearson or predictivity
+    null_permutations: int = 0  # R of the permutation null (0 = off)
+    alpha: float = 0.05
+    null_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class ProbeResult:
     groups: GroupSummaries | None = None  # with --group-by or a task
     holdout: HoldoutResult | None = None  # with a holdout: `neurons` were ranked on its selection fold
     predictivity: PredictivityCounts | None = None  # with --score predictivity (see skn.predictivity)
+    # the family-wise permutation null (skn.null.NullResult): null maxima, threshold, and per neuron (in
+    # `neurons` order) p_adjusted, p_cell, significant; None when the null is off (--null 0)
+    null: NullResult | None = None
 
     @property
     def holdout_note(self) -> str:
@@ -142,7 +149,8 @@ def info_to_json(info: RunInfo) -> dict[str, object]:
         p = info.probe_config
         out["probe_config"] = {"batch_size": p.batch_size, "top_k": p.top_k, "n_exemplars": p.n_exemplars,
                                "reduce": p.reduce, "backend": p.backend, "template": p.template,
-                               "holdout": "auto" if p.holdout is None else p.holdout, "score": p.score}
+                               "holdout": "auto" if p.holdout is None else p.holdout, "score": p.score,
+                               "null_permutations": p.null_permutations, "alpha": p.alpha, "null_seed": p.null_seed}
     out["seed"] = info.seed
     out["versions"] = dict(info.versions)
     if info.train_config is not None:
@@ -216,7 +224,8 @@ def info_from_json(value: object, where: str) -> RunInfo:
         holdout = raw_probe.get("holdout", "auto")
         probe_config = ProbeSettings(p.integer("batch_size"), p.integer("top_k"), p.integer("n_exemplars"),
                                      p.text("reduce") or "abs", p.text("backend"), p.text("template"),
-                                     None if holdout == "auto" else p.number("holdout"), p.text("score") or "pearson")
+                                     None if holdout == "auto" else p.number("holdout"), p.text("score") or "pearson",
+                                     p.integer("null_permutations"), p.number("alpha") or 0.05, p.integer("null_seed"))
         try:
             Reduce(probe_config.reduce)
         except ValueError:

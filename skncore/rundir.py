@@ -34,6 +34,7 @@ from skn.errors import RunDirError
 from skn.folds import FoldStats
 from skn.groups import GroupSummaries, groups_from_json, groups_to_json
 from skn.holdout import HeldOutR, HoldoutResult
+from skn.null import NullResult, PermutationMode
 from skn.predictivity import PREDICTIVITY_FILE, PREDICTIVITY_JSON, PredictivityCounts, predictivity_record
 from skn.rank import Neuron
 from skn.replication import ALPHA, Replication
@@ -52,6 +53,7 @@ GROUPS_FILE = "groups.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 NEURON_COLUMNS = ("rank", "layer", "neuron", "position", "r")
+NULL_COLUMNS = ("p_adjusted", "p_cell", "significant")  # with the permutation null
 HOLDOUT_COLUMNS = ("r_held_out", "r_held_out_low", "r_held_out_high", "r_selection", "r_full")  # with a holdout
 FOLD_NAMES = ("selection", "confirmation")
 MOMENTS = ("count", "mean_x", "m2_x", "c_xy", "mean_y", "m2_y")
@@ -166,21 +168,64 @@ def _held_out_values(h: HeldOutR) -> tuple[float, ...]:
     return (h.r_held_out, h.low, h.high, h.r_selection, h.r_full)
 
 
-def _neurons_csv(neurons: Sequence[Neuron], held_out: Sequence[HeldOutR] = ()) -> str:
+def _null_cells(null: NullResult | None, row: int) -> dict[str, object]:
+    if null is None:
+        return {}
+    return {"p_adjusted": _json_safe(null.p_adjusted[row]), "p_cell": _json_safe(null.p_cell[row]),
+            "significant": null.significant[row]}
+
+
+def _neurons_csv(neurons: Sequence[Neuron], held_out: Sequence[HeldOutR] = (), null: NullResult | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(NEURON_COLUMNS + (HOLDOUT_COLUMNS if held_out else ()))
+    writer.writerow(NEURON_COLUMNS + (NULL_COLUMNS if null is not None else ()) + (HOLDOUT_COLUMNS if held_out else ()))
     for k, n in enumerate(neurons):
+        nulls = [("" if v is None else repr(v) if isinstance(v, float) else str(v).lower()) for v in _null_cells(null, k).values()]
         extra = [repr(v) for v in _held_out_values(held_out[k])] if held_out else []
-        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r), *extra])
+        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r), *nulls, *extra])
     return buffer.getvalue()
 
 
-def _neuron_record(n: Neuron, held_out: HeldOutR | None = None) -> dict[str, object]:
-    record: dict[str, object] = {"rank": n.rank, "layer": n.layer, "neuron": n.index, "position": n.position, "r": _json_safe(n.r)}
+def _neuron_record(n: Neuron, held_out: HeldOutR | None = None, null: NullResult | None = None, row: int = 0) -> dict[str, object]:
+    record: dict[str, object] = {"rank": n.rank, "layer": n.layer, "neuron": n.index, "position": n.position, "r": _json_safe(n.r),
+                                 **_null_cells(null, row)}
     if held_out is not None:
         record.update({name: _json_safe(v) for name, v in zip(HOLDOUT_COLUMNS, _held_out_values(held_out), strict=True)})
     return record
+
+
+def _null_tensors(null: NullResult | None) -> dict[str, Tensor]:
+    if null is None:
+        return {}
+    return {
+        "null_max_abs_r": null.max_abs_r.to(torch.float64),
+        "null_threshold": torch.tensor(null.threshold, dtype=torch.float64),
+        "null_alpha": torch.tensor(null.alpha, dtype=torch.float64),
+    }
+
+
+def _read_null(directory: Path, tensors: Mapping[str, Tensor], records: list[object], info: Mapping[str, object]) -> NullResult | None:
+    """The null as written by `write_probe_run`: maxima and threshold from stats.safetensors, the
+    per-neuron p-values from neurons.json, the scheme from run.json."""
+    if "null_max_abs_r" not in tensors:
+        return None
+    if "null_threshold" not in tensors or "null_alpha" not in tensors:
+        raise RunDirError(f"{directory / STATS_FILE}: null_max_abs_r without null_threshold and null_alpha")
+    summary = info.get("null")
+    mode_text = summary.get("mode") if isinstance(summary, Mapping) else None
+    try:
+        mode = PermutationMode(mode_text) if mode_text is not None else PermutationMode.WHOLE_SET
+        p_adjusted, p_cell, significant = [], [], []
+        for record in records:
+            if not isinstance(record, Mapping):
+                raise TypeError("not an object")
+            p_adjusted.append(math.nan if record["p_adjusted"] is None else float(record["p_adjusted"]))
+            p_cell.append(math.nan if record["p_cell"] is None else float(record["p_cell"]))
+            significant.append(bool(record["significant"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunDirError(f"{directory / NEURONS_JSON}: the run has a null but a neuron record lacks its p-values ({err})") from None
+    return NullResult(mode, float(tensors["null_alpha"]), tensors["null_max_abs_r"].to(torch.float64),
+                      float(tensors["null_threshold"]), tuple(p_adjusted), tuple(p_cell), tuple(significant))
 
 
 def _moment_tensors(prefix: str, stats: PearsonStats) -> dict[str, Tensor]:
@@ -238,12 +283,14 @@ def write_probe_run(directory: Path, run: ProbeResult) -> None:
             "mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
             "m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
             **(_holdout_tensors(run.holdout) if run.holdout is not None else {}),
+            **_null_tensors(run.null),
         },
         metadata,
     )
     held_out = run.holdout.per_neuron if run.holdout is not None else ()
-    write_json(directory / NEURONS_JSON, [_neuron_record(n, held_out[k] if held_out else None) for k, n in enumerate(run.neurons)])
-    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons, held_out))
+    write_json(directory / NEURONS_JSON, [_neuron_record(n, held_out[k] if held_out else None, run.null, k)
+                                          for k, n in enumerate(run.neurons)])
+    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons, held_out, run.null))
     write_tensors(
         directory / TOP_ACTIVATIONS_FILE,
         {"activations": run.top_activations.to(torch.float32), "metric": run.metric.to(torch.float64)},
@@ -332,7 +379,8 @@ def read_probe_run(directory: Path) -> ProbeResult:
         )
     groups = read_groups(directory) if (directory / GROUPS_FILE).is_file() else None
     holdout = _read_holdout(directory, stats_t, raw_neurons, info.extra) if "confirm" in stats_t else None
-    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout)
+    null = _read_null(directory, stats_t, raw_neurons, info.extra)
+    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null)
 
 
 def _stats_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:

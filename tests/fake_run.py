@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from skn.data import Example
+from skn.null import PermutationMode, verdict
 from skn.rank import rank_neurons
 from skn.result import ProbeResult, info_from_json
 from skn.rundir import write_probe_run
@@ -19,8 +20,9 @@ LAYERS, POSITIONS, WIDTH, N, TOP_K = 3, 4, 40, 60, 6
 
 
 def make_run(directory: Path, *, metric: str = "heuristic==lexical_overlap", extra_info: dict[str, object] | None = None,
-             seed: int = 0) -> ProbeResult:
-    """Write a run with random corr (NaNs included), 3 heuristic groups, and a training history."""
+             seed: int = 0, with_null: bool = False) -> ProbeResult:
+    """Write a run with random corr (NaNs included), 3 heuristic groups, and a training history; with
+    `with_null`, a permutation null whose threshold (0.85) two of the top neurons pass."""
     rng = np.random.default_rng(seed)
     corr = rng.uniform(-0.45, 0.45, size=(LAYERS, POSITIONS, WIDTH))
     corr[1, 2, 7] = 0.93  # a few clearly strong neurons
@@ -54,7 +56,13 @@ def make_run(directory: Path, *, metric: str = "heuristic==lexical_overlap", ext
         "train_history": history,
     }
     info.update(extra_info or {})
+    null = None
+    if with_null:
+        maxima = torch.tensor(np.concatenate([[0.9, 0.87, 0.86, 0.86, 0.85], rng.uniform(0.5, 0.84, size=94)]))
+        null = verdict(PermutationMode.WHOLE_SET, 0.05, maxima, neurons, tuple(range(len(neurons))))
+        info["null"] = {"permutations": 99, "mode": "whole-set", "alpha": 0.05, "threshold": null.threshold,
+                        "n_significant": null.n_significant, "top_k": len(neurons)}
     run = ProbeResult(neurons, corr_t, stats, torch.tensor(activations, dtype=torch.float32), metric_values, tuple(examples),
-                      info_from_json(info, "fake run.json"))
+                      info_from_json(info, "fake run.json"), null=null)
     write_probe_run(directory, run)
     return run

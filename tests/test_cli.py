@@ -50,10 +50,16 @@ def test_probe_show_and_reuse_prompt(tmp_path: Path, saved_tiny_model: Path) -> 
     info = json.loads((out / "run.json").read_text())
     assert info["metric"] == "loss" and info["n_val"] == 20 and len(info["train_history"]) == 3
     csv_lines = (out / "neurons.csv").read_text().splitlines()
-    assert csv_lines[0] == "rank,layer,neuron,position,r" and len(csv_lines) == 6
+    assert csv_lines[0] == "rank,layer,neuron,position,r,p_adjusted,p_cell,significant" and len(csv_lines) == 6
+    records = json.loads((out / "neurons.json").read_text())
+    assert all(0 < r["p_adjusted"] <= 1 and 0 < r["p_cell"] <= r["p_adjusted"] and isinstance(r["significant"], bool) for r in records)
+    assert info["null"]["permutations"] == 100 and info["null"]["mode"] == "within-batch"
+    assert run.null is not None and run.null.max_abs_r.shape == (100,)
+    assert f"{run.null.n_significant} of 5 pass the family-wise null" in result.output
 
     shown = runner.invoke(cli, ["show", str(out)])
     assert shown.exit_code == 0 and "top 5 neurons" in shown.output
+    assert f"{run.null.n_significant} of 5 pass the family-wise null: |r| > {run.null.threshold:.3f}" in " ".join(shown.output.split())
 
     again = runner.invoke(cli, ["probe", "--model", str(saved_tiny_model), "--data", str(train), "--val-data", str(val),
                                 "--prompt", str(out / "prompt.safetensors"), "--metric", "animal==dog", "--group-by", "animal",
@@ -64,6 +70,16 @@ def test_probe_show_and_reuse_prompt(tmp_path: Path, saved_tiny_model: Path) -> 
     groups = json.loads((tmp_path / "R2" / "groups.json").read_text())
     assert "animal" in json.dumps(groups)
     assert "<table" in (tmp_path / "R2" / "report.html").read_text()
+    assert info["null"]["mode"] == "whole-set" and "family-wise null" in (tmp_path / "R2" / "report.html").read_text()
+
+    off = runner.invoke(cli, ["probe", "--model", str(saved_tiny_model), "--data", str(train), "--val-data", str(val),
+                              "--prompt", str(out), "--metric", "animal==dog", "--null", "0", "--out", str(tmp_path / "R3"), *FAST])
+    assert off.exit_code == 0, off.output
+    assert "no permutation null (--null 0)" in off.output
+    assert "p_adjusted" not in (tmp_path / "R3" / "neurons.json").read_text()
+    assert json.loads((tmp_path / "R3" / "run.json").read_text())["null"] is None
+    assert read_probe_run(tmp_path / "R3").null is None
+    assert "no permutation null" in runner.invoke(cli, ["show", str(tmp_path / "R3")]).output
 
 
 def test_train_only(tmp_path: Path, saved_tiny_model: Path) -> None:

@@ -1,0 +1,308 @@
+"""A family-wise permutation null, streamed beside the statistics: which top neurons are more than noise.
+
+skn ranks the largest |r| among hundreds of thousands of (layer, position, neuron) cells over a few hundred
+examples, so even a metric unrelated to the network has a large top |r|. The null answers "how large":
+the metric is permuted R times (seeded), each permutation's co-moment with every cell is streamed in the
+same pass as the real statistics, and at the end each permutation's maximum score over all neurons
+(reduced exactly as the ranking reduces: `skn.rank.best_scores` with the run's Reduce, i.e. the best
+position per neuron, then the maximum over neurons of |score|) gives R draws of the largest |r| that noise
+produces. From them (Westfall & Young's max-statistic method):
+
+    p_adjusted(neuron) = (1 + #{r : M_r >= |score|}) / (R + 1)       M_r = max |score| of permutation r
+    threshold          = M_(k+1), the (k+1)-th largest M_r,  k = floor(alpha (R + 1)) - 1
+    significant        = |score| > threshold   <=>   p_adjusted <= alpha
+
+so the family-wise error rate is at most alpha (k + 1 <= alpha (R + 1) of the R + 1 exchangeable maxima,
+the real one among them, can lie at or above the threshold). The per-cell p-value of a top neuron uses its
+own cell's null instead of the maximum: p_cell = (1 + #{r : |r_r[l, k, i]| >= |score|}) / (R + 1), read at
+the neuron's ranked position (it is not corrected for the number of cells).
+
+Two permutation schemes, chosen by when the metric is known:
+
+- whole set (label, field: the metric is known before the pass). Permutation pi_r of all N examples.
+  With ybar the full-set mean, the permuted centred metric u_r(i) = y(pi_r(i)) - ybar sums to zero, so
+  for any per-cell shift s
+      C_r = sum_i (x_i - mean_x)(y(pi_r(i)) - ybar) = sum_i (x_i - s) u_r(i).
+  s is the first batch's mean of each cell (close to mean_x, so large offsets such as 1e6 cost nothing).
+- within batch (loss, confidence, correct, python:: the metric is known only after each batch). Each
+  batch's metric is permuted among its own rows. Batch means are permutation-invariant, so every Chan
+  cross term equals the unpermuted one and only the within-batch centred product changes:
+      C_r = c_xy + sum_b sum_{i in b} (x_i - s)(v_r(i) - v_0(i)),   v(i) = y(pi_b(i)) - ybar_b,
+  v_0 the identity permutation (row 0 of the product, so float32 rounding hits both alike). This
+  restricted permutation test is exact under the null of independence when the examples' order (and so
+  their grouping into batches) does not depend on the metric; the validation order is the data's own or
+  the seeded split's.
+
+Either way the cost is one [R(+1), B] x [B, P*m] float32 matmul per layer and batch (a tensor-core
+product on a GPU, one BLAS call on a CPU; no loop over permutations) and the state is float32 co-moments
+[L, R(+1), P*m]: 4 R L P m bytes, 6.9 MB for the stories model (17,200 cells, R = 100), 369 MB for
+SmolLM2-135M (921,600 cells). m2_x and m2_y are those of the main float64 statistics (the permuted
+metric has the same moments), so r_r = C_r / sqrt(m2_x m2_y). float32 sums over N terms carry a relative
+error of about 1e-7 sqrt(N) of sqrt(m2_x m2_y), i.e. |r_r| is exact to ~1e-5 or better at N <= 10^4,
+far below the spread of the null maxima (tests/test_null.py checks 1e-5 against a float64 brute force).
+
+Permutations come from a torch.Generator seeded from the run seed, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from skn.errors import InternalError, UsageError
+from skn.rank import Neuron, Reduce, best_scores
+from skn.stats import STAT_DTYPE, PearsonStats
+
+NULL_DTYPE = torch.float32
+SEED_SALT = 0x5EED_9  # keeps the null's stream apart from the split's and the prompt's, which use the same seed
+
+
+class PermutationMode(Enum):
+    WHOLE_SET = "whole-set"  # metric known before the pass: permute all N examples
+    WITHIN_BATCH = "within-batch"  # metric known after each batch: permute within each batch
+
+
+@dataclass(frozen=True)
+class NullConfig:
+    permutations: int = 100  # R; 0 turns the null off
+    alpha: float = 0.05
+    seed: int = 0
+
+
+def exceedances_allowed(permutations: int, alpha: float) -> int:
+    """k = floor(alpha (R + 1)) - 1: a neuron is significant when at most k null maxima reach its |score|."""
+    return math.floor(alpha * (permutations + 1) + 1e-9) - 1
+
+
+def check_null_config(config: NullConfig) -> None:
+    if config.permutations < 0:
+        raise UsageError(f"--null must not be negative, got {config.permutations}")
+    if not 0.0 < config.alpha < 1.0:
+        raise UsageError(f"--alpha must lie strictly between 0 and 1, got {config.alpha}")
+    if config.permutations > 0 and exceedances_allowed(config.permutations, config.alpha) < 0:
+        need = math.ceil(1.0 / config.alpha - 1.0 - 1e-9)
+        raise UsageError(
+            f"--null {config.permutations} permutations cannot reach --alpha {config.alpha}: "
+            f"the smallest p-value is 1/{config.permutations + 1}; use --null {need} or more"
+        )
+
+
+@dataclass(frozen=True)
+class NullState:
+    """What the pass streamed: float32 co-moments [L, R(+1), P*m] (row 0 is the identity when within batch)."""
+
+    mode: PermutationMode
+    comoments: Tensor
+    positions: int
+    width: int
+
+    @property
+    def permutations(self) -> int:
+        rows = int(self.comoments.shape[1])
+        return rows - 1 if self.mode is PermutationMode.WITHIN_BATCH else rows
+
+
+class NullAccumulator:
+    """Streams the permuted co-moments; fed the same per-layer batches as the StatsAccumulator.
+
+    The probe pass calls `begin(count, known)` once (known: the metric [N] when it is known before the
+    pass, else None), then for every batch `add_layer(layer, first, acts [B, P, m], y [B])` for each layer
+    and `finish_batch(first, y)`.
+    """
+
+    def __init__(self, layers: int, positions: int, width: int, config: NullConfig, device: torch.device | str = "cpu") -> None:
+        if config.permutations < 1:
+            raise InternalError("a NullAccumulator needs at least one permutation")
+        self._layers, self._positions, self._width = layers, positions, width
+        self._config = config
+        self._device = torch.device(device)
+        self._generator = torch.Generator().manual_seed(config.seed + SEED_SALT)
+        self._mode: PermutationMode | None = None
+        self._comoments = torch.empty(0)
+        self._shift = torch.zeros(layers, positions * width, dtype=STAT_DTYPE, device=self._device)
+        self._shifted = [False] * layers
+        self._whole: Tensor = torch.empty(0)  # [R, N] permuted centred metric (whole-set mode)
+        self._batch_first = -1
+        self._batch_weights: Tensor = torch.empty(0)
+        self._orders: list[Tensor] = []  # the permutations drawn, in order (whole set: one [R, N]; else [R, B] per batch)
+
+    def begin(self, count: int, known: Tensor | None) -> None:
+        r = self._config.permutations
+        if known is not None:
+            self._mode = PermutationMode.WHOLE_SET
+            y = known.detach().to("cpu", STAT_DTYPE)
+            if int(y.numel()) != count:
+                raise InternalError(f"{y.numel()} metric values for {count} examples")
+            order = torch.argsort(torch.rand(r, count, generator=self._generator), dim=1)
+            self._orders.append(order)
+            self._whole = (y[order] - y.mean()).to(self._device, NULL_DTYPE)
+            rows = r
+        else:
+            self._mode = PermutationMode.WITHIN_BATCH
+            rows = r + 1
+        self._comoments = torch.zeros(self._layers, rows, self._positions * self._width, dtype=NULL_DTYPE, device=self._device)
+
+    def _weights(self, first: int, y: Tensor) -> Tensor:
+        """[R(+1), B]: the centred permuted metric of this batch's rows."""
+        size = int(y.shape[0])
+        if self._mode is PermutationMode.WHOLE_SET:
+            return self._whole[:, first : first + size]
+        if self._batch_first != first:
+            values = y.detach().to("cpu", STAT_DTYPE)
+            centred = values - values.mean()
+            order = torch.argsort(torch.rand(self._config.permutations, size, generator=self._generator), dim=1)
+            self._orders.append(order)
+            rows = torch.cat([centred.unsqueeze(0), centred[order]])
+            self._batch_weights = rows.to(self._device, NULL_DTYPE)
+            self._batch_first = first
+        return self._batch_weights
+
+    def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None:
+        if self._mode is None:
+            raise InternalError("NullAccumulator.begin was not called")
+        batch = int(acts.shape[0])
+        # the shift is subtracted before rounding to float32 when the input is float64 (a 1e6 offset would
+        # otherwise swamp the signal); model activations are float32 or narrower, exact in float32 anyway
+        work = STAT_DTYPE if acts.dtype == STAT_DTYPE else NULL_DTYPE
+        x = acts.detach().reshape(batch, -1).to(self._device, work)
+        if not self._shifted[layer]:
+            self._shift[layer] = x.to(STAT_DTYPE).mean(dim=0)
+            self._shifted[layer] = True
+        centred = (x - self._shift[layer].to(work)).to(NULL_DTYPE)
+        self._comoments[layer].addmm_(self._weights(first, y), centred)
+
+    def finish_batch(self, first: int, y: Tensor) -> None:
+        """Nothing is left to do per batch: the weights of the next batch are drawn when it comes."""
+
+    def orders(self) -> tuple[Tensor, ...]:
+        """The permutations drawn so far (int64 row indices into the whole set, or into each batch)."""
+        return tuple(self._orders)
+
+    def snapshot(self) -> NullState:
+        if self._mode is None:
+            raise InternalError("NullAccumulator.begin was not called")
+        return NullState(self._mode, self._comoments.clone(), self._positions, self._width)
+
+
+@dataclass(frozen=True)
+class NullResult:
+    """The null's verdict on one run's ranking (per-neuron tuples in the ranking's order)."""
+
+    mode: PermutationMode
+    alpha: float
+    max_abs_r: Tensor  # [R] float64: each permutation's largest |score| over all neurons
+    threshold: float  # a neuron is significant when its |score| exceeds this
+    p_adjusted: tuple[float, ...]  # Westfall-Young max-statistic p; NaN for an undefined score
+    p_cell: tuple[float, ...]  # the neuron's own cell's permutation p (uncorrected)
+    significant: tuple[bool, ...]
+
+    @property
+    def permutations(self) -> int:
+        return int(self.max_abs_r.numel())
+
+    @property
+    def n_significant(self) -> int:
+        return sum(self.significant)
+
+
+CHUNK_ELEMENTS = 1 << 24  # permutations are reduced a chunk at a time: at most this many r values (64 MB) live at once
+
+
+def permuted_correlations(state: NullState, stats: PearsonStats, start: int = 0, stop: int = -1) -> Tensor:
+    """[R', L, P, m] float32: the r of permutations start..stop (all by default) in every cell, NaN where
+    the real r is undefined (constant activation)."""
+    stop = state.permutations if stop < 0 else stop
+    layers, positions, width = stats.shape
+    device = state.comoments.device
+    m2_x = stats.m2_x.detach().to(device, STAT_DTYPE).reshape(layers, -1)
+    if stats.count < 2 or not stats.m2_y > 0.0:
+        inverse = torch.full(tuple(m2_x.shape), math.nan, dtype=NULL_DTYPE, device=device)
+    else:
+        inverse = torch.where(m2_x > 0, torch.rsqrt(m2_x * stats.m2_y), torch.full_like(m2_x, math.nan)).to(NULL_DTYPE)
+    if state.mode is PermutationMode.WHOLE_SET:
+        c = state.comoments[:, start:stop]
+    else:
+        c_xy = stats.c_xy.detach().to(device, NULL_DTYPE).reshape(layers, 1, -1)
+        c = c_xy + (state.comoments[:, start + 1 : stop + 1] - state.comoments[:, :1])
+    r = (c * inverse.unsqueeze(1)).clamp(-1.0, 1.0)  # [L, R', P*m]
+    return r.transpose(0, 1).reshape(stop - start, layers, positions, width)
+
+
+def null_result(state: NullState, stats: PearsonStats, neurons: tuple[Neuron, ...], reduce: Reduce, alpha: float) -> NullResult:
+    """The R null maxima (reduced like the ranking), the threshold, and each ranked neuron's p-values."""
+    layers, positions, width = stats.shape
+    if (state.positions, state.width) != (positions, width) or state.comoments.shape[0] != layers:
+        raise InternalError(f"null co-moments {tuple(state.comoments.shape)} do not fit statistics {stats.shape}")
+    device = state.comoments.device
+    layer = torch.tensor([n.layer for n in neurons], dtype=torch.long, device=device)
+    position = torch.tensor([n.position for n in neurons], dtype=torch.long, device=device)
+    index = torch.tensor([n.index for n in neurons], dtype=torch.long, device=device)
+    observed = torch.tensor([abs(n.r) for n in neurons], dtype=NULL_DTYPE, device=device)
+    cell_hits = torch.zeros(len(neurons), dtype=torch.long, device=device)
+    maxima = []
+    step = max(1, CHUNK_ELEMENTS // max(1, layers * positions * width))
+    for start in range(0, state.permutations, step):
+        stop = min(state.permutations, start + step)
+        corr = permuted_correlations(state, stats, start, stop)  # [c, L, P, m]
+        # best_scores reduces dim 1 of [L, P, m]: the chunk's permutations stack as extra "layers"
+        score = best_scores(corr.reshape(-1, positions, width), reduce).score.abs().reshape(stop - start, -1)
+        maxima.append(torch.nan_to_num(score, nan=0.0).amax(dim=1))
+        cell_hits += (corr[:, layer, position, index].abs() >= observed).long().sum(dim=0)
+    max_abs_r = torch.cat(maxima).to("cpu", STAT_DTYPE) if maxima else torch.zeros(0, dtype=STAT_DTYPE)
+    return verdict(state.mode, alpha, max_abs_r, neurons, tuple(int(h) for h in cell_hits.tolist()))
+
+
+def verdict(mode: PermutationMode, alpha: float, max_abs_r: Tensor, neurons: tuple[Neuron, ...], cell_hits: tuple[int, ...]) -> NullResult:
+    """Threshold, adjusted p and significance from the null maxima (`cell_hits`: per-cell exceedances)."""
+    total = int(max_abs_r.numel())
+    allowed = exceedances_allowed(total, alpha)
+    descending = torch.sort(max_abs_r.to(STAT_DTYPE), descending=True).values
+    threshold = float(descending[allowed]) if 0 <= allowed < total else math.inf
+    # compared in float32, the precision of the null's r (an observed r equal to a null maximum counts as reached)
+    maxima32 = max_abs_r.to(NULL_DTYPE)
+    p_adjusted, p_cell, significant = [], [], []
+    for n, hits in zip(neurons, cell_hits, strict=True):
+        if math.isnan(n.r):
+            p_adjusted.append(math.nan)
+            p_cell.append(math.nan)
+            significant.append(False)
+            continue
+        reached = int((maxima32 >= torch.tensor(abs(n.r), dtype=NULL_DTYPE)).sum())
+        p_adjusted.append((1 + reached) / (total + 1))
+        p_cell.append((1 + hits) / (total + 1))
+        significant.append(reached <= allowed)
+    return NullResult(mode, alpha, max_abs_r.to(STAT_DTYPE), threshold, tuple(p_adjusted), tuple(p_cell), tuple(significant))
+
+
+class SelectedRows:
+    """A `NullAccumulator` fed only the examples where `keep` is True, renumbered 0..n-1, so that the null is
+    that of the selection fold when the neurons are ranked on it (skn.folds): the family-wise threshold must
+    come from the examples that did the choosing. Batches holding none of them are skipped."""
+
+    def __init__(self, inner: NullAccumulator, keep: Tensor) -> None:
+        self.inner = inner
+        self._keep = keep.to(torch.bool).cpu()
+        self._before = torch.cat([torch.zeros(1, dtype=torch.long), self._keep.long().cumsum(0)])  # kept before i
+
+    def begin(self, count: int, known: Tensor | None) -> None:
+        if count != self._keep.numel():
+            raise InternalError(f"fold mask of {self._keep.numel()} examples for a pass over {count}")
+        self.inner.begin(int(self._keep.sum()), None if known is None else known[self._keep.to(known.device)])
+
+    def _rows(self, first: int, size: int) -> Tensor:
+        return self._keep[first : first + size].nonzero().flatten()
+
+    def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None:
+        rows = self._rows(first, acts.shape[0])
+        if rows.numel():
+            index = rows.to(acts.device)
+            self.inner.add_layer(layer, int(self._before[first]), acts.index_select(0, index), y.index_select(0, index.to(y.device)))
+
+    def finish_batch(self, first: int, y: Tensor) -> None:
+        rows = self._rows(first, y.shape[0])
+        if rows.numel():
+            self.inner.finish_batch(int(self._before[first]), y.index_select(0, rows.to(y.device)))
