@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from skn.console import say
+
 from skn.plots import PLOTS_DIR, parse_neuron, plot_run
 
 
@@ -31,4 +33,4 @@ def plot_command(run: Path, neuron: str | None, group_by: str | None, out: Path 
     paths = plot_run(run, out, neuron=chosen, group_by=group_by)
     console = Console()
     for path in paths:
-        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        say(console, "wrote ", str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -16,7 +17,7 @@ from skn.report import write_report
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_directory, run_probe
 
 from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
-from skn.cli.render import group_tables, print_run
+from skn.cli.render import print_groups, print_run
 
 
 @click.command("probe")
@@ -34,12 +35,14 @@ from skn.cli.render import group_tables, print_run
 @option("--reduce", ProbeConfig, "reduce", type=click.Choice([r.value for r in Reduce]))
 @option("--backend", ProbeConfig, "backend", type=click.Choice([b.value for b in Backend]))
 @threads_option
+@option("--overwrite", ProbeRequest, "overwrite")
+@option("--any-prompt-model", ProbeRequest, "any_prompt_model")
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @out_option
 def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
-    reduce: str, backend: str, threads: int, report: bool, out: str,
+    reduce: str, backend: str, threads: int, overwrite: bool, any_prompt_model: bool, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -51,7 +54,6 @@ def probe_command(
       skn probe --model ../shared/models/stories260K-hf --data train.jsonl --val-data val.jsonl \\
                 --metric loss --out RUN
     """
-    run_dir = run_directory(out)  # named here so that the CLI can print it; run_probe writes into it
     request = ProbeRequest(
         model=model,
         data=replace(data, task=task, train_size=train_size, val_size=val_size),
@@ -61,15 +63,19 @@ def probe_command(
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),
-        out=str(run_dir),
+        out=out,
         threads=threads,
+        overwrite=overwrite,
+        any_prompt_model=any_prompt_model,
     )
+    if not out:  # claimed here so that the CLI can print it; run_probe writes into it
+        request = replace(request, out=str(run_directory("")))
+    run_dir = Path(request.out)
     result = run_probe(request, RichProgress())
     console = Console()
     print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars)
     if result.groups is not None:
-        for table in group_tables(result.groups):
-            console.print(table)
+        print_groups(console, result.groups)
     if report:
         console.print(Text("report: ") + Text(str(write_report(run_dir, exemplar_count=n_exemplars)), style="bold"))
     console.print(Text("run directory: ") + Text(str(run_dir), style="bold"))

@@ -1,4 +1,11 @@
-"""Rich rendering of results: the top-neuron table with its exemplars."""
+"""Rich rendering of results: the top-neuron table with its exemplars, and the group tables.
+
+Every cell is a `rich.text.Text` (data is never read as markup). The number columns (rank, layer,
+neuron, pos, r) are as wide as their widest value and never shrink; the text columns take what is
+left of the console's width (80 when output goes to a file, or $COLUMNS), so the tables read at 60,
+80 or 200 columns and in a log file alike. Group tables that would not fit are split into several
+tables over the same neurons, a slice of the groups each.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +17,43 @@ from rich.table import Table
 from rich.text import Text
 from torch import Tensor
 
+from skn.console import bold, text
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, group_key
 from skn.rank import Neuron, exemplars
 from skn.result import RunInfo
 
+NUMBER_COLUMNS = ("rank", "layer", "neuron", "pos", "r")
+MIN_TEXT = 12  # below this per text column, most and least activating share one column
 
-def _short(text: str, width: int = 48) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+def _short(value: str, width: int = 48) -> str:
+    flat = " ".join(value.split())
+    return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
+
+
+def _r_text(r: float) -> str:
+    return "nan" if math.isnan(r) else f"{r:+.3f}"
+
+
+def _number_cells(n: Neuron) -> tuple[str, ...]:
+    return str(n.rank), str(n.layer), str(n.index), str(n.position), _r_text(n.r)
+
+
+def number_widths(neurons: Sequence[Neuron]) -> tuple[int, ...]:
+    """The width of each number column: its widest value or header."""
+    rows = [_number_cells(n) for n in neurons]
+    return tuple(max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(NUMBER_COLUMNS))
+
+
+def table_width(widths: Sequence[int]) -> int:
+    """Characters a boxed table with these column widths takes: padding 1+1 per column, one rule between."""
+    return sum(w + 2 for w in widths) + len(widths) + 1
+
+
+def _add_number_columns(table: Table, widths: Sequence[int]) -> None:
+    for name, width in zip(NUMBER_COLUMNS, widths, strict=True):
+        table.add_column(name, justify="right", no_wrap=True, width=width, min_width=width)
 
 
 def neuron_table(
@@ -28,41 +63,50 @@ def neuron_table(
     n_exemplars: int,
     title: str,
     text_width: int = 48,
+    combined: bool = False,
 ) -> Table:
-    """rank, layer, neuron, position, r, and the most/least activating examples (activation: text)."""
-    table = Table(title=title, title_justify="left", show_lines=True)
-    for name in ("rank", "layer", "neuron", "pos", "r"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name == "r" else 0))
-    for name in ("most activating", "least activating"):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=text_width)
+    """rank, layer, neuron, position, r, and the most/least activating examples (activation: text);
+    `combined` puts both lists in one column (most first, then least) for narrow consoles."""
+    table = Table(title=Text(title), title_justify="left", show_lines=True)
+    _add_number_columns(table, number_widths(neurons))
+    headers = ("most / least activating",) if combined else ("most activating", "least activating")
+    for name in headers:
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=text_width, min_width=text_width)
     for k, neuron in enumerate(neurons):
         chosen = exemplars(activations[k], n_exemplars)
 
-        def lines(indices: Sequence[int]) -> str:
-            return "\n".join(_short(f"{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices)
+        def lines(indices: Sequence[int], sign: str = "") -> list[str]:
+            return [_short(f"{sign}{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices]
 
-        r = "nan" if math.isnan(neuron.r) else f"{neuron.r:+.3f}"
-        table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.index), str(neuron.position), r,
-                      lines(chosen.most), lines(chosen.least))
+        cells = [Text(c) for c in _number_cells(neuron)]
+        if combined:
+            cells.append(Text("\n".join(lines(chosen.most) + lines(chosen.least))))
+        else:
+            cells += [Text("\n".join(lines(chosen.most))), Text("\n".join(lines(chosen.least)))]
+        table.add_row(*cells)
     return table
+
+
+def text_layout(console_width: int, neurons: Sequence[Neuron]) -> tuple[int, bool]:
+    """(width of each text column, combined?) so that the whole table fits `console_width`."""
+    fixed = table_width(number_widths(neurons))  # includes the rule after the last number column
+    two = (console_width - fixed) // 2 - 3  # each text column adds padding 2 and one rule
+    if two >= MIN_TEXT:
+        return min(two, 72), False
+    return max(console_width - fixed - 3, 4), True
 
 
 def summary_line(info: RunInfo) -> Text:
     """model, metric, N and the model's size; data and paths are shown as text, never as markup."""
-    line = Text("model ")
-    line.append(info.model, style="bold")
-    line.append("  metric ")
-    line.append(info.metric, style="bold")
-    line.append(f"  N={info.n_val}  layers={info.layers} x {info.width} neurons")
-    return line
+    return text("model ", bold(info.model), "  metric ", bold(info.metric),
+                f"  N={info.n_val}  layers={info.layers} x {info.width} neurons")
 
 
 def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
               examples: Sequence[Example], n_exemplars: int) -> None:
-    console.print(summary_line(info))
-    # the five number columns take about 40 characters; the two example columns share the rest
-    text_width = max(16, (console.width - 40) // 2 - 3)
-    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width))
+    console.print(summary_line(info), soft_wrap=True)
+    width, combined = text_layout(console.width, neurons)
+    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", width, combined))
 
 
 def _group_label(value: object) -> str:
@@ -76,19 +120,35 @@ def _group_cell(s: Summary) -> str:
     return f"{s.mean:.3g}{std}"
 
 
-def group_tables(summaries: GroupSummaries) -> list[Table]:
-    """One Rich table per field: a row per top neuron, a column per value (mean ± std; n in the header)."""
+def group_tables(summaries: GroupSummaries, width: int | None = None) -> list[Table]:
+    """Per field, Rich tables with a row per top neuron and a column per value (mean ± std; n in the
+    header). With `width`, the value columns are split over as many tables as it takes to fit."""
     tables = []
+    neurons = [g.neuron for g in summaries.neurons]
+    fixed = number_widths(neurons)
     for field in summaries.fields:
-        table = Table(title=f"activation by {field}", title_justify="left")
-        for name in ("rank", "layer", "neuron", "pos", "r"):
-            table.add_column(name, justify="right")
         first = summaries.neurons[0].by_field[field] if summaries.neurons else ()
-        for group in first:
-            table.add_column(f"{_group_label(group.value)} (n={group.stats.count})", justify="right", no_wrap=True)
-        for g in summaries.neurons:
-            n = g.neuron
-            table.add_row(str(n.rank), str(n.layer), str(n.index), str(n.position), f"{n.r:+.3f}",
-                          *(_group_cell(group.stats) for group in g.by_field[field]))
-        tables.append(table)
+        headers = [_short(f"{_group_label(group.value)} (n={group.stats.count})", 40) for group in first]
+        cells = [[_group_cell(group.stats) for group in g.by_field[field]] for g in summaries.neurons]
+        col_widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(headers)]
+        chunks: list[list[int]] = [[]]
+        for j, w in enumerate(col_widths):
+            used = table_width([*fixed, *(col_widths[i] for i in chunks[-1]), w])
+            if chunks[-1] and width is not None and used > width:
+                chunks.append([])
+            chunks[-1].append(j)
+        for part, chunk in enumerate(chunks):
+            suffix = f" ({part + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+            table = Table(title=text(f"activation by {field}{suffix}"), title_justify="left")
+            _add_number_columns(table, fixed)
+            for j in chunk:
+                table.add_column(Text(headers[j]), justify="right", no_wrap=True, width=col_widths[j], min_width=col_widths[j])
+            for g, row in zip(summaries.neurons, cells, strict=True):
+                table.add_row(*(Text(c) for c in _number_cells(g.neuron)), *(Text(row[j]) for j in chunk))
+            tables.append(table)
     return tables
+
+
+def print_groups(console: Console, summaries: GroupSummaries) -> None:
+    for table in group_tables(summaries, console.width):
+        console.print(table)

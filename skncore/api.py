@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Sequence
@@ -120,6 +121,7 @@ def probe(
     except MetricError as err:
         raise MetricFailure(err, passed.metric) from None
     corr = correlation(passed.stats)
+    check_some_finite(corr, passed.stats.m2_y, passed.metric)
     neurons = rank_neurons(corr, config.top_k, config.reduce)
     start = time.perf_counter()
     activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
@@ -134,6 +136,18 @@ def probe(
         info=probe_info(loaded, spec, config, len(examples), len(neurons),
                         {"probe_pass_s": passed.seconds, "exemplar_pass_s": exemplar_seconds}),
     )
+
+
+def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:
+    """A probe in which no correlation is a number has found nothing: say why instead of ranking NaNs."""
+    if bool(torch.isfinite(corr).any()):
+        return
+    if not math.isfinite(m2_y):
+        why = (f"the metric's spread overflows float64 (|values| up to {float(metric.abs().max()):.3g}); "
+               "rescale the metric (e.g. a log or z-score)")
+    else:
+        why = "every neuron is constant or non-finite over the validation examples"
+    raise MetricFailure(MetricError(f"no neuron has a finite correlation with the metric: {why}"), metric)
 
 
 def versions() -> dict[str, str]:

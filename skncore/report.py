@@ -298,5 +298,7 @@ def write_report(run_dir: Path, out: Path | None = None, group_by: str | None = 
     run_dir = Path(run_dir)
     run = read_probe_run(run_dir)
     path = Path(out) if out is not None else run_dir / REPORT_FILE
+    if path.is_dir():  # `--out DIR`: the report goes into it
+        path = path / REPORT_FILE
     write_bytes(path, render_report(run, str(run_dir), group_by, exemplar_count).encode("utf-8"))
     return path
