@@ -104,7 +104,7 @@ def summary_line(info: RunInfo) -> Text:
 
 def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
               examples: Sequence[Example], n_exemplars: int) -> None:
-    console.print(summary_line(info), soft_wrap=True)
+    console.print(summary_line(info))
     width, combined = text_layout(console.width, neurons)
     console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", width, combined))
 
