@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = list(argv) if argv is not None else sys.argv[1:]
     code = handle(lambda: _run(args), debug_requested(args))
-    sys.exit(code)
+    if code:
+        sys.exit(code)
 
 
 def _run(args: list[str]) -> None:

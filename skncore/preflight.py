@@ -60,8 +60,16 @@ def check_model_path(name: str) -> None:
         raise ModelError(f"--model {name}: no such folder")
 
 
+def same_model(a: str, b: str) -> bool:
+    """The same name, or two spellings of one local folder (relative and absolute)."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+
+
 def check_prompt_model(prompt_model: str, model: str, prompt_path: str, allowed: bool) -> None:
-    if prompt_model and prompt_model != model and not allowed:
+    if prompt_model and not same_model(prompt_model, model) and not allowed:
         raise UsageError(
             f"--prompt {prompt_path}: trained on model '{prompt_model}', not '{model}'; pass "
             "--any-prompt-model to use it anyway"
@@ -83,4 +91,5 @@ __all__ = [
     "check_python_metric",
     "check_validation_size",
     "looks_like_path",
+    "same_model",
 ]

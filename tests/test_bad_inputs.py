@@ -54,6 +54,7 @@ def _write_data(path: Path, n: int, seed: int, extra: Callable[[int], dict[str, 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_info:
         main(args)
+        raise SystemExit(0)
     captured = capsys.readouterr()
     return int(exit_info.value.code or 0), captured.out + captured.err
 
@@ -72,10 +73,8 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     tokenizer.save_pretrained(pad_model)  # type: ignore[attr-defined]
     train, val = _write_data(base / "train.jsonl", 16, 0), _write_data(base / "val.jsonl", 12, 1)
     run = base / "RUN"
-    with pytest.raises(SystemExit) as done:
-        main(["probe", "--model", str(model), "--data", str(train), "--val-data", str(val), "--group-by", "animal",
-              "--report", "--out", str(run), *FAST])
-    assert done.value.code == 0
+    main(["probe", "--model", str(model), "--data", str(train), "--val-data", str(val), "--group-by", "animal",
+          "--report", "--out", str(run), *FAST])
     main_plot = subprocess.run([sys.executable, "-c", "from skn.cli.main import main; main()", "plot", str(run)],
                                capture_output=True, text=True)
     assert main_plot.returncode == 0, main_plot.stderr
@@ -160,9 +159,8 @@ def write_metric_module(body: str) -> Hook:
 
 
 def checkpointed(ctx: Ctx, tmp: Path) -> None:
-    with pytest.raises(SystemExit):
-        main(["train", "--model", str(ctx.model), "--data", str(ctx.train), "--val-data", str(ctx.val),
-              "--out", str(tmp / "R"), "--steps", "2", "--eval-every", "1", "--prompt-len", "2"])
+    main(["train", "--model", str(ctx.model), "--data", str(ctx.train), "--val-data", str(ctx.val),
+          "--out", str(tmp / "R"), "--steps", "2", "--eval-every", "1", "--prompt-len", "2"])
     assert (tmp / "R" / "checkpoint.safetensors").is_file()
 
 
@@ -430,3 +428,34 @@ def test_transformers_progress_setting_is_restored(ctx: Ctx) -> None:
     load_requested_model(ModelRequest(str(ctx.model)))
     assert not hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()
+
+
+def test_python_metric_module_in_the_current_folder(tmp_path: Path) -> None:
+    from skn.metrics import load_function, parse_metric
+    (tmp_path / "localmetric.py").write_text("def f(example, outputs):\n    return 1.5\n")
+    os.chdir(tmp_path)  # restored by _undo_patches
+    function = load_function(parse_metric("python:localmetric:f"))
+    assert function(None, None) == 1.5  # type: ignore[arg-type]
+
+
+def test_pad_id_beyond_the_embeddings_falls_back_in_range() -> None:
+    from conftest import tiny_loaded
+    from skn.model import batch_pad_id
+    loaded = tiny_loaded("qwen2")
+    assert batch_pad_id(loaded) == 0  # type: ignore[arg-type]  # <pad> is in range: kept
+    loaded.tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # type: ignore[attr-defined]
+    assert loaded.tokenizer.pad_token_id == VOCAB  # type: ignore[attr-defined]
+    assert batch_pad_id(loaded) == loaded.tokenizer.eos_token_id  # type: ignore[arg-type, attr-defined]
+
+
+def test_overwrite_keeps_files_that_are_not_skns(tmp_path: Path) -> None:
+    from skn.errors import RunDirError
+    from skn.rundir import prepare_run_directory
+    (tmp_path / "R" / "plots").mkdir(parents=True)
+    for name in ("run.json", "notes.txt", ".stats.safetensors.abc.tmp"):
+        (tmp_path / "R" / name).write_text("x")
+    with pytest.raises(RunDirError, match=r"not empty \(holds notes.txt, plots, run.json\)"):
+        prepare_run_directory(tmp_path / "R")
+    assert not (tmp_path / "R" / ".stats.safetensors.abc.tmp").exists()  # a killed run's leftover goes at once
+    prepare_run_directory(tmp_path / "R", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "R").iterdir()) == ["notes.txt"]
