@@ -1,7 +1,8 @@
 """The `skn` command: a thin Click shell over the Python API in `skn`.
 
 Each subcommand lives in its own module and is registered here. Any `SknError` becomes one red
-line on stderr and its exit code (2 for usage and data errors, 1 for internal ones).
+line on stderr and its exit code (2 for usage and data errors, 1 for internal ones); anything
+unexpected is one red line too (see `skn.cli.errors`), its traceback with `--debug`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ import sys
 from collections.abc import Sequence
 
 import click
-from rich.console import Console
 
-from skn.errors import SknError
+from skn.cli.errors import debug_requested, handle
 from skn.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="skn")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Print the traceback of any failure (also SKN_DEBUG=1).")
+def cli(debug: bool) -> None:
     """skn: find the neurons of a language model that carry a skill."""
 
 
@@ -48,14 +49,13 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
-    try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except SknError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        Console(stderr=True).print("[bold red]aborted[/]")
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+    args = list(argv) if argv is not None else sys.argv[1:]
+    code = handle(lambda: _run(args), debug_requested(args))
+    if code:
+        sys.exit(code)
+
+
+def _run(args: list[str]) -> None:
+    code = cli.main(args=args, standalone_mode=False)
+    if isinstance(code, int) and code:
+        sys.exit(code)

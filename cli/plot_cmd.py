@@ -10,6 +10,7 @@ from rich.console import Console
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.ablate_view import ablation_figure, curve_figure
 from skn.plots import PLOTS_DIR, parse_neuron, plot_run, png_bytes
+from skn.console import say
 from skn.rundir import write_bytes
 
 
@@ -42,4 +43,4 @@ def plot_command(run: Path, neuron: str | None, group_by: str | None, out: Path 
         paths = (*paths, figure)
     console = Console()
     for path in paths:
-        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        say(console, "wrote ", str(path))

@@ -21,7 +21,7 @@ from skn.seeds import parse_seeds, run_seeds, subrun_dir
 
 from skn.cli.compare_cmd import consensus_table, pair_table
 from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
-from skn.cli.render import group_tables, print_run
+from skn.cli.render import print_groups, print_run
 
 
 @click.command("probe")
@@ -46,12 +46,15 @@ from skn.cli.render import group_tables, print_run
 @click.option("--seeds", default="", metavar="S,S,...",
               help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @threads_option
+@option("--overwrite", ProbeRequest, "overwrite")
+@option("--any-prompt-model", ProbeRequest, "any_prompt_model")
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @out_option
 def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
-    reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str, threads: int, report: bool, out: str,
+    reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str,
+    threads: int, overwrite: bool, any_prompt_model: bool, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -63,7 +66,6 @@ def probe_command(
       skn probe --model ../shared/models/stories260K-hf --data train.jsonl --val-data val.jsonl \\
                 --metric loss --out RUN
     """
-    run_dir = run_directory(out)  # named here so that the CLI can print it; run_probe writes into it
     request = ProbeRequest(
         model=model,
         data=replace(data, task=task, train_size=train_size, val_size=val_size),
@@ -74,9 +76,14 @@ def probe_command(
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),
-        out=str(run_dir),
+        out=out,
         threads=threads,
+        overwrite=overwrite,
+        any_prompt_model=any_prompt_model,
     )
+    if not out:  # claimed here so that the CLI can print it; run_probe writes into it
+        request = replace(request, out=str(run_directory("")))
+    run_dir = Path(request.out)
     console = Console()
     if seeds:
         _probe_seeds(console, request, parse_seeds(seeds), n_exemplars, report)
@@ -84,8 +91,7 @@ def probe_command(
     result = run_probe(request, RichProgress())
     print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
     if result.groups is not None:
-        for table in group_tables(result.groups):
-            console.print(table)
+        print_groups(console, result.groups)
     if report:
         console.print(Text("report: ") + Text(str(write_report(run_dir, exemplar_count=n_exemplars)), style="bold"))
     console.print(Text("run directory: ") + Text(str(run_dir), style="bold"))

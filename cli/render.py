@@ -1,4 +1,11 @@
-"""Rich rendering of results: the top-neuron table with its exemplars."""
+"""Rich rendering of results: the top-neuron table with its exemplars, and the group tables.
+
+Every cell is a `rich.text.Text` (data is never read as markup). The number columns (rank, layer,
+neuron, pos, r) are as wide as their widest value and never shrink; the text columns take what is
+left of the console's width (80 when output goes to a file, or $COLUMNS), so the tables read at 60,
+80 or 200 columns and in a log file alike. Group tables that would not fit are split into several
+tables over the same neurons, a slice of the groups each.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from torch import Tensor
 
+from skn.console import bold, text
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, group_key
 from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
@@ -17,10 +25,67 @@ from skn.null import NullResult
 from skn.rank import Neuron, exemplars
 from skn.result import RunInfo
 
+NUMBER_COLUMNS = ("rank", "layer", "neuron", "pos", "r")
+MIN_TEXT = 12  # below this per text column, most and least activating share one column
 
-def _short(text: str, width: int = 48) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+def _short(value: str, width: int = 48) -> str:
+    flat = " ".join(value.split())
+    return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
+
+
+def _r_text(r: float) -> str:
+    return "nan" if math.isnan(r) else f"{r:+.3f}"
+
+
+def _number_cells(n: Neuron) -> tuple[str, ...]:
+    return str(n.rank), str(n.layer), str(n.index), str(n.position), _r_text(n.r)
+
+
+def p_text(p: float, significant: bool) -> str:
+    """An adjusted p-value, starred when the neuron passes the family-wise threshold."""
+    return "nan" if math.isnan(p) else f"{p:.3f}" + ("*" if significant else "")
+
+
+def held_out_cell(h: HeldOutR) -> str:
+    """+0.412 and [+0.29, +0.52] below: the confirmation fold's r and its 95% interval."""
+    if math.isnan(h.r_held_out):
+        return "nan"
+    interval = "" if math.isnan(h.low) else f"\n[{h.low:+.2f}, {h.high:+.2f}]"
+    return f"{h.r_held_out:+.3f}{interval}"
+
+
+def number_columns(
+    neurons: Sequence[Neuron], null: NullResult | None = None, held_out: Sequence[HeldOutR] = ()
+) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The names and cells of the columns that never shrink: rank, layer, neuron, pos, r, and p (with the
+    null) and r held out (with a holdout)."""
+    names = NUMBER_COLUMNS + (("p",) if null is not None else ()) + (("r held out",) if held_out else ())
+    rows = []
+    for k, n in enumerate(neurons):
+        p = (p_text(null.p_adjusted[k], null.significant[k]),) if null is not None else ()
+        h = (held_out_cell(held_out[k]),) if held_out else ()
+        rows.append(_number_cells(n) + p + h)
+    return names, rows
+
+
+def _widths(names: Sequence[str], rows: Sequence[Sequence[str]]) -> tuple[int, ...]:
+    return tuple(max([len(name), *(len(line) for row in rows for line in row[i].split("\n"))]) for i, name in enumerate(names))
+
+
+def number_widths(neurons: Sequence[Neuron], null: NullResult | None = None, held_out: Sequence[HeldOutR] = ()) -> tuple[int, ...]:
+    """The width of each number column: its widest value or header."""
+    return _widths(*number_columns(neurons, null, held_out))
+
+
+def table_width(widths: Sequence[int]) -> int:
+    """Characters a boxed table with these column widths takes: padding 1+1 per column, one rule between."""
+    return sum(w + 2 for w in widths) + len(widths) + 1
+
+
+def _add_number_columns(table: Table, widths: Sequence[int], names: Sequence[str] = NUMBER_COLUMNS) -> None:
+    for name, width in zip(names, widths, strict=True):
+        table.add_column(name, justify="right", no_wrap=True, width=width, min_width=width)
 
 
 def neuron_table(
@@ -30,37 +95,53 @@ def neuron_table(
     n_exemplars: int,
     title: str,
     text_width: int = 48,
+    combined: bool = False,
+    null: NullResult | None = None,
     held_out: Sequence[HeldOutR] = (),
     caption: str = "",
-    null: NullResult | None = None,
 ) -> Table:
-    """rank, layer, neuron, position, r, (with a holdout: r held out [95% interval]), and the most/least
-    activating examples (activation: text)."""
-    table = Table(title=title, title_justify="left", show_lines=True, caption=Text(caption) if caption else None,
+    """rank, layer, neuron, position, r, (with the null) the adjusted p, (with a holdout) r held out with its
+    95% interval, and the most/least activating examples (activation: text); `combined` puts both lists in
+    one column (most first, then least) for narrow consoles."""
+    table = Table(title=Text(title), title_justify="left", show_lines=True, caption=Text(caption) if caption else None,
                   caption_justify="left")
-    for name in ("rank", "layer", "neuron", "pos", "r") + (("p",) if null is not None else ()):
-        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6 if name in ("r", "p") else 0))
-    if held_out:
-        table.add_column("r held out", justify="right", no_wrap=True)
-    for name in ("most activating", "least activating"):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=text_width)
+    names, number_rows = number_columns(neurons, null, held_out)
+    _add_number_columns(table, _widths(names, number_rows), names)
+    headers = ("most / least activating",) if combined else ("most activating", "least activating")
+    for name in headers:
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=text_width, min_width=text_width)
     for k, neuron in enumerate(neurons):
         chosen = exemplars(activations[k], n_exemplars)
 
-        def lines(indices: Sequence[int]) -> str:
-            return "\n".join(_short(f"{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices)
+        def lines(indices: Sequence[int], sign: str = "") -> list[str]:
+            return [_short(f"{sign}{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices]
 
-        r = "nan" if math.isnan(neuron.r) else f"{neuron.r:+.3f}"
-        p = [] if null is None else [p_text(null.p_adjusted[k], null.significant[k])]
-        extra = [held_out_cell(held_out[k])] if held_out else []
-        table.add_row(str(neuron.rank), str(neuron.layer), str(neuron.index), str(neuron.position), r,
-                      *p, *extra, lines(chosen.most), lines(chosen.least))
+        cells = [Text(c) for c in number_rows[k]]
+        if combined:
+            cells.append(Text("\n".join(lines(chosen.most) + lines(chosen.least))))
+        else:
+            cells += [Text("\n".join(lines(chosen.most))), Text("\n".join(lines(chosen.least)))]
+        table.add_row(*cells)
     return table
 
 
-def p_text(p: float, significant: bool) -> str:
-    """An adjusted p-value, starred when the neuron passes the family-wise threshold."""
-    return "nan" if math.isnan(p) else f"{p:.3f}" + ("*" if significant else "")
+def text_layout(console_width: int, neurons: Sequence[Neuron], null: NullResult | None = None,
+                held_out: Sequence[HeldOutR] = ()) -> tuple[int, bool]:
+    """(width of each text column, combined?) so that the whole table fits `console_width`."""
+    fixed = table_width(number_widths(neurons, null, held_out))  # includes the rule after the last number column
+    two = (console_width - fixed) // 2 - 3  # each text column adds padding 2 and one rule
+    if two >= MIN_TEXT:
+        return min(two, 72), False
+    return max(console_width - fixed - 3, 4), True
+
+
+def summary_line(info: RunInfo) -> Text:
+    """model, metric, N and the model's size; data and paths are shown as text, never as markup."""
+    line = text("model ", bold(info.model), "  metric ", bold(info.metric),
+                f"  N={info.n_val}  layers={info.layers} x {info.width} neurons")
+    if info.weights:
+        line.append(f"\n{info.weights}", style="dim")
+    return line
 
 
 def null_line(null: NullResult | None, top_k: int) -> str:
@@ -70,14 +151,6 @@ def null_line(null: NullResult | None, top_k: int) -> str:
     threshold = f"{null.threshold:.3f}" if math.isfinite(null.threshold) else "unreachable"
     return (f"{null.n_significant} of {top_k} pass the family-wise null: |r| > {threshold} at alpha {null.alpha:g} "
             f"({null.permutations} {null.mode.value} permutations; p = adjusted p-value, * = passes)")
-
-
-def held_out_cell(h: HeldOutR) -> str:
-    """+0.412 [+0.29, +0.52]: the confirmation fold's r and its 95% interval."""
-    if math.isnan(h.r_held_out):
-        return "nan"
-    interval = "" if math.isnan(h.low) else f"\n[{h.low:+.2f}, {h.high:+.2f}]"
-    return f"{h.r_held_out:+.3f}{interval}"
 
 
 def holdout_caption(holdout: HoldoutResult | None, note: str) -> str:
@@ -93,29 +166,16 @@ def holdout_caption(holdout: HoldoutResult | None, note: str) -> str:
     )
 
 
-def summary_line(info: RunInfo) -> Text:
-    """model, metric, N and the model's size; data and paths are shown as text, never as markup."""
-    line = Text("model ")
-    line.append(info.model, style="bold")
-    line.append("  metric ")
-    line.append(info.metric, style="bold")
-    line.append(f"  N={info.n_val}  layers={info.layers} x {info.width} neurons")
-    if info.weights:
-        line.append(f"\n{info.weights}", style="dim")
-    return line
-
-
 def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
               examples: Sequence[Example], n_exemplars: int, holdout: HoldoutResult | None = None,
               null: NullResult | None = None) -> None:
     console.print(summary_line(info))
-    # the five number columns take about 40 characters (56 with the held-out r); the two example columns share the rest
-    text_width = max(16, (console.width - (56 if holdout is not None else 40) - (8 if null is not None else 0)) // 2 - 3)
-    note = str(summary_from_info(info.extra).get("note", ""))
     held_out = holdout.per_neuron if holdout is not None else ()
-    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width,
-                               held_out, holdout_caption(holdout, note), null))
-    console.print(null_line(null, len(neurons)), markup=False, highlight=False)
+    note = str(summary_from_info(info.extra).get("note", ""))
+    width, combined = text_layout(console.width, neurons, null, held_out)
+    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", width, combined,
+                               null, held_out, holdout_caption(holdout, note)))
+    console.print(Text(null_line(null, len(neurons))))
 
 
 def _group_label(value: object) -> str:
@@ -129,19 +189,35 @@ def _group_cell(s: Summary) -> str:
     return f"{s.mean:.3g}{std}"
 
 
-def group_tables(summaries: GroupSummaries) -> list[Table]:
-    """One Rich table per field: a row per top neuron, a column per value (mean ± std; n in the header)."""
+def group_tables(summaries: GroupSummaries, width: int | None = None) -> list[Table]:
+    """Per field, Rich tables with a row per top neuron and a column per value (mean ± std; n in the
+    header). With `width`, the value columns are split over as many tables as it takes to fit."""
     tables = []
+    neurons = [g.neuron for g in summaries.neurons]
+    fixed = number_widths(neurons)
     for field in summaries.fields:
-        table = Table(title=f"activation by {field}", title_justify="left")
-        for name in ("rank", "layer", "neuron", "pos", "r"):
-            table.add_column(name, justify="right")
         first = summaries.neurons[0].by_field[field] if summaries.neurons else ()
-        for group in first:
-            table.add_column(f"{_group_label(group.value)} (n={group.stats.count})", justify="right", no_wrap=True)
-        for g in summaries.neurons:
-            n = g.neuron
-            table.add_row(str(n.rank), str(n.layer), str(n.index), str(n.position), f"{n.r:+.3f}",
-                          *(_group_cell(group.stats) for group in g.by_field[field]))
-        tables.append(table)
+        headers = [_short(f"{_group_label(group.value)} (n={group.stats.count})", 40) for group in first]
+        cells = [[_group_cell(group.stats) for group in g.by_field[field]] for g in summaries.neurons]
+        col_widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(headers)]
+        chunks: list[list[int]] = [[]]
+        for j, w in enumerate(col_widths):
+            used = table_width([*fixed, *(col_widths[i] for i in chunks[-1]), w])
+            if chunks[-1] and width is not None and used > width:
+                chunks.append([])
+            chunks[-1].append(j)
+        for part, chunk in enumerate(chunks):
+            suffix = f" ({part + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+            table = Table(title=text(f"activation by {field}{suffix}"), title_justify="left")
+            _add_number_columns(table, fixed)
+            for j in chunk:
+                table.add_column(Text(headers[j]), justify="right", no_wrap=True, width=col_widths[j], min_width=col_widths[j])
+            for g, row in zip(summaries.neurons, cells, strict=True):
+                table.add_row(*(Text(c) for c in _number_cells(g.neuron)), *(Text(row[j]) for j in chunk))
+            tables.append(table)
     return tables
+
+
+def print_groups(console: Console, summaries: GroupSummaries) -> None:
+    for table in group_tables(summaries, console.width):
+        console.print(table)

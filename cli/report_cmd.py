@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from skn.console import say
+
 from skn.report import REPORT_FILE, write_report
 
 
@@ -27,4 +29,4 @@ def report_command(run: Path, out: Path | None, group_by: str | None, examples: 
       skn report runs/hans --out hans.html
     """
     path = write_report(run, out, group_by=group_by, exemplar_count=examples)
-    Console().print(f"wrote {path}", highlight=False, soft_wrap=True)
+    say(Console(), "wrote ", str(path))

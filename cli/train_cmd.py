@@ -10,7 +10,7 @@ from skn.progress import RichProgress
 from skn.rundir import PROMPT_FILE
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_train
 
-from skn.cli.options import data_options, model_options, out_option, threads_option, train_options
+from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
 
 
 @click.command("train")
@@ -18,15 +18,17 @@ from skn.cli.options import data_options, model_options, out_option, threads_opt
 @data_options
 @train_options
 @threads_option
+@option("--overwrite", ProbeRequest, "overwrite")
 @out_option
-def train_command(model: ModelRequest, data: DataRequest, train: TrainSettings, threads: int, out: str) -> None:
+def train_command(model: ModelRequest, data: DataRequest, train: TrainSettings, threads: int, overwrite: bool, out: str) -> None:
     """Train a soft prompt on a frozen model and save it to RUN/prompt.safetensors.
 
     \b
     Example:
       skn train --model ../shared/models/stories260K-hf --data train.jsonl --val-data val.jsonl --out RUN
     """
-    result, run_dir = run_train(ProbeRequest(model=model, data=data, train=train, out=out, threads=threads), RichProgress())
+    result, run_dir = run_train(ProbeRequest(model=model, data=data, train=train, out=out, threads=threads,
+                                                overwrite=overwrite), RichProgress())
     Console().print(Text(
         f"best validation loss {result.best_val_loss:.4f} at step {result.best_step} "
         f"({result.steps_done} steps, {result.seconds:.1f} s) -> {run_dir / PROMPT_FILE}"

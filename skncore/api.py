@@ -170,6 +170,7 @@ def probe(
     else:
         corr = correlation(passed.stats)
         neurons = rank_neurons(corr, config.top_k, config.reduce)
+    check_some_finite(corr, passed.stats.m2_y, passed.metric)
     start = time.perf_counter()
     ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
     null = null_result(nulls[0].snapshot(), ranked_stats, neurons, config.reduce, config.null.alpha) if nulls else None
@@ -194,6 +195,18 @@ def probe(
         predictivity=counts,
         null=null,
     )
+
+
+def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:
+    """A probe in which no correlation is a number has found nothing: say why instead of ranking NaNs."""
+    if bool(torch.isfinite(corr).any()):
+        return
+    if not math.isfinite(m2_y):
+        why = (f"the metric's spread overflows float64 (|values| up to {float(metric.abs().max()):.3g}); "
+               "rescale the metric (e.g. a log or z-score)")
+    else:
+        why = "every neuron is constant or non-finite over the validation examples"
+    raise MetricFailure(MetricError(f"no neuron has a finite correlation with the metric: {why}"), metric)
 
 
 def null_summary(null: NullResult | None) -> dict[str, object] | None:

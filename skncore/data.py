@@ -7,6 +7,7 @@ metrics (`NAME`, `NAME==VALUE`) and group-by views read it from there.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -68,34 +69,45 @@ def example_from_record(record: Mapping[str, JSONValue], where: str, names: Fiel
     )
 
 
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a BOM is dropped); other encodings fail naming the file and the line."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        hint = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise DataError(f"{path}:{line}: not UTF-8 text{hint}; save the file as UTF-8") from None
+    return text
+
+
 def _jsonl_records(path: Path) -> Iterator[tuple[str, Mapping[str, JSONValue]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield where, record
+    # split on "\n" only: a bare "\r" or U+2028 inside a line is not a line break in JSONL
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        where = f"{path}:{number}"
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield where, record
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, Mapping[str, JSONValue]]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            return
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if None in row:
-                raise DataError(f"{where}: more values than the {len(reader.fieldnames)} columns of the header")
-            missing = [k for k, v in row.items() if v is None]
-            if missing:
-                raise DataError(f"{where}: fewer values than columns (no value for {', '.join(missing)})")
-            yield where, {k: v for k, v in row.items()}
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    if reader.fieldnames is None:
+        return
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in row:
+            raise DataError(f"{where}: more values than the {len(reader.fieldnames)} columns of the header")
+        missing = [k for k, v in row.items() if v is None]
+        if missing:
+            raise DataError(f"{where}: fewer values than columns (no value for {', '.join(missing)})")
+        yield where, {k: v for k, v in row.items()}
 
 
 def open_hf_dataset(spec: str, name: str, split: str) -> Any:

@@ -43,6 +43,12 @@ class RunDirError(SknError):
     exit_code = 2
 
 
+class TrainingError(SknError):
+    """Training that cannot give a usable prompt: a non-finite loss, a resume that does not match."""
+
+    exit_code = 2
+
+
 class InternalError(SknError):
     """A broken invariant inside skn: a bug, please report it."""
 

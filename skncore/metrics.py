@@ -131,8 +131,9 @@ MetricFunction = Callable[[Example, ExampleOutputs], float]
 def load_function(spec: MetricSpec) -> MetricFunction:
     """Import the user's metric function (only for the explicit python:MODULE:FUNCTION form)."""
     try:
-        if spec.module.endswith(".py"):
-            path = Path(spec.module)
+        local = Path(f"{spec.module}.py")  # python:mod:fn with mod.py in the current folder
+        if spec.module.endswith(".py") or ("." not in spec.module and local.is_file()):
+            path = Path(spec.module) if spec.module.endswith(".py") else local
             if not path.is_file():
                 raise MetricError(f"--metric {spec.text}: no such file {path}")
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -144,8 +145,8 @@ def load_function(spec: MetricSpec) -> MetricFunction:
             module = importlib.import_module(spec.module)
     except MetricError:
         raise
-    except Exception as err:
-        raise MetricError(f"--metric {spec.text}: importing '{spec.module}' failed: {err}") from None
+    except (Exception, SystemExit) as err:  # a module that calls sys.exit() must not end skn quietly
+        raise MetricError(f"--metric {spec.text}: importing '{spec.module}' failed: {type(err).__name__}: {err}") from None
     function = getattr(module, spec.function, None)
     if not callable(function):
         raise MetricError(f"--metric {spec.text}: '{spec.module}' has no function '{spec.function}'")
@@ -174,8 +175,8 @@ def metric_after_pass(
             try:
                 value = function(example, outputs)
                 values.append(float(value))
-            except Exception as err:
-                raise MetricError(f"{example.source}: metric {spec.text} failed: {err}") from None
+            except (Exception, SystemExit) as err:  # sys.exit(0) in a metric is a failure, not success
+                raise MetricError(f"{example.source}: metric {spec.text} failed: {type(err).__name__}: {err}") from None
         return torch.tensor(values, dtype=torch.float64)
     return metric_before_pass(spec, examples)
 

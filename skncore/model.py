@@ -204,6 +204,19 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def batch_pad_id(loaded: LoadedModel) -> int:
+    """The id that fills padded positions and prompt slots: the tokenizer's pad (else EOS, UNK) when it
+    is a row of the input embeddings, else 0. Padded positions are masked and prompt slots replaced, so
+    any in-range id serves; an out-of-range one (a `[PAD]` added without resizing the embeddings, or
+    AutoTokenizer giving a 512-token model pad id 512) would crash the embedding lookup."""
+    rows = int(loaded.input_embeddings.weight.shape[0])
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(loaded.tokenizer, attr, None)
+        if isinstance(value, int) and 0 <= value < rows:
+            return value
+    return 0
+
+
 def wrap_loaded(
     name: str, model: nn.Module, tokenizer: object, device: torch.device, neuron_module: str = ""
 ) -> LoadedModel:

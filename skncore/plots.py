@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from numpy.typing import NDArray
 
 from skn.data import Example
@@ -451,7 +452,16 @@ def neuron_figure(run: ProbeResult, row: int, grouping: Grouping) -> NamedFigure
     return NamedFigure(f"neuron_{neuron.rank:02d}_L{neuron.layer}_N{neuron.index}", figure)
 
 
+def plain_text(figure: Figure) -> Figure:
+    """Turn off matplotlib's math text on every text of the figure: group labels and field names are
+    data (`costs $x^$` must print as written, not crash the renderer)."""
+    for artist in figure.findobj(Text):
+        artist.set_parse_math(False)
+    return figure
+
+
 def png_bytes(figure: Figure) -> bytes:
+    plain_text(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()

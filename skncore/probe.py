@@ -29,9 +29,9 @@ from skn.data import Example
 from skn.errors import InternalError
 from skn.folds import FoldAccumulator, FoldStats
 from skn.scoring import completion_scores
-from skn.layout import Batch, Encoded, check_offsets, gather_prompt_rows, make_batch, pad_id
+from skn.layout import Batch, Encoded, check_offsets, gather_prompt_rows, make_batch
 from skn.metrics import MetricKind, MetricSpec, check_metric, load_function, metric_after_pass, metric_before_pass
-from skn.model import LoadedModel
+from skn.model import LoadedModel, batch_pad_id
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import splice
 from skn.rank import Neuron
@@ -136,7 +136,7 @@ def statistics_pass(
     else:  # a holdout: the rows of each batch go to their fold's moments (skn.folds)
         accumulator = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
-    pad = pad_id(loaded.tokenizer)
+    pad = batch_pad_id(loaded)
     all_layers = list(range(sites.num_layers))
     known = metric_before_pass(spec, examples) if spec.known_before_pass else None
     if known is not None:
@@ -215,7 +215,7 @@ def exemplar_pass(
     out = torch.empty(len(neurons), len(rows), dtype=torch.float32)
     if not neurons:
         return out
-    pad = pad_id(loaded.tokenizer)
+    pad = batch_pad_id(loaded)
     prompt_len = int(prompt.shape[0])
     by_layer = {layer: [(k, n) for k, n in enumerate(neurons) if n.layer == layer] for layer in layers}
     with progress.task("exemplars", len(rows)) as advance, torch.no_grad():

@@ -50,10 +50,10 @@ class RichProgress:
     @contextmanager
     def _task(self, description: str, total: int) -> Iterator[Advance]:
         columns = (
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
+            TextColumn("{task.fields[note]}", markup=False),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )

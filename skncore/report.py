@@ -367,6 +367,8 @@ def write_report(run_dir: Path, out: Path | None = None, group_by: str | None = 
     run_dir = Path(run_dir)
     run = read_probe_run(run_dir)
     path = Path(out) if out is not None else run_dir / REPORT_FILE
+    if path.is_dir():  # `--out DIR`: the report goes into it
+        path = path / REPORT_FILE
     ablation = read_ablation(run_dir) if (run_dir / ABLATION_FILE).is_file() else None
     curve = read_curve(run_dir) if (run_dir / CURVE_FILE).is_file() else None
     write_bytes(path, render_report(run, str(run_dir), group_by, exemplar_count, ablation, curve).encode("utf-8"))

@@ -33,7 +33,12 @@ from skn.predictivity import binary_labels
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import PromptInit
 from skn.result import ProbeResult, TrainPoint
-from skn.rundir import EXAMPLES_FILE, read_prompt, write_examples, write_predictivity, write_probe_run
+from skn.console import quiet_transformers
+from skn.preflight import (check_backend, check_learning_rate, check_model_path, check_prompt_model, check_python_metric,
+                           check_validation_size)
+from skn.rundir import (EXAMPLES_FILE, PROMPT_FILE, TRAINING_NAMES, fresh_run_directory, prepare_run_directory, read_prompt,
+                        write_examples, write_predictivity, write_probe_run)
+from skn.stage import stage
 from skn.tasks import get_task, load_task, sample
 from skn.trainer import TrainConfig, TrainResult, with_steps_from_epochs
 from skn.version import __version__
@@ -122,6 +127,8 @@ class ProbeRequest:
     group_by: tuple[str, ...] = field(default=(), metadata=_help("Summarise top-neuron activations per value of this field [default: the task's]."))
     out: str = field(default="", metadata=_help("Run directory to write [default: runs/YYYYMMDD-HHMMSS]."))
     threads: int = field(default=0, metadata=_help("CPU threads for torch (0 = torch's default: every core)."))
+    overwrite: bool = field(default=False, metadata=_help("Replace the run in a non-empty --out (removes the files skn wrote there)."))
+    any_prompt_model: bool = field(default=False, metadata=_help("Accept a --prompt file trained on another model."))
 
 
 def default_of(cls: type, name: str) -> object:
@@ -154,7 +161,14 @@ def set_threads(threads: int) -> None:
 
 
 def load_requested_model(request: ModelRequest) -> LoadedModel:
-    """The model of a request: the bundled one (checksums checked) unless a name is given."""
+    """The model of a request: the bundled one (checksums checked) unless a name is given
+    (transformers' own progress bars hidden for this call only)."""
+    check_model_path(request.name)
+    with quiet_transformers():
+        return _load_requested_model(request)
+
+
+def _load_requested_model(request: ModelRequest) -> LoadedModel:
     if request.bundled:
         folder = zoo.verify_model()
         loaded = load_model(str(folder), request.dtype, request.device, False, request.neuron_module, request.placement)
@@ -198,8 +212,9 @@ def choose_examples(request: DataRequest, bundled_model: bool) -> ChosenExamples
 
 def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_model: bool) -> TrainConfig:
     """The trainer's configuration: the bundled model trains for fewer steps, from its placeholder."""
-    if settings.epochs < 0:
+    if not settings.epochs >= 0 or settings.epochs == float("inf"):
         raise UsageError(f"--epochs must be positive, got {settings.epochs}")
+    check_learning_rate(settings.lr)
     steps = settings.steps if settings.steps is not None else (BUNDLED_STEPS if bundled_model else TrainConfig.steps)
     init = settings.prompt_init if settings.prompt_init is not None else (zoo.PLACEHOLDER if bundled_model else "")
     config = TrainConfig(
@@ -211,13 +226,23 @@ def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_m
     return with_steps_from_epochs(config, settings.epochs, n_train) if settings.epochs > 0 else config
 
 
-def run_directory(out: str) -> Path:
-    """The run directory: `out`, or runs/YYYYMMDD-HHMMSS when none is given."""
-    path = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {path}: exists and is not a directory")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def run_directory(out: str, overwrite: bool = False, keep: tuple[str, ...] = ()) -> Path:
+    """The run directory: `out` (empty, or emptied by `overwrite`; see skn.rundir), or a fresh
+    runs/YYYYMMDD-HHMMSS when none is given."""
+    if not out:
+        return fresh_run_directory(Path("runs"), time.strftime("%Y%m%d-%H%M%S"))
+    return prepare_run_directory(Path(out), overwrite, keep)
+
+
+def kept_files(request: ProbeRequest) -> tuple[str, ...]:
+    """The skn files a new run may find in its --out: the training's own, when it resumes that training
+    or probes with that directory's prompt."""
+    if not request.out:
+        return ()
+    out = Path(request.out).resolve()
+    prompt = Path(request.prompt).resolve() if request.prompt else None
+    uses_own_prompt = prompt is not None and prompt in (out, out / PROMPT_FILE)
+    return TRAINING_NAMES if request.train.resume or uses_own_prompt else ()
 
 
 def _train_record(config: TrainConfig) -> dict[str, object]:
@@ -237,6 +262,8 @@ def _check_before_training(
     """What can fail before a prompt is trained fails now, not after."""
     if not examples:
         raise UsageError("no validation examples to probe")
+    check_validation_size(examples)
+    check_python_metric(spec)
     if spec.known_before_pass:
         check_metric(spec, metric_before_pass(spec, examples), examples)
     plan_holdout(holdout, len(examples))  # a bad --holdout fails now
@@ -256,25 +283,33 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     start = time.perf_counter()
     set_threads(request.threads)
     bundled = request.model.bundled
-    chosen = choose_examples(request.data, bundled)
+    check_backend(request.probe.backend, request.model.device)
+    check_model_path(request.model.name)
+    with stage("reading the data"):
+        chosen = choose_examples(request.data, bundled)
     spec = parse_metric(request.metric or chosen.default_metric)
     group_by = request.group_by or chosen.group_by
     probe_config = replace(request.probe, template=request.data.template, holdout_seed=request.data.seed)
     _check_before_training(chosen.split.val, spec, group_by, probe_config.holdout, probe_config.score, chosen.split.train)
-    out = run_directory(request.out)
-    loaded = load_requested_model(request.model)
-    trained: TrainResult | None = None
     train_config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
-    if request.prompt:
-        prompt = read_prompt(Path(request.prompt)).prompt
+    given = read_prompt(Path(request.prompt)) if request.prompt else None
+    out = run_directory(request.out, request.overwrite, kept_files(request))
+    with stage("loading the model", out):
+        loaded = load_requested_model(request.model)
+    trained: TrainResult | None = None
+    if given is not None:
+        check_prompt_model(given.model, loaded.name, request.prompt, request.any_prompt_model)
+        prompt = given.prompt
         prompt_source = request.prompt
     else:
-        trained = train(loaded, chosen.split.train, chosen.split.val, train_config, probe_config.template, out,
-                        request.train.resume, progress)
+        with stage("training the prompt", out):
+            trained = train(loaded, chosen.split.train, chosen.split.val, train_config, probe_config.template, out,
+                            request.train.resume, progress)
         prompt = trained.prompt
         prompt_source = "trained"
     try:
-        result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train)
+        with stage("probing", out):
+            result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train)
     except MetricFailure as failure:
         write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
         raise
@@ -300,7 +335,8 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     )
     groups = group_summaries(result.top_activations, result.neurons, result.examples, group_by) if group_by else None
     result = replace(result, info=info, groups=groups)
-    write_run(out, result)
+    with stage("writing the run directory", out):
+        write_run(out, result)
     return result
 
 
@@ -316,12 +352,16 @@ def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     """`skn train` as one call: the prompt only, written to the run directory."""
     set_threads(request.threads)
     bundled = request.model.bundled
-    chosen = choose_examples(request.data, bundled)
-    out = run_directory(request.out)
-    loaded = load_requested_model(request.model)
+    check_model_path(request.model.name)
+    with stage("reading the data"):
+        chosen = choose_examples(request.data, bundled)
     config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
-    trained = train(loaded, chosen.split.train, chosen.split.val, config, request.data.template, out,
-                    request.train.resume, progress)
+    out = run_directory(request.out, request.overwrite, kept_files(request))
+    with stage("loading the model", out):
+        loaded = load_requested_model(request.model)
+    with stage("training the prompt", out):
+        trained = train(loaded, chosen.split.train, chosen.split.val, config, request.data.template, out,
+                        request.train.resume, progress)
     return trained, out
 
 
@@ -335,6 +375,7 @@ __all__ = [
     "choose_examples",
     "default_of",
     "help_of",
+    "kept_files",
     "load_requested_model",
     "run_directory",
     "run_probe",

@@ -8,8 +8,18 @@
     run.json                    configuration, seed, versions, timings, training history
     groups.json                 per-group activation summaries (tasks with metadata)
 
-Every file is written to a temporary name and renamed, so a run directory never holds half a file.
-Viewers read only what is here.
+Every file is written to a temporary name, fsynced and renamed, so a run directory never holds half a
+file.
+
+One directory, one run. `skn probe` and `skn train` refuse a non-empty `--out` unless `--overwrite` is
+given, which first removes everything skn writes there (the files above, checkpoint.safetensors,
+report.html, plots/, error.log and stray `.*.tmp`; other files are left alone). The only skn files a
+new run may find and keep are the prompt and checkpoint of the same directory, when it resumes that
+training (`--resume`) or probes with that prompt (`--prompt RUN`). Without `--out` each run claims a
+fresh `runs/YYYYMMDD-HHMMSS` (with `-2`, `-3`, ... when that second is taken). run.json is written
+last: a run killed part way (even by kill -9) leaves a directory without run.json, which `skn show`
+refuses ("missing run.json") instead of pairing files of two runs, and the next run there needs
+`--overwrite` (or `--resume`). Viewers read only what is here, and check that the files agree.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,11 +79,95 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        _fsync(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp makes it private; run files are for people to open and share
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file to disk before it is renamed into place (the rename is atomic, the data must be there)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- one directory, one run
+
+# Everything skn writes into a run directory (report.html and plots/ are skn.report's and skn.plots'
+# defaults, named here to avoid an import cycle).
+SKN_NAMES = (PROMPT_FILE, STATS_FILE, NEURONS_JSON, NEURONS_CSV, TOP_ACTIVATIONS_FILE, EXAMPLES_FILE, RUN_FILE,
+             GROUPS_FILE, CHECKPOINT_FILE, "report.html", "plots", "error.log", PREDICTIVITY_FILE, PREDICTIVITY_JSON,
+             "ablation.json", "ablation_curve.json", "seeds.json", "compare.json", "compare.csv", "compare.png",
+             "compare.html")
+TRAINING_NAMES = (PROMPT_FILE, CHECKPOINT_FILE)
+
+
+def _is_stray_tmp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def prepare_run_directory(path: Path, overwrite: bool = False, keep: Sequence[str] = ()) -> Path:
+    """Make `path` ready for one new run (see the module docstring): create it, or check it is empty but
+    for `keep`, or with `overwrite` remove what skn wrote there before; then check it is writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        present = sorted(p.name for p in path.iterdir())
+    except OSError as err:
+        raise RunDirError(f"--out {path}: cannot create the run directory ({err.strerror or err})") from None
+    for name in present:
+        if _is_stray_tmp(name):  # left by a killed run: never half a file, but not ours to keep either
+            (path / name).unlink(missing_ok=True)
+    present = [n for n in present if not _is_stray_tmp(n) and n not in keep]
+    if present and not overwrite:
+        shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+        raise RunDirError(
+            f"--out {path}: not empty (holds {shown}); pass --overwrite to replace the run there, "
+            "--resume to continue its training, or choose another --out"
+        )
+    for name in present:
+        target = path / name
+        if name in SKN_NAMES:
+            try:
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+            except OSError as err:
+                raise RunDirError(f"--overwrite: cannot remove {target} ({err.strerror or err})") from None
+    probe_file = path / ".skn-write-check.tmp"
+    try:
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as err:
+        raise RunDirError(f"--out {path}: not writable ({err.strerror or err})") from None
+    return path
+
+
+def fresh_run_directory(root: Path, stamp: str) -> Path:
+    """Claim root/STAMP (or STAMP-2, STAMP-3, ...): mkdir is atomic, so two runs started in the same
+    second get two directories."""
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"{root}: cannot create the runs folder ({err.strerror or err})") from None
+    for k in range(1, 10_000):
+        candidate = Path(root) / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise RunDirError(f"{candidate}: cannot create the run directory ({err.strerror or err})") from None
+    raise RunDirError(f"{root}: no free run directory name for {stamp}")
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -319,23 +414,66 @@ def _load(path: Path) -> dict[str, Tensor]:
 def read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise RunDirError(f"{path}: not readable JSON ({err})") from None
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: not readable UTF-8 JSON ({err})") from None
 
 
 def read_examples(path: Path) -> tuple[tuple[Example, ...], list[float]]:
     examples, metric = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: not readable UTF-8 text ({err})") from None
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            examples.append(Example(record["instruction"], record["completion"], record.get("meta", {}), record.get("source", "")))
+            meta = record.get("meta", {})
+            if not isinstance(meta, dict):
+                raise TypeError(f"'meta' must be an object, got {type(meta).__name__}")
+            if not isinstance(record["instruction"], str) or not isinstance(record["completion"], str):
+                raise TypeError("'instruction' and 'completion' must be strings")
+            examples.append(Example(record["instruction"], record["completion"], meta, str(record.get("source", ""))))
             value = record.get("metric")
             metric.append(math.nan if value is None else float(value))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise RunDirError(f"{path}:{number}: not an example record ({err})") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RunDirError(f"{path}:{number}: not an example record ({type(err).__name__}: {err})") from None
     return tuple(examples), metric
+
+
+def _stats_from(tensors: Mapping[str, Tensor], path: Path) -> PearsonStats:
+    """The moments of stats.safetensors, their ranks and shapes checked (a damaged file is a RunDirError)."""
+    corr = tensors["corr"]
+    if corr.dim() != 3:
+        raise RunDirError(f"{path}: 'corr' must be [layers, positions, neurons], got shape {tuple(corr.shape)}")
+    for name in ("count", "mean_y", "m2_y"):
+        if tensors[name].numel() != 1:
+            raise RunDirError(f"{path}: '{name}' must be a scalar, got shape {tuple(tensors[name].shape)}")
+    for name in ("mean_x", "m2_x", "c_xy"):
+        if tuple(tensors[name].shape) != tuple(corr.shape):
+            raise RunDirError(f"{path}: '{name}' is {tuple(tensors[name].shape)}, 'corr' is {tuple(corr.shape)}")
+    return PearsonStats(
+        count=int(tensors["count"].reshape(())),
+        mean_x=tensors["mean_x"],
+        m2_x=tensors["m2_x"],
+        c_xy=tensors["c_xy"],
+        mean_y=float(tensors["mean_y"].reshape(())),
+        m2_y=float(tensors["m2_y"].reshape(())),
+    )
+
+
+def _check_neurons(neurons: Sequence[Neuron], corr: Tensor, path: Path) -> None:
+    """Every listed neuron must exist in `corr` [L, P, m]: a damaged neurons.json is refused, not shown."""
+    layers, positions, width = corr.shape
+    for n in neurons:
+        if not (0 <= n.layer < layers and 0 <= n.position < positions and 0 <= n.index < width):
+            raise RunDirError(
+                f"{path}: rank {n.rank} names layer {n.layer}, position {n.position}, neuron {n.index}, "
+                f"outside the run's {layers} x {positions} x {width}"
+            )
 
 
 def read_probe_run(directory: Path) -> ProbeResult:
@@ -347,14 +485,7 @@ def read_probe_run(directory: Path) -> ProbeResult:
     missing = {"corr", "count", "mean_x", "m2_x", "c_xy", "mean_y", "m2_y"} - set(stats_t)
     if missing:
         raise RunDirError(f"{directory / STATS_FILE}: missing tensors {', '.join(sorted(missing))}")
-    stats = PearsonStats(
-        count=int(stats_t["count"]),
-        mean_x=stats_t["mean_x"],
-        m2_x=stats_t["m2_x"],
-        c_xy=stats_t["c_xy"],
-        mean_y=float(stats_t["mean_y"]),
-        m2_y=float(stats_t["m2_y"]),
-    )
+    stats = _stats_from(stats_t, directory / STATS_FILE)
     raw_neurons = read_json(_require(directory, NEURONS_JSON))
     if not isinstance(raw_neurons, list):
         raise RunDirError(f"{directory / NEURONS_JSON}: expected a JSON list")
@@ -377,13 +508,14 @@ def read_probe_run(directory: Path) -> ProbeResult:
             f"{directory}: top_activations {tuple(activations.shape)} and metric {tuple(metric.shape)} do not fit "
             f"{len(neurons)} neurons x {len(examples)} examples"
         )
+    _check_neurons(neurons, stats_t["corr"], directory / NEURONS_JSON)
     groups = read_groups(directory) if (directory / GROUPS_FILE).is_file() else None
     holdout = _read_holdout(directory, stats_t, raw_neurons, info.extra) if "confirm" in stats_t else None
     null = _read_null(directory, stats_t, raw_neurons, info.extra)
     return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null)
 
 
-def _stats_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:
+def _fold_stats_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:
     return PearsonStats(
         count=int(tensors[f"{prefix}count"]),
         mean_x=tensors[f"{prefix}mean_x"],
@@ -422,7 +554,7 @@ def _read_holdout(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: l
         _number_or_nan(rep.get("rate")),
         _number_or_nan(rep.get("alpha")) if "alpha" in rep else ALPHA,
     )
-    folds = FoldStats(_stats_from(tensors, "selection_"), _stats_from(tensors, "confirmation_"), tensors["confirm"].to(torch.bool))
+    folds = FoldStats(_fold_stats_from(tensors, "selection_"), _fold_stats_from(tensors, "confirmation_"), tensors["confirm"].to(torch.bool))
     return HoldoutResult(
         fraction=_number_or_nan(summary.get("fraction")),
         seed=int(summary["seed"]) if isinstance(summary.get("seed"), int) else 0,

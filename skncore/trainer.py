@@ -8,6 +8,7 @@ and `patience` evaluations without improvement stop early (0 = never).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -20,10 +21,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from skn.errors import RunDirError, UsageError
+from skn.errors import RunDirError, TrainingError, UsageError
 from skn.scoring import completion_scores
-from skn.layout import Encoded, make_batch, pad_id
-from skn.model import LoadedModel
+from skn.layout import Encoded, make_batch
+from skn.model import LoadedModel, batch_pad_id
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import PromptInit, init_prompt
 from skn.rundir import CHECKPOINT_FILE, write_tensors
@@ -85,7 +86,7 @@ class BatchStream:
 
 def validation_loss(loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], batch_size: int) -> float:
     """Mean over examples of the per-example completion loss."""
-    pad = pad_id(loaded.tokenizer)
+    pad = batch_pad_id(loaded)
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
@@ -102,7 +103,8 @@ def _checkpoint_path(out: Path) -> Path:
 
 def _save_checkpoint(
     out: Path, prompt: Tensor, best: Tensor, optimizer: torch.optim.AdamW, step: int, best_val: float, best_step: int,
-    history: Sequence[HistoryPoint], config: TrainConfig,
+    history: Sequence[HistoryPoint], config: TrainConfig, evals_without_gain: int = 0,
+    identity: dict[str, str] | None = None,
 ) -> None:
     state = optimizer.state[prompt]
     tensors = {"prompt": prompt.detach(), "best_prompt": best}
@@ -116,6 +118,8 @@ def _save_checkpoint(
         "history": json.dumps([h.__dict__ for h in history]),
         "config": json.dumps({"prompt_len": config.prompt_len, "lr": config.lr, "batch_size": config.batch_size,
                               "grad_accum": config.grad_accum, "seed": config.seed}),
+        "evals_without_gain": str(evals_without_gain),
+        "identity": json.dumps(identity or {}),
     }
     write_tensors(_checkpoint_path(out), tensors, meta)
 
@@ -130,27 +134,76 @@ class _Resumed:
     best_val: float
     best_step: int
     history: tuple[HistoryPoint, ...]
+    evals_without_gain: int = 0
 
 
-def _load_checkpoint(out: Path, config: TrainConfig) -> _Resumed:
+def rows_fingerprint(rows: Sequence[Encoded]) -> str:
+    """sha256 of the token ids of the examples, in order: a resume must see the same data."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([list(row.instruction), list(row.completion)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def training_identity(loaded: LoadedModel, train_rows: Sequence[Encoded], val_rows: Sequence[Encoded],
+                      config: TrainConfig) -> dict[str, str]:
+    """What a resumed training must share with the checkpointed one (all but the number of steps)."""
+    return {
+        "model": loaded.name,
+        "hidden_size": str(loaded.hidden_size),
+        "training data": rows_fingerprint(train_rows),
+        "validation data": rows_fingerprint(val_rows),
+        "lr": repr(config.lr),
+        "weight_decay": repr(config.weight_decay),
+        "eval_every": str(config.eval_every),
+        "eval_examples": str(config.eval_examples),
+        "patience": str(config.patience),
+        "init": config.init.token or "random-vocab",
+    }
+
+
+def check_finite_loss(value: float, step: int, what: str, config: TrainConfig) -> None:
+    """A NaN or infinite loss means training has diverged: stop with an error instead of keeping the
+    untrained prompt and calling it trained."""
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"training diverged: the {what} loss is {value} at step {step} (--lr {config.lr:g}); "
+            "lower --lr, or check the data"
+        )
+
+
+def _load_checkpoint(out: Path, config: TrainConfig, identity: dict[str, str] | None = None) -> _Resumed:
     path = _checkpoint_path(out)
     if not path.is_file():
         raise RunDirError(f"--resume: {path} does not exist (nothing to resume)")
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
-    tensors = load_file(str(path))
-    saved = json.loads(meta.get("config", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        tensors = load_file(str(path))
+        saved = json.loads(meta.get("config", "{}"))
+        saved_identity = json.loads(meta.get("identity", "{}"))
+        history = tuple(HistoryPoint(**h) for h in json.loads(meta.get("history", "[]")))
+        resumed = _Resumed(
+            prompt=tensors["prompt"], best=tensors["best_prompt"], exp_avg=tensors.get("exp_avg"),
+            exp_avg_sq=tensors.get("exp_avg_sq"), step=int(meta["step"]), best_val=float(meta["best_val_loss"]),
+            best_step=int(meta["best_step"]), history=history,
+            evals_without_gain=int(meta.get("evals_without_gain", "0")),
+        )
+    except Exception as err:  # truncated or foreign file: safetensors, json and int() raise many kinds
+        raise RunDirError(f"--resume: {path} is not a readable skn checkpoint ({type(err).__name__}: {err})") from None
     for key in ("prompt_len", "batch_size", "grad_accum", "seed"):
         if saved.get(key) != getattr(config, key):
             raise UsageError(f"--resume: the checkpoint was trained with {key}={saved.get(key)}, not {getattr(config, key)}")
-    history = tuple(HistoryPoint(**h) for h in json.loads(meta.get("history", "[]")))
-    return _Resumed(
-        prompt=tensors["prompt"], best=tensors["best_prompt"], exp_avg=tensors.get("exp_avg"),
-        exp_avg_sq=tensors.get("exp_avg_sq"), step=int(meta["step"]), best_val=float(meta["best_val_loss"]),
-        best_step=int(meta["best_step"]), history=history,
-    )
+    for key, value in (identity or {}).items():
+        if key in saved_identity and saved_identity[key] != value:
+            raise TrainingError(f"--resume: the checkpoint in {out} was trained with another {key} "
+                                f"({saved_identity[key]}, now {value}); resume with the same settings or start afresh")
+    if identity is not None and tuple(resumed.prompt.shape) != (config.prompt_len, int(identity["hidden_size"])):
+        raise TrainingError(f"--resume: the checkpoint's prompt is {tuple(resumed.prompt.shape)}, this model needs "
+                            f"[{config.prompt_len}, {identity['hidden_size']}]")
+    return resumed
 
 
 def _enable_checkpointing(loaded: LoadedModel) -> None:
@@ -185,6 +238,8 @@ def train_prompt(
         raise UsageError("no training examples")
     if config.steps < 1 or config.batch_size < 1 or config.grad_accum < 1 or config.eval_every < 1:
         raise UsageError("--steps, --batch-size, --grad-accum and --eval-every must be at least 1")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise UsageError(f"--lr must be a positive finite number, got {config.lr}")
     start_time = time.perf_counter()
     torch.manual_seed(config.seed)
     prompt = init_prompt(loaded, config.prompt_len, config.seed, config.init).requires_grad_(True)
@@ -193,10 +248,11 @@ def train_prompt(
     step, best_val, best_step = 0, math.inf, 0
     best = prompt.detach().clone()
     history: list[HistoryPoint] = []
+    evals_without_gain = 0
     if resume:
         if out is None:
             raise UsageError("--resume needs --out (the run directory to resume)")
-        saved = _load_checkpoint(out, config)
+        saved = _load_checkpoint(out, config, training_identity(loaded, train_rows, val_rows, config))
         with torch.no_grad():
             prompt.copy_(saved.prompt.to(prompt.device))
         if saved.exp_avg is not None and saved.exp_avg_sq is not None:
@@ -208,14 +264,15 @@ def train_prompt(
         step, best_val, best_step = saved.step, saved.best_val, saved.best_step
         best = saved.best.to(prompt.device)
         history = list(saved.history)
+        evals_without_gain = saved.evals_without_gain
     if config.gradient_checkpointing:
         _enable_checkpointing(loaded)
-    pad = pad_id(loaded.tokenizer)
+    pad = batch_pad_id(loaded)
     stream = BatchStream(len(train_rows), config.batch_size, config.seed)
-    evals_without_gain = 0
+    identity = training_identity(loaded, train_rows, val_rows, config) if out is not None else None
     with progress.task("training prompt", config.steps) as advance:
         advance(step)
-        while step < config.steps:
+        while step < config.steps and not (config.patience > 0 and evals_without_gain >= config.patience):
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for micro in range(config.grad_accum):
@@ -224,11 +281,13 @@ def train_prompt(
                 loss = completion_scores(loaded, batch, prompt).mean_loss / config.grad_accum
                 torch.autograd.backward(loss)
                 step_loss += float(loss.detach())
+            check_finite_loss(step_loss, step + 1, "training", config)
             optimizer.step()
             step += 1
             val_loss: float | None = None
             if step % config.eval_every == 0 or step == config.steps:
                 val_loss = validation_loss(loaded, prompt.detach(), eval_rows, config.batch_size)
+                check_finite_loss(val_loss, step, "validation", config)
                 if val_loss < best_val:
                     best_val, best_step, best = val_loss, step, prompt.detach().clone()
                     evals_without_gain = 0
@@ -236,7 +295,8 @@ def train_prompt(
                     evals_without_gain += 1
             history.append(HistoryPoint(step, step_loss, val_loss))
             if val_loss is not None and out is not None:
-                _save_checkpoint(out, prompt, best, optimizer, step, best_val, best_step, history, config)
+                _save_checkpoint(out, prompt, best, optimizer, step, best_val, best_step, history, config,
+                                 evals_without_gain, identity)
             note = f"loss {step_loss:.4f}" + (f"  val {best_val:.4f}" if math.isfinite(best_val) else "")
             advance(1, note)
             if config.patience > 0 and evals_without_gain >= config.patience:

@@ -137,7 +137,7 @@ def test_bad_data_and_model_exit_2(tmp_path: Path, saved_tiny_model: Path, capsy
     assert code == 2 and "bad.jsonl:2: missing field 'completion'" in output
     good = write_data(tmp_path / "g.jsonl", 10, 0)
     code, output = run_main(["probe", "--model", str(tmp_path / "nomodel"), "--data", str(good), "--out", str(tmp_path / "R")], capsys)
-    assert code == 2 and "cannot load" in output
+    assert code == 2 and "no such folder" in output
     code, output = run_main(["show", str(tmp_path / "nothing")], capsys)
     assert code == 2 and "no such run directory" in output
 

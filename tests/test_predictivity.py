@@ -97,7 +97,7 @@ def test_probe_ranks_by_predictivity_and_checks_the_metric(tmp_path: Path, capsy
 
 
 def test_cli_rejects_a_non_binary_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = write_data(tmp_path / "d.jsonl", 10, 0)
+    data = write_data(tmp_path / "d.jsonl", 30, 0)
     code, text = run_main(["probe", "--data", str(data), "--metric", "size", "--score", "predictivity", "--out", str(tmp_path / "R")], capsys)
     assert code == 2 and "predictivity" in text
 

@@ -71,7 +71,7 @@ def test_run_directory_carries_the_held_out_r(tmp_path: Path) -> None:
     records = json.loads((tmp_path / "neurons.json").read_text())
     assert set(records[0]) >= {"r", "r_held_out", "r_held_out_low", "r_held_out_high", "r_selection", "r_full"}
     assert (tmp_path / "neurons.csv").read_text().splitlines()[0] == (
-        "rank,layer,neuron,position,r,r_held_out,r_held_out_low,r_held_out_high,r_selection,r_full")
+        "rank,layer,neuron,position,r,p_adjusted,p_cell,significant,r_held_out,r_held_out_low,r_held_out_high,r_selection,r_full")
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["holdout"]["n_confirmation"] == 20 and info["holdout"]["seed"] == 7
     run = read_probe_run(tmp_path)
@@ -114,7 +114,7 @@ def test_every_view_shows_the_held_out_r(tmp_path: Path, saved_tiny_model: Path)
     expected = sorted(abs(h.r_held_out) for h in run.holdout.per_neuron if not math.isnan(h.r_held_out))
     assert sorted(marks[0].get_xdata()) == pytest.approx(expected)
     # the default on 24 examples: off, and the output says so
-    off = runner.invoke(cli, [*args, "--prompt", str(out)], env={"COLUMNS": "160"})
+    off = runner.invoke(cli, [*args, "--prompt", str(out), "--overwrite"], env={"COLUMNS": "160"})
     assert off.exit_code == 0 and "holdout off" in off.output and "r held out" not in off.output
     bad = runner.invoke(cli, [*args, "--holdout", "1.5"])
     assert bad.exit_code != 0 and "--holdout must be in [0, 1)" in str(bad.exception)

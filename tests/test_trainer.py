@@ -68,3 +68,32 @@ def tiny_prompt_start() -> torch.Tensor:
     from skn.prompt import init_prompt
 
     return init_prompt(tiny_loaded("llama", init_range=0.3), 3, 0).cpu()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lr", [0.3, 1.0])
+def test_resume_with_patience_stops_where_the_whole_run_stops(tmp_path: Path, lr: float) -> None:
+    from skn.data import Example as E
+    """The patience counter is checkpointed: an interrupted and resumed run stops at the same step with
+    the same prompt as an uninterrupted one (it used to stop later)."""
+    loaded = tiny_loaded("llama")
+    rows = encode(loaded, toy(8, 0), Template.PLAIN, 2)  # type: ignore[arg-type]
+    # validation text unlike the training task, so that its loss stalls and patience ends the run
+    val = encode(loaded, [E("xq", " " + w, {}, "v") for w in ("zzq", "qqz", "xzx", "zqx")], Template.PLAIN, 2)  # type: ignore[arg-type]
+    config = TrainConfig(prompt_len=2, steps=12, eval_every=1, patience=2, lr=lr, batch_size=4)
+    full = train_prompt(loaded, rows, val, config, out=tmp_path / "a")  # type: ignore[arg-type]
+    assert 2 < full.steps_done < 12, "patience never triggered: the test would prove nothing"
+    for stop in (full.steps_done - 1, full.steps_done - 2):
+        out = tmp_path / f"b{stop}"
+        train_prompt(loaded, rows, val, TrainConfig(**{**config.__dict__, "steps": stop}), out=out)  # type: ignore[arg-type]
+        resumed = train_prompt(loaded, rows, val, config, out=out, resume=True)  # type: ignore[arg-type]
+        assert resumed.steps_done == full.steps_done and resumed.best_step == full.best_step
+        torch.testing.assert_close(resumed.prompt, full.prompt, rtol=0, atol=0)
+
+
+def test_non_finite_loss_stops_training() -> None:
+    from skn.errors import TrainingError
+
+    loaded = tiny_loaded("llama")
+    rows = encode(loaded, toy(8, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
+    with pytest.raises(TrainingError, match=r"training diverged: the (training|validation) loss is nan at step \d+ \(--lr 1e\+20\)"):
+        train_prompt(loaded, rows, rows, TrainConfig(prompt_len=3, steps=6, eval_every=1, lr=1e20))  # type: ignore[arg-type]

@@ -1,0 +1,95 @@
+"""Checks made before anything expensive: what can be known wrong before the prompt is trained fails
+at once, naming the flag, instead of after minutes of training.
+
+    check_validation_size   at least MIN_VAL_EXAMPLES validation examples (any metric)
+    check_python_metric     a python:MODULE:FUNCTION metric imports and names a function
+    check_backend           --backend triton needs CUDA (or TRITON_INTERPRET=1, as the tests run it)
+    check_model_path        a --model that looks like a path must be a folder ("no such folder" at once,
+                            not a 49 s hub lookup)
+    check_prompt_model      a --prompt file trained on another model is refused unless asked for
+    check_learning_rate     --lr must be a positive finite number
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from skn.backend import Backend
+from skn.data import Example
+from skn.errors import MetricError, ModelError, UsageError
+from skn.metrics import MetricKind, MetricSpec, load_function
+
+# With N = 2 every Pearson r is exactly +1 or -1 (two points always lie on a line); 3 is the least N
+# at which r says anything, and a real probe wants far more.
+MIN_VAL_EXAMPLES = 3
+
+
+def check_validation_size(examples: Sequence[Example]) -> None:
+    if len(examples) < MIN_VAL_EXAMPLES:
+        raise UsageError(
+            f"--val-data: {len(examples)} validation example(s); the probe needs at least {MIN_VAL_EXAMPLES} "
+            "(with N = 2 every correlation is exactly +1 or -1)"
+        )
+
+
+def check_python_metric(spec: MetricSpec) -> None:
+    if spec.kind is MetricKind.PYTHON:
+        load_function(spec)  # raises MetricError naming the module or function
+
+
+def check_backend(backend: Backend, device: str) -> None:
+    if backend is not Backend.TRITON:
+        return
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if not on_cuda and os.environ.get("TRITON_INTERPRET", "") != "1":
+        raise UsageError(f"--backend triton needs a CUDA device (--device {device} is not); use --backend torch or auto")
+
+
+def looks_like_path(name: str) -> bool:
+    """A hub id is NAME or OWNER/NAME; anything else with a slash, or starting with . / ~, is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
+
+
+def check_model_path(name: str) -> None:
+    if name and looks_like_path(name) and not Path(name).expanduser().is_dir():
+        raise ModelError(f"--model {name}: no such folder")
+
+
+def same_model(a: str, b: str) -> bool:
+    """The same name, or two spellings of one local folder (relative and absolute)."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+
+
+def check_prompt_model(prompt_model: str, model: str, prompt_path: str, allowed: bool) -> None:
+    if prompt_model and not same_model(prompt_model, model) and not allowed:
+        raise UsageError(
+            f"--prompt {prompt_path}: trained on model '{prompt_model}', not '{model}'; pass "
+            "--any-prompt-model to use it anyway"
+        )
+
+
+def check_learning_rate(lr: float) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"--lr must be a positive finite number, got {lr}")
+
+
+__all__ = [
+    "MIN_VAL_EXAMPLES",
+    "MetricError",
+    "check_backend",
+    "check_learning_rate",
+    "check_model_path",
+    "check_prompt_model",
+    "check_python_metric",
+    "check_validation_size",
+    "looks_like_path",
+    "same_model",
+]
