@@ -64,8 +64,9 @@ def probe_command(
         out=str(run_dir),
         threads=threads,
     )
-    result = run_probe(request, RichProgress())
     console = Console()
+    notices = Console(stderr=True)
+    result = run_probe(request, RichProgress(), notify=lambda line: notices.print(Text(line, style="yellow")))
     print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars)
     if result.groups is not None:
         for table in group_tables(result.groups):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -159,21 +160,35 @@ class ChosenExamples:
     data_label: str  # run.json's `data`
     val_label: str  # run.json's `val_data`
     summary: str  # one line for a task's run.json `data_summary` ("" for files)
+    task: str = ""  # the built-in task the examples come from ("" for files and the bundled default)
+    notice: str = ""  # one line to tell the user before the run starts ("" when nothing needs saying)
+
+
+NO_DATA_TASK = "arithmetic"  # the paper's label-free experiment (RQ3), run when a model comes with no data
+
+
+def no_data_notice(n_items: int) -> str:
+    return (f"no data given: running the built-in {NO_DATA_TASK} task on {n_items} generated items; "
+            "pass --data or --task for your own")
 
 
 def choose_examples(request: DataRequest, bundled_model: bool) -> ChosenExamples:
     """--task NAME reads --data/--val-data in the task's format; otherwise JSONL/CSV files; with neither,
-    on the bundled model, the bundled default: generated 2- and 3-digit multiplication items."""
-    if not request.task and not request.data and not request.val_data and bundled_model:
+    on the bundled model, the bundled default: generated 2- and 3-digit multiplication items; with
+    neither on any other model, the paper's RQ3: the arithmetic task's own generated items (1-5 digits,
+    the four operations, BIG-bench's multiple-choice format, never BIG-bench's examples), with a notice."""
+    no_data = not request.task and not request.data and not request.val_data
+    if no_data and bundled_model:
         split = zoo.default_examples(request.train_size or BUNDLED_TRAIN_SIZE, request.val_size or BUNDLED_VAL_SIZE)
         label = "generated 2-3 digit multiplication (skn.zoo.default_examples)"
         return ChosenExamples(split, "loss", ("last_digit_shortcut", "digits"), label, label, "")
-    if request.task:
-        task = get_task(request.task)
+    if no_data or request.task:
+        task = get_task(request.task or NO_DATA_TASK)
         loaded = load_task(task, request.data, request.val_data, request.train_size, request.val_size, request.seed)
+        notice = no_data_notice(len(loaded.train) + len(loaded.val)) if no_data else ""
         return ChosenExamples(Split(loaded.train, loaded.val), task.default_metric, task.group_by,
                               ",".join(request.data) or loaded.summary, ",".join(request.val_data) or loaded.summary,
-                              loaded.summary)
+                              loaded.summary, task.name, notice)
     split = load_split(request.data, request.val_data, request.val_fraction, request.seed,
                        FieldNames(request.instruction_field, request.completion_field))
     split = Split(sample(split.train, request.train_size, "", request.seed, "training"),
@@ -225,13 +240,21 @@ def _check_before_training(examples: tuple[Example, ...], spec: MetricSpec, grou
         field_values(examples, name)  # a missing group-by field fails now, naming the example
 
 
-def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) -> ProbeResult:
+def _quiet(line: str) -> None:
+    return None
+
+
+def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
+              notify: Callable[[str], None] = _quiet) -> ProbeResult:
     """`skn probe` as one call: choose the examples, load the model, train a prompt unless one is given,
-    probe, and write the run directory (files land as soon as each step ends)."""
+    probe, and write the run directory (files land as soon as each step ends). `notify` gets the
+    one-line notices a person should see before the run starts (the CLI prints them)."""
     start = time.perf_counter()
     set_threads(request.threads)
     bundled = request.model.bundled
     chosen = choose_examples(request.data, bundled)
+    if chosen.notice:
+        notify(chosen.notice)
     spec = parse_metric(request.metric or chosen.default_metric)
     group_by = request.group_by or chosen.group_by
     probe_config = replace(request.probe, template=request.data.template)
@@ -268,8 +291,8 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
         train_history=_history(trained) if trained is not None else (),
         train_best_val_loss=trained.best_val_loss if trained is not None else None,
         train_best_step=trained.best_step if trained is not None else None,
-        task=request.data.task,
-        data_summary=chosen.summary if request.data.task else "",
+        task=chosen.task,
+        data_summary=chosen.summary if chosen.task else "",
         group_by=group_by,
         timings=timings,
     )
@@ -279,11 +302,14 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     return result
 
 
-def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress()) -> tuple[TrainResult, Path]:
+def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
+              notify: Callable[[str], None] = _quiet) -> tuple[TrainResult, Path]:
     """`skn train` as one call: the prompt only, written to the run directory."""
     set_threads(request.threads)
     bundled = request.model.bundled
     chosen = choose_examples(request.data, bundled)
+    if chosen.notice:
+        notify(chosen.notice)
     out = run_directory(request.out)
     loaded = load_requested_model(request.model)
     config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
@@ -297,12 +323,14 @@ __all__ = [
     "ChosenExamples",
     "DataRequest",
     "ModelRequest",
+    "NO_DATA_TASK",
     "ProbeRequest",
     "TrainSettings",
     "choose_examples",
     "default_of",
     "help_of",
     "load_requested_model",
+    "no_data_notice",
     "run_directory",
     "run_probe",
     "run_train",
