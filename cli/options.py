@@ -17,6 +17,7 @@ import click
 
 from skn.layout import Template
 from skn.model import DType
+from skn.quantize import Quantize
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,12 +63,13 @@ model_options = _packed(
         option("--device", ModelRequest, "device"),
         option("--trust-remote-code", ModelRequest, "trust_remote_code"),
         option("--neuron-module", ModelRequest, "neuron_module", metavar="PATTERN"),
+        option("--quantize", ModelRequest, "quantize", type=click.Choice([q.value for q in Quantize])),
     ],
     "model",
-    lambda name, dtype, device, trust_remote_code, neuron_module: ModelRequest(
-        name, DType(dtype), device, trust_remote_code, neuron_module
+    lambda name, dtype, device, trust_remote_code, neuron_module, quantize: ModelRequest(
+        name, DType(dtype), device, trust_remote_code, neuron_module, Quantize(quantize)
     ),
-    ("name", "dtype", "device", "trust_remote_code", "neuron_module"),
+    ("name", "dtype", "device", "trust_remote_code", "neuron_module", "quantize"),
 )
 
 _DATA_KEYS = ("data", "val_data", "val_fraction", "instruction_field", "completion_field", "template", "seed")

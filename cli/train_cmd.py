@@ -28,7 +28,7 @@ def train_command(model: ModelRequest, data: DataRequest, train: TrainSettings, 
     """
     notices = Console(stderr=True)
     result, run_dir = run_train(ProbeRequest(model=model, data=data, train=train, out=out, threads=threads), RichProgress(),
-                                notify=lambda line: notices.print(Text(line, style="yellow")))
+                                notify=lambda line: notices.print(Text(line, style="yellow"), soft_wrap=True))
     Console().print(Text(
         f"best validation loss {result.best_val_loss:.4f} at step {result.best_step} "
         f"({result.steps_done} steps, {result.seconds:.1f} s) -> {run_dir / PROMPT_FILE}"

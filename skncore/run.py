@@ -23,13 +23,15 @@ import torch
 from skn import zoo
 from skn.api import MetricFailure, ProbeConfig, probe, train
 from skn.data import Example, FieldNames, Split, load_split
-from skn.errors import UsageError
+from skn.errors import ModelError, UsageError
 from skn.groups import field_values, group_summaries
-from skn.layout import Template
+from skn.layout import Template, encode_all
+from skn.memory import MemoryPlan, Workload, advice, check_fits, free_memory, model_shape, plan
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
-from skn.model import DType, LoadedModel, load_model
+from skn.model import DType, LoadedModel, load_model, pick_device, pick_dtype, wrap_loaded
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import PromptInit
+from skn.quantize import Quantize, load_quantized, require
 from skn.result import ProbeResult, TrainPoint
 from skn.rundir import EXAMPLES_FILE, read_prompt, write_examples, write_probe_run
 from skn.tasks import get_task, load_task, sample
@@ -54,6 +56,8 @@ class ModelRequest:
     trust_remote_code: bool = field(default=False, metadata=_help("Run the model repository's own code (off unless asked)."))
     neuron_module: str = field(default="", metadata=_help(
         "Module whose input is the neuron activation, {i} = layer, e.g. 'model.layers.{i}.mlp.down_proj'."))
+    quantize: Quantize = field(default=Quantize.NONE, metadata=_help(
+        "Load the weights in 4 or 8 bits through bitsandbytes (CUDA, pip install 'skn[quantize]')."))
 
     @property
     def bundled(self) -> bool:
@@ -143,6 +147,13 @@ def set_threads(threads: int) -> None:
 
 def load_requested_model(request: ModelRequest) -> LoadedModel:
     """The model of a request: the bundled one (checksums checked) unless a name is given."""
+    if request.quantize is not Quantize.NONE:
+        device = pick_device(request.device)
+        require(request.quantize, device)
+        name = str(zoo.verify_model()) if request.bundled else request.name
+        module, tokenizer = load_quantized(name, request.quantize, pick_dtype(request.dtype, device), device,
+                                           request.trust_remote_code and not request.bundled)
+        return wrap_loaded(zoo.BUNDLED_NAME if request.bundled else name, module, tokenizer, device, request.neuron_module)
     if request.bundled:
         folder = zoo.verify_model()
         loaded = load_model(str(folder), request.dtype, request.device, False, request.neuron_module)
@@ -211,6 +222,47 @@ def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_m
     return with_steps_from_epochs(config, settings.epochs, n_train) if settings.epochs > 0 else config
 
 
+def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPlan, Workload]:
+    """The memory plan of a run (skn.memory) from the config and the tokenized examples; no weight loads."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = str(zoo.default_model_path()) if request.model.bundled else request.model.name
+    trust = request.model.trust_remote_code and not request.model.bundled
+    device = pick_device(request.model.device)
+    dtype = pick_dtype(request.model.dtype, device)
+    require(request.model.quantize, device)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust)
+    except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
+        raise ModelError(f"cannot read the config or tokenizer of '{name}': {err}") from None
+    prompt_len = request.train.prompt_len
+    rows = encode_all(tokenizer, chosen.split.train + chosen.split.val, request.data.template, 0, prompt_len)
+    lengths = [len(r.instruction) + prompt_len + len(r.completion) for r in rows]
+    prefix = min(len(r.instruction) + prompt_len for r in rows)
+    spec = parse_metric(request.metric or chosen.default_metric)
+    work = Workload(batch_size=request.train.batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
+                    prompt_len=prompt_len, training=not request.prompt,
+                    gradient_checkpointing=request.train.gradient_checkpointing,
+                    metric_after_pass=not spec.known_before_pass)
+    memory = plan(model_shape(config), work, dtype, request.model.quantize, device, free_memory(device))
+    return memory, work
+
+
+def memory_plan(request: ProbeRequest) -> MemoryPlan:
+    """`skn probe --dry-run`: the plan of the run the request asks for, without loading a weight."""
+    return plan_memory(request, choose_examples(request.data, request.model.bundled))[0]
+
+
+def _announce_plan(request: ProbeRequest, chosen: ChosenExamples, notify: Callable[[str], None]) -> None:
+    memory, work = plan_memory(request, chosen)
+    notify(memory.line())
+    check_fits(memory, work)  # on CUDA a run that will not fit stops here
+    text = advice(memory, work)
+    if text:
+        notify(text)
+
+
 def run_directory(out: str) -> Path:
     """The run directory: `out`, or runs/YYYYMMDD-HHMMSS when none is given."""
     path = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -259,6 +311,7 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     group_by = request.group_by or chosen.group_by
     probe_config = replace(request.probe, template=request.data.template)
     _check_before_training(chosen.split.val, spec, group_by)
+    _announce_plan(request, chosen, notify)
     out = run_directory(request.out)
     loaded = load_requested_model(request.model)
     trained: TrainResult | None = None
@@ -330,6 +383,8 @@ __all__ = [
     "default_of",
     "help_of",
     "load_requested_model",
+    "memory_plan",
+    "plan_memory",
     "no_data_notice",
     "run_directory",
     "run_probe",
