@@ -16,8 +16,10 @@ It writes DIR/gpu_check.json (every record) and DIR/gpu_check.md (the same as a 
    and a training step against skn's memory plan;
 4. 4-bit loading through bitsandbytes where it imports (otherwise the record says what is missing).
 
-Timings with --dry-run are CPU and interpreter times: they test the code paths, not the speed. `--fused-mlp`
-is not in skn yet, so this check has no fused-vs-plain row.
+   It also runs `--fused-mlp` (skn.fused_mlp) against the plain path, with a metric known after the pass
+   (loss) and before it (a label: the in-pass gated kernel): time and the largest corr difference (1e-6).
+
+Timings with --dry-run are CPU and interpreter times: they test the code paths, not the speed.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ def check_model(device: torch.device, sizes: Sizes, tiny: bool) -> list[Record]:
     from skn.probe import statistics_pass
     from skn.quantize import Quantize
     from skn.scoring import completion_scores
+    from skn.stats import correlation
 
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     config = smol_config(tiny)
@@ -190,6 +193,21 @@ def check_model(device: torch.device, sizes: Sizes, tiny: bool) -> list[Record]:
     probe_s = seconds(probe, device, max(1, sizes.iters // 4))
     records.append({"section": "model", "name": "probe pass / bare forward", "dtype": str(dtype)[6:],
                     "bare_s": bare_s, "probe_s": probe_s, "ratio": probe_s / bare_s, "ok": True})
+    known = parse_metric("score")
+    scored = [Example("", "", {"score": float(i % 7) + 0.5 * i}, f"bench#{i}") for i in range(n_rows)]
+    for label, metric, data in (("loss (post-pass)", spec, examples), ("label (in-pass)", known, scored)):
+        plain = statistics_pass(loaded, prompt, rows, data, metric, batch_size=sizes.batch)
+        fused = statistics_pass(loaded, prompt, rows, data, metric, batch_size=sizes.batch, fused_mlp=True)
+        diff = float((correlation(plain.stats) - correlation(fused.stats)).abs().nan_to_num(0.0).max())
+
+        def timed(fused_mlp: bool, metric: object = metric, data: list[Example] = data) -> None:
+            statistics_pass(loaded, prompt, rows, data, metric, batch_size=sizes.batch, fused_mlp=fused_mlp)  # type: ignore[arg-type]
+
+        plain_s = seconds(lambda: timed(False), device, max(1, sizes.iters // 4))
+        fused_s = seconds(lambda: timed(True), device, max(1, sizes.iters // 4))
+        records.append({"section": "model", "name": f"--fused-mlp vs plain, {label}", "dtype": str(dtype)[6:],
+                        "plain_s": plain_s, "fused_s": fused_s, "fused_over_plain": fused_s / plain_s,
+                        "max_corr_diff": diff, "ok": diff <= 1e-6})
 
     trained = prompt.float().clone().requires_grad_(True)
     optimizer = torch.optim.AdamW([trained], lr=1e-3)

@@ -34,6 +34,7 @@ from skn.cli.render import group_tables, print_run
 @option("--exemplars", ProbeConfig, "n_exemplars")
 @option("--reduce", ProbeConfig, "reduce", type=click.Choice([r.value for r in Reduce]))
 @option("--backend", ProbeConfig, "backend", type=click.Choice([b.value for b in Backend]))
+@option("--fused-mlp", ProbeConfig, "fused_mlp")
 @threads_option
 @click.option("--dry-run", is_flag=True, help="Print the memory plan (no weight loads) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as one JSON object (peak_bytes = the estimated peak).")
@@ -42,7 +43,7 @@ from skn.cli.render import group_tables, print_run
 def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
-    reduce: str, backend: str, threads: int, dry_run: bool, as_json: bool, report: bool, out: str,
+    reduce: str, backend: str, fused_mlp: bool, threads: int, dry_run: bool, as_json: bool, report: bool, out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -59,7 +60,7 @@ def probe_command(
         data=replace(data, task=task, train_size=train_size, val_size=val_size),
         train=train,
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
-                          backend=Backend(backend), template=data.template),
+                          backend=Backend(backend), template=data.template, fused_mlp=fused_mlp),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),

@@ -45,6 +45,8 @@ class ProbeConfig:
     reduce: Reduce = field(default=Reduce.ABS, metadata={"help": "abs: r at argmax_k |r| (sign kept); max: the paper's max_k r."})
     backend: Backend = field(default=Backend.AUTO, metadata={"help": "Statistics update: auto = Triton on CUDA, torch elsewhere."})
     template: Template = Template.AUTO
+    fused_mlp: bool = field(default=False, metadata={"help": (
+        "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -114,7 +116,8 @@ def probe(
     prompt_len = int(prompt.shape[0])
     examples = tuple(examples)
     rows = encode(loaded, examples, config.template, prompt_len)
-    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress)
+    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress,
+                             fused_mlp=config.fused_mlp)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:

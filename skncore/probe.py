@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from skn.backend import Backend, gathered_update, layer_update
+from skn.backend import Backend, gated_update, gathered_update, layer_update
+from skn.fused_mlp import capture_gated, unsupported_reason
+from skn.kernels.reference import gated_activation, update_layer_gated_torch_
 from skn.data import Example
 from skn.errors import InternalError
 from skn.scoring import completion_scores
@@ -94,8 +96,11 @@ def statistics_pass(
     batch_size: int = 16,
     backend: Backend = Backend.AUTO,
     progress: ProgressSink = SilentProgress(),
+    fused_mlp: bool = False,
 ) -> PassResult:
-    """One pass over the validation set: the metric per example and the streamed statistics."""
+    """One pass over the validation set: the metric per example and the streamed statistics. With
+    `fused_mlp` (a SiLU-gated model, see skn.fused_mlp) the statistics come from gate and up inside
+    skn's own MLP forward; the numbers are the plain path's."""
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
     start_time = time.perf_counter()
@@ -103,6 +108,8 @@ def statistics_pass(
     prompt_len = int(prompt.shape[0])
     accumulator = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
+    fused_mlp = fused_mlp and not unsupported_reason(loaded)  # elsewhere the plain path (skn.run says so)
+    gated = gated_update(backend, loaded.device) if fused_mlp else update_layer_gated_torch_
     pad = pad_id(loaded.tokenizer)
     all_layers = list(range(sites.num_layers))
     known = metric_before_pass(spec, examples) if spec.known_before_pass else None
@@ -125,8 +132,19 @@ def statistics_pass(
                         layer, lambda mean_x, m2_x, c_xy, n, mean_y: rows_update(mean_x, m2_x, c_xy, n, mean_y, x, offsets, y)
                     )
 
-                with capture_activations(loaded, all_layers, merge_rows, stop_after=all_layers[-1]):
-                    _forward_to_sites(loaded, batch, prompt)
+                if fused_mlp:
+                    def merge_gated(layer: int, g: Tensor, u: Tensor) -> None:
+                        accumulator.update_layer_with(
+                            layer, lambda mean_x, m2_x, c_xy, n, mean_y: gated(mean_x, m2_x, c_xy, n, mean_y, g, u, offsets, y)
+                        )
+                        if layer == all_layers[-1]:
+                            raise _StopForward
+
+                    with capture_gated(loaded, all_layers, merge_gated):
+                        _forward_to_sites(loaded, batch, prompt)
+                else:
+                    with capture_activations(loaded, all_layers, merge_rows, stop_after=all_layers[-1]):
+                        _forward_to_sites(loaded, batch, prompt)
                 values.append(known[chunk])
             else:
                 # post-pass: keep this batch's prompt rows [L, B, P, m] until its metric is known
@@ -136,7 +154,12 @@ def statistics_pass(
                 def keep_rows(layer: int, x: Tensor) -> None:
                     slab[layer] = gather_prompt_rows(x, batch.prompt_start, prompt_len)
 
-                with capture_activations(loaded, all_layers, keep_rows):
+                def keep_gated(layer: int, g: Tensor, u: Tensor) -> None:
+                    slab[layer] = gated_activation(gather_prompt_rows(g, batch.prompt_start, prompt_len),
+                                                   gather_prompt_rows(u, batch.prompt_start, prompt_len))
+
+                capture = capture_gated(loaded, all_layers, keep_gated) if fused_mlp else capture_activations(loaded, all_layers, keep_rows)
+                with capture:
                     scores = completion_scores(loaded, batch, prompt)
                 y_cpu = metric_after_pass(spec, examples[chunk], scores, function)
                 y = y_cpu.to(loaded.device)

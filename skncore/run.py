@@ -24,6 +24,7 @@ from skn import zoo
 from skn.api import MetricFailure, ProbeConfig, probe, train
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import ModelError, UsageError
+from skn.fused_mlp import unsupported_reason
 from skn.groups import field_values, group_summaries
 from skn.layout import Template, encode_all
 from skn.memory import MemoryPlan, Workload, advice, check_fits, free_memory, model_shape, plan
@@ -235,7 +236,7 @@ def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPl
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust)
     except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
-        raise ModelError(f"cannot read the config or tokenizer of '{name}': {err}") from None
+        raise ModelError(f"cannot load the config or tokenizer of '{name}': {err}") from None
     prompt_len = request.train.prompt_len
     rows = encode_all(tokenizer, chosen.split.train + chosen.split.val, request.data.template, 0, prompt_len)
     lengths = [len(r.instruction) + prompt_len + len(r.completion) for r in rows]
@@ -314,6 +315,8 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     _announce_plan(request, chosen, notify)
     out = run_directory(request.out)
     loaded = load_requested_model(request.model)
+    if probe_config.fused_mlp and unsupported_reason(loaded):
+        notify(f"--fused-mlp: {unsupported_reason(loaded)}; using the plain path (the down projection's input)")
     trained: TrainResult | None = None
     train_config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
     if request.prompt:

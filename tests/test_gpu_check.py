@@ -32,5 +32,7 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
     assert kernels == {(m, d) for m in ("post-pass", "gathered", "gated") for d in ("fp32", "bf16", "fp16")}
     assert all(r["max_rel_diff"] <= r["bound"] for r in records if r["section"] == "kernel")
     assert {r["section"] for r in records} == {"kernel", "model", "memory", "quantize"}
+    fused = [r for r in records if r["name"].startswith("--fused-mlp")]
+    assert len(fused) == 2 and all(r["max_corr_diff"] <= 1e-6 for r in fused)
     table = (tmp_path / "gpu_check.md").read_text()
     assert table.count("\n| kernel |") == 9 and "| memory |" in table
