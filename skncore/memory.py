@@ -24,13 +24,17 @@ test holds them within 20% of a real run's peak RSS on CPU.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from skn.errors import UsageError
-from skn.quantize import Quantize
+from skn.data import Example
+from skn.errors import ModelError, UsageError
+from skn.layout import Template, encode_all
+from skn.model import DType, pick_device, pick_dtype
+from skn.quantize import Quantize, require
 
 GIB = 1024**3
 FACTOR = 1.0  # allocator slack on top of the tensors counted
@@ -156,6 +160,32 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
                       peak, free_bytes)
 
 
+def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DType, quantize: Quantize,
+                     examples: Sequence[Example], template: Template, prompt_len: int, batch_size: int, *,
+                     training: bool, gradient_checkpointing: bool, metric_after_pass: bool) -> tuple[MemoryPlan, Workload]:
+    """The plan of a run on model `name`: its config and tokenizer are read (no weights), the examples
+    tokenized for the longest sequence and the scored tail (right-padded batches: T - shortest prefix + 1)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    device = pick_device(device_name)
+    dtype = pick_dtype(dtype_choice, device)
+    require(quantize, device)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
+        raise ModelError(f"cannot load the config or tokenizer of '{name}': {err}") from None
+    rows = encode_all(tokenizer, examples, template, 0, prompt_len)
+    if not rows:
+        raise UsageError("no examples to plan the memory of")
+    lengths = [len(r.instruction) + prompt_len + len(r.completion) for r in rows]
+    prefix = min(len(r.instruction) + prompt_len for r in rows)
+    work = Workload(batch_size=batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
+                    prompt_len=prompt_len, training=training, gradient_checkpointing=gradient_checkpointing,
+                    metric_after_pass=metric_after_pass)
+    return plan(model_shape(config), work, dtype, quantize, device, free_memory(device)), work
+
+
 def free_memory(device: torch.device) -> int | None:
     """Free bytes on the device: CUDA's own count, /proc/meminfo's MemAvailable on a CPU, else unknown."""
     if device.type == "cuda":
@@ -199,4 +229,4 @@ def check_fits(memory: MemoryPlan, work: Workload) -> None:
 
 
 __all__ = ["FACTOR", "MemoryPlan", "ModelShape", "Workload", "advice", "check_fits", "free_memory",
-           "model_shape", "plan"]
+           "model_shape", "plan", "plan_from_config"]

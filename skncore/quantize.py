@@ -14,6 +14,7 @@ from enum import Enum
 import torch
 
 from skn.errors import ModelError, UsageError
+from skn.model import DType, LoadedModel, pick_device, pick_dtype, wrap_loaded
 
 
 class Quantize(Enum):
@@ -69,4 +70,13 @@ def load_quantized(name: str, quantize: Quantize, dtype: torch.dtype, device: to
     return module, tokenizer
 
 
-__all__ = ["Quantize", "load_quantized", "missing_for", "require"]
+def load_quantized_model(name: str, quantize: Quantize, dtype: DType, device: str, trust_remote_code: bool,
+                         neuron_module: str = "") -> LoadedModel:
+    """`skn.model.load_model` in 4 or 8 bits: frozen, with its tokenizer and neuron sites."""
+    torch_device = pick_device(device)
+    require(quantize, torch_device)
+    module, tokenizer = load_quantized(name, quantize, pick_dtype(dtype, torch_device), torch_device, trust_remote_code)
+    return wrap_loaded(name, module, tokenizer, torch_device, neuron_module)
+
+
+__all__ = ["Quantize", "load_quantized", "load_quantized_model", "missing_for", "require"]

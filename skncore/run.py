@@ -23,16 +23,16 @@ import torch
 from skn import zoo
 from skn.api import MetricFailure, ProbeConfig, probe, train
 from skn.data import Example, FieldNames, Split, load_split
-from skn.errors import ModelError, UsageError
+from skn.errors import UsageError
 from skn.fused_mlp import unsupported_reason
 from skn.groups import field_values, group_summaries
-from skn.layout import Template, encode_all
-from skn.memory import MemoryPlan, Workload, advice, check_fits, free_memory, model_shape, plan
+from skn.layout import Template
+from skn.memory import MemoryPlan, Workload, advice, check_fits, plan_from_config
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
-from skn.model import DType, LoadedModel, load_model, pick_device, pick_dtype, wrap_loaded
+from skn.model import DType, LoadedModel, load_model
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import PromptInit
-from skn.quantize import Quantize, load_quantized, require
+from skn.quantize import Quantize, load_quantized_model
 from skn.result import ProbeResult, TrainPoint
 from skn.rundir import EXAMPLES_FILE, read_prompt, write_examples, write_probe_run
 from skn.tasks import get_task, load_task, sample
@@ -149,12 +149,10 @@ def set_threads(threads: int) -> None:
 def load_requested_model(request: ModelRequest) -> LoadedModel:
     """The model of a request: the bundled one (checksums checked) unless a name is given."""
     if request.quantize is not Quantize.NONE:
-        device = pick_device(request.device)
-        require(request.quantize, device)
         name = str(zoo.verify_model()) if request.bundled else request.name
-        module, tokenizer = load_quantized(name, request.quantize, pick_dtype(request.dtype, device), device,
-                                           request.trust_remote_code and not request.bundled)
-        return wrap_loaded(zoo.BUNDLED_NAME if request.bundled else name, module, tokenizer, device, request.neuron_module)
+        loaded = load_quantized_model(name, request.quantize, request.dtype, request.device,
+                                      request.trust_remote_code and not request.bundled, request.neuron_module)
+        return replace(loaded, name=zoo.BUNDLED_NAME) if request.bundled else loaded
     if request.bundled:
         folder = zoo.verify_model()
         loaded = load_model(str(folder), request.dtype, request.device, False, request.neuron_module)
@@ -225,29 +223,13 @@ def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_m
 
 def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPlan, Workload]:
     """The memory plan of a run (skn.memory) from the config and the tokenized examples; no weight loads."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    name = str(zoo.default_model_path()) if request.model.bundled else request.model.name
-    trust = request.model.trust_remote_code and not request.model.bundled
-    device = pick_device(request.model.device)
-    dtype = pick_dtype(request.model.dtype, device)
-    require(request.model.quantize, device)
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust)
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust)
-    except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
-        raise ModelError(f"cannot load the config or tokenizer of '{name}': {err}") from None
-    prompt_len = request.train.prompt_len
-    rows = encode_all(tokenizer, chosen.split.train + chosen.split.val, request.data.template, 0, prompt_len)
-    lengths = [len(r.instruction) + prompt_len + len(r.completion) for r in rows]
-    prefix = min(len(r.instruction) + prompt_len for r in rows)
+    model = request.model
     spec = parse_metric(request.metric or chosen.default_metric)
-    work = Workload(batch_size=request.train.batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
-                    prompt_len=prompt_len, training=not request.prompt,
-                    gradient_checkpointing=request.train.gradient_checkpointing,
-                    metric_after_pass=not spec.known_before_pass)
-    memory = plan(model_shape(config), work, dtype, request.model.quantize, device, free_memory(device))
-    return memory, work
+    return plan_from_config(
+        str(zoo.default_model_path()) if model.bundled else model.name, model.trust_remote_code and not model.bundled,
+        model.device, model.dtype, model.quantize, chosen.split.train + chosen.split.val, request.data.template,
+        request.train.prompt_len, request.train.batch_size, training=not request.prompt,
+        gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass)
 
 
 def memory_plan(request: ProbeRequest) -> MemoryPlan:
