@@ -100,3 +100,22 @@ def test_other_ffns_fall_back_with_a_reason() -> None:
     llama.model.config.hidden_act = "gelu"  # type: ignore[attr-defined]
     assert unsupported_reason(llama) == "the activation is gelu, not SiLU"
     assert unsupported_reason(tiny_loaded("qwen2")) == ""
+
+
+def test_run_says_when_it_falls_back(tmp_path: Path) -> None:
+    from skn.api import ProbeConfig
+    from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe
+
+    from conftest import char_tokenizer, tiny_model
+
+    folder = tmp_path / "tiny-gpt2"
+    tiny_model("gpt2").save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)  # type: ignore[attr-defined]
+    lines: list[str] = []
+    request = ProbeRequest(model=ModelRequest(str(folder), device="cpu"), data=DataRequest(train_size=4, val_size=6),
+                           train=TrainSettings(steps=1, prompt_len=2), probe=ProbeConfig(fused_mlp=True),
+                           metric="loss", out=str(tmp_path / "run"))
+    run_probe(request, notify=lines.append)
+    assert lines[0].startswith("no data given: running the built-in arithmetic task on 10 generated items")
+    assert lines[1].startswith("memory plan on cpu: peak ")
+    assert lines[2] == "--fused-mlp: the FFN is not gated; using the plain path (the down projection's input)"
