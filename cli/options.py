@@ -17,6 +17,7 @@ import click
 
 from skn.layout import Template
 from skn.model import DType
+from skn.quantize import Quantize
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,12 +66,15 @@ model_options = _packed(
         option("--device-map", ModelRequest, "device_map", metavar="MAP"),
         option("--max-memory", ModelRequest, "max_memory", metavar="DEVICE=SIZE"),
         option("--offload-folder", ModelRequest, "offload_folder", metavar="DIR"),
+        option("--quantize", ModelRequest, "quantize", type=click.Choice([q.value for q in Quantize])),
     ],
     "model",
-    lambda name, dtype, device, trust_remote_code, neuron_module, device_map, max_memory, offload_folder: ModelRequest(
-        name, DType(dtype), device, trust_remote_code, neuron_module, device_map, tuple(max_memory), offload_folder
+    lambda name, dtype, device, trust_remote_code, neuron_module, device_map, max_memory, offload_folder, quantize: ModelRequest(
+        name, DType(dtype), device, trust_remote_code, neuron_module, device_map, tuple(max_memory), offload_folder,
+        Quantize(quantize),
     ),
-    ("name", "dtype", "device", "trust_remote_code", "neuron_module", "device_map", "max_memory", "offload_folder"),
+    ("name", "dtype", "device", "trust_remote_code", "neuron_module", "device_map", "max_memory", "offload_folder",
+     "quantize"),
 )
 
 _DATA_KEYS = ("data", "val_data", "val_fraction", "instruction_field", "completion_field", "template", "seed")

@@ -16,7 +16,8 @@ from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
 from skn.compare_report import write_compare_report
-from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_directory, run_probe
+from skn.errors import UsageError
+from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, memory_plan, run_directory, run_probe
 from skn.seeds import parse_seeds, run_seeds, subrun_dir
 
 from skn.cli.compare_cmd import consensus_table, pair_table
@@ -45,7 +46,10 @@ from skn.cli.render import print_groups, print_run
 @click.option("--alpha", default=NullConfig.alpha, show_default=True, help="Family-wise error rate of the null's threshold.")
 @click.option("--seeds", default="", metavar="S,S,...",
               help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
+@option("--fused-mlp", ProbeConfig, "fused_mlp")
 @threads_option
+@click.option("--dry-run", is_flag=True, help="Print the memory plan (no weight loads) and exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as one JSON object (peak_bytes = the estimated peak).")
 @option("--overwrite", ProbeRequest, "overwrite")
 @option("--any-prompt-model", ProbeRequest, "any_prompt_model")
 @click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
@@ -54,7 +58,8 @@ def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
     reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str,
-    threads: int, overwrite: bool, any_prompt_model: bool, report: bool, out: str,
+    fused_mlp: bool, threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
+    out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
 
@@ -72,7 +77,7 @@ def probe_command(
         train=train,
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
                           backend=Backend(backend), template=data.template, holdout=holdout, score=Score(score),
-                          null=NullConfig(null_permutations, alpha, data.seed)),
+                          null=NullConfig(null_permutations, alpha, data.seed), fused_mlp=fused_mlp),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),
@@ -81,6 +86,12 @@ def probe_command(
         overwrite=overwrite,
         any_prompt_model=any_prompt_model,
     )
+    if dry_run:
+        plan = memory_plan(request)
+        click.echo(plan.to_json() if as_json else plan.line())
+        return
+    if as_json:
+        raise UsageError("--json goes with --dry-run")
     if not out:  # claimed here so that the CLI can print it; run_probe writes into it
         request = replace(request, out=str(run_directory("")))
     run_dir = Path(request.out)
@@ -88,7 +99,8 @@ def probe_command(
     if seeds:
         _probe_seeds(console, request, parse_seeds(seeds), n_exemplars, report)
         return
-    result = run_probe(request, RichProgress())
+    notices = Console(stderr=True)
+    result = run_probe(request, RichProgress(), notify=lambda line: notices.print(Text(line, style="yellow"), soft_wrap=True))
     print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
     if result.groups is not None:
         print_groups(console, result.groups)

@@ -27,8 +27,10 @@ def train_command(model: ModelRequest, data: DataRequest, train: TrainSettings, 
     Example:
       skn train --model ../shared/models/stories260K-hf --data train.jsonl --val-data val.jsonl --out RUN
     """
+    notices = Console(stderr=True)
     result, run_dir = run_train(ProbeRequest(model=model, data=data, train=train, out=out, threads=threads,
-                                                overwrite=overwrite), RichProgress())
+                                                overwrite=overwrite), RichProgress(),
+                                notify=lambda line: notices.print(Text(line, style="yellow"), soft_wrap=True))
     Console().print(Text(
         f"best validation loss {result.best_val_loss:.4f} at step {result.best_step} "
         f"({result.steps_done} steps, {result.seconds:.1f} s) -> {run_dir / PROMPT_FILE}"

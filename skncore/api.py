@@ -66,6 +66,8 @@ class ProbeConfig:
     score: Score = field(default=Score.PEARSON, metadata={"help": (
         "Rank by Pearson r, or by Wang et al.'s predictivity (binary metrics; needs training examples; "
         "no holdout).")})
+    fused_mlp: bool = field(default=False, metadata={"help": (
+        "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -148,7 +150,7 @@ def probe(
     # with a holdout the null is that of the selection fold, which ranks the neurons
     observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
     passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm,
-                             observers)
+                             observers, fused_mlp=config.fused_mlp)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:

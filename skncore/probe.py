@@ -24,7 +24,9 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from skn.backend import Backend, gathered_update, layer_update
+from skn.backend import Backend, gated_update, gathered_update, layer_update
+from skn.fused_mlp import capture_gated, unsupported_reason
+from skn.kernels.reference import gated_activation, update_layer_gated_torch_
 from skn.data import Example
 from skn.errors import InternalError
 from skn.folds import FoldAccumulator, FoldStats
@@ -113,6 +115,7 @@ def statistics_pass(
     progress: ProgressSink = SilentProgress(),
     confirm: Tensor | None = None,
     observers: Sequence[PassObserver] = (),
+    fused_mlp: bool = False,
 ) -> PassResult:
     """One pass over the validation set: the metric per example and the streamed statistics.
 
@@ -122,6 +125,11 @@ def statistics_pass(
 
     `observers` see every batch too; in the in-pass mode their prompt rows are gathered from each
     layer's [B, T, m] input (a slab of one layer) only when there are observers.
+
+    With `fused_mlp` (a SiLU-gated model, see skn.fused_mlp) the statistics come from gate and up inside
+    skn's own MLP forward; the numbers are the plain path's. With a label metric the gated kernel updates
+    the moments in place only when nothing else needs the prompt rows (no holdout, no null, no recorder);
+    otherwise the product is formed and handed on as on the plain path.
     """
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
@@ -136,6 +144,9 @@ def statistics_pass(
     else:  # a holdout: the rows of each batch go to their fold's moments (skn.folds)
         accumulator = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
+    fused_mlp = fused_mlp and not unsupported_reason(loaded)  # elsewhere the plain path (skn.run says so)
+    gated = gated_update(backend, loaded.device) if fused_mlp else update_layer_gated_torch_
+    fused_in_pass = fused_mlp and confirm is None and not observers
     pad = batch_pad_id(loaded)
     all_layers = list(range(sites.num_layers))
     known = metric_before_pass(spec, examples) if spec.known_before_pass else None
@@ -169,8 +180,21 @@ def statistics_pass(
                         for observer in observers:
                             observer.add_layer(layer, first, acts, y)
 
-                with capture_activations(loaded, all_layers, merge_rows, stop_after=all_layers[-1]):
-                    _forward_to_sites(loaded, batch, prompt)
+                if fused_in_pass and isinstance(accumulator, StatsAccumulator):
+                    plain = accumulator
+
+                    def merge_gated(layer: int, g: Tensor, u: Tensor) -> None:
+                        plain.update_layer_with(
+                            layer, lambda mean_x, m2_x, c_xy, n, mean_y: gated(mean_x, m2_x, c_xy, n, mean_y, g, u, offsets, y)
+                        )
+                        if layer == all_layers[-1]:
+                            raise _StopForward
+
+                    with capture_gated(loaded, all_layers, merge_gated):
+                        _forward_to_sites(loaded, batch, prompt)
+                else:
+                    with capture_activations(loaded, all_layers, merge_rows, stop_after=all_layers[-1]):
+                        _forward_to_sites(loaded, batch, prompt)
                 values.append(known[chunk])
             else:
                 # post-pass: keep this batch's prompt rows [L, B, P, m] until its metric is known
@@ -180,7 +204,12 @@ def statistics_pass(
                 def keep_rows(layer: int, x: Tensor) -> None:
                     slab[layer] = gather_prompt_rows(x, batch.prompt_start, prompt_len)
 
-                with capture_activations(loaded, all_layers, keep_rows):
+                def keep_gated(layer: int, g: Tensor, u: Tensor) -> None:
+                    slab[layer] = gated_activation(gather_prompt_rows(g, batch.prompt_start, prompt_len),
+                                                   gather_prompt_rows(u, batch.prompt_start, prompt_len))
+
+                capture = capture_gated(loaded, all_layers, keep_gated) if fused_mlp else capture_activations(loaded, all_layers, keep_rows)
+                with capture:
                     scores = completion_scores(loaded, batch, prompt)
                 y_cpu = metric_after_pass(spec, examples[chunk], scores, function)
                 y = y_cpu.to(loaded.device)

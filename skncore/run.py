@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,14 +25,17 @@ from skn.api import MetricFailure, ProbeConfig, Score, probe, train
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
 from skn.folds import plan_holdout
+from skn.fused_mlp import unsupported_reason
 from skn.groups import field_values, group_summaries
 from skn.layout import Template
+from skn.memory import MemoryPlan, Workload, advice, check_fits, plan_from_config
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import DType, LoadedModel, load_model
 from skn.placement import Placement
 from skn.predictivity import binary_labels
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import PromptInit
+from skn.quantize import Quantize, load_quantized_model
 from skn.result import ProbeResult, TrainPoint
 from skn.console import quiet_transformers
 from skn.preflight import (check_backend, check_learning_rate, check_model_path, check_prompt_model, check_python_metric,
@@ -70,6 +74,8 @@ class ModelRequest:
     @property
     def placement(self) -> Placement:
         return Placement(self.device_map, self.max_memory, self.offload_folder)
+    quantize: Quantize = field(default=Quantize.NONE, metadata=_help(
+        "Load the weights in 4 or 8 bits through bitsandbytes (CUDA, pip install 'skn[quantize]')."))
 
     @property
     def bundled(self) -> bool:
@@ -169,6 +175,11 @@ def load_requested_model(request: ModelRequest) -> LoadedModel:
 
 
 def _load_requested_model(request: ModelRequest) -> LoadedModel:
+    if request.quantize is not Quantize.NONE:
+        name = str(zoo.verify_model()) if request.bundled else request.name
+        loaded = load_quantized_model(name, request.quantize, request.dtype, request.device,
+                                      request.trust_remote_code and not request.bundled, request.neuron_module)
+        return replace(loaded, name=zoo.BUNDLED_NAME) if request.bundled else loaded
     if request.bundled:
         folder = zoo.verify_model()
         loaded = load_model(str(folder), request.dtype, request.device, False, request.neuron_module, request.placement)
@@ -187,21 +198,35 @@ class ChosenExamples:
     data_label: str  # run.json's `data`
     val_label: str  # run.json's `val_data`
     summary: str  # one line for a task's run.json `data_summary` ("" for files)
+    task: str = ""  # the built-in task the examples come from ("" for files and the bundled default)
+    notice: str = ""  # one line to tell the user before the run starts ("" when nothing needs saying)
+
+
+NO_DATA_TASK = "arithmetic"  # the paper's label-free experiment (RQ3), run when a model comes with no data
+
+
+def no_data_notice(n_items: int) -> str:
+    return (f"no data given: running the built-in {NO_DATA_TASK} task on {n_items} generated items; "
+            "pass --data or --task for your own")
 
 
 def choose_examples(request: DataRequest, bundled_model: bool) -> ChosenExamples:
     """--task NAME reads --data/--val-data in the task's format; otherwise JSONL/CSV files; with neither,
-    on the bundled model, the bundled default: generated 2- and 3-digit multiplication items."""
-    if not request.task and not request.data and not request.val_data and bundled_model:
+    on the bundled model, the bundled default: generated 2- and 3-digit multiplication items; with
+    neither on any other model, the paper's RQ3: the arithmetic task's own generated items (1-5 digits,
+    the four operations, BIG-bench's multiple-choice format, never BIG-bench's examples), with a notice."""
+    no_data = not request.task and not request.data and not request.val_data
+    if no_data and bundled_model:
         split = zoo.default_examples(request.train_size or BUNDLED_TRAIN_SIZE, request.val_size or BUNDLED_VAL_SIZE)
         label = "generated 2-3 digit multiplication (skn.zoo.default_examples)"
         return ChosenExamples(split, "loss", ("last_digit_shortcut", "digits"), label, label, "")
-    if request.task:
-        task = get_task(request.task)
+    if no_data or request.task:
+        task = get_task(request.task or NO_DATA_TASK)
         loaded = load_task(task, request.data, request.val_data, request.train_size, request.val_size, request.seed)
+        notice = no_data_notice(len(loaded.train) + len(loaded.val)) if no_data else ""
         return ChosenExamples(Split(loaded.train, loaded.val), task.default_metric, task.group_by,
                               ",".join(request.data) or loaded.summary, ",".join(request.val_data) or loaded.summary,
-                              loaded.summary)
+                              loaded.summary, task.name, notice)
     split = load_split(request.data, request.val_data, request.val_fraction, request.seed,
                        FieldNames(request.instruction_field, request.completion_field))
     split = Split(sample(split.train, request.train_size, "", request.seed, "training"),
@@ -224,6 +249,31 @@ def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_m
         init=PromptInit(init), gradient_checkpointing=settings.gradient_checkpointing,
     )
     return with_steps_from_epochs(config, settings.epochs, n_train) if settings.epochs > 0 else config
+
+
+def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPlan, Workload]:
+    """The memory plan of a run (skn.memory) from the config and the tokenized examples; no weight loads."""
+    model = request.model
+    spec = parse_metric(request.metric or chosen.default_metric)
+    return plan_from_config(
+        str(zoo.default_model_path()) if model.bundled else model.name, model.trust_remote_code and not model.bundled,
+        model.device, model.dtype, model.quantize, chosen.split.train + chosen.split.val, request.data.template,
+        request.train.prompt_len, request.train.batch_size, training=not request.prompt,
+        gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass)
+
+
+def memory_plan(request: ProbeRequest) -> MemoryPlan:
+    """`skn probe --dry-run`: the plan of the run the request asks for, without loading a weight."""
+    return plan_memory(request, choose_examples(request.data, request.model.bundled))[0]
+
+
+def _announce_plan(request: ProbeRequest, chosen: ChosenExamples, notify: Callable[[str], None]) -> None:
+    memory, work = plan_memory(request, chosen)
+    notify(memory.line())
+    check_fits(memory, work)  # on CUDA a run that will not fit stops here
+    text = advice(memory, work)
+    if text:
+        notify(text)
 
 
 def run_directory(out: str, overwrite: bool = False, keep: tuple[str, ...] = ()) -> Path:
@@ -277,9 +327,15 @@ def _check_before_training(
         field_values(examples, name)  # a missing group-by field fails now, naming the example
 
 
-def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) -> ProbeResult:
+def _quiet(line: str) -> None:
+    return None
+
+
+def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
+              notify: Callable[[str], None] = _quiet) -> ProbeResult:
     """`skn probe` as one call: choose the examples, load the model, train a prompt unless one is given,
-    probe, and write the run directory (files land as soon as each step ends)."""
+    probe, and write the run directory (files land as soon as each step ends). `notify` gets the
+    one-line notices a person should see before the run starts (the CLI prints them)."""
     start = time.perf_counter()
     set_threads(request.threads)
     bundled = request.model.bundled
@@ -287,15 +343,20 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
     check_model_path(request.model.name)
     with stage("reading the data"):
         chosen = choose_examples(request.data, bundled)
+    if chosen.notice:
+        notify(chosen.notice)
     spec = parse_metric(request.metric or chosen.default_metric)
     group_by = request.group_by or chosen.group_by
     probe_config = replace(request.probe, template=request.data.template, holdout_seed=request.data.seed)
     _check_before_training(chosen.split.val, spec, group_by, probe_config.holdout, probe_config.score, chosen.split.train)
+    _announce_plan(request, chosen, notify)
     train_config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
     given = read_prompt(Path(request.prompt)) if request.prompt else None
     out = run_directory(request.out, request.overwrite, kept_files(request))
     with stage("loading the model", out):
         loaded = load_requested_model(request.model)
+    if probe_config.fused_mlp and unsupported_reason(loaded):
+        notify(f"--fused-mlp: {unsupported_reason(loaded)}; using the plain path (the down projection's input)")
     trained: TrainResult | None = None
     if given is not None:
         check_prompt_model(given.model, loaded.name, request.prompt, request.any_prompt_model)
@@ -328,8 +389,8 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress()) 
         train_history=_history(trained) if trained is not None else (),
         train_best_val_loss=trained.best_val_loss if trained is not None else None,
         train_best_step=trained.best_step if trained is not None else None,
-        task=request.data.task,
-        data_summary=chosen.summary if request.data.task else "",
+        task=chosen.task,
+        data_summary=chosen.summary if chosen.task else "",
         group_by=group_by,
         timings=timings,
     )
@@ -348,13 +409,16 @@ def write_run(out: Path, result: ProbeResult) -> None:
         write_predictivity(out, result.predictivity, result.corr, result.neurons, Score.PREDICTIVITY.value, metadata)
 
 
-def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress()) -> tuple[TrainResult, Path]:
+def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
+              notify: Callable[[str], None] = _quiet) -> tuple[TrainResult, Path]:
     """`skn train` as one call: the prompt only, written to the run directory."""
     set_threads(request.threads)
     bundled = request.model.bundled
     check_model_path(request.model.name)
     with stage("reading the data"):
         chosen = choose_examples(request.data, bundled)
+    if chosen.notice:
+        notify(chosen.notice)
     config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
     out = run_directory(request.out, request.overwrite, kept_files(request))
     with stage("loading the model", out):
@@ -370,6 +434,7 @@ __all__ = [
     "ChosenExamples",
     "DataRequest",
     "ModelRequest",
+    "NO_DATA_TASK",
     "ProbeRequest",
     "TrainSettings",
     "choose_examples",
@@ -377,6 +442,9 @@ __all__ = [
     "help_of",
     "kept_files",
     "load_requested_model",
+    "memory_plan",
+    "plan_memory",
+    "no_data_notice",
     "run_directory",
     "run_probe",
     "run_train",

@@ -1,0 +1,232 @@
+"""A memory plan before any weights load: will this run fit its device, and if not, what would.
+
+Everything comes from the model's config, the tokenized examples and the run's options; no weight is
+read. With b the bytes per element of the model's dtype, B the batch size, T the longest sequence
+(instruction + P prompt vectors + completion), K the scored tail (the completion positions, the only
+logits computed), H the hidden size, m the FFN width, L the layers, V the vocabulary, h the heads:
+
+- weights: the parameter count of the model built on the meta device (transformers' `num_parameters`,
+  tied weights counted once) times b; with --quantize the decoder's linear weights take 0.5625 (4-bit:
+  half a byte and a float32 scale per 64) or 1.0625 bytes (8-bit) and the rest keeps b;
+- statistics: 3 float64 moments of L * P * m, and the float64 workspace of one layer's batch, B * P * m;
+- probe batch: one layer's transients, B * T * (4H + 3m) * b, the attention scores B * h * T^2 * b,
+  the prompt rows kept for a metric known after the pass, L * B * P * m * b, and the logits,
+  B * K * V * (b + 8) (the model's and float32 log-softmax and its gradient's worth);
+- training: the activations autograd saves, per layer B * T * (6H + 3m) * b plus B * h * T^2 * b,
+  and the logits as above times 2; with gradient checkpointing only each layer's input, L * B * T * H * b,
+  plus one layer's saved activations while it is recomputed.
+
+The peak is weights + the larger of training and probing (the statistics live only while probing).
+`FACTOR` (measured on CPU, see tests/test_memory.py) covers allocator slack. These are estimates: the
+test holds them within 20% of a real run's peak RSS on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from skn.data import Example
+from skn.errors import ModelError, UsageError
+from skn.layout import Template, encode_all
+from skn.model import DType, pick_device, pick_dtype
+from skn.quantize import Quantize, require
+
+GIB = 1024**3
+FACTOR = 1.0  # allocator slack on top of the tensors counted
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the plan needs of a model, read from its config on the meta device."""
+
+    layers: int
+    width: int  # m, the FFN width (neurons per layer)
+    hidden: int
+    vocab: int
+    heads: int
+    parameters: int  # tied weights once
+    linear_parameters: int  # weights of the decoder layers' nn.Linear modules (what --quantize shrinks)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The run's sizes: batch, longest sequence, scored tail, prompt length, and what it does."""
+
+    batch_size: int
+    seq_len: int
+    scored_len: int
+    prompt_len: int
+    training: bool
+    gradient_checkpointing: bool
+    metric_after_pass: bool  # loss/confidence/...: the prompt rows of a batch are kept until it is scored
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    device: str
+    dtype: str
+    quantize: str
+    weights_bytes: int
+    stats_bytes: int
+    probe_bytes: int
+    train_bytes: int  # as asked (with or without checkpointing)
+    train_plain_bytes: int
+    train_checkpointed_bytes: int
+    peak_bytes: int
+    free_bytes: int | None  # what the device has free now; None when unknown
+
+    @property
+    def fits(self) -> bool:
+        return self.free_bytes is None or self.peak_bytes <= self.free_bytes
+
+    def line(self) -> str:
+        """The plan in one line."""
+        free = f", {gib(self.free_bytes)} free" if self.free_bytes is not None else ""
+        quant = f" ({self.quantize})" if self.quantize != Quantize.NONE.value else ""
+        train = (f"training {gib(self.train_bytes)} (plain {gib(self.train_plain_bytes)}, "
+                 f"checkpointed {gib(self.train_checkpointed_bytes)})") if self.train_bytes else "no training"
+        return (f"memory plan on {self.device}: peak {gib(self.peak_bytes)}{free} = weights {gib(self.weights_bytes)} "
+                f"{self.dtype}{quant} + max({train}, probe {gib(self.probe_bytes)} with statistics "
+                f"{gib(self.stats_bytes)})")
+
+    def to_json(self) -> str:
+        record = {
+            "device": self.device, "dtype": self.dtype, "quantize": self.quantize,
+            "weights_bytes": self.weights_bytes, "stats_bytes": self.stats_bytes, "probe_bytes": self.probe_bytes,
+            "train_bytes": self.train_bytes, "train_plain_bytes": self.train_plain_bytes,
+            "train_checkpointed_bytes": self.train_checkpointed_bytes, "peak_bytes": self.peak_bytes,
+            "free_bytes": self.free_bytes, "fits": self.fits,
+        }
+        return json.dumps(record, allow_nan=False)
+
+
+def gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def model_shape(config: object) -> ModelShape:
+    """Build the model on the meta device (no memory, no weights; what accelerate's `init_empty_weights`
+    does) and count its parameters with transformers' own `num_parameters`."""
+    from transformers import AutoModelForCausalLM
+
+    from skn.model import find_sites
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    sites = find_sites(model, str(getattr(config, "model_type", "")))
+    hidden = int(model.get_input_embeddings().weight.shape[1])
+    vocab = int(model.get_input_embeddings().weight.shape[0])
+    heads = int(getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 0) or 1)
+    output = model.get_output_embeddings()
+    skip = {id(output.weight)} if output is not None else set()
+    skip.add(id(model.get_input_embeddings().weight))
+    linear = sum(int(m.weight.numel()) for m in model.modules()
+                 if isinstance(m, torch.nn.Linear) and id(m.weight) not in skip)
+    return ModelShape(sites.num_layers, sites.width, hidden, vocab, heads, int(model.num_parameters()), linear)
+
+
+def element_bytes(dtype: torch.dtype) -> int:
+    return int(torch.empty((), dtype=dtype).element_size())
+
+
+def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quantize, device: torch.device,
+         free_bytes: int | None) -> MemoryPlan:
+    """The estimate of the module docstring."""
+    b = element_bytes(dtype)
+    B, T, K, P = work.batch_size, work.seq_len, work.scored_len, work.prompt_len
+    H, m, L, V, h = shape.hidden, shape.width, shape.layers, shape.vocab, shape.heads
+    if quantize is Quantize.NONE:
+        weights = shape.parameters * b
+    else:
+        weights = int(shape.linear_parameters * quantize.weight_bytes) + (shape.parameters - shape.linear_parameters) * b
+    stats = 3 * L * P * m * 8 + B * P * m * 8
+    logits = B * K * V * (b + 8)
+    attention = B * h * T * T * b
+    layer_transients = B * T * (4 * H + 3 * m) * b + attention
+    slab = L * B * P * m * b if work.metric_after_pass else 0
+    probe = stats + layer_transients + slab + logits
+    saved_layer = B * T * (6 * H + 3 * m) * b + attention
+    train_plain = L * saved_layer + 2 * logits
+    train_checkpointed = L * B * T * H * b + saved_layer + 2 * logits
+    train = (train_checkpointed if work.gradient_checkpointing else train_plain) if work.training else 0
+    peak = int(FACTOR * (weights + max(train, probe)))
+    return MemoryPlan(str(device), str(dtype).replace("torch.", ""), quantize.value, int(weights), stats, probe,
+                      train, train_plain if work.training else 0, train_checkpointed if work.training else 0,
+                      peak, free_bytes)
+
+
+def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DType, quantize: Quantize,
+                     examples: Sequence[Example], template: Template, prompt_len: int, batch_size: int, *,
+                     training: bool, gradient_checkpointing: bool, metric_after_pass: bool) -> tuple[MemoryPlan, Workload]:
+    """The plan of a run on model `name`: its config and tokenizer are read (no weights), the examples
+    tokenized for the longest sequence and the scored tail (right-padded batches: T - shortest prefix + 1)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    device = pick_device(device_name)
+    dtype = pick_dtype(dtype_choice, device)
+    require(quantize, device)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
+        raise ModelError(f"cannot load the config or tokenizer of '{name}': {err}") from None
+    rows = encode_all(tokenizer, examples, template, 0, prompt_len)
+    if not rows:
+        raise UsageError("no examples to plan the memory of")
+    lengths = [len(r.instruction) + prompt_len + len(r.completion) for r in rows]
+    prefix = min(len(r.instruction) + prompt_len for r in rows)
+    work = Workload(batch_size=batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
+                    prompt_len=prompt_len, training=training, gradient_checkpointing=gradient_checkpointing,
+                    metric_after_pass=metric_after_pass)
+    return plan(model_shape(config), work, dtype, quantize, device, free_memory(device)), work
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on the device: CUDA's own count, /proc/meminfo's MemAvailable on a CPU, else unknown."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        meminfo = Path("/proc/meminfo")
+        if meminfo.is_file():
+            for line in meminfo.read_text(encoding="utf-8").splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return None
+
+
+def advice(memory: MemoryPlan, work: Workload) -> str:
+    """What would fit, when the plan does not: the cheapest changes first."""
+    if memory.fits or memory.free_bytes is None:
+        return ""
+    free = memory.free_bytes
+    rest = memory.peak_bytes - max(memory.train_bytes, memory.probe_bytes)
+    ideas: list[str] = []
+    if work.training and not work.gradient_checkpointing and rest + max(memory.train_checkpointed_bytes, memory.probe_bytes) <= free:
+        ideas.append("--gradient-checkpointing")
+    if work.batch_size > 1:
+        ideas.append(f"a smaller --batch-size (now {work.batch_size})")
+    if memory.dtype == "float32":
+        ideas.append("--dtype bfloat16 (half the weights)")
+    if memory.quantize == Quantize.NONE.value:
+        ideas.append("--quantize 8bit or 4bit (CUDA, bitsandbytes)")
+    ideas.append("a device map with CPU offload")
+    return (f"the plan needs {gib(memory.peak_bytes)} but {memory.device} has {gib(free)} free; "
+            f"try {', '.join(ideas)}")
+
+
+def check_fits(memory: MemoryPlan, work: Workload) -> None:
+    """On CUDA a run that will not fit stops here, before it loads a weight, saying what would fit.
+    On a CPU (swap, memory-mapped weights) the advice is only a warning, given by the caller."""
+    text = advice(memory, work)
+    if text and memory.device.startswith("cuda"):
+        raise UsageError(text)
+
+
+__all__ = ["FACTOR", "MemoryPlan", "ModelShape", "Workload", "advice", "check_fits", "free_memory",
+           "model_shape", "plan", "plan_from_config"]
