@@ -195,6 +195,8 @@ def probe_info(
         info["train_history"] = [asdict(h) for h in trained.history]
         info["train_best_val_loss"] = trained.best_val_loss
         info["train_best_step"] = trained.best_step
+        info["train_step_forward"] = trained.step_forward
+        info["train_step_forward_note"] = trained.step_forward_note
     if extra:
         info.update(extra)
     return info

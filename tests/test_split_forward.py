@@ -162,3 +162,35 @@ def test_choose_forward_checks_on_real_rows() -> None:
     finally:
         del model.forward
     assert choice.forward is StepForward.FULL and "differ" in choice.reason
+
+
+def _toy_rows(loaded: LoadedModel, n: int, seed: int) -> list[Encoded]:
+    import random
+
+    from skn.api import encode
+    from skn.data import Example
+    from skn.layout import Template
+
+    rng = random.Random(seed)
+    examples = [Example("".join(rng.choice("abc") for _ in range(rng.randint(1, 25))), "xyz", {}, f"toy:{i}") for i in range(n)]
+    return list(encode(loaded, examples, Template.PLAIN, 3))
+
+
+def test_split_training_matches_full_training_and_resumes(tmp_path: Path) -> None:
+    from skn.trainer import TrainConfig, train_prompt
+
+    loaded = tiny_loaded("llama", init_range=0.3)
+    rows, val = _toy_rows(loaded, 24, 0), _toy_rows(loaded, 8, 1)  # type: ignore[arg-type]
+    config = TrainConfig(prompt_len=3, steps=8, eval_every=4, batch_size=4, lr=0.05)
+    split = train_prompt(loaded, rows, val, config, out=tmp_path / "a")  # type: ignore[arg-type]
+    full = train_prompt(loaded, rows, val, TrainConfig(**{**config.__dict__, "split_forward": False}))  # type: ignore[arg-type]
+    assert (split.step_forward, full.step_forward) == ("split", "full") and split.step_forward_note == ""
+    assert split.best_val_loss == pytest.approx(full.best_val_loss, rel=1e-4)
+    torch.testing.assert_close(split.prompt, full.prompt, rtol=1e-3, atol=1e-4)
+    # interrupted after 4 steps, then resumed: the same as the uninterrupted split run
+    short = TrainConfig(**{**config.__dict__, "steps": 4})
+    train_prompt(loaded, rows, val, short, out=tmp_path / "b")  # type: ignore[arg-type]
+    resumed = train_prompt(loaded, rows, val, config, out=tmp_path / "b", resume=True)  # type: ignore[arg-type]
+    assert resumed.step_forward == "split"
+    torch.testing.assert_close(resumed.prompt, split.prompt, rtol=1e-5, atol=1e-6)
+    assert resumed.best_val_loss == pytest.approx(split.best_val_loss, rel=1e-6)
