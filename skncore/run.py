@@ -393,6 +393,8 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
         data_summary=chosen.summary if chosen.task else "",
         group_by=group_by,
         timings=timings,
+        extra={**result.info.extra, **({"train_step_forward": trained.step_forward,
+                                        "train_step_forward_note": trained.step_forward_note} if trained is not None else {})},
     )
     groups = group_summaries(result.top_activations, result.neurons, result.examples, group_by) if group_by else None
     result = replace(result, info=info, groups=groups)

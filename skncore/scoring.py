@@ -50,7 +50,12 @@ def forward_logits(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> tuple[T
 
 def completion_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> CompletionScores:
     logits, first = forward_logits(loaded, batch, prompt)
-    targets = batch.targets[:, first:].to(logits.device)
+    return scores_from_logits(logits, batch.targets[:, first:])
+
+
+def scores_from_logits(logits: Tensor, targets: Tensor) -> CompletionScores:
+    """Scores from logits [B, K, V] and the tokens they predict [B, K] (-100 where nothing is scored)."""
+    targets = targets.to(logits.device)
     valid = targets != -100
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     safe = targets.clamp(min=0)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from skn.errors import RunDirError, TrainingError, UsageError
 from skn.scoring import completion_scores
+from skn.split_forward import ForwardChoice, StepForward, choose_forward, step_scores
 from skn.layout import Encoded, make_batch
 from skn.model import LoadedModel, batch_pad_id
 from skn.progress import ProgressSink, SilentProgress
@@ -44,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     init: PromptInit = field(default_factory=PromptInit)
     gradient_checkpointing: bool = False
+    split_forward: bool = True  # the split step (skn.split_forward) where the model supports it
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class TrainResult:
     steps_done: int
     history: tuple[HistoryPoint, ...]
     seconds: float
+    step_forward: str = "full"  # "split" or "full": the forward the training steps used
+    step_forward_note: str = ""  # why the full forward, where the split was wanted but not possible
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -265,9 +269,13 @@ def train_prompt(
         best = saved.best.to(prompt.device)
         history = list(saved.history)
         evals_without_gain = saved.evals_without_gain
-    if config.gradient_checkpointing:
-        _enable_checkpointing(loaded)
     pad = batch_pad_id(loaded)
+    choice = ForwardChoice(StepForward.FULL, "split_forward=False")
+    if config.split_forward:
+        choice = choose_forward(loaded, list(train_rows[: config.batch_size]), prompt.detach(), pad)
+    split = choice.forward is StepForward.SPLIT
+    if config.gradient_checkpointing and not split:  # the split checkpoints its whole step itself
+        _enable_checkpointing(loaded)
     stream = BatchStream(len(train_rows), config.batch_size, config.seed)
     identity = training_identity(loaded, train_rows, val_rows, config) if out is not None else None
     with progress.task("training prompt", config.steps) as advance:
@@ -278,7 +286,7 @@ def train_prompt(
             for micro in range(config.grad_accum):
                 indices = stream.micro_batch(step * config.grad_accum + micro)
                 batch = make_batch([train_rows[i] for i in indices], config.prompt_len, pad)
-                loss = completion_scores(loaded, batch, prompt).mean_loss / config.grad_accum
+                loss = step_scores(loaded, batch, prompt, choice, config.gradient_checkpointing).mean_loss / config.grad_accum
                 torch.autograd.backward(loss)
                 step_loss += float(loss.detach())
             check_finite_loss(step_loss, step + 1, "training", config)
@@ -309,6 +317,8 @@ def train_prompt(
         steps_done=step,
         history=tuple(history),
         seconds=time.perf_counter() - start_time,
+        step_forward=choice.forward.value,
+        step_forward_note=choice.reason,
     )
 
 

@@ -1,0 +1,150 @@
+"""One prompt-training step: skn (split forward, full forward) against PEFT prompt tuning, side by side.
+
+Same model (random Qwen2 8 layers x 512 hidden x 1376 FFN, vocab 8000, as bench/probe_overhead.py),
+same rows, batch 8, P = 20, AdamW lr 3e-3. A step = forward + backward + optimizer.step() on one
+batch. PEFT: `get_peft_model(model, PromptTuningConfig(num_virtual_tokens=20))`, its 20 virtual
+tokens prepended, labels -100 on the instruction. The three are alternated in one process for
+--rounds rounds of --steps steps each; the median round time of each is reported, with ratios.
+Peak memory: the CUDA peak where there is a GPU, else the growth of the process's peak RSS over
+the first step of each (a rough figure on the CPU).
+
+Shapes: `bench` = instructions of 6-14 tokens, 4 completion tokens + EOS (probe_overhead's rows);
+`hans` = instructions of ~60 tokens (55-65), 2 completion tokens + EOS.
+Usage: python bench/train_step.py [--shape bench|hans|both] [--rounds 5] [--steps 3]   (needs `pip install skn[bench]`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import torch
+
+
+def build(device: torch.device) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=8000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
+                         num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=512)
+    return AutoModelForCausalLM.from_config(config).to(device).eval()
+
+
+def rows(shape: str, n: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    gen = torch.Generator().manual_seed(1)
+    lo, hi, k = (6, 15, 4) if shape == "bench" else (55, 66, 2)
+    out = []
+    for _ in range(n):
+        length = int(torch.randint(lo, hi, (1,), generator=gen))
+        instruction = tuple(int(t) for t in torch.randint(2, 8000, (length,), generator=gen))
+        out.append((instruction, tuple(int(t) for t in torch.randint(2, 8000, (k,), generator=gen)) + (1,)))
+    return out
+
+
+def skn_step(model: torch.nn.Module, data: list, device: torch.device, split: bool) -> Callable[[], None]:
+    from skn.scoring import completion_scores
+    from skn.layout import Encoded, make_batch
+    from skn.model import wrap_loaded
+    from skn.split_forward import ForwardChoice, StepForward, step_scores
+
+    loaded = wrap_loaded("bench-qwen2", model, SimpleNamespace(pad_token_id=0, eos_token_id=1), device)
+    batch = make_batch([Encoded(i, c) for i, c in data], 20, 0)
+    prompt = (torch.randn(20, 512, device=device) * 0.02).requires_grad_(True)
+    optimizer = torch.optim.AdamW([prompt], lr=3e-3)
+    choice = ForwardChoice(StepForward.SPLIT if split else StepForward.FULL)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_scores(loaded, batch, prompt, choice).mean_loss if split else completion_scores(loaded, batch, prompt).mean_loss
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def peft_step(model: torch.nn.Module, data: list, device: torch.device) -> Callable[[], None]:
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    peft_model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20))
+    peft_model.eval()
+    width = max(len(i) + len(c) for i, c in data)
+    ids = torch.zeros((len(data), width), dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for b, (i, c) in enumerate(data):
+        seq = i + c
+        ids[b, : len(seq)] = torch.tensor(seq)
+        mask[b, : len(seq)] = 1
+        labels[b, len(i) : len(seq)] = torch.tensor(c)
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_of(step: Callable[[], None], device: torch.device) -> float:
+    """MiB: CUDA peak during one step above what was allocated before it; on the CPU ru_maxrss growth."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        sync(device)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def run(shape: str, rounds: int, steps: int, device: torch.device) -> None:
+    data = rows(shape, 8)
+    model = build(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    steps_by_name = {"skn split": skn_step(model, data, device, True), "skn full": skn_step(model, data, device, False)}
+    steps_by_name["peft"] = peft_step(model, data, device)  # wraps the same (frozen) model
+    peaks = {name: peak_of(fn, device) for name, fn in steps_by_name.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    for _ in range(rounds):
+        for name, fn in steps_by_name.items():
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) / steps)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"shape={shape} device={device.type} batch=8 P=20 rounds={rounds} steps/round={steps}")
+    for name in steps_by_name:
+        print(f"  {name:10s} {med[name] * 1e3:8.1f} ms/step  {med[name] / med['peft']:5.2f}x peft  peak {peaks[name]:8.1f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", choices=["bench", "hans", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    for shape in (["bench", "hans"] if args.shape == "both" else [args.shape]):
+        run(shape, args.rounds, args.steps, torch.device(args.device))
+
+
+if __name__ == "__main__":
+    main()

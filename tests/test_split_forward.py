@@ -1,0 +1,196 @@
+"""The split training forward (instruction under no_grad into the KV cache, prompt + completion with
+gradients) is the same computation as the full forward.
+
+Tolerance (float32): per-example losses and per-token log-probabilities within 2e-5 absolute (the
+observed gap is ~1e-6: only the order of float additions differs), the prompt's gradient within
+1e-4 of its largest entry (observed ~1e-6). `correct` must agree exactly."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+
+from skn.scoring import CompletionScores, completion_scores
+from skn.layout import Encoded, make_batch
+from skn.model import LoadedModel
+from skn.split_forward import ForwardChoice, StepForward, choose_forward, split_scores, split_support
+
+from conftest import tiny_loaded
+
+LOSS_ATOL = 2e-5
+GRAD_REL = 1e-4
+
+
+def random_rows(shape: list[tuple[int, int]], vocab: int, seed: int, eos: int) -> list[Encoded]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        Encoded(tuple(torch.randint(5, vocab, (n,), generator=gen).tolist()),
+                tuple(torch.randint(5, vocab, (k,), generator=gen).tolist()) + (eos,))
+        for n, k in shape
+    ]
+
+
+def scores_and_grad(fn: object, loaded: LoadedModel, rows: list[Encoded], prompt: torch.Tensor, **kw: bool) -> tuple[CompletionScores, torch.Tensor]:
+    prompt = prompt.clone().requires_grad_(True)
+    scores = fn(loaded, make_batch(rows, prompt.shape[0], 0), prompt, **kw)  # type: ignore[operator]
+    (grad,) = torch.autograd.grad(scores.mean_loss, prompt)
+    return scores, grad
+
+
+def assert_same(loaded: LoadedModel, rows: list[Encoded], prompt_len: int, seed: int = 0, checkpointed: bool = False) -> None:
+    d = int(loaded.input_embeddings.weight.shape[1])
+    prompt = torch.randn(prompt_len, d, generator=torch.Generator().manual_seed(seed)) * 0.3
+    full, g_full = scores_and_grad(completion_scores, loaded, rows, prompt)
+    split, g_split = scores_and_grad(split_scores, loaded, rows, prompt, checkpointed=checkpointed)
+    torch.testing.assert_close(split.loss, full.loss, rtol=0, atol=LOSS_ATOL)
+    torch.testing.assert_close(split.confidence, full.confidence, rtol=0, atol=LOSS_ATOL)
+    assert torch.equal(split.correct, full.correct)
+    # the token columns start at the first scored column of each layout: compare row-major token lists
+    torch.testing.assert_close(split.token_logprob[split.token_mask], full.token_logprob[full.token_mask], rtol=0, atol=LOSS_ATOL)
+    assert float(g_full.abs().max()) > 0
+    assert float((g_split - g_full).abs().max()) <= GRAD_REL * float(g_full.abs().max())
+
+
+# very different instruction lengths (1 to 40 tokens), a row without a completion beyond EOS
+RAGGED = [(1, 3), (40, 1), (7, 6), (23, 0)]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2"])
+@pytest.mark.parametrize("prompt_len", [1, 5])
+def test_split_equals_full_on_ragged_batches(arch: str, prompt_len: int) -> None:
+    loaded = tiny_loaded(arch, init_range=0.3)  # large weights: every position matters
+    assert split_support(loaded) == ForwardChoice(StepForward.SPLIT)  # type: ignore[arg-type]
+    assert_same(loaded, random_rows(RAGGED, 80, 1, 2), prompt_len)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_split_equals_full_for_batch_size_one(arch: str) -> None:
+    loaded = tiny_loaded(arch, init_range=0.3)
+    assert_same(loaded, random_rows([(9, 4)], 80, 2, 2), 1)  # type: ignore[arg-type]
+    assert_same(loaded, random_rows([(30, 2)], 80, 3, 2), 4)  # type: ignore[arg-type]
+
+
+def test_checkpointed_split_equals_full() -> None:
+    loaded = tiny_loaded("llama", init_range=0.3)
+    assert_same(loaded, random_rows(RAGGED, 80, 4, 2), 3, checkpointed=True)  # type: ignore[arg-type]
+
+
+def test_split_needs_continued_positions() -> None:
+    """The check can fail: the suffix without explicit positions (restarting from the cache length,
+    which for a short row is not its own length) gives different losses."""
+    from skn import split_forward
+
+    loaded = tiny_loaded("qwen2", init_range=0.3)
+    rows = random_rows([(2, 3), (30, 3)], 80, 5, 2)
+    prompt = torch.randn(3, 32, generator=torch.Generator().manual_seed(0)) * 0.3
+    batch = make_batch(rows, 3, 0)
+    with torch.no_grad():
+        full = completion_scores(loaded, batch, prompt).loss  # type: ignore[arg-type]
+        model = loaded.model  # type: ignore[attr-defined]
+        original = model.forward
+
+        @functools.wraps(original)
+        def no_positions(*args: object, **kwargs: object) -> object:
+            if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+                kwargs.pop("position_ids", None)
+            return original(*args, **kwargs)
+
+        model.forward = no_positions
+        try:
+            broken = split_forward.split_scores(loaded, batch, prompt).loss  # type: ignore[arg-type]
+        finally:
+            del model.forward
+    assert float((broken - full).abs()[0]) > 1e-3  # the short row moved
+    assert float((broken - full).abs()[1]) < LOSS_ATOL  # the longest row is unaffected
+
+
+def test_stories_split_equals_full(stories_path: Path) -> None:
+    from skn.model import load_model
+
+    loaded = load_model(str(stories_path), device="cpu")
+    rows = random_rows([(3, 2), (50, 1), (17, 5)], 500, 6, 2)
+    assert split_support(loaded).forward is StepForward.SPLIT
+    assert_same(loaded, rows, 1)
+    assert_same(loaded, rows, 20)
+
+
+def test_empty_instruction_uses_the_full_forward() -> None:
+    loaded = tiny_loaded("qwen2", init_range=0.3)
+    rows = [Encoded((), (7, 8, 2)), Encoded((9, 10), (11, 2))]
+    assert_same(loaded, rows, 2)  # type: ignore[arg-type]
+
+
+def test_unsupported_models_fall_back_with_a_reason() -> None:
+    loaded = tiny_loaded("qwen2")
+    config = loaded.model.config  # type: ignore[attr-defined]
+    config.layer_types = ["full_attention", "sliding_attention"]
+    choice = split_support(loaded)  # type: ignore[arg-type]
+    assert choice.forward is StepForward.FULL and "sliding_attention" in choice.reason
+
+    class NoCache(torch.nn.Module):
+        def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> None:
+            raise AssertionError("not called")
+
+    plain = tiny_loaded("llama")
+    object.__setattr__(plain, "model", NoCache())
+    choice = split_support(plain)  # type: ignore[arg-type]
+    assert choice.forward is StepForward.FULL and "takes no cache" in choice.reason
+
+
+def test_choose_forward_checks_on_real_rows() -> None:
+    loaded = tiny_loaded("gpt2", init_range=0.3)
+    rows = random_rows([(4, 2), (12, 3)], 80, 7, 2)
+    prompt = torch.zeros(3, 32)
+    assert choose_forward(loaded, rows, prompt, 0).forward is StepForward.SPLIT  # type: ignore[arg-type]
+    model = loaded.model  # type: ignore[attr-defined]
+    original = model.forward
+
+    @functools.wraps(original)
+    def forgets_the_cache(*args: object, **kwargs: object) -> object:
+        kwargs.pop("cache", None)
+        kwargs.pop("past_key_values", None)
+        if kwargs.get("attention_mask") is not None:
+            kwargs["attention_mask"] = kwargs["attention_mask"][:, -kwargs["inputs_embeds"].shape[1]:]  # type: ignore[index,union-attr]
+        return original(*args, **kwargs)
+
+    model.forward = forgets_the_cache
+    try:
+        choice = choose_forward(loaded, rows, prompt, 0)  # type: ignore[arg-type]
+    finally:
+        del model.forward
+    assert choice.forward is StepForward.FULL and "differ" in choice.reason
+
+
+def _toy_rows(loaded: LoadedModel, n: int, seed: int) -> list[Encoded]:
+    import random
+
+    from skn.api import encode
+    from skn.data import Example
+    from skn.layout import Template
+
+    rng = random.Random(seed)
+    examples = [Example("".join(rng.choice("abc") for _ in range(rng.randint(1, 25))), "xyz", {}, f"toy:{i}") for i in range(n)]
+    return list(encode(loaded, examples, Template.PLAIN, 3))
+
+
+def test_split_training_matches_full_training_and_resumes(tmp_path: Path) -> None:
+    from skn.trainer import TrainConfig, train_prompt
+
+    loaded = tiny_loaded("llama", init_range=0.3)
+    rows, val = _toy_rows(loaded, 24, 0), _toy_rows(loaded, 8, 1)  # type: ignore[arg-type]
+    config = TrainConfig(prompt_len=3, steps=8, eval_every=4, batch_size=4, lr=0.05)
+    split = train_prompt(loaded, rows, val, config, out=tmp_path / "a")  # type: ignore[arg-type]
+    full = train_prompt(loaded, rows, val, TrainConfig(**{**config.__dict__, "split_forward": False}))  # type: ignore[arg-type]
+    assert (split.step_forward, full.step_forward) == ("split", "full") and split.step_forward_note == ""
+    assert split.best_val_loss == pytest.approx(full.best_val_loss, rel=1e-4)
+    torch.testing.assert_close(split.prompt, full.prompt, rtol=1e-3, atol=1e-4)
+    # interrupted after 4 steps, then resumed: the same as the uninterrupted split run
+    short = TrainConfig(**{**config.__dict__, "steps": 4})
+    train_prompt(loaded, rows, val, short, out=tmp_path / "b")  # type: ignore[arg-type]
+    resumed = train_prompt(loaded, rows, val, config, out=tmp_path / "b", resume=True)  # type: ignore[arg-type]
+    assert resumed.step_forward == "split"
+    torch.testing.assert_close(resumed.prompt, split.prompt, rtol=1e-5, atol=1e-6)
+    assert resumed.best_val_loss == pytest.approx(split.best_val_loss, rel=1e-6)
