@@ -11,7 +11,7 @@ from rich.text import Text
 from torch import Tensor
 
 from skn.data import Example
-from skn.groups import GroupSummaries, Summary, group_key
+from skn.groups import GroupSummaries, Summary, value_label
 from skn.rank import Neuron, exemplars
 from skn.result import RunInfo
 
@@ -65,10 +65,6 @@ def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activa
     console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", text_width))
 
 
-def _group_label(value: object) -> str:
-    return value if isinstance(value, str) else group_key(value)
-
-
 def _group_cell(s: Summary) -> str:
     if s.count == 0:
         return "-"
@@ -85,7 +81,7 @@ def group_tables(summaries: GroupSummaries) -> list[Table]:
             table.add_column(name, justify="right")
         first = summaries.neurons[0].by_field[field] if summaries.neurons else ()
         for group in first:
-            table.add_column(f"{_group_label(group.value)} (n={group.stats.count})", justify="right", no_wrap=True)
+            table.add_column(f"{value_label(group.value)} (n={group.stats.count})", justify="right", no_wrap=True)
         for g in summaries.neurons:
             n = g.neuron
             table.add_row(str(n.rank), str(n.layer), str(n.index), str(n.position), f"{n.r:+.3f}",

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
+from skn.groups import Grouping
 from skn.plots import (
-    Grouping,
     NamedFigure,
     choose_grouping,
     neuron_figure,
@@ -194,28 +195,18 @@ def _summary(run: ProbeResult, grouping: Grouping, training: NamedFigure | None)
             f"<details><summary>Full configuration (run.json)</summary><pre>{full}</pre></details></section>")
 
 
-def _group_means(values: np.ndarray, grouping: Grouping) -> list[float]:
-    means = []
-    for members in grouping.members:
-        chosen = values[list(members)]
-        chosen = chosen[np.isfinite(chosen)]
-        means.append(float(chosen.mean()) if chosen.size else math.nan)
-    return means
-
-
 def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
     heads = ["rank", "layer", "neuron", "position", "r"] + [f"mean act. | {label}" for label in grouping.labels]
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
     rows = []
     for row, n in enumerate(run.neurons):
-        values = run.top_activations[row].to(torch.float64).numpy()
         cells = [
             f'<td class="num" data-v="{n.rank}"><a href="#neuron-{n.rank}">#{n.rank}</a></td>',
             _num_cell(float(n.layer), str(n.layer)),
             _num_cell(float(n.index), str(n.index)),
             _num_cell(float(n.position), str(n.position)),
             _r_cell(n.r),
-        ] + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
+        ] + [_num_cell(g.mean, _number(g.mean, 3)) for g in grouping.summaries(run.top_activations[row])]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'
             f'<p class="sub">Ranked by |r| at each neuron\'s best prompt position. Click a header to sort; click a rank '
@@ -238,15 +229,11 @@ def _examples_table(run: ProbeResult, indices: Sequence[int], values: np.ndarray
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _group_table(values: np.ndarray, grouping: Grouping) -> str:
+def _group_table(values: Tensor, grouping: Grouping) -> str:
     rows = []
-    for label, members in zip(grouping.labels, grouping.members, strict=True):
-        chosen = values[list(members)]
-        chosen = chosen[np.isfinite(chosen)]
-        mean = float(chosen.mean()) if chosen.size else math.nan
-        sd = float(chosen.std(ddof=1)) if chosen.size > 1 else math.nan
-        rows.append(f"<tr><td>{esc(label)}</td>{_num_cell(float(chosen.size), str(chosen.size))}"
-                    f"{_num_cell(mean, _number(mean, 3))}{_num_cell(sd, _number(sd, 3))}</tr>")
+    for label, g in zip(grouping.labels, grouping.summaries(values), strict=True):
+        rows.append(f"<tr><td>{esc(label)}</td>{_num_cell(float(g.count), str(g.count))}"
+                    f"{_num_cell(g.mean, _number(g.mean, 3))}{_num_cell(g.std, _number(g.std, 3))}</tr>")
     head = "".join(f"<th>{esc(h)}</th>" for h in (grouping.field, "n", "mean", "sd"))
     return f'<table class="groups"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -258,7 +245,7 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
     figure = neuron_figure(run, row, grouping).figure
     return (f'<section class="card neuron" id="neuron-{neuron.rank}"><h3>{esc(neuron_title(neuron))}</h3>'
             f'<div class="pair">{_img(figure, f"activation density of neuron {neuron.layer}.{neuron.index}", "fig")}'
-            f"{_group_table(values, grouping)}</div>"
+            f"{_group_table(run.top_activations[row], grouping)}</div>"
             f"<h4>Most activating</h4>{_examples_table(run, chosen.most, values, labels, grouping.field)}"
             f"<h4>Least activating</h4>{_examples_table(run, chosen.least, values, labels, grouping.field)}"
             f'<p class="sub"><a href="#neurons">back to the table</a></p></section>')
