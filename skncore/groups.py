@@ -244,7 +244,7 @@ def group_by_field(examples: Sequence[Example], field: str, source: GroupSource)
         numbers = [math.nan] * len(examples)
         for value, members in zip(part.values, part.members, strict=True):
             for i in members:
-                numbers[i] = float(value)  # type: ignore[arg-type]  # numeric: checked above
+                numbers[i] = float(value) if isinstance(value, (int, float)) else math.nan
         return _median_split(numbers, field, field, source)
     groups = [(label, sorted(members)) for label, members in labelled.items()]
     if len(groups) > MAX_GROUPS:

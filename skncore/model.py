@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from skn.errors import ModelError, UsageError
+from skn.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class LoadedModel:
 
     name: str
     model: nn.Module
-    tokenizer: object  # a transformers PreTrainedTokenizerBase; kept opaque for mypy
+    tokenizer: Tokenizer  # a transformers tokenizer
     sites: NeuronSites
     device: torch.device
     dtype: torch.dtype
@@ -202,7 +203,7 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 def wrap_loaded(
-    name: str, model: nn.Module, tokenizer: object, device: torch.device, neuron_module: str = ""
+    name: str, model: nn.Module, tokenizer: Tokenizer, device: torch.device, neuron_module: str = ""
 ) -> LoadedModel:
     """Freeze an already built model (a notebook's, a test's) and find its neurons."""
     config = getattr(model, "config", None)

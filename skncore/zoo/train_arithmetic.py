@@ -35,8 +35,9 @@ from torch import Tensor, nn
 
 from skn.data import Example
 from skn.errors import UsageError
-from skn.layout import Encoded, Template, make_batch
+from skn.layout import Encoded, Template, make_batch, pad_id
 from skn.layout import encode as encode_example
+from skn.tokenizer import Tokenizer, token_id
 from skn.zoo import CHECKSUM_FILE, PLACEHOLDER
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", PLACEHOLDER)
@@ -113,13 +114,13 @@ class History:
 # tokenizer and model
 
 
-def build_tokenizer() -> object:
+def build_tokenizer() -> Tokenizer:
     """A character-level tokenizer (tokenizers' BPE with no merges), BOS added on encode."""
-    from tokenizers import Tokenizer, decoders, models, processors
+    from tokenizers import Tokenizer as CoreTokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core = CoreTokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.add_special_tokens(list(SPECIAL_TOKENS))
     core.decoder = decoders.Fuse()
     bos = vocab["<s>"]
@@ -201,7 +202,7 @@ def generated_examples(cfg: PretrainConfig, n: int, salt: int) -> tuple[Example,
     return tuple(out)
 
 
-def encode_pretraining(tokenizer: object, example: Example) -> Encoded:
+def encode_pretraining(tokenizer: Tokenizer, example: Example) -> Encoded:
     """The probe's own layout (skn.layout): BOS + instruction, and completion + EOS."""
     return encode_example(tokenizer, example, Template.PLAIN)
 
@@ -230,11 +231,11 @@ def parse_choices(instruction: str) -> tuple[str, ...]:
 
 
 def score_choices(
-    model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int, batch_size: int = 256
+    model: nn.Module, tokenizer: Tokenizer, examples: Sequence[Example], prompt_len: int, batch_size: int = 256
 ) -> tuple[Scored, ...]:
     """Score every choice of every example by its summed NLL (+ EOS) in the pretraining layout."""
-    placeholder = int(tokenizer.convert_tokens_to_ids(PLACEHOLDER))  # type: ignore[attr-defined]
-    pad = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
+    placeholder = token_id(tokenizer, PLACEHOLDER)
+    pad = pad_id(tokenizer)
     rows: list[Encoded] = []
     owners: list[tuple[int, int]] = []
     meta: list[tuple[int, bool]] = []
@@ -271,9 +272,9 @@ def mc_report(scored: Sequence[Scored], completion_loss: float) -> McReport:
     return McReport(len(scored), acc(scored), len(yes), acc(yes), len(no), acc(no), completion_loss)
 
 
-def completion_loss(model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int) -> float:
-    placeholder = int(tokenizer.convert_tokens_to_ids(PLACEHOLDER))  # type: ignore[attr-defined]
-    pad = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
+def completion_loss(model: nn.Module, tokenizer: Tokenizer, examples: Sequence[Example], prompt_len: int) -> float:
+    placeholder = token_id(tokenizer, PLACEHOLDER)
+    pad = pad_id(tokenizer)
     rows = [encode_pretraining(tokenizer, e) for e in examples]
     total, count = 0.0, 0
     model.eval()
@@ -285,7 +286,7 @@ def completion_loss(model: nn.Module, tokenizer: object, examples: Sequence[Exam
     return total / max(count, 1)
 
 
-def evaluate(model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int) -> McReport:
+def evaluate(model: nn.Module, tokenizer: Tokenizer, examples: Sequence[Example], prompt_len: int) -> McReport:
     loss = completion_loss(model, tokenizer, examples, prompt_len)
     return mc_report(score_choices(model, tokenizer, examples, prompt_len), loss)
 
@@ -354,7 +355,7 @@ def write_checksums(folder: Path) -> None:
     (folder / CHECKSUM_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def save_model(folder: Path, model: nn.Module, tokenizer: object, cfg: PretrainConfig, history: History, seconds: float) -> None:
+def save_model(folder: Path, model: nn.Module, tokenizer: Tokenizer, cfg: PretrainConfig, history: History, seconds: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
     # Drop what save_pretrained adds that is not part of the contract (generation defaults).
