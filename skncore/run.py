@@ -21,6 +21,7 @@ import torch
 
 from skn import zoo
 from skn.api import MetricFailure, ProbeConfig, probe, train
+from skn.checks import at_least, between, positive
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
 from skn.groups import field_values, group_summaries
@@ -74,6 +75,12 @@ class DataRequest:
     train_size: int | None = field(default=None, metadata=_help("Sample this many training examples (seeded; stratified for tasks)."))
     val_size: int | None = field(default=None, metadata=_help("Sample this many validation examples (seeded; stratified for tasks)."))
 
+    def __post_init__(self) -> None:
+        between("--val-fraction", self.val_fraction, 0.0, 1.0)
+        for flag, size in (("--train-size", self.train_size), ("--val-size", self.val_size)):
+            if size is not None:
+                at_least(flag, size, 1)
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -94,6 +101,16 @@ class TrainSettings:
     gradient_checkpointing: bool = field(default=False, metadata=_help("Trade compute for memory on small GPUs."))
     resume: bool = field(default=False, metadata=_help("Continue the training checkpointed in --out."))
 
+    def __post_init__(self) -> None:
+        for flag, value in (("--prompt-len", self.prompt_len), ("--batch-size", self.batch_size),
+                            ("--grad-accum", self.grad_accum), ("--eval-every", self.eval_every)):
+            at_least(flag, value, 1)
+        if self.steps is not None:
+            at_least("--steps", self.steps, 1)
+        at_least("--epochs", self.epochs, 0.0)
+        at_least("--patience", self.patience, 0)
+        positive("--lr", self.lr)
+
 
 @dataclass(frozen=True)
 class ProbeRequest:
@@ -109,6 +126,9 @@ class ProbeRequest:
     group_by: tuple[str, ...] = field(default=(), metadata=_help("Summarise top-neuron activations per value of this field [default: the task's]."))
     out: str = field(default="", metadata=_help("Run directory to write [default: runs/YYYYMMDD-HHMMSS]."))
     threads: int = field(default=0, metadata=_help("CPU threads for torch (0 = torch's default: every core)."))
+
+    def __post_init__(self) -> None:
+        at_least("--threads", self.threads, 0)
 
 
 def default_of(cls: type, name: str) -> object:
@@ -184,8 +204,6 @@ def choose_examples(request: DataRequest, bundled_model: bool) -> ChosenExamples
 
 def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_model: bool) -> TrainConfig:
     """The trainer's configuration: the bundled model trains for fewer steps, from its placeholder."""
-    if settings.epochs < 0:
-        raise UsageError(f"--epochs must be positive, got {settings.epochs}")
     steps = settings.steps if settings.steps is not None else (BUNDLED_STEPS if bundled_model else TrainConfig.steps)
     init = settings.prompt_init if settings.prompt_init is not None else (zoo.PLACEHOLDER if bundled_model else "")
     config = TrainConfig(

@@ -76,3 +76,18 @@ def test_cli_defaults_are_the_library_defaults() -> None:
 def test_config_checks_where_made() -> None:
     with pytest.raises(UsageError, match="--top-k"):
         skn.ProbeConfig(top_k=0)
+
+
+def test_config_checks_name_the_flag() -> None:
+    from skn.errors import UsageError
+    from skn.trainer import TrainConfig
+
+    for make, flag in (
+        (lambda: TrainConfig(steps=0), "--steps"), (lambda: TrainConfig(lr=float("nan")), "--lr"),
+        (lambda: TrainSettings(batch_size=0), "--batch-size"), (lambda: TrainSettings(epochs=-1.0), "--epochs"),
+        (lambda: TrainSettings(steps=0), "--steps"), (lambda: DataRequest(val_fraction=1.0), "--val-fraction"),
+        (lambda: DataRequest(val_size=0), "--val-size"), (lambda: ProbeRequest(threads=-1), "--threads"),
+    ):
+        with pytest.raises(UsageError, match=flag):
+            make()
+    assert TrainSettings(steps=None).steps is None and DataRequest(train_size=None).train_size is None
