@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,9 @@ from click.testing import CliRunner
 from skn.cli.main import cli, main
 from skn.rundir import read_probe_run
 
+from helpers import write_data
+
 FAST = ["--steps", "3", "--eval-every", "3", "--prompt-len", "4", "--batch-size", "8", "--top-k", "5"]
-
-
-def write_data(path: Path, n: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    with path.open("w") as f:
-        for i in range(n):
-            word = rng.choice(["cat", "dog", "bird"])
-            f.write(json.dumps({"instruction": f"the {word} is", "completion": f" a {word}", "animal": word, "size": rng.random()}) + "\n")
-    return path
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

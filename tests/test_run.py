@@ -15,7 +15,7 @@ from skn.cli.main import cli
 from skn.errors import UsageError
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe
 
-from test_cli import write_data
+from helpers import write_data
 
 
 def same_run_directory(a: Path, b: Path) -> None:
