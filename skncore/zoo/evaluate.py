@@ -30,7 +30,7 @@ from skn.data import Example
 from skn.layout import pad_id
 from skn.tokenizer import Tokenizer, token_id
 from skn.zoo import PLACEHOLDER, default_model_path
-from skn.zoo.train_arithmetic import batch_tensors, encode_pretraining, evaluate
+from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate
 
 
 @dataclass(frozen=True)
