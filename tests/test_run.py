@@ -36,6 +36,7 @@ def same_run_directory(a: Path, b: Path) -> None:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_bundled_default_python_equals_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     options = ["--steps", "2", "--train-size", "16", "--val-size", "24", "--top-k", "4"]

@@ -23,6 +23,7 @@ def toy(n: int, seed: int) -> list[Example]:
     return [Example("".join(rng.choice("abc") for _ in range(5)), "xyz", {}, f"toy:{i}") for i in range(n)]
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_training_lowers_validation_loss(tmp_path: Path) -> None:
     loaded = tiny_loaded("qwen2", init_range=0.5)  # large weights: the output depends on the input
     config = TrainConfig(prompt_len=4, steps=30, batch_size=8, eval_every=10, lr=0.1)

@@ -76,6 +76,7 @@ def test_bundled_model_loads_offline_with_its_layout_tokens() -> None:
     assert logits.shape == (1, len(ids) + 20, model.config.vocab_size) and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_bundled_model_beats_chance_on_generated_items() -> None:
     """Not a figure to report (bench/README.md has those), a guard against shipping untrained weights."""
     model, tokenizer = _load(default_model_path())
