@@ -19,7 +19,7 @@ from torch import Tensor
 
 from skn.console import bold, text
 from skn.data import Example
-from skn.groups import GroupSummaries, Summary, group_key
+from skn.groups import GroupSummaries, Summary, value_label
 from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
 from skn.null import NullResult
 from skn.rank import Neuron, exemplars
@@ -178,10 +178,6 @@ def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activa
     console.print(Text(null_line(null, len(neurons))))
 
 
-def _group_label(value: object) -> str:
-    return value if isinstance(value, str) else group_key(value)
-
-
 def _group_cell(s: Summary) -> str:
     if s.count == 0:
         return "-"
@@ -197,7 +193,7 @@ def group_tables(summaries: GroupSummaries, width: int | None = None) -> list[Ta
     fixed = number_widths(neurons)
     for field in summaries.fields:
         first = summaries.neurons[0].by_field[field] if summaries.neurons else ()
-        headers = [_short(f"{_group_label(group.value)} (n={group.stats.count})", 40) for group in first]
+        headers = [_short(f"{value_label(group.value)} (n={group.stats.count})", 40) for group in first]
         cells = [[_group_cell(group.stats) for group in g.by_field[field]] for g in summaries.neurons]
         col_widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(headers)]
         chunks: list[list[int]] = [[]]

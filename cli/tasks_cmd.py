@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from skn.tasks import default_arithmetic_items, get_task, list_tasks, load_task
-from skn.tasks.arithmetic import Operation, generate_items, write_bigbench_folder
+from skn.tasks.arithmetic import write_bigbench_folder
 
 
 def _print_tasks(console: Console) -> None:
@@ -46,15 +46,7 @@ def tasks_command(
     """
     console = Console()
     if write_arithmetic is not None:
-        if per_subtask > 0:
-            items = tuple(
-                item
-                for digits in range(1, 6)
-                for op in Operation
-                for item in generate_items(op.value, digits, _capped(op, digits, per_subtask), seed)
-            )
-        else:
-            items = default_arithmetic_items(seed)
+        items = default_arithmetic_items(seed, per_subtask) if per_subtask > 0 else default_arithmetic_items(seed)
         paths = write_bigbench_folder(items, write_arithmetic)
         console.print(f"wrote {len(items)} items in {len(paths)} subtasks under {write_arithmetic}", highlight=False)
         return
@@ -69,8 +61,3 @@ def tasks_command(
         console.print(repr(example.instruction), "->", repr(example.completion), highlight=False, soft_wrap=True)
         console.print(dict(example.meta), highlight=False, soft_wrap=True)
 
-
-def _capped(op: Operation, digits: int, n: int) -> int:
-    if digits > 1:
-        return n
-    return min(n, 23 if op is Operation.DIVISION else 100)

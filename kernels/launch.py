@@ -1,4 +1,11 @@
-"""What every launcher checks before it starts a kernel: shapes, dtypes, devices, and that Triton can run there.
+"""How every statistics kernel is launched: the checks (shapes, dtypes, devices, and that Triton can run
+there), the grid and the call, in `launch_merge`; each kernel file keeps only its kernel body and a thin
+wrapper naming its inputs.
+
+Every kernel takes, in this order: its activation-side inputs, the prompt offsets (in-pass kernels only),
+y relative to the running metric mean, the three moment tensors, count, batch, width, the three strides of
+each input, then BLOCK_B, BLOCK_M and the kernel's own constexprs. The grid is one program per
+(prompt position, block of block_m neurons).
 
 Nothing here synchronises with the device: these are checks on shapes and dtypes only, so a launcher can be
 called from a forward hook once per layer without stalling the pass.
@@ -6,7 +13,9 @@ called from a forward hook once per layer without stalling the pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -98,3 +107,37 @@ def batch_of(x: Tensor) -> int:
     if batch < 1:
         raise InternalError("an empty batch cannot update the statistics")
     return batch
+
+
+def launch_merge(
+    kernel: Any,  # a @triton.jit function (untyped)
+    inputs: Sequence[tuple[str, Tensor]],
+    offsets: Tensor | None,
+    y: Tensor,
+    state: tuple[Tensor, Tensor, Tensor],
+    count: int,
+    mean_y: float,
+    config: LaunchConfig,
+    **constexprs: bool,
+) -> None:
+    """Check, then launch `kernel` to merge one layer's batch into `state` = (mean_x, m2_x, c_xy) in place.
+
+    `inputs` are the (name, [B, *, m] tensor) pairs the kernel reads, in its argument order; `offsets` [B]
+    int64 for the in-pass kernels, None for the post-pass one. No synchronisation with the device.
+    """
+    mean_x, m2_x, c_xy = state
+    positions, width = check_state(mean_x, m2_x, c_xy, count)
+    batch = batch_of(inputs[0][1])
+    for name, tensor in inputs:
+        check_input(name, tensor, batch, width, mean_x.device)
+    if offsets is not None:
+        check_offsets_tensor(offsets, batch, mean_x.device)
+    require_runnable(kernel, mean_x.device)
+    y_rel = metric_relative(y, mean_y, batch, mean_x.device)
+    grid = (positions, -(-width // config.block_m))
+    pointers = [tensor for _, tensor in inputs] + ([offsets] if offsets is not None else [])
+    strides = [tensor.stride(d) for _, tensor in inputs for d in range(3)]
+    kernel[grid](
+        *pointers, y_rel, mean_x, m2_x, c_xy, count, batch, width, *strides,
+        BLOCK_B=config.rows_per_chunk(batch), BLOCK_M=config.block_m, num_warps=config.num_warps, **constexprs,
+    )

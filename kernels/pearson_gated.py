@@ -25,16 +25,7 @@ from triton.language.extra import libdevice
 
 from skn.errors import InternalError
 from skn.kernels.chan_merge import merge_chunk
-from skn.kernels.launch import (
-    DEFAULT_CONFIG,
-    LaunchConfig,
-    batch_of,
-    check_input,
-    check_offsets_tensor,
-    check_state,
-    metric_relative,
-    require_runnable,
-)
+from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
 
 
 @triton.jit  # type: ignore[untyped-decorator]
@@ -129,36 +120,9 @@ def update_layer_gated_triton_(
     [B, T, m] in one dtype (fp32/fp16/bf16), offsets [B] int64, y [B]. No synchronisation with the device."""
     from triton.runtime.interpreter import InterpretedFunction
 
-    positions, width = check_state(mean_x, m2_x, c_xy, count)
-    batch = batch_of(gate)
-    check_input("gate", gate, batch, width, mean_x.device)
-    check_input("up", up, batch, width, mean_x.device)
     if up.shape != gate.shape or up.dtype != gate.dtype:
         raise InternalError(f"gate {tuple(gate.shape)} {gate.dtype} and up {tuple(up.shape)} {up.dtype} differ")
-    check_offsets_tensor(offsets, batch, mean_x.device)
-    require_runnable(pearson_gated_kernel, mean_x.device)
-    y_rel = metric_relative(y, mean_y, batch, mean_x.device)
-    grid = (positions, triton.cdiv(width, config.block_m))
-    pearson_gated_kernel[grid](
-        gate,
-        up,
-        offsets,
-        y_rel,
-        mean_x,
-        m2_x,
-        c_xy,
-        count,
-        batch,
-        width,
-        gate.stride(0),
-        gate.stride(1),
-        gate.stride(2),
-        up.stride(0),
-        up.stride(1),
-        up.stride(2),
-        BLOCK_B=config.rows_per_chunk(batch),
-        BLOCK_M=config.block_m,
-        IS_BF16=gate.dtype == torch.bfloat16,
-        IEEE_EXP=not isinstance(pearson_gated_kernel, InterpretedFunction),
-        num_warps=config.num_warps,
+    launch_merge(
+        pearson_gated_kernel, [("gate", gate), ("up", up)], offsets, y, (mean_x, m2_x, c_xy), count, mean_y, config,
+        IS_BF16=gate.dtype == torch.bfloat16, IEEE_EXP=not isinstance(pearson_gated_kernel, InterpretedFunction),
     )

@@ -18,16 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from skn.kernels.chan_merge import merge_chunk
-from skn.kernels.launch import (
-    DEFAULT_CONFIG,
-    LaunchConfig,
-    batch_of,
-    check_input,
-    check_offsets_tensor,
-    check_state,
-    metric_relative,
-    require_runnable,
-)
+from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
 
 
 @triton.jit(do_not_specialize=["count"])  # type: ignore[untyped-decorator]
@@ -85,27 +76,4 @@ def update_layer_gathered_triton_(
 ) -> None:
     """Merge x[b, offsets[b] + k, :] (k < P) into the state [P, m] float64 in place; x [B, T, m] fp32/fp16/bf16,
     offsets [B] int64 and y [B] on the state's device. No synchronisation with the device."""
-    positions, width = check_state(mean_x, m2_x, c_xy, count)
-    batch = batch_of(x)
-    check_input("x", x, batch, width, mean_x.device)
-    check_offsets_tensor(offsets, batch, mean_x.device)
-    require_runnable(pearson_gather_kernel, mean_x.device)
-    y_rel = metric_relative(y, mean_y, batch, mean_x.device)
-    grid = (positions, triton.cdiv(width, config.block_m))
-    pearson_gather_kernel[grid](
-        x,
-        offsets,
-        y_rel,
-        mean_x,
-        m2_x,
-        c_xy,
-        count,
-        batch,
-        width,
-        x.stride(0),
-        x.stride(1),
-        x.stride(2),
-        BLOCK_B=config.rows_per_chunk(batch),
-        BLOCK_M=config.block_m,
-        num_warps=config.num_warps,
-    )
+    launch_merge(pearson_gather_kernel, [("x", x)], offsets, y, (mean_x, m2_x, c_xy), count, mean_y, config)

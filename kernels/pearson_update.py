@@ -19,15 +19,7 @@ from torch import Tensor
 
 from skn.errors import InternalError
 from skn.kernels.chan_merge import merge_chunk
-from skn.kernels.launch import (
-    DEFAULT_CONFIG,
-    LaunchConfig,
-    batch_of,
-    check_input,
-    check_state,
-    metric_relative,
-    require_runnable,
-)
+from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
 
 
 @triton.jit(do_not_specialize=["count"])  # type: ignore[untyped-decorator]
@@ -82,27 +74,6 @@ def update_layer_triton_(
 ) -> None:
     """The `skn.stats.LayerUpdate` contract on the GPU: acts [B, P, m] (fp32/fp16/bf16), y [B], state [P, m]
     float64 updated in place. No synchronisation with the device."""
-    positions, width = check_state(mean_x, m2_x, c_xy, count)
-    batch = batch_of(acts)
-    check_input("acts", acts, batch, width, mean_x.device)
-    if acts.shape[1] != positions:
-        raise InternalError(f"acts has {acts.shape[1]} positions but the statistics have {positions}")
-    require_runnable(pearson_update_kernel, mean_x.device)
-    y_rel = metric_relative(y, mean_y, batch, mean_x.device)
-    grid = (positions, triton.cdiv(width, config.block_m))
-    pearson_update_kernel[grid](
-        acts,
-        y_rel,
-        mean_x,
-        m2_x,
-        c_xy,
-        count,
-        batch,
-        width,
-        acts.stride(0),
-        acts.stride(1),
-        acts.stride(2),
-        BLOCK_B=config.rows_per_chunk(batch),
-        BLOCK_M=config.block_m,
-        num_warps=config.num_warps,
-    )
+    if acts.dim() == 3 and acts.shape[1] != mean_x.shape[0]:
+        raise InternalError(f"acts has {acts.shape[1]} positions but the statistics have {mean_x.shape[0]}")
+    launch_merge(pearson_update_kernel, [("acts", acts)], None, y, (mean_x, m2_x, c_xy), count, mean_y, config)

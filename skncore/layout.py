@@ -21,6 +21,7 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.errors import DataError, InternalError, UsageError
+from skn.tokenizer import Tokenizer
 
 
 class Template(Enum):
@@ -52,7 +53,7 @@ class Batch:
         return int(self.input_ids.shape[0])
 
 
-def resolve_template(template: Template, tokenizer: object) -> Template:
+def resolve_template(template: Template, tokenizer: Tokenizer) -> Template:
     if template is not Template.AUTO:
         if template is Template.CHAT and not getattr(tokenizer, "chat_template", None):
             raise UsageError("--template chat: this tokenizer has no chat template")
@@ -60,15 +61,15 @@ def resolve_template(template: Template, tokenizer: object) -> Template:
     return Template.CHAT if getattr(tokenizer, "chat_template", None) else Template.PLAIN
 
 
-def _ids(tokenizer: object, text: str, special: bool) -> tuple[int, ...]:
-    encoded = tokenizer(text, add_special_tokens=special)  # type: ignore[operator]
+def _ids(tokenizer: Tokenizer, text: str, special: bool) -> tuple[int, ...]:
+    encoded = tokenizer(text, add_special_tokens=special)
     return tuple(int(i) for i in encoded["input_ids"])
 
 
-def encode(tokenizer: object, example: Example, template: Template) -> Encoded:
+def encode(tokenizer: Tokenizer, example: Example, template: Template) -> Encoded:
     """Token ids of one example under a resolved template (PLAIN or CHAT)."""
     if template is Template.CHAT:
-        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+        text = tokenizer.apply_chat_template(
             [{"role": "user", "content": example.instruction}], tokenize=False, add_generation_prompt=True
         )
         instruction = _ids(tokenizer, str(text), special=False)
@@ -83,7 +84,7 @@ def encode(tokenizer: object, example: Example, template: Template) -> Encoded:
     return Encoded(instruction, completion)
 
 
-def encode_all(tokenizer: object, examples: Sequence[Example], template: Template, max_length: int, prompt_len: int) -> tuple[Encoded, ...]:
+def encode_all(tokenizer: Tokenizer, examples: Sequence[Example], template: Template, max_length: int, prompt_len: int) -> tuple[Encoded, ...]:
     """Encode every example; an example longer than the model's context is an error naming it."""
     resolved = resolve_template(template, tokenizer)
     out = []
@@ -96,7 +97,7 @@ def encode_all(tokenizer: object, examples: Sequence[Example], template: Templat
     return tuple(out)
 
 
-def pad_id(tokenizer: object) -> int:
+def pad_id(tokenizer: Tokenizer) -> int:
     for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
         value = getattr(tokenizer, attr, None)
         if isinstance(value, int):

@@ -19,6 +19,7 @@ from torch import nn
 from skn.errors import ModelError, UsageError
 from skn.gguf import GgufFile, describe, find_gguf, require_gguf_support
 from skn.placement import Placement, from_pretrained_kwargs, statistics_device
+from skn.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class LoadedModel:
 
     name: str
     model: nn.Module
-    tokenizer: object  # a transformers PreTrainedTokenizerBase; kept opaque for mypy
+    tokenizer: Tokenizer  # a transformers tokenizer
     sites: NeuronSites
     device: torch.device
     dtype: torch.dtype
@@ -218,7 +219,7 @@ def batch_pad_id(loaded: LoadedModel) -> int:
 
 
 def wrap_loaded(
-    name: str, model: nn.Module, tokenizer: object, device: torch.device, neuron_module: str = ""
+    name: str, model: nn.Module, tokenizer: Tokenizer, device: torch.device, neuron_module: str = ""
 ) -> LoadedModel:
     """Freeze an already built model (a notebook's, a test's) and find its neurons."""
     config = getattr(model, "config", None)

@@ -14,23 +14,17 @@ global state is touched and no display is needed. The density estimate is a plai
 bandwidth in numpy (scipy is only a test dependency). A group with one example, or whose activations are all
 equal, has no density: it is drawn as a vertical dotted line at its value, and its legend entry says so.
 
-Which field the KDEs are grouped by (`choose_grouping`): `--group-by FIELD` when given; else the first field
-of run.json's `group_by`; else the field the metric reads (`NAME==VALUE`, `field:NAME`, or a bare `NAME`
-that is a metadata field), so every value of it is drawn, including those the metric did not single out;
-else the metric itself: by its value when it takes at most MAX_GROUPS values (e.g. `correct`), otherwise
-split at its median.
+Which field the KDEs are grouped by (`choose_grouping`) is `groups.grouping_for`'s rule.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import textwrap
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +34,17 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from numpy.typing import NDArray
 
-from skn.data import Example
 from skn.errors import UsageError
 from skn.null import NullResult
+from skn.groups import Grouping, grouping_for
 from skn.rank import Neuron, Reduce, best_scores, top_k_threshold
 from skn.result import ProbeResult, RunInfo
 from skn.rundir import read_probe_run, write_bytes
 
 Array = NDArray[np.float64]
 
-MAX_GROUPS = 8  # more distinct values than this: numbers are split at the median, labels keep the most frequent
 KDE_POINTS = 400
 RUG_MAX = 400  # draw a rug of the individual values only for runs this small
-RESERVED_METRICS = frozenset({"loss", "confidence", "correct"})
-MISSING_LABEL = "(missing)"
 PLOTS_DIR = "plots"
 DPI = 110
 SMALL = (5.2, 4.0)  # the run-level figures, two side by side in the report
@@ -84,141 +75,10 @@ def gaussian_kde(values: Array, grid: Array, bandwidth: float) -> Array:
 # ---------------------------------------------------------------- grouping
 
 
-class GroupSource(Enum):
-    """Why the KDEs are grouped the way they are (said in the caption)."""
-
-    OPTION = "--group-by"
-    RUN = "run.json group_by"
-    METRIC_FIELD = "the metric's field"
-    METRIC_VALUE = "the metric's values"
-    METRIC_MEDIAN = "the metric, split at its median"
-
-
-@dataclass(frozen=True)
-class Grouping:
-    """A partition of the validation examples: labels[g] names the examples members[g]."""
-
-    field: str  # the metadata field (or "metric") the groups are values of
-    source: GroupSource
-    labels: tuple[str, ...]
-    members: tuple[tuple[int, ...], ...]
-
-    @property
-    def note(self) -> str:
-        return f"grouped by {self.field} ({self.source.value})"
-
-    def label_of(self) -> tuple[str, ...]:
-        """The group label of every example, in example order."""
-        out = [""] * sum(len(m) for m in self.members)
-        for label, members in zip(self.labels, self.members, strict=True):
-            for index in members:
-                out[index] = label
-        return tuple(out)
-
-
-def metric_field(metric: str) -> str:
-    """The metadata field a metric spec reads, or "" for the model-based and python metrics."""
-    if metric.startswith("python:"):
-        return ""
-    if metric.startswith("field:"):
-        return metric[len("field:") :]
-    if "==" in metric:
-        return metric.split("==", 1)[0]
-    return "" if metric in RESERVED_METRICS else metric
-
-
-def _label(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _median_split(values: Sequence[float], name: str, field: str, source: GroupSource) -> Grouping:
-    finite = [v for v in values if math.isfinite(v)]
-    median = float(np.median(finite)) if finite else math.nan
-    low = tuple(i for i, v in enumerate(values) if v <= median)
-    high = tuple(i for i, v in enumerate(values) if v > median)
-    rest = tuple(i for i, v in enumerate(values) if not math.isfinite(v))
-    groups = [(f"{name} \u2264 {median:.3g}", low), (f"{name} > {median:.3g}", high), (MISSING_LABEL, rest)]
-    groups = [(label, members) for label, members in groups if members]
-    return Grouping(field, source, tuple(g[0] for g in groups), tuple(g[1] for g in groups))
-
-
-def group_by_field(examples: Sequence[Example], field: str, source: GroupSource) -> Grouping:
-    """Group examples by the value of metadata field `field` (see the module docstring for many values)."""
-    raw = [ex.meta.get(field, None) if field in ex.meta else MISSING_LABEL for ex in examples]
-    present = [v for v in raw if v is not MISSING_LABEL]
-    labels = [MISSING_LABEL if v is MISSING_LABEL else _label(v) for v in raw]
-    distinct = set(labels) - {MISSING_LABEL}
-    numeric = bool(present) and all(_is_number(v) for v in present)
-    if numeric and len(distinct) > MAX_GROUPS:
-        numbers = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan for v in raw]
-        return _median_split(numbers, field, field, source)
-    if len(distinct) > MAX_GROUPS:
-        keep = {label for label, _ in Counter(x for x in labels if x != MISSING_LABEL).most_common(MAX_GROUPS - 1)}
-        other = f"other ({len(distinct) - len(keep)} values)"
-        labels = [x if x in keep or x == MISSING_LABEL else other for x in labels]
-
-    def order(label: str) -> tuple[int, float, str]:
-        if label == MISSING_LABEL:
-            return (3, 0.0, label)
-        if label.startswith("other ("):
-            return (2, 0.0, label)
-        if numeric:
-            return (0, float(label), label)
-        return (1, 0.0, label)
-
-    members: dict[str, list[int]] = {}
-    for index, label in enumerate(labels):
-        members.setdefault(label, []).append(index)
-    ordered = sorted(members, key=order)
-    return Grouping(field, source, tuple(ordered), tuple(tuple(members[x]) for x in ordered))
-
-
-def group_by_metric(metric: Sequence[float], name: str) -> Grouping:
-    """Group by the metric's value when it takes few values, else split at its median."""
-    distinct = sorted({v for v in metric if math.isfinite(v)})
-    if len(distinct) > MAX_GROUPS:
-        return _median_split(metric, name, "metric", GroupSource.METRIC_MEDIAN)
-    members = {v: tuple(i for i, x in enumerate(metric) if x == v) for v in distinct}
-    labels = tuple(f"{name} = {v:.4g}" for v in distinct)
-    groups = tuple(members[v] for v in distinct)
-    rest = tuple(i for i, x in enumerate(metric) if not math.isfinite(x))
-    if rest:
-        labels, groups = labels + (MISSING_LABEL,), groups + (rest,)
-    return Grouping("metric", GroupSource.METRIC_VALUE, labels, groups)
-
-
-def _run_group_by(info: RunInfo) -> str:
-    return info.group_by[0] if info.group_by else ""
-
-
-def meta_fields(examples: Sequence[Example]) -> tuple[str, ...]:
-    """Every metadata field present in at least one example, sorted."""
-    return tuple(sorted({field for ex in examples for field in ex.meta}))
-
-
 def choose_grouping(run: ProbeResult, group_by: str | None = None) -> Grouping:
-    """The grouping of the KDE figures (the rule is in the module docstring)."""
-    fields = meta_fields(run.examples)
-    if group_by is not None:
-        if group_by not in fields:
-            known = ", ".join(fields) or "none"
-            raise UsageError(f"--group-by {group_by}: no example has this metadata field (fields present: {known})")
-        return group_by_field(run.examples, group_by, GroupSource.OPTION)
-    from_run = _run_group_by(run.info)
-    if from_run in fields:
-        return group_by_field(run.examples, from_run, GroupSource.RUN)
-    from_metric = metric_field(run.info.metric)
-    if from_metric in fields:
-        return group_by_field(run.examples, from_metric, GroupSource.METRIC_FIELD)
-    return group_by_metric([float(v) for v in run.metric.tolist()], "metric")
+    """The grouping of the run's density figures (and report): `groups.grouping_for` on the run."""
+    metric = [float(v) for v in run.metric.tolist()]
+    return grouping_for(run.examples, metric, run.info.metric, run.info.group_by, group_by)
 
 
 # ---------------------------------------------------------------- figures

@@ -1,14 +1,14 @@
 """Progress reporting for long work: a Rich bar for people, silence for tests and scripts.
 
-The core calls `progress.task(description, total)` and then `advance(n, **fields)` on what it gets;
-it never prints anything else.
+The core enters `progress.task(description, total)` and calls the `advance(steps, note)` it yields: `steps`
+units done since the last call, `note` a short free text (e.g. the current loss). It never prints anything else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Protocol
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol, TypeAlias
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,9 +22,7 @@ class ProgressSink(Protocol):
     def task(self, description: str, total: int) -> "TaskContext": ...
 
 
-class TaskContext(Protocol):
-    def __enter__(self) -> Advance: ...
-    def __exit__(self, *exc: object) -> None: ...
+TaskContext: TypeAlias = AbstractContextManager[Advance]
 
 
 class SilentProgress:
@@ -38,7 +36,7 @@ class SilentProgress:
         yield advance
 
     def task(self, description: str, total: int) -> TaskContext:
-        return self._task(description, total)  # type: ignore[return-value]
+        return self._task(description, total)
 
 
 class RichProgress:
@@ -66,4 +64,4 @@ class RichProgress:
             yield advance
 
     def task(self, description: str, total: int) -> TaskContext:
-        return self._task(description, total)  # type: ignore[return-value]
+        return self._task(description, total)

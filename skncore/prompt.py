@@ -15,6 +15,7 @@ from torch import Tensor
 from skn.errors import UsageError
 from skn.layout import Batch
 from skn.model import LoadedModel
+from skn.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def init_prompt(loaded: LoadedModel, prompt_len: int, seed: int, init: PromptIni
         raise UsageError(f"--prompt-len must be at least 1, got {prompt_len}")
     weight = loaded.input_embeddings.weight.detach()
     if init.token:
-        token_id = loaded.tokenizer.convert_tokens_to_ids(init.token)  # type: ignore[attr-defined]
+        token_id = loaded.tokenizer.convert_tokens_to_ids(init.token)
         unk = getattr(loaded.tokenizer, "unk_token_id", None)
         if not isinstance(token_id, int) or token_id < 0 or (token_id == unk and init.token != getattr(loaded.tokenizer, "unk_token", None)):
             raise UsageError(f"--prompt-init: '{init.token}' is not a token of this tokenizer")

@@ -15,6 +15,7 @@ import torch
 
 from skn.errors import ModelError, UsageError
 from skn.model import DType, LoadedModel, pick_device, pick_dtype, wrap_loaded
+from skn.tokenizer import Tokenizer
 
 
 class Quantize(Enum):
@@ -50,7 +51,7 @@ def require(quantize: Quantize, device: torch.device) -> None:
 
 
 def load_quantized(name: str, quantize: Quantize, dtype: torch.dtype, device: torch.device,
-                   trust_remote_code: bool) -> tuple[torch.nn.Module, object]:
+                   trust_remote_code: bool) -> tuple[torch.nn.Module, Tokenizer]:
     """The model in 4 or 8 bits on `device` (bitsandbytes places it: no `.to`), and its tokenizer."""
     require(quantize, device)
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.ablate_view import ablation_html, curve_html
+from skn.groups import Grouping
 from skn.plots import (
-    Grouping,
     NamedFigure,
     choose_grouping,
     neuron_figure,
@@ -233,15 +234,6 @@ def _summary(run: ProbeResult, grouping: Grouping, training: NamedFigure | None)
             f"<details><summary>Full configuration (run.json)</summary><pre>{full}</pre></details></section>")
 
 
-def _group_means(values: np.ndarray, grouping: Grouping) -> list[float]:
-    means = []
-    for members in grouping.members:
-        chosen = values[list(members)]
-        chosen = chosen[np.isfinite(chosen)]
-        means.append(float(chosen.mean()) if chosen.size else math.nan)
-    return means
-
-
 def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
     held = run.holdout.per_neuron if run.holdout is not None else ()
     r_head = "r (selection fold)" if held else "r"
@@ -251,7 +243,6 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
     rows = []
     for row, n in enumerate(run.neurons):
-        values = run.top_activations[row].to(torch.float64).numpy()
         cells = [
             f'<td class="num" data-v="{n.rank}"><a href="#neuron-{n.rank}">#{n.rank}</a></td>',
             _num_cell(float(n.layer), str(n.layer)),
@@ -259,7 +250,7 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
             _num_cell(float(n.position), str(n.position)),
             _r_cell(n.r),
         ] + _p_cells(run.null, row) + ([_r_cell(held[row].r_held_out), _num_cell(held[row].low, _interval(held[row].low, held[row].high)),
-              _r_cell(held[row].r_full)] if held else []) + [_num_cell(mean, _number(mean, 3)) for mean in _group_means(values, grouping)]
+              _r_cell(held[row].r_full)] if held else []) + [_num_cell(g.mean, _number(g.mean, 3)) for g in grouping.summaries(run.top_activations[row])]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'
             f'<p class="sub">Ranked by |r| at each neuron\'s best prompt position{esc(_ranked_on(run))}. Click a header to '
@@ -293,15 +284,11 @@ def _examples_table(run: ProbeResult, indices: Sequence[int], values: np.ndarray
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _group_table(values: np.ndarray, grouping: Grouping) -> str:
+def _group_table(values: Tensor, grouping: Grouping) -> str:
     rows = []
-    for label, members in zip(grouping.labels, grouping.members, strict=True):
-        chosen = values[list(members)]
-        chosen = chosen[np.isfinite(chosen)]
-        mean = float(chosen.mean()) if chosen.size else math.nan
-        sd = float(chosen.std(ddof=1)) if chosen.size > 1 else math.nan
-        rows.append(f"<tr><td>{esc(label)}</td>{_num_cell(float(chosen.size), str(chosen.size))}"
-                    f"{_num_cell(mean, _number(mean, 3))}{_num_cell(sd, _number(sd, 3))}</tr>")
+    for label, g in zip(grouping.labels, grouping.summaries(values), strict=True):
+        rows.append(f"<tr><td>{esc(label)}</td>{_num_cell(float(g.count), str(g.count))}"
+                    f"{_num_cell(g.mean, _number(g.mean, 3))}{_num_cell(g.std, _number(g.std, 3))}</tr>")
     head = "".join(f"<th>{esc(h)}</th>" for h in (grouping.field, "n", "mean", "sd"))
     return f'<table class="groups"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -319,7 +306,7 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
                 f"on all examples {esc(_number(h.r_full))}</p>")
     return (f'<section class="card neuron" id="neuron-{neuron.rank}"><h3>{esc(neuron_title(neuron))}</h3>{held}'
             f'<div class="pair">{_img(figure, f"activation density of neuron {neuron.layer}.{neuron.index}", "fig")}'
-            f"{_group_table(values, grouping)}</div>"
+            f"{_group_table(run.top_activations[row], grouping)}</div>"
             f"<h4>Most activating</h4>{_examples_table(run, chosen.most, values, labels, grouping.field)}"
             f"<h4>Least activating</h4>{_examples_table(run, chosen.least, values, labels, grouping.field)}"
             f'<p class="sub"><a href="#neurons">back to the table</a></p></section>')

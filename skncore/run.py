@@ -22,6 +22,7 @@ import torch
 
 from skn import zoo
 from skn.api import MetricFailure, ProbeConfig, Score, probe, train
+from skn.checks import at_least, between, positive
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
 from skn.folds import plan_holdout
@@ -97,6 +98,12 @@ class DataRequest:
     train_size: int | None = field(default=None, metadata=_help("Sample this many training examples (seeded; stratified for tasks)."))
     val_size: int | None = field(default=None, metadata=_help("Sample this many validation examples (seeded; stratified for tasks)."))
 
+    def __post_init__(self) -> None:
+        between("--val-fraction", self.val_fraction, 0.0, 1.0)
+        for flag, size in (("--train-size", self.train_size), ("--val-size", self.val_size)):
+            if size is not None:
+                at_least(flag, size, 1)
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -118,6 +125,16 @@ class TrainSettings:
     resume: bool = field(default=False, metadata=_help("Continue the training checkpointed in --out."))
     seed: int | None = None  # the prompt's seed (initialisation, batch order); None = the data's --seed
 
+    def __post_init__(self) -> None:
+        for flag, value in (("--prompt-len", self.prompt_len), ("--batch-size", self.batch_size),
+                            ("--grad-accum", self.grad_accum), ("--eval-every", self.eval_every)):
+            at_least(flag, value, 1)
+        if self.steps is not None:
+            at_least("--steps", self.steps, 1)
+        at_least("--epochs", self.epochs, 0.0)
+        at_least("--patience", self.patience, 0)
+        positive("--lr", self.lr)
+
 
 @dataclass(frozen=True)
 class ProbeRequest:
@@ -135,6 +152,9 @@ class ProbeRequest:
     threads: int = field(default=0, metadata=_help("CPU threads for torch (0 = torch's default: every core)."))
     overwrite: bool = field(default=False, metadata=_help("Replace the run in a non-empty --out (removes the files skn wrote there)."))
     any_prompt_model: bool = field(default=False, metadata=_help("Accept a --prompt file trained on another model."))
+
+    def __post_init__(self) -> None:
+        at_least("--threads", self.threads, 0)
 
 
 def default_of(cls: type, name: str) -> object:
@@ -237,9 +257,6 @@ def choose_examples(request: DataRequest, bundled_model: bool) -> ChosenExamples
 
 def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_model: bool) -> TrainConfig:
     """The trainer's configuration: the bundled model trains for fewer steps, from its placeholder."""
-    if not settings.epochs >= 0 or settings.epochs == float("inf"):
-        raise UsageError(f"--epochs must be positive, got {settings.epochs}")
-    check_learning_rate(settings.lr)
     steps = settings.steps if settings.steps is not None else (BUNDLED_STEPS if bundled_model else TrainConfig.steps)
     init = settings.prompt_init if settings.prompt_init is not None else (zoo.PLACEHOLDER if bundled_model else "")
     config = TrainConfig(

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from skn.checks import at_least, positive
 from skn.errors import RunDirError, TrainingError, UsageError
 from skn.scoring import completion_scores
 from skn.split_forward import ForwardChoice, StepForward, choose_forward, step_scores
@@ -46,6 +47,15 @@ class TrainConfig:
     init: PromptInit = field(default_factory=PromptInit)
     gradient_checkpointing: bool = False
     split_forward: bool = True  # the split step (skn.split_forward) where the model supports it
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--prompt-len", self.prompt_len), ("--steps", self.steps), ("--batch-size", self.batch_size),
+                            ("--grad-accum", self.grad_accum), ("--eval-every", self.eval_every),
+                            ("TrainConfig.eval_examples", self.eval_examples)):
+            at_least(flag, value, 1)
+        at_least("--patience", self.patience, 0)
+        at_least("TrainConfig.weight_decay", self.weight_decay, 0.0)
+        positive("--lr", self.lr)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny models built from configs with fixed seeds, a character tokenizer made in
-process, and paths into ../shared (tests that need it skip where it is absent)."""
+"""Shared fixtures (the helpers themselves live in helpers.py): TRITON_INTERPRET, torch state restored after
+each test, the stories model (skipped where ../shared lacks it), a saved tiny model."""
 
 from __future__ import annotations
 
@@ -10,61 +10,22 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from collections.abc import Iterator  # noqa: E402
-from pathlib import Path
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-STORIES = SHARED / "models" / "stories260K-hf"
-
-CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;?!'\"-+*=/()\n")
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<soft>"]
-
-
-def char_tokenizer() -> object:
-    """A character-level fast tokenizer that adds BOS and has EOS and PAD."""
-    from tokenizers import Tokenizer, models, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        additional_special_tokens=["<soft>"],
-    )
-
-
-VOCAB = len(SPECIALS) + len(CHARS)
-
-
-def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
-
-    torch.manual_seed(seed)
-    if arch == "qwen2":
-        config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    elif arch == "llama":
-        config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_hidden_layers=3,
-                             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
-    elif arch == "gpt2":
-        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256)
-    else:
-        raise ValueError(arch)
-    config.pad_token_id = 0
-    config.initializer_range = init_range
-    model = AutoModelForCausalLM.from_config(config)
-    model.eval()
-    return model
-
-
-def tiny_loaded(arch: str, seed: int = 0, init_range: float = 0.02) -> object:
-    from skn.model import wrap_loaded
-
-    return wrap_loaded(f"tiny-{arch}", tiny_model(arch, seed, init_range), char_tokenizer(), torch.device("cpu"))
+from helpers import (  # noqa: E402,F401  (re-exported: tests may still import them from conftest)
+    CHARS,
+    ROOT,
+    SHARED,
+    SPECIALS,
+    STORIES,
+    VOCAB,
+    char_tokenizer,
+    tiny_loaded,
+    tiny_model,
+)
 
 
 @pytest.fixture(autouse=True)

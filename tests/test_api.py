@@ -6,7 +6,7 @@ from pathlib import Path
 
 import skn
 
-from test_cli import write_data
+from helpers import write_data
 
 
 def test_readme_python_flow(tmp_path: Path, saved_tiny_model: Path) -> None:

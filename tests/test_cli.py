@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,9 @@ from click.testing import CliRunner
 from skn.cli.main import cli, main
 from skn.rundir import read_probe_run
 
+from helpers import write_data
+
 FAST = ["--steps", "3", "--eval-every", "3", "--prompt-len", "4", "--batch-size", "8", "--top-k", "5"]
-
-
-def write_data(path: Path, n: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    with path.open("w") as f:
-        for i in range(n):
-            word = rng.choice(["cat", "dog", "bird"])
-            f.write(json.dumps({"instruction": f"the {word} is", "completion": f" a {word}", "animal": word, "size": rng.random()}) + "\n")
-    return path
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -32,6 +24,7 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return int(exit_info.value.code or 0), captured.out + captured.err
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_probe_show_and_reuse_prompt(tmp_path: Path, saved_tiny_model: Path) -> None:
     train, val = write_data(tmp_path / "train.jsonl", 24, 0), write_data(tmp_path / "val.jsonl", 20, 1)
     out = tmp_path / "RUN"
@@ -148,6 +141,7 @@ def test_help_has_examples() -> None:
         assert result.exit_code == 0 and "Example" in result.output
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_task_hans_end_to_end(tmp_path: Path, stories_path: Path) -> None:
     hans = stories_path.parents[1] / "data" / "hans"
     if not (hans / "heuristics_train_set.derived.tsv").is_file():
@@ -168,6 +162,7 @@ def test_task_hans_end_to_end(tmp_path: Path, stories_path: Path) -> None:
     assert all({"heuristic", "subcase", "label"} <= set(r["meta"]) for r in records)
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_no_arguments_runs_the_bundled_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["probe", "--steps", "2", "--val-size", "40", "--train-size", "16", "--top-k", "3"])

@@ -96,3 +96,32 @@ def test_errors(tmp_path: Path) -> None:
     (tmp_path / GROUPS_FILE).write_text('{"fields": ["a"], "neurons": [{"groups": {}}]}')
     with pytest.raises(RunDirError, match=r"neurons\[0\]: needs integer rank"):
         read_groups(tmp_path)
+
+
+def test_one_partition_behind_the_summaries_and_the_figures_groups() -> None:
+    from skn.groups import MAX_GROUPS, GroupSource, group_by_field, partition
+
+    values: list[object] = [3, 1.0, "b", True, False, [1, 2], "a"] + [f"w{k}" for k in range(MAX_GROUPS)]
+    examples = [Example("i", "c", {"f": v}, f"mem:{k}") for k, v in enumerate(values)]
+    examples.append(Example("i", "c", {}, "mem:missing"))
+    part = partition(examples, "f")
+    assert part.values[:4] == (False, True, 1.0, 3) and part.missing == (len(values),)
+    grouping = group_by_field(examples, "f", GroupSource.OPTION)
+    assert len(grouping.labels) == MAX_GROUPS + 1  # MAX_GROUPS - 1 kept, "other", "(missing)"
+    assert grouping.labels[-2].startswith("other (") and grouping.labels[-1] == "(missing)"
+    assert sorted(i for m in grouping.members for i in m) == list(range(len(examples)))
+    acts = torch.arange(len(examples), dtype=torch.float32)
+    for label, members, s in zip(grouping.labels, grouping.members, grouping.summaries(acts), strict=True):
+        chosen = acts.double().numpy()[list(members)]
+        assert s.count == len(members) and s.mean == pytest.approx(chosen.mean(), rel=1e-12), label
+
+
+def test_arithmetic_caps_live_in_one_place() -> None:
+    from skn.tasks import default_arithmetic_items
+    from skn.tasks.arithmetic import Operation, capped_count
+
+    assert capped_count(Operation.DIVISION, 1, 500) == 23 and capped_count(Operation.ADDITION, 1, 500) == 100
+    assert capped_count(Operation.ADDITION, 2, 500) == 500 and capped_count(Operation.DIVISION, 1, 5) == 5
+    items = default_arithmetic_items(0, per_subtask=150)
+    assert sum(1 for i in items if i.subtask == "1_digit_division") == 23
+    assert sum(1 for i in items if i.subtask == "2_digit_addition") == 150

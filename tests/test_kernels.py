@@ -290,7 +290,7 @@ def test_launcher_errors() -> None:
 
 @pytest.mark.parametrize("metric", ["loss", "score"])  # after the pass (post-pass mode) / before it (in-pass)
 def test_probe_with_the_triton_backend_writes_the_same_corr(metric: str) -> None:
-    from conftest import tiny_loaded
+    from helpers import tiny_loaded
 
     from skn.api import ProbeConfig, probe
     from skn.data import Example

@@ -5,7 +5,7 @@ import torch
 from skn.data import Example
 from skn.layout import Template, encode, make_batch, resolve_template
 
-from conftest import char_tokenizer
+from helpers import char_tokenizer
 
 
 def test_layout_instruction_slots_completion_eos() -> None:

@@ -7,7 +7,7 @@ from torch import nn
 from skn.errors import ModelError
 from skn.model import find_sites, load_model
 
-from conftest import tiny_model
+from helpers import tiny_model
 
 
 @pytest.mark.parametrize(

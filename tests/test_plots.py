@@ -15,16 +15,14 @@ from matplotlib.lines import Line2D
 
 from skn.cli.main import main
 from skn.errors import UsageError
+from skn.groups import GroupSource, Grouping, group_by_metric, metric_field
 from skn.plots import (
-    GroupSource,
     activation_figure,
     caption,
     choose_grouping,
     gaussian_kde,
-    group_by_metric,
     histogram_figure,
     layer_figure,
-    metric_field,
     neuron_figure,
     overview_figures,
     parse_neuron,
@@ -160,7 +158,6 @@ def test_constant_group_is_a_marker_not_a_density(run: ProbeResult) -> None:
 
 
 def test_single_example_group() -> None:
-    from skn.plots import Grouping
     from skn.rank import Neuron
 
     grouping = Grouping("g", GroupSource.OPTION, ("a", "b"), ((0, 1, 2, 3), (4,)))

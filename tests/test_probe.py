@@ -18,8 +18,7 @@ from skn.prompt import PromptInit, init_prompt, splice
 from skn.rank import Neuron
 from skn.stats import correlation
 
-from conftest import tiny_loaded
-from test_stats import reference_r
+from helpers import reference_metrics, reference_r, tiny_loaded
 
 P = 3
 
@@ -54,21 +53,36 @@ def hooked_activations(loaded: object, prompt: torch.Tensor, rows: list, with_co
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2"])
-@pytest.mark.parametrize("metric", ["loss", "score"])
+@pytest.mark.parametrize("metric", ["loss", "confidence", "correct", "score"])
 def test_pass_matches_independent_reference(arch: str, metric: str) -> None:
-    loaded = tiny_loaded(arch)
+    loaded = tiny_loaded(arch, init_range=0.5)  # a sharper model: confidence and correct vary between examples
     data = examples(23)
-    prompt = init_prompt(loaded, P, seed=0)  # type: ignore[arg-type]
-    rows = list(encode(loaded, data, Template.PLAIN, P))  # type: ignore[arg-type]
-    result = statistics_pass(loaded, prompt, rows, data, parse_metric(metric), batch_size=7)  # type: ignore[arg-type]
+    prompt = init_prompt(loaded, P, seed=0)
+    rows = list(encode(loaded, data, Template.PLAIN, P))
+    result = statistics_pass(loaded, prompt, rows, data, parse_metric(metric), batch_size=7)
     acts = hooked_activations(loaded, prompt, rows, with_completion=True)
-    expected = reference_r(acts, result.metric.numpy())
+    if metric == "score":
+        y = np.array([e.meta["score"] for e in data], dtype=np.float64)
+    else:
+        y = reference_metrics(loaded, prompt, rows)[metric]  # float64, computed without skn's scoring
+    np.testing.assert_allclose(result.metric.numpy(), y, rtol=1e-5, atol=1e-6)
+    expected = reference_r(acts, y)
     got = correlation(result.stats).numpy()
     assert result.stats.count == 23
     assert np.array_equal(np.isnan(expected), np.isnan(got))
-    assert np.nanmax(np.abs(got - expected)) <= 1e-5
-    if metric == "score":
-        assert result.metric.tolist() == [e.meta["score"] for e in data]
+    if not np.isnan(expected).all():
+        assert np.nanmax(np.abs(got - expected)) <= 1e-5
+
+
+def test_reference_metrics_can_fail() -> None:
+    """The reference is not skn's own numbers: a prompt changed by a little moves the loss it gives."""
+    loaded = tiny_loaded("qwen2", init_range=0.5)
+    data = examples(5)
+    prompt = init_prompt(loaded, P, seed=0)
+    rows = list(encode(loaded, data, Template.PLAIN, P))
+    result = statistics_pass(loaded, prompt, rows, data, parse_metric("loss"), batch_size=5)
+    moved = reference_metrics(loaded, prompt + 0.05, rows)["loss"]
+    assert np.abs(result.metric.numpy() - moved).max() > 1e-4
 
 
 def test_exemplar_pass_reads_the_right_neurons() -> None:

@@ -15,7 +15,7 @@ from skn.cli.main import cli
 from skn.errors import UsageError
 from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe
 
-from test_cli import write_data
+from helpers import write_data
 
 
 def same_run_directory(a: Path, b: Path) -> None:
@@ -36,6 +36,7 @@ def same_run_directory(a: Path, b: Path) -> None:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_bundled_default_python_equals_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     options = ["--steps", "2", "--train-size", "16", "--val-size", "24", "--top-k", "4"]
@@ -76,3 +77,18 @@ def test_cli_defaults_are_the_library_defaults() -> None:
 def test_config_checks_where_made() -> None:
     with pytest.raises(UsageError, match="--top-k"):
         skn.ProbeConfig(top_k=0)
+
+
+def test_config_checks_name_the_flag() -> None:
+    from skn.errors import UsageError
+    from skn.trainer import TrainConfig
+
+    for make, flag in (
+        (lambda: TrainConfig(steps=0), "--steps"), (lambda: TrainConfig(lr=float("nan")), "--lr"),
+        (lambda: TrainSettings(batch_size=0), "--batch-size"), (lambda: TrainSettings(epochs=-1.0), "--epochs"),
+        (lambda: TrainSettings(steps=0), "--steps"), (lambda: DataRequest(val_fraction=1.0), "--val-fraction"),
+        (lambda: DataRequest(val_size=0), "--val-size"), (lambda: ProbeRequest(threads=-1), "--threads"),
+    ):
+        with pytest.raises(UsageError, match=flag):
+            make()
+    assert TrainSettings(steps=None).steps is None and DataRequest(train_size=None).train_size is None

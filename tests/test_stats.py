@@ -8,21 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import reference_r
 from skn.stats import PearsonStats, StatsAccumulator, correlation, empty_stats, merge
-
-
-def reference_r(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Two-pass float64 Pearson r per column of acts [N, L, P, m]; NaN for constant columns."""
-    x = acts.astype(np.float64)
-    xc = x - x.mean(axis=0)
-    yc = (y - y.mean()).astype(np.float64)
-    cov = np.einsum("n,nlpm->lpm", yc, xc)
-    sx = np.sqrt((xc**2).sum(axis=0))
-    sy = math.sqrt((yc**2).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = cov / (sx * sy)
-    r[sx == 0] = np.nan
-    return r
 
 
 def stream(acts: torch.Tensor, y: torch.Tensor, batch: int) -> PearsonStats:

@@ -22,7 +22,7 @@ from skn.tasks.arithmetic import (
     write_task_json,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from helpers import SHARED  # noqa: E402
 BIGBENCH = SHARED / "data" / "bigbench_arithmetic"
 needs_bigbench = pytest.mark.skipif(not BIGBENCH.is_dir(), reason="../shared/data/bigbench_arithmetic is absent")
 

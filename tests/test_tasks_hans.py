@@ -11,7 +11,7 @@ import pytest
 from skn.errors import DataError
 from skn.tasks.hans import HansItem, load_hans, to_example
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from helpers import SHARED  # noqa: E402
 HANS = SHARED / "data" / "hans"
 EVAL = HANS / "heuristics_evaluation_set.derived.tsv"
 TRAIN = HANS / "heuristics_train_set.derived.tsv"

@@ -11,7 +11,7 @@ from skn.data import Example
 from skn.errors import DataError, UsageError
 from skn.tasks import get_task, list_tasks, load_task, sample, stratified_indices
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from helpers import SHARED  # noqa: E402
 HANS = SHARED / "data" / "hans"
 BIGBENCH = SHARED / "data" / "bigbench_arithmetic"
 

@@ -21,7 +21,7 @@ from skn.tasks.skillmix import (
     load_topics,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from helpers import SHARED  # noqa: E402
 SKILLMIX = SHARED / "data" / "skillmix"
 needs_skillmix = pytest.mark.skipif(not SKILLMIX.is_dir(), reason="../shared/data/skillmix is absent")
 

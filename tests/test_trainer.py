@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from skn.layout import Template
 from skn.rundir import read_prompt
 from skn.trainer import TrainConfig, train_prompt, validation_loss
 
-from conftest import tiny_loaded
+from helpers import tiny_loaded
 
 
 def toy(n: int, seed: int) -> list[Example]:
@@ -22,6 +23,7 @@ def toy(n: int, seed: int) -> list[Example]:
     return [Example("".join(rng.choice("abc") for _ in range(5)), "xyz", {}, f"toy:{i}") for i in range(n)]
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_training_lowers_validation_loss(tmp_path: Path) -> None:
     loaded = tiny_loaded("qwen2", init_range=0.5)  # large weights: the output depends on the input
     config = TrainConfig(prompt_len=4, steps=30, batch_size=8, eval_every=10, lr=0.1)
@@ -97,3 +99,28 @@ def test_non_finite_loss_stops_training() -> None:
     rows = encode(loaded, toy(8, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
     with pytest.raises(TrainingError, match=r"training diverged: the (training|validation) loss is nan at step \d+ \(--lr 1e\+20\)"):
         train_prompt(loaded, rows, rows, TrainConfig(prompt_len=3, steps=6, eval_every=1, lr=1e20))  # type: ignore[arg-type]
+def test_gradient_checkpointing_recomputes_each_layer_in_backward() -> None:
+    """A checkpointed layer runs its forward again during backward: once more per micro-batch. With
+    checkpointing silently off the two counts would be equal. The hook sits on the layer's first
+    projection: torch's non-reentrant checkpoint stops recomputing once it has every saved tensor, and
+    with frozen weights the down projection's input is never saved, so a hook there would not see it."""
+    calls = {}
+    for checkpointing in (False, True):
+        loaded = tiny_loaded("llama", init_range=0.3)
+        rows = encode(loaded, toy(8, 0), Template.PLAIN, 3)
+        seen = {"grad": 0, "all": 0}
+
+        def count(module: torch.nn.Module, args: object, output: object) -> None:
+            seen["all"] += 1
+            seen["grad"] += int(torch.is_grad_enabled())
+
+        handle = loaded.model.model.layers[1].self_attn.q_proj.register_forward_hook(count)
+        # the full forward: transformers' per-layer checkpointing (the split step checkpoints its whole step)
+        config = TrainConfig(prompt_len=3, steps=2, grad_accum=2, batch_size=4, eval_every=2, eval_examples=8,
+                             split_forward=False)
+        train_prompt(loaded, rows, rows, replace(config, gradient_checkpointing=checkpointing))
+        handle.remove()
+        calls[checkpointing] = seen
+    micro_batches = 2 * 2  # steps x grad_accum: each backward recomputes the layer once
+    assert calls[True]["all"] - calls[False]["all"] == micro_batches
+    assert calls[True]["grad"] - calls[False]["grad"] == micro_batches

@@ -15,6 +15,7 @@ import torch
 from skn.data import Example
 from skn.errors import ModelError
 from skn.zoo import PLACEHOLDER, default_examples, default_model_path, verify_model
+from skn.zoo import multiple_choice as mc
 from skn.zoo import train_arithmetic as train
 from skn.zoo.evaluate import auroc, top_neuron
 
@@ -75,11 +76,12 @@ def test_bundled_model_loads_offline_with_its_layout_tokens() -> None:
     assert logits.shape == (1, len(ids) + 20, model.config.vocab_size) and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)
 def test_bundled_model_beats_chance_on_generated_items() -> None:
     """Not a figure to report (bench/README.md has those), a guard against shipping untrained weights."""
     model, tokenizer = _load(default_model_path())
     torch.set_num_threads(1)
-    report = train.evaluate(model, tokenizer, default_examples(0, 60).val, prompt_len=20)
+    report = mc.evaluate(model, tokenizer, default_examples(0, 60).val, prompt_len=20)
     assert report.accuracy > 2 / 7  # 7 choices; chance is 1/7
 
 
@@ -90,7 +92,7 @@ def test_default_examples_are_seeded_generated_multiple_choice() -> None:
     assert not {e.instruction for e in split.train} & {e.instruction for e in split.val}
     for example in split.train + split.val:
         assert example.instruction.startswith("Question: What is ") and example.instruction.endswith("\nAnswer:")
-        assert example.completion.strip() in train.parse_choices(example.instruction)
+        assert example.completion.strip() in mc.parse_choices(example.instruction)
         assert example.meta["operation"] == "multiplication" and example.meta["digits"] in (2, 3)
         assert isinstance(example.meta["last_digit_shortcut"], bool)
 
@@ -126,7 +128,7 @@ def test_choice_scores_equal_a_plain_forward() -> None:
     tokenizer = train.build_tokenizer()
     model = train.build_model(_tiny_config(), len(train.SPECIAL_TOKENS) + len(train.CHARACTERS)).eval()
     example = Example("Question: What is 7 times 8?\nChoices: 56, 1, banana\nAnswer:", " 56", {"last_digit_shortcut": True}, "t")
-    scored = train.score_choices(model, tokenizer, [example], prompt_len=3)[0]
+    scored = mc.score_choices(model, tokenizer, [example], prompt_len=3)[0]
     assert scored.correct == 0 and scored.shortcut
     soft = train.SPECIAL_TOKENS.index(PLACEHOLDER)
     for choice, got in zip(("56", "1", "banana"), scored.nll):
@@ -166,5 +168,5 @@ def test_real_bigbench_items_score() -> None:
 
     model, tokenizer = _load(default_model_path())
     items = load_bigbench(BIGBENCH / "1_digit_multiplication" / "task.json")[:20]
-    scored = train.score_choices(model, tokenizer, [to_example(i, 0) for i in items], prompt_len=20)
+    scored = mc.score_choices(model, tokenizer, [to_example(i, 0) for i in items], prompt_len=20)
     assert len(scored) == 20 and all(len(s.nll) == len(i.choices) for s, i in zip(scored, items))

@@ -70,14 +70,16 @@ def _read_arithmetic(sources: Sequence[Source], seed: int) -> tuple[Example, ...
 GENERATED_PER_SUBTASK = 200
 
 
-def default_arithmetic_items(seed: int) -> tuple[arithmetic.ArithmeticItem, ...]:
+def default_arithmetic_items(
+    seed: int, per_subtask: int = GENERATED_PER_SUBTASK
+) -> tuple[arithmetic.ArithmeticItem, ...]:
     """What `--task arithmetic` without --data probes: every subtask (1-5 digits, 4 operations), up to
-    200 items each (all 100 pairs for 1 digit, all 23 for 1-digit division)."""
+    `per_subtask` (200) items each (at most all 100 pairs for 1 digit, all 23 for 1-digit division)."""
     items: list[arithmetic.ArithmeticItem] = []
     for digits in range(1, 6):
         for op in arithmetic.Operation:
-            cap = (23 if op is arithmetic.Operation.DIVISION else 100) if digits == 1 else GENERATED_PER_SUBTASK
-            items.extend(arithmetic.generate_items(op.value, digits, min(cap, GENERATED_PER_SUBTASK), seed))
+            n = arithmetic.capped_count(op, digits, per_subtask)
+            items.extend(arithmetic.generate_items(op.value, digits, n, seed))
     return tuple(items)
 
 

@@ -224,6 +224,11 @@ def _one_digit_pairs(op: Operation) -> list[tuple[int, int]]:
     return [(a, b) for a in range(10) for b in range(10)]
 
 
+def capped_count(op: Operation, digits: int, n: int) -> int:
+    """n, or fewer where fewer distinct questions exist (1 digit: 100 pairs, 23 for division)."""
+    return min(n, len(_one_digit_pairs(op))) if digits == 1 else n
+
+
 def _random_pair(op: Operation, digits: int, rng: random.Random) -> tuple[int, int]:
     if op is not Operation.DIVISION:
         return _uniform_digits(rng, digits), _uniform_digits(rng, digits)

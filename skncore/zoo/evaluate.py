@@ -27,8 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from skn.data import Example
+from skn.layout import pad_id
+from skn.tokenizer import Tokenizer, token_id
 from skn.zoo import PLACEHOLDER, default_model_path
-from skn.zoo.train_arithmetic import batch_tensors, encode_pretraining, evaluate
+from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,11 @@ def _midranks(values: np.ndarray) -> np.ndarray:
 
 
 def activations_and_loss(
-    model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int, batch_size: int = 64
+    model: nn.Module, tokenizer: Tokenizer, examples: Sequence[Example], prompt_len: int, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
     """[N, L, P, m] activations at the prompt slots (float64) and [N] per-example mean completion NLL."""
-    placeholder = int(tokenizer.convert_tokens_to_ids(PLACEHOLDER))  # type: ignore[attr-defined]
-    pad = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
+    placeholder = token_id(tokenizer, PLACEHOLDER)
+    pad = pad_id(tokenizer)
     layers: Sequence[nn.Module] = list(model.model.layers)  # type: ignore[union-attr,arg-type]
     captured: list[Tensor] = []
 

@@ -7,7 +7,7 @@ skn's own generated BIG-bench-style multiple-choice multiplication items.
 Why it looks the way it does:
 - Training text is only what `skn.tasks.arithmetic.generate_items` writes (BIG-bench's canary forbids its
   own examples as training text; they serve only to evaluate and probe).
-- Each sequence is laid out exactly as skn's probe lays it out (see skn/layout.py): BOS + instruction,
+- Each sequence is laid out exactly as skn's probe lays it out (see `skn.layout`): BOS + instruction,
   then P=20 copies of the placeholder token `<soft>` where the soft prompt will sit, then the completion
   and EOS. A prompt initialised from `<soft>`'s embedding therefore starts where pretraining left off,
   instead of in a gap the model never saw.
@@ -34,10 +34,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from skn.data import Example
-from skn.errors import UsageError
-from skn.layout import Encoded, Template, make_batch
-from skn.layout import encode as encode_example
+from skn.tokenizer import Tokenizer
 from skn.zoo import CHECKSUM_FILE, PLACEHOLDER
+from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate, token_nll
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", PLACEHOLDER)
 # Every printable ASCII character plus newline: one token each.
@@ -71,39 +70,6 @@ class PretrainConfig:
     checkpoint_every: int = 250
 
 
-@dataclass(frozen=True)
-class Scored:
-    """An item scored as multiple choice: summed NLL of each choice (+ EOS) after the placeholders."""
-
-    nll: tuple[float, ...]
-    correct: int  # index of the right choice
-    shortcut: bool
-
-    @property
-    def right(self) -> bool:
-        best = min(range(len(self.nll)), key=lambda i: self.nll[i])
-        return best == self.correct
-
-
-@dataclass(frozen=True)
-class McReport:
-    """Multiple-choice accuracy, split by the last-digit shortcut."""
-
-    n: int
-    accuracy: float
-    n_shortcut: int
-    accuracy_shortcut: float
-    n_no_shortcut: int
-    accuracy_no_shortcut: float
-    completion_loss: float  # mean NLL per completion token (EOS included) of the right choice
-
-    def line(self) -> str:
-        return (
-            f"acc {self.accuracy:.3f} (shortcut {self.accuracy_shortcut:.3f} n={self.n_shortcut}, "
-            f"no shortcut {self.accuracy_no_shortcut:.3f} n={self.n_no_shortcut}) loss {self.completion_loss:.3f}"
-        )
-
-
 @dataclass
 class History:
     rows: list[dict[str, object]] = field(default_factory=list)
@@ -113,13 +79,13 @@ class History:
 # tokenizer and model
 
 
-def build_tokenizer() -> object:
+def build_tokenizer() -> Tokenizer:
     """A character-level tokenizer (tokenizers' BPE with no merges), BOS added on encode."""
-    from tokenizers import Tokenizer, decoders, models, processors
+    from tokenizers import Tokenizer as CoreTokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core = CoreTokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.add_special_tokens(list(SPECIAL_TOKENS))
     core.decoder = decoders.Fuse()
     bos = vocab["<s>"]
@@ -201,95 +167,6 @@ def generated_examples(cfg: PretrainConfig, n: int, salt: int) -> tuple[Example,
     return tuple(out)
 
 
-def encode_pretraining(tokenizer: object, example: Example) -> Encoded:
-    """The probe's own layout (skn.layout): BOS + instruction, and completion + EOS."""
-    return encode_example(tokenizer, example, Template.PLAIN)
-
-
-def batch_tensors(rows: Sequence[Encoded], prompt_len: int, placeholder: int, pad: int) -> tuple[Tensor, Tensor, Tensor]:
-    """input_ids (the prompt slots filled by the placeholder), attention_mask, targets: skn.layout.make_batch."""
-    batch = make_batch(rows, prompt_len, pad, slot_token=placeholder)
-    return batch.input_ids, batch.attention_mask, batch.targets
-
-
-def token_nll(model: nn.Module, ids: Tensor, mask: Tensor, targets: Tensor) -> Tensor:
-    """[B, T] NLL of each target token (0 where there is none)."""
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    flat = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100, reduction="none"
-    )
-    return flat.reshape(targets.shape)
-
-
-def parse_choices(instruction: str) -> tuple[str, ...]:
-    """The options of a "Question: ...\\nChoices: a, b, c\\nAnswer:" instruction, in order."""
-    for line in instruction.splitlines():
-        if line.startswith("Choices: "):
-            return tuple(line[len("Choices: ") :].split(", "))
-    raise UsageError(f"not a multiple-choice instruction (no 'Choices:' line): {instruction!r}")
-
-
-def score_choices(
-    model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int, batch_size: int = 256
-) -> tuple[Scored, ...]:
-    """Score every choice of every example by its summed NLL (+ EOS) in the pretraining layout."""
-    placeholder = int(tokenizer.convert_tokens_to_ids(PLACEHOLDER))  # type: ignore[attr-defined]
-    pad = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
-    rows: list[Encoded] = []
-    owners: list[tuple[int, int]] = []
-    meta: list[tuple[int, bool]] = []
-    for e, example in enumerate(examples):
-        choices = parse_choices(example.instruction)
-        answer = example.completion.strip()
-        lead = example.completion[: len(example.completion) - len(example.completion.lstrip())]  # " " in skn's task
-        if answer not in choices:
-            raise UsageError(f"{example.source}: the completion {example.completion!r} is not one of the choices")
-        meta.append((choices.index(answer), bool(example.meta.get("last_digit_shortcut", False))))
-        for c, choice in enumerate(choices):
-            rows.append(encode_pretraining(tokenizer, Example(example.instruction, lead + choice, {}, example.source)))
-            owners.append((e, c))
-    sums = [0.0] * len(rows)
-    model.eval()
-    with torch.no_grad():
-        for lo in range(0, len(rows), batch_size):
-            ids, mask, targets = batch_tensors(rows[lo : lo + batch_size], prompt_len, placeholder, pad)
-            nll = token_nll(model, ids, mask, targets).sum(dim=1)
-            for k, value in enumerate(nll.tolist()):
-                sums[lo + k] = float(value)
-    per: list[list[float]] = [[] for _ in examples]
-    for (e, _c), value in zip(owners, sums):
-        per[e].append(value)
-    return tuple(Scored(tuple(per[e]), meta[e][0], meta[e][1]) for e in range(len(examples)))
-
-
-def mc_report(scored: Sequence[Scored], completion_loss: float) -> McReport:
-    def acc(rows: Sequence[Scored]) -> float:
-        return sum(r.right for r in rows) / len(rows) if rows else float("nan")
-
-    yes = [r for r in scored if r.shortcut]
-    no = [r for r in scored if not r.shortcut]
-    return McReport(len(scored), acc(scored), len(yes), acc(yes), len(no), acc(no), completion_loss)
-
-
-def completion_loss(model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int) -> float:
-    placeholder = int(tokenizer.convert_tokens_to_ids(PLACEHOLDER))  # type: ignore[attr-defined]
-    pad = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
-    rows = [encode_pretraining(tokenizer, e) for e in examples]
-    total, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for lo in range(0, len(rows), 256):
-            ids, mask, targets = batch_tensors(rows[lo : lo + 256], prompt_len, placeholder, pad)
-            total += float(token_nll(model, ids, mask, targets).sum())
-            count += int((targets != -100).sum())
-    return total / max(count, 1)
-
-
-def evaluate(model: nn.Module, tokenizer: object, examples: Sequence[Example], prompt_len: int) -> McReport:
-    loss = completion_loss(model, tokenizer, examples, prompt_len)
-    return mc_report(score_choices(model, tokenizer, examples, prompt_len), loss)
-
-
 # ----------------------------------------------------------------------------------------------
 # training
 
@@ -354,7 +231,7 @@ def write_checksums(folder: Path) -> None:
     (folder / CHECKSUM_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def save_model(folder: Path, model: nn.Module, tokenizer: object, cfg: PretrainConfig, history: History, seconds: float) -> None:
+def save_model(folder: Path, model: nn.Module, tokenizer: Tokenizer, cfg: PretrainConfig, history: History, seconds: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
     # Drop what save_pretrained adds that is not part of the contract (generation defaults).

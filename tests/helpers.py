@@ -1,0 +1,119 @@
+"""Helpers shared by the tests (one module, so no test imports another): tiny models built from configs
+with fixed seeds, a character tokenizer made in process, paths into ../shared, a small data file, and the
+independent float64 references the numbers are checked against."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+STORIES = SHARED / "models" / "stories260K-hf"
+
+CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;?!'\"-+*=/()\n")
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<soft>"]
+
+
+def char_tokenizer() -> Any:
+    """A character-level fast tokenizer that adds BOS and has EOS and PAD."""
+    from tokenizers import Tokenizer, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        additional_special_tokens=["<soft>"],
+    )
+
+
+VOCAB = len(SPECIALS) + len(CHARS)
+
+
+def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+    torch.manual_seed(seed)
+    if arch == "qwen2":
+        config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    elif arch == "llama":
+        config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_hidden_layers=3,
+                             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
+    elif arch == "gpt2":
+        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256)
+    else:
+        raise ValueError(arch)
+    config.pad_token_id = 0
+    config.initializer_range = init_range
+    model = AutoModelForCausalLM.from_config(config)
+    model.eval()
+    return model
+
+
+def tiny_loaded(arch: str, seed: int = 0, init_range: float = 0.02) -> Any:
+    from skn.model import wrap_loaded
+
+    return wrap_loaded(f"tiny-{arch}", tiny_model(arch, seed, init_range), char_tokenizer(), torch.device("cpu"))
+
+
+
+def write_data(path: Path, n: int, seed: int) -> Path:
+    """A .jsonl of n examples with an `animal` label and a numeric `size` field."""
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for i in range(n):
+            word = rng.choice(["cat", "dog", "bird"])
+            f.write(json.dumps({"instruction": f"the {word} is", "completion": f" a {word}", "animal": word, "size": rng.random()}) + "\n")
+    return path
+
+
+def reference_r(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Two-pass float64 Pearson r per column of acts [N, L, P, m]; NaN for constant columns."""
+    x = acts.astype(np.float64)
+    xc = x - x.mean(axis=0)
+    yc = (y - y.mean()).astype(np.float64)
+    cov = np.einsum("n,nlpm->lpm", yc, xc)
+    sx = np.sqrt((xc**2).sum(axis=0))
+    sy = math.sqrt((yc**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / (sx * sy)
+    r[sx == 0] = np.nan
+    return r
+
+
+def reference_metrics(loaded: Any, prompt: torch.Tensor, rows: Any) -> dict[str, np.ndarray]:
+    """loss, confidence and correct per example, from a float64 copy of the model, one unpadded sequence
+    per example laid out here (instruction | prompt | completion), with nothing of skn's batching or scoring:
+
+        loss       = mean over completion tokens c_j of -log softmax(logits[t_j - 1])[c_j]
+        confidence = mean over the same positions of max softmax(logits[t_j - 1])
+        correct    = 1.0 when argmax logits[t_j - 1] == c_j for every j, else 0.0
+    """
+    model = copy.deepcopy(loaded.model).to(torch.float64)
+    embed = model.get_input_embeddings()
+    out: dict[str, list[float]] = {"loss": [], "confidence": [], "correct": []}
+    for row in rows:
+        instruction, completion = list(row.instruction), list(row.completion)
+        p = int(prompt.shape[0])
+        with torch.no_grad():
+            pieces = [embed(torch.tensor([instruction])), prompt.to(torch.float64)[None], embed(torch.tensor([completion]))]
+            logits = model(inputs_embeds=torch.cat(pieces, dim=1)).logits[0].numpy()
+        first = len(instruction) + p  # the first completion token's position
+        predicting = logits[first - 1 : first - 1 + len(completion)]
+        shifted = predicting - predicting.max(axis=1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        target = np.array(completion)
+        out["loss"].append(float(-logp[np.arange(len(completion)), target].mean()))
+        out["confidence"].append(float(np.exp(logp).max(axis=1).mean()))
+        out["correct"].append(float(np.all(predicting.argmax(axis=1) == target)))
+    return {name: np.array(values, dtype=np.float64) for name, values in out.items()}
