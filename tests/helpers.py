@@ -117,3 +117,20 @@ def reference_metrics(loaded: Any, prompt: torch.Tensor, rows: Any) -> dict[str,
         out["confidence"].append(float(np.exp(logp).max(axis=1).mean()))
         out["correct"].append(float(np.all(predicting.argmax(axis=1) == target)))
     return {name: np.array(values, dtype=np.float64) for name, values in out.items()}
+
+
+FAST = ["--steps", "3", "--eval-every", "3", "--prompt-len", "4", "--batch-size", "8", "--top-k", "5"]
+"""CLI options that keep a whole `skn probe` on a tiny model to a second or two."""
+
+
+def run_main(args: list[str], capsys: Any) -> tuple[int, str]:
+    """`skn ARGS` through the console entry point: (exit code, stdout + stderr)."""
+    import pytest
+
+    from skn.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out + captured.err

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from skn.ablate_view import ablation_figure, effect_rows
 from skn.cli.main import cli
 
-from test_cli import FAST, run_main, write_data
+from helpers import FAST, run_main, write_data
 
 
 @pytest.mark.slow  # about 10 s: a probe, an ablation, a report

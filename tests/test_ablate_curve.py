@@ -17,7 +17,7 @@ from skn.errors import UsageError
 
 from conftest import tiny_loaded
 from test_ablate import P, _data, _plant
-from test_cli import run_main
+from helpers import run_main
 
 
 def _ranked(first: Target, width: int, layers: int) -> list[Target]:

@@ -23,6 +23,7 @@ import torch
 
 from conftest import VOCAB, char_tokenizer, tiny_model
 from fake_run import make_run
+from helpers import run_main
 from skn.cli.main import main
 
 FAST = ["--steps", "2", "--eval-every", "2", "--prompt-len", "2", "--batch-size", "8", "--top-k", "3", "--exemplars", "2"]
@@ -49,14 +50,6 @@ def _write_data(path: Path, n: int, seed: int, extra: Callable[[int], dict[str, 
                 record.update(extra(i))
             f.write(json.dumps(record) + "\n")
     return path
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out + captured.err
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,8 @@ from click.testing import CliRunner
 from skn.cli.main import cli, main
 from skn.rundir import read_probe_run
 
-from helpers import write_data
+from helpers import FAST, run_main, write_data
 
-FAST = ["--steps", "3", "--eval-every", "3", "--prompt-len", "4", "--batch-size", "8", "--top-k", "5"]
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out + captured.err
 
 
 @pytest.mark.slow  # over 8 s in `pytest --durations=15` (2 shared cores)

@@ -20,7 +20,7 @@ from skn.predictivity import PREDICTIVITY_JSON, PredictivityCounts, binary_label
 from skn.prompt import init_prompt
 
 from conftest import tiny_loaded
-from test_cli import run_main, write_data
+from helpers import run_main, write_data
 from test_probe import examples, hooked_activations
 
 P = 3

@@ -92,7 +92,7 @@ def test_every_view_shows_the_held_out_r(tmp_path: Path, saved_tiny_model: Path)
 
     from skn.cli.main import cli
     from skn.plots import overview_figures
-    from test_cli import FAST, write_data
+    from helpers import FAST, write_data
 
     train, val = write_data(tmp_path / "train.jsonl", 16, 0), write_data(tmp_path / "val.jsonl", 24, 1)
     out = tmp_path / "RUN"

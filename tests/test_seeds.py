@@ -15,7 +15,7 @@ from skn.cli.main import cli
 from skn.errors import MetricError, UsageError
 from skn.rundir import read_probe_run
 
-from test_cli import FAST, write_data
+from helpers import FAST, write_data
 
 
 def test_parse_seeds() -> None:
