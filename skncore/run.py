@@ -276,7 +276,9 @@ def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPl
         str(zoo.default_model_path()) if model.bundled else model.name, model.trust_remote_code and not model.bundled,
         model.device, model.dtype, model.quantize, chosen.split.train + chosen.split.val, request.data.template,
         request.train.prompt_len, request.train.batch_size, training=not request.prompt,
-        gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass)
+        gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass,
+        null_permutations=request.probe.null.permutations,
+        folds=plan_holdout(request.probe.holdout, len(chosen.split.val)).on)
 
 
 def memory_plan(request: ProbeRequest) -> MemoryPlan:
