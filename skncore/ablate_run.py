@@ -8,7 +8,6 @@ the ranking from its `corr` with run.json's reduce, so a set larger than neurons
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from skn.model import LoadedModel
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult
-from skn.rundir import read_json, read_probe_run, read_prompt, write_text
+from skn.rundir import read_json, read_probe_run, read_prompt, write_json
 from skn.version import __version__
 
 ABLATION_FILE = "ablation.json"
@@ -195,19 +194,25 @@ def ablation_record(result: AblationResult, model: str, alternative_rows: int) -
 
 def write_ablation(run_dir: Path, result: AblationResult, model: str, alternative_rows: int) -> Path:
     path = Path(run_dir) / ABLATION_FILE
-    write_text(path, json.dumps(ablation_record(result, model, alternative_rows), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    write_json(path, ablation_record(result, model, alternative_rows))
     return path
+
+
+def _read_record(run_dir: Path, name: str, keys: set[str], what: str, command: str) -> dict[str, object]:
+    """A JSON record of the run directory that must hold `keys`; missing or malformed is a RunDirError."""
+    path = Path(run_dir) / name
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {name} (run `{command}` first)")
+    record = read_json(path)
+    if not isinstance(record, dict) or not keys <= set(record):
+        raise RunDirError(f"{path}: not an {what}")
+    return record
 
 
 def read_ablation(run_dir: Path) -> dict[str, object]:
     """RUN/ablation.json as written by `write_ablation`."""
-    path = Path(run_dir) / ABLATION_FILE
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: no {ABLATION_FILE} (run `skn ablate {run_dir}` first)")
-    record = read_json(path)
-    if not isinstance(record, dict) or not {"effect", "controls", "per_neuron", "config"} <= set(record):
-        raise RunDirError(f"{path}: not an ablation record")
-    return record
+    return _read_record(run_dir, ABLATION_FILE, {"effect", "controls", "per_neuron", "config"}, "ablation record",
+                        f"skn ablate {run_dir}")
 
 
 # ---------------------------------------------------------------- ablation_curve.json
@@ -250,15 +255,11 @@ def curve_record(curve: Curve, model: str) -> dict[str, object]:
 
 def write_curve(run_dir: Path, curve: Curve, model: str) -> Path:
     path = Path(run_dir) / CURVE_FILE
-    write_text(path, json.dumps(curve_record(curve, model), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    write_json(path, curve_record(curve, model))
     return path
 
 
 def read_curve(run_dir: Path) -> dict[str, object]:
-    path = Path(run_dir) / CURVE_FILE
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: no {CURVE_FILE} (run `skn ablate {run_dir} --curve` first)")
-    record = read_json(path)
-    if not isinstance(record, dict) or not {"points", "axis", "config"} <= set(record):
-        raise RunDirError(f"{path}: not an ablation curve record")
-    return record
+    """RUN/ablation_curve.json as written by `write_curve`."""
+    return _read_record(run_dir, CURVE_FILE, {"points", "axis", "config"}, "ablation curve record",
+                        f"skn ablate {run_dir} --curve")

@@ -7,12 +7,12 @@ at once, naming the flag, instead of after minutes of training.
     check_model_path        a --model that looks like a path must be a folder ("no such folder" at once,
                             not a 49 s hub lookup)
     check_prompt_model      a --prompt file trained on another model is refused unless asked for
-    check_learning_rate     --lr must be a positive finite number
+
+(--lr, --steps and the other training numbers are checked where they are made: TrainSettings.__post_init__.)
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,16 +76,10 @@ def check_prompt_model(prompt_model: str, model: str, prompt_path: str, allowed:
         )
 
 
-def check_learning_rate(lr: float) -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise UsageError(f"--lr must be a positive finite number, got {lr}")
-
-
 __all__ = [
     "MIN_VAL_EXAMPLES",
     "MetricError",
     "check_backend",
-    "check_learning_rate",
     "check_model_path",
     "check_prompt_model",
     "check_python_metric",

@@ -39,7 +39,7 @@ from skn.prompt import PromptInit
 from skn.quantize import Quantize, load_quantized_model
 from skn.result import ProbeResult, TrainPoint
 from skn.console import quiet_transformers
-from skn.preflight import (check_backend, check_learning_rate, check_model_path, check_prompt_model, check_python_metric,
+from skn.preflight import (check_backend, check_model_path, check_prompt_model, check_python_metric,
                            check_validation_size)
 from skn.rundir import (EXAMPLES_FILE, PROMPT_FILE, TRAINING_NAMES, fresh_run_directory, prepare_run_directory, read_prompt,
                         write_examples, write_predictivity, write_probe_run)
