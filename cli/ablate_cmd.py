@@ -9,14 +9,16 @@ import click
 from rich.console import Console
 
 from skn import zoo
-from skn.ablate import AblationConfig, Where, parse_value
+from skn.ablate import AblationConfig
+from skn.intervention import Where, parse_value
 from skn.ablate_curve import parse_scales
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, AblationRequest, read_ablation, read_curve, run_ablation, run_curve
 from skn.ablate_view import ablation_figure, curve_figure
 from skn.errors import UsageError
 from skn.plots import PLOTS_DIR, png_bytes
 from skn.progress import RichProgress
-from skn.run import ModelRequest, load_requested_model, set_threads
+from skn.request import ModelRequest
+from skn.run import load_requested_model, set_threads
 from skn.rundir import RUN_FILE, read_json, write_bytes
 
 from skn.cli.ablate_render import ablation_tables, curve_table

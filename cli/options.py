@@ -3,7 +3,7 @@
 Each decorator adds its options and hands the command one typed library record instead of loose
 keywords: `model_options` -> `model: ModelRequest`, `data_options` -> `data: DataRequest`,
 `train_options` -> `train: TrainSettings`. Defaults and help come from those dataclasses
-(`skn.run.default_of` / `help_of`), so each default is written once, in the library.
+(`skn.request.default_of` / `help_of`), so each default is written once, in the library.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import click
 from skn.layout import Template
 from skn.model import DType
 from skn.quantize import Quantize
-from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
+from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 

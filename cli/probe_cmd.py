@@ -17,7 +17,8 @@ from skn.rank import Reduce
 from skn.report import write_report
 from skn.compare_report import write_compare_report
 from skn.errors import UsageError
-from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, memory_plan, run_directory, run_probe
+from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.run import memory_plan, run_directory, run_probe
 from skn.seeds import parse_seeds, run_seeds, subrun_dir
 
 from skn.cli.compare_cmd import consensus_table, pair_table

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
-from skn.rundir import read_probe_run
+from skn.probe_files import read_probe_run
 
 from skn.cli.ablate_render import ablation_tables, curve_table
 from skn.cli.render import print_groups, print_run

@@ -8,7 +8,8 @@ from rich.text import Text
 
 from skn.progress import RichProgress
 from skn.rundir import PROMPT_FILE
-from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_train
+from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.run import run_train
 
 from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
 

@@ -19,8 +19,9 @@ from skn.holdout import HeldOutR, HoldoutResult, rank_with_holdout
 from skn.model import LoadedModel, load_model
 from skn.rank import Neuron, Reduce
 from skn.result import ProbeResult, RunInfo
-from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe, run_train
-from skn.rundir import read_probe_run
+from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.run import run_probe, run_train
+from skn.probe_files import read_probe_run
 from skn.seeds import SeedsOutcome, run_seeds
 from skn.stats import PearsonStats, merge
 from skn.trainer import TrainConfig, TrainResult

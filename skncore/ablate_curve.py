@@ -25,18 +25,8 @@ from enum import Enum
 
 import torch
 
-from skn.ablate import (
-    MEASURES,
-    AblationConfig,
-    AblationData,
-    Comparison,
-    Measures,
-    Target,
-    Value,
-    ValueKind,
-    compare,
-    measure,
-)
+from skn.ablate import MEASURES, AblationConfig, AblationData, Comparison, Measures, compare, measure
+from skn.intervention import Target, Value, ValueKind
 from skn.errors import UsageError
 from skn.progress import ProgressSink, SilentProgress
 

@@ -23,13 +23,12 @@ from skn.ablate import (
     Effect,
     Measures,
     SetEffect,
-    Target,
     alternatives,
     ablate,
-    parse_targets,
     prepare,
     sample_items,
 )
+from skn.intervention import Target, parse_targets
 from skn.ablate_curve import Curve, default_grid, k_curve, parse_grid, scale_curve
 from skn.data import Example
 from skn.errors import RunDirError, UsageError
@@ -39,7 +38,8 @@ from skn.model import LoadedModel
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult
-from skn.rundir import read_json, read_probe_run, read_prompt, write_json
+from skn.rundir import read_json, read_prompt, write_json
+from skn.probe_files import read_probe_run
 from skn.version import __version__
 
 ABLATION_FILE = "ablation.json"

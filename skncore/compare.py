@@ -40,7 +40,8 @@ from skn.overlap import (
 from skn.plots import new_figure, png_bytes
 from skn.rank import best_scores
 from skn.result import ProbeResult
-from skn.rundir import read_probe_run, write_bytes, write_json, write_text
+from skn.rundir import write_bytes, write_json, write_text
+from skn.probe_files import read_probe_run
 
 COMPARE_JSON = "compare.json"
 COMPARE_CSV = "compare.csv"

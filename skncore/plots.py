@@ -39,7 +39,8 @@ from skn.null import NullResult
 from skn.groups import Grouping, grouping_for
 from skn.rank import Neuron, Reduce, best_scores, top_k_threshold
 from skn.result import ProbeResult, RunInfo
-from skn.rundir import read_probe_run, write_bytes
+from skn.rundir import write_bytes
+from skn.probe_files import read_probe_run
 
 Array = NDArray[np.float64]
 

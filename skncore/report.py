@@ -38,7 +38,8 @@ from skn.holdout import summary_from_info
 from skn.null import NullResult
 from skn.rank import exemplars
 from skn.result import ProbeResult, info_to_json
-from skn.rundir import read_probe_run, write_bytes
+from skn.rundir import write_bytes
+from skn.probe_files import read_probe_run
 from skn.version import __version__
 
 REPORT_FILE = "report.html"

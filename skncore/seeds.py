@@ -21,7 +21,8 @@ from skn.compare import SUBRUN_PREFIX, Comparison, compare_runs, write_compariso
 from skn.errors import InternalError, SknError, UsageError
 from skn.progress import ProgressSink, SilentProgress
 from skn.result import ProbeResult
-from skn.run import ProbeRequest, run_probe
+from skn.request import ProbeRequest
+from skn.run import run_probe
 from skn.rundir import write_json
 
 SEEDS_FILE = "seeds.json"

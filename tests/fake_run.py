@@ -12,7 +12,7 @@ from skn.data import Example
 from skn.null import PermutationMode, verdict
 from skn.rank import rank_neurons
 from skn.result import ProbeResult, info_from_json
-from skn.rundir import write_probe_run
+from skn.probe_files import write_probe_run
 from skn.stats import PearsonStats
 
 HEURISTICS = ("lexical_overlap", "subsequence", "constituent")

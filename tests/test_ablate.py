@@ -12,23 +12,16 @@ import torch
 
 from skn.ablate import (
     AblationConfig,
-    Target,
-    Value,
-    ValueKind,
-    Where,
     ablate,
     alternatives,
-    build_intervention,
     choices_of,
     draw_controls,
     empirical_p,
-    intervened,
     measure,
-    parse_targets,
-    parse_value,
     prepare,
     sample_items,
 )
+from skn.intervention import Target, Value, ValueKind, Where, build_intervention, intervened, parse_targets, parse_value
 from skn.ablate_view import ablation_html, effect_rows
 from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ablation
 from skn.api import ProbeConfig, encode, probe
@@ -38,7 +31,8 @@ from skn.errors import UsageError
 from skn.layout import Template, make_batch, pad_id
 from skn.metrics import parse_metric
 from skn.prompt import init_prompt, splice
-from skn.rundir import PromptFile, read_probe_run, write_prompt
+from skn.rundir import PromptFile, write_prompt
+from skn.probe_files import read_probe_run
 
 from conftest import tiny_loaded
 from test_probe import examples, hooked_activations

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from skn.ablate import AblationConfig, Target, Value, ValueKind, Where, empirical_p
+from skn.ablate import AblationConfig, empirical_p
+from skn.intervention import Target, Value, ValueKind, Where
 from skn.ablate_curve import default_grid, first_departure, holm, k_curve, parse_grid, parse_scales, scale_curve
 from skn.ablate_view import curve_figure, curve_rows
 from skn.ablate_run import curve_record

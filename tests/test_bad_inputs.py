@@ -183,7 +183,7 @@ def killed_run(ctx: Ctx, tmp: Path) -> None:
     """A real kill -9 between two writes of a probe run (after the stats, before run.json)."""
     script = (
         "import os, signal, sys; sys.path.insert(0, 'tests')\n"
-        "import skn.rundir as rd\n"
+        "import skn.probe_files as rd\n"
         "from fake_run import make_run\n"
         "real = rd.write_examples\n"
         "def dying(*a, **k):\n"
@@ -413,7 +413,8 @@ def test_run_json_is_strict(ctx: Ctx) -> None:
 def test_transformers_progress_setting_is_restored(ctx: Ctx) -> None:
     from transformers.utils import logging as hf_logging
 
-    from skn.run import ModelRequest, load_requested_model
+    from skn.request import ModelRequest
+    from skn.run import load_requested_model
     hf_logging.enable_progress_bar()
     load_requested_model(ModelRequest(str(ctx.model)))
     assert hf_logging.is_progress_bar_enabled()

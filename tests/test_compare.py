@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from scipy import stats as sps
 
-from skn.rundir import write_probe_run
+from skn.probe_files import write_probe_run
 from skn.api import ProbeConfig, probe
 from skn.compare import compare_runs, scatter_figure, write_comparison
 from skn.errors import UsageError

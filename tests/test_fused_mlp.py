@@ -104,7 +104,8 @@ def test_other_ffns_fall_back_with_a_reason() -> None:
 
 def test_run_says_when_it_falls_back(tmp_path: Path) -> None:
     from skn.api import ProbeConfig
-    from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe
+    from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+    from skn.run import run_probe
 
     from conftest import char_tokenizer, tiny_model
 

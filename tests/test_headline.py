@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from skn.run import DataRequest, choose_examples, no_data_notice
+from skn.request import DataRequest
+from skn.run import choose_examples, no_data_notice
 
 from conftest import char_tokenizer, tiny_model
 

@@ -31,7 +31,7 @@ from skn.plots import (
 )
 from skn.rank import Reduce, best_scores, top_k_threshold
 from skn.result import ProbeResult, RunInfo
-from skn.rundir import read_probe_run
+from skn.probe_files import read_probe_run
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

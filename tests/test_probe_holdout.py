@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from skn.rundir import write_probe_run
+from skn.probe_files import write_probe_run
 from skn.api import ProbeConfig, encode, probe
 from skn.folds import assign_folds
 from skn.layout import Template
 from skn.metrics import parse_metric
 from skn.probe import statistics_pass
 from skn.prompt import init_prompt
-from skn.rundir import read_probe_run
+from skn.probe_files import read_probe_run
 from skn.stats import correlation
 
 from conftest import tiny_loaded

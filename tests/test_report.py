@@ -19,7 +19,7 @@ from matplotlib.image import imread
 from skn.cli.main import main
 from skn.report import render_report, write_report
 from skn.result import ProbeResult
-from skn.rundir import read_probe_run
+from skn.probe_files import read_probe_run
 
 # Debian's package; .ci/run installs it (`apt-get install -y chromium`).
 CHROMIUM_NAMES = ("chromium", "chromium-browser")

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 import skn
 from skn.cli.main import cli
 from skn.errors import UsageError
-from skn.run import DataRequest, ModelRequest, ProbeRequest, TrainSettings, run_probe
+from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.run import run_probe
 
 from helpers import write_data
 

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from skn import seeds
 from skn.result import ProbeResult
-from skn.run import ProbeRequest
+from skn.request import ProbeRequest
 from skn.cli.main import cli
 from skn.errors import MetricError, UsageError
-from skn.rundir import read_probe_run
+from skn.probe_files import read_probe_run
 
 from helpers import FAST, write_data
 

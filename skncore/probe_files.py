@@ -1,0 +1,352 @@
+"""The files of a probe run: `write_probe_run` writes a `ProbeResult` into a run directory (the contract is
+skn.rundir's docstring) and `read_probe_run` gives the same `ProbeResult` back, every file checked
+against the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from skn.data import Example
+from skn.errors import RunDirError
+from skn.folds import FoldStats
+from skn.groups import GroupSummaries, groups_from_json, groups_to_json
+from skn.holdout import HeldOutR, HoldoutResult
+from skn.null import NullResult, PermutationMode
+from skn.predictivity import PREDICTIVITY_FILE, PREDICTIVITY_JSON, PredictivityCounts, predictivity_record
+from skn.rank import Neuron
+from skn.replication import ALPHA, Replication
+from skn.result import ProbeResult, info_from_json, info_to_json
+from skn.rundir import (EXAMPLES_FILE, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURON_COLUMNS, NEURONS_CSV,
+                        NEURONS_JSON, NULL_COLUMNS, RUN_FILE, STATS_FILE, TOP_ACTIVATIONS_FILE, load_tensors, read_json,
+                        require_file, write_json, write_tensors, write_text, json_safe)
+from skn.stats import PearsonStats
+from skn.version import __version__
+
+
+def _held_out_values(h: HeldOutR) -> tuple[float, ...]:
+    return (h.r_held_out, h.low, h.high, h.r_selection, h.r_full)
+
+
+def _null_cells(null: NullResult | None, row: int) -> dict[str, object]:
+    if null is None:
+        return {}
+    return {"p_adjusted": json_safe(null.p_adjusted[row]), "p_cell": json_safe(null.p_cell[row]),
+            "significant": null.significant[row]}
+
+
+def _neurons_csv(neurons: Sequence[Neuron], held_out: Sequence[HeldOutR] = (), null: NullResult | None = None) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(NEURON_COLUMNS + (NULL_COLUMNS if null is not None else ()) + (HOLDOUT_COLUMNS if held_out else ()))
+    for k, n in enumerate(neurons):
+        nulls = [("" if v is None else repr(v) if isinstance(v, float) else str(v).lower()) for v in _null_cells(null, k).values()]
+        extra = [repr(v) for v in _held_out_values(held_out[k])] if held_out else []
+        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r), *nulls, *extra])
+    return buffer.getvalue()
+
+
+def _neuron_record(n: Neuron, held_out: HeldOutR | None = None, null: NullResult | None = None, row: int = 0) -> dict[str, object]:
+    record: dict[str, object] = {"rank": n.rank, "layer": n.layer, "neuron": n.index, "position": n.position, "r": json_safe(n.r),
+                                 **_null_cells(null, row)}
+    if held_out is not None:
+        record.update({name: json_safe(v) for name, v in zip(HOLDOUT_COLUMNS, _held_out_values(held_out), strict=True)})
+    return record
+
+
+def _null_tensors(null: NullResult | None) -> dict[str, Tensor]:
+    if null is None:
+        return {}
+    return {
+        "null_max_abs_r": null.max_abs_r.to(torch.float64),
+        "null_threshold": torch.tensor(null.threshold, dtype=torch.float64),
+        "null_alpha": torch.tensor(null.alpha, dtype=torch.float64),
+    }
+
+
+def _read_null(directory: Path, tensors: Mapping[str, Tensor], records: list[object], info: Mapping[str, object]) -> NullResult | None:
+    """The null as written by `write_probe_run`: maxima and threshold from stats.safetensors, the
+    per-neuron p-values from neurons.json, the scheme from run.json."""
+    if "null_max_abs_r" not in tensors:
+        return None
+    if "null_threshold" not in tensors or "null_alpha" not in tensors:
+        raise RunDirError(f"{directory / STATS_FILE}: null_max_abs_r without null_threshold and null_alpha")
+    summary = info.get("null")
+    mode_text = summary.get("mode") if isinstance(summary, Mapping) else None
+    try:
+        mode = PermutationMode(mode_text) if mode_text is not None else PermutationMode.WHOLE_SET
+        p_adjusted, p_cell, significant = [], [], []
+        for record in records:
+            if not isinstance(record, Mapping):
+                raise TypeError("not an object")
+            p_adjusted.append(math.nan if record["p_adjusted"] is None else float(record["p_adjusted"]))
+            p_cell.append(math.nan if record["p_cell"] is None else float(record["p_cell"]))
+            significant.append(bool(record["significant"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunDirError(f"{directory / NEURONS_JSON}: the run has a null but a neuron record lacks its p-values ({err})") from None
+    return NullResult(mode, float(tensors["null_alpha"]), tensors["null_max_abs_r"].to(torch.float64),
+                      float(tensors["null_threshold"]), tuple(p_adjusted), tuple(p_cell), tuple(significant))
+
+
+def _moment_tensors(prefix: str, stats: PearsonStats) -> dict[str, Tensor]:
+    return {
+        f"{prefix}count": torch.tensor(stats.count, dtype=torch.int64),
+        f"{prefix}mean_x": stats.mean_x,
+        f"{prefix}m2_x": stats.m2_x,
+        f"{prefix}c_xy": stats.c_xy,
+        f"{prefix}mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
+        f"{prefix}m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
+    }
+
+
+def _holdout_tensors(holdout: HoldoutResult) -> dict[str, Tensor]:
+    """The folds in stats.safetensors: `confirm` [N] uint8 (1 = confirmation fold), each fold's moments under
+    `selection_` / `confirmation_`, and each fold's corr (`corr_selection`, `corr_confirmation`)."""
+    tensors = {"confirm": holdout.folds.confirm.to(torch.uint8)}
+    tensors.update(_moment_tensors("selection_", holdout.folds.selection))
+    tensors.update(_moment_tensors("confirmation_", holdout.folds.confirmation))
+    tensors["corr_selection"] = holdout.corr_selection.to(torch.float32)
+    tensors["corr_confirmation"] = holdout.corr_confirmation.to(torch.float32)
+    return tensors
+
+
+def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> None:
+    lines = []
+    for index, (example, value) in enumerate(zip(examples, metric.tolist(), strict=True)):
+        record = {
+            "index": index,
+            "instruction": example.instruction,
+            "completion": example.completion,
+            "meta": dict(example.meta),
+            "source": example.source,
+            "metric": json_safe(float(value)),
+        }
+        lines.append(json.dumps(record, ensure_ascii=False))
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def write_probe_run(directory: Path, run: ProbeResult) -> None:
+    """Write every probe file of the contract into `directory` (the prompt is written by training);
+    groups.json too when the result has group summaries."""
+    directory = Path(directory)
+    info = run.info
+    metadata = {"model": info.model, "metric": info.metric, "data": info.val_data, "skn_version": __version__}
+    stats = run.stats
+    write_tensors(
+        directory / STATS_FILE,
+        {
+            "corr": run.corr.to(torch.float32),
+            "count": torch.tensor(stats.count, dtype=torch.int64),
+            "mean_x": stats.mean_x,
+            "m2_x": stats.m2_x,
+            "c_xy": stats.c_xy,
+            "mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
+            "m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
+            **(_holdout_tensors(run.holdout) if run.holdout is not None else {}),
+            **_null_tensors(run.null),
+        },
+        metadata,
+    )
+    held_out = run.holdout.per_neuron if run.holdout is not None else ()
+    write_json(directory / NEURONS_JSON, [_neuron_record(n, held_out[k] if held_out else None, run.null, k)
+                                          for k, n in enumerate(run.neurons)])
+    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons, held_out, run.null))
+    write_tensors(
+        directory / TOP_ACTIVATIONS_FILE,
+        {"activations": run.top_activations.to(torch.float32), "metric": run.metric.to(torch.float64)},
+        metadata,
+    )
+    write_examples(directory / EXAMPLES_FILE, run.examples, run.metric)
+    if run.groups is not None:
+        write_groups(directory, run.groups)
+    write_json(directory / RUN_FILE, info_to_json(info))
+
+
+def read_examples(path: Path) -> tuple[tuple[Example, ...], list[float]]:
+    examples, metric = [], []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: not readable UTF-8 text ({err})") from None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            meta = record.get("meta", {})
+            if not isinstance(meta, dict):
+                raise TypeError(f"'meta' must be an object, got {type(meta).__name__}")
+            if not isinstance(record["instruction"], str) or not isinstance(record["completion"], str):
+                raise TypeError("'instruction' and 'completion' must be strings")
+            examples.append(Example(record["instruction"], record["completion"], meta, str(record.get("source", ""))))
+            value = record.get("metric")
+            metric.append(math.nan if value is None else float(value))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RunDirError(f"{path}:{number}: not an example record ({type(err).__name__}: {err})") from None
+    return tuple(examples), metric
+
+
+def _stats_from(tensors: Mapping[str, Tensor], path: Path) -> PearsonStats:
+    """The moments of stats.safetensors, their ranks and shapes checked (a damaged file is a RunDirError)."""
+    corr = tensors["corr"]
+    if corr.dim() != 3:
+        raise RunDirError(f"{path}: 'corr' must be [layers, positions, neurons], got shape {tuple(corr.shape)}")
+    for name in ("count", "mean_y", "m2_y"):
+        if tensors[name].numel() != 1:
+            raise RunDirError(f"{path}: '{name}' must be a scalar, got shape {tuple(tensors[name].shape)}")
+    for name in ("mean_x", "m2_x", "c_xy"):
+        if tuple(tensors[name].shape) != tuple(corr.shape):
+            raise RunDirError(f"{path}: '{name}' is {tuple(tensors[name].shape)}, 'corr' is {tuple(corr.shape)}")
+    return PearsonStats(
+        count=int(tensors["count"].reshape(())),
+        mean_x=tensors["mean_x"],
+        m2_x=tensors["m2_x"],
+        c_xy=tensors["c_xy"],
+        mean_y=float(tensors["mean_y"].reshape(())),
+        m2_y=float(tensors["m2_y"].reshape(())),
+    )
+
+
+def _check_neurons(neurons: Sequence[Neuron], corr: Tensor, path: Path) -> None:
+    """Every listed neuron must exist in `corr` [L, P, m]: a damaged neurons.json is refused, not shown."""
+    layers, positions, width = corr.shape
+    for n in neurons:
+        if not (0 <= n.layer < layers and 0 <= n.position < positions and 0 <= n.index < width):
+            raise RunDirError(
+                f"{path}: rank {n.rank} names layer {n.layer}, position {n.position}, neuron {n.index}, "
+                f"outside the run's {layers} x {positions} x {width}"
+            )
+
+
+def read_probe_run(directory: Path) -> ProbeResult:
+    """Read a run directory written by `write_probe_run`, checking that its files agree."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RunDirError(f"{directory}: no such run directory")
+    stats_t = load_tensors(require_file(directory, STATS_FILE))
+    missing = {"corr", "count", "mean_x", "m2_x", "c_xy", "mean_y", "m2_y"} - set(stats_t)
+    if missing:
+        raise RunDirError(f"{directory / STATS_FILE}: missing tensors {', '.join(sorted(missing))}")
+    stats = _stats_from(stats_t, directory / STATS_FILE)
+    raw_neurons = read_json(require_file(directory, NEURONS_JSON))
+    if not isinstance(raw_neurons, list):
+        raise RunDirError(f"{directory / NEURONS_JSON}: expected a JSON list")
+    try:
+        neurons = tuple(
+            Neuron(int(n["rank"]), int(n["layer"]), int(n["neuron"]), int(n["position"]),
+                   math.nan if n["r"] is None else float(n["r"]))
+            for n in raw_neurons
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunDirError(f"{directory / NEURONS_JSON}: malformed neuron record ({err})") from None
+    top = load_tensors(require_file(directory, TOP_ACTIVATIONS_FILE))
+    if "activations" not in top or "metric" not in top:
+        raise RunDirError(f"{directory / TOP_ACTIVATIONS_FILE}: needs tensors 'activations' and 'metric'")
+    examples, _ = read_examples(require_file(directory, EXAMPLES_FILE))
+    info = info_from_json(read_json(require_file(directory, RUN_FILE)), str(directory / RUN_FILE))
+    activations, metric = top["activations"], top["metric"]
+    if activations.shape != (len(neurons), len(examples)) or metric.shape != (len(examples),):
+        raise RunDirError(
+            f"{directory}: top_activations {tuple(activations.shape)} and metric {tuple(metric.shape)} do not fit "
+            f"{len(neurons)} neurons x {len(examples)} examples"
+        )
+    _check_neurons(neurons, stats_t["corr"], directory / NEURONS_JSON)
+    groups = read_groups(directory) if (directory / GROUPS_FILE).is_file() else None
+    holdout = _read_holdout(directory, stats_t, raw_neurons, info.extra) if "confirm" in stats_t else None
+    null = _read_null(directory, stats_t, raw_neurons, info.extra)
+    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null)
+
+
+def _fold_stats_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:
+    return PearsonStats(
+        count=int(tensors[f"{prefix}count"]),
+        mean_x=tensors[f"{prefix}mean_x"],
+        m2_x=tensors[f"{prefix}m2_x"],
+        c_xy=tensors[f"{prefix}c_xy"],
+        mean_y=float(tensors[f"{prefix}mean_y"]),
+        m2_y=float(tensors[f"{prefix}m2_y"]),
+    )
+
+
+def _number_or_nan(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _read_holdout(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: list[object], info: Mapping[str, object]) -> HoldoutResult:
+    """The holdout of a run (stats.safetensors' fold tensors, neurons.json's held-out fields, run.json's summary)."""
+    needed = {f"{fold}_{name}" for fold in FOLD_NAMES for name in MOMENTS} | {"corr_selection", "corr_confirmation"}
+    missing = needed - set(tensors)
+    if missing:
+        raise RunDirError(f"{directory / STATS_FILE}: has a fold mask but lacks {', '.join(sorted(missing))}")
+    try:
+        per_neuron = tuple(
+            HeldOutR(*(math.nan if n[name] is None else float(n[name]) for name in HOLDOUT_COLUMNS))  # type: ignore[index]
+            for n in raw_neurons
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunDirError(f"{directory / NEURONS_JSON}: a run with a holdout needs {', '.join(HOLDOUT_COLUMNS)} ({err})") from None
+    summary = info.get("holdout")
+    summary = summary if isinstance(summary, Mapping) else {}
+    rep = summary.get("replication")
+    rep = rep if isinstance(rep, Mapping) else {}
+    replication = Replication(
+        top_k if isinstance(top_k := rep.get("top_k"), int) else len(per_neuron),
+        _number_or_nan(rep.get("selection_to_confirmation")),
+        _number_or_nan(rep.get("confirmation_to_selection")),
+        _number_or_nan(rep.get("rate")),
+        _number_or_nan(rep.get("alpha")) if "alpha" in rep else ALPHA,
+    )
+    folds = FoldStats(_fold_stats_from(tensors, "selection_"), _fold_stats_from(tensors, "confirmation_"), tensors["confirm"].to(torch.bool))
+    return HoldoutResult(
+        fraction=_number_or_nan(summary.get("fraction")),
+        seed=int(summary["seed"]) if isinstance(summary.get("seed"), int) else 0,
+        folds=folds,
+        corr_selection=tensors["corr_selection"],
+        corr_confirmation=tensors["corr_confirmation"],
+        per_neuron=per_neuron,
+        replication=replication,
+    )
+
+
+# ---------------------------------------------------------------- groups.json
+
+
+def write_groups(directory: Path, summaries: GroupSummaries) -> Path:
+    """Write `groups.json` into a run directory (atomically)."""
+    path: Path = Path(directory) / GROUPS_FILE
+    write_json(path, groups_to_json(summaries))
+    return path
+
+
+def read_groups(directory: Path) -> GroupSummaries:
+    path: Path = Path(directory) / GROUPS_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path}: no such file (the probe writes it when --group-by fields are set)")
+    try:
+        value: object = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: not readable ({err})") from None
+    return groups_from_json(value, str(path))
+
+
+# ---------------------------------------------------------------- predictivity (--score predictivity)
+
+
+def write_predictivity(directory: Path, counts: PredictivityCounts, corr: Tensor, neurons: Sequence[Neuron],
+                       score: str, metadata: Mapping[str, str]) -> None:
+    """RUN/predictivity.safetensors (`predictivity` [L, P, m] float32, `train_mean` float64, `above`,
+    `above_pos` int64) and RUN/predictivity.json (both scores of the top neurons, the rankings' agreement)."""
+    directory = Path(directory)
+    write_tensors(directory / PREDICTIVITY_FILE, {"predictivity": counts.predictivity().to(torch.float32),
+                  "train_mean": counts.train_mean, "above": counts.above, "above_pos": counts.above_pos}, metadata)
+    write_json(directory / PREDICTIVITY_JSON, predictivity_record(counts, corr, neurons, score))
