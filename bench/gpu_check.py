@@ -93,7 +93,7 @@ def check_kernels(device: torch.device, sizes: Sizes) -> list[Record]:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import update_layer_torch_
+    from skn.stats import LayerMoments, update_layer_torch_
 
     s = sizes
     config = LaunchConfig(block_m=16, block_b=4) if device.type == "cpu" else LaunchConfig()
@@ -111,12 +111,12 @@ def check_kernels(device: torch.device, sizes: Sizes) -> list[Record]:
         acts_bytes = s.batch * s.positions * s.width * element
         state_bytes = 3 * s.positions * s.width * 8 * 2
         modes: list[tuple[str, Callable[[list[Tensor]], None], Callable[[list[Tensor]], None], int]] = [
-            ("post-pass", lambda v: update_layer_triton_(*v, 4, 0.3, acts, y, config=config),
-             lambda v: update_layer_torch_(*v, 4, 0.3, acts, y), acts_bytes + state_bytes),
-            ("gathered", lambda v: update_layer_gathered_triton_(*v, 4, 0.3, x, offsets, y, config=config),
-             lambda v: update_layer_gathered_torch_(*v, 4, 0.3, x, offsets, y), acts_bytes + state_bytes),
-            ("gated", lambda v: update_layer_gated_triton_(*v, 4, 0.3, x, up, offsets, y, config=config),
-             lambda v: update_layer_gated_torch_(*v, 4, 0.3, x, up, offsets, y), 2 * acts_bytes + state_bytes),
+            ("post-pass", lambda v: update_layer_triton_(LayerMoments(*v, 4, 0.3), acts, y, config=config),
+             lambda v: update_layer_torch_(LayerMoments(*v, 4, 0.3), acts, y), acts_bytes + state_bytes),
+            ("gathered", lambda v: update_layer_gathered_triton_(LayerMoments(*v, 4, 0.3), x, offsets, y, config=config),
+             lambda v: update_layer_gathered_torch_(LayerMoments(*v, 4, 0.3), x, offsets, y), acts_bytes + state_bytes),
+            ("gated", lambda v: update_layer_gated_triton_(LayerMoments(*v, 4, 0.3), x, up, offsets, y, config=config),
+             lambda v: update_layer_gated_torch_(LayerMoments(*v, 4, 0.3), x, up, offsets, y), 2 * acts_bytes + state_bytes),
         ]
         for mode, kernel, reference, floor in modes:
             got, want = [u.clone() for u in start], [u.clone() for u in start]

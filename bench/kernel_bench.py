@@ -81,7 +81,7 @@ def bench_updates(shape: Shape, iters: int) -> None:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import update_layer_torch_
+    from skn.stats import LayerMoments, update_layer_torch_
 
     s, dev = shape, torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -125,7 +125,7 @@ def bench_updates(shape: Shape, iters: int) -> None:
 
         def swept(config: LaunchConfig = config) -> None:
             for layer in range(s.layers):
-                update_layer_gathered_triton_(*(t[layer] for t in state), 5, 0.1, x[layer], offsets, y, config=config)
+                update_layer_gathered_triton_(LayerMoments(*(t[layer] for t in state), 5, 0.1), x[layer], offsets, y, config=config)
 
         print(f"  {tiles}: {floor['gathered'] / cuda_seconds(swept, iters) / 1e9:.0f}")
 
@@ -135,7 +135,7 @@ def check_exactness(shape: Shape) -> bool:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import update_layer_torch_
+    from skn.stats import LayerMoments, update_layer_torch_
 
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(1)
@@ -150,11 +150,11 @@ def check_exactness(shape: Shape) -> bool:
         offsets = torch.randint(0, t - p + 1, (b,), device=dev, generator=gen)
         y = torch.randn(b, device=dev, dtype=torch.float64, generator=gen)
         cases: list[tuple[str, Callable[[list[Tensor]], None], Callable[[list[Tensor]], None]]] = [
-            ("post-pass", lambda s: update_layer_triton_(*s, 9, 0.2, acts, y), lambda s: update_layer_torch_(*s, 9, 0.2, acts, y)),
-            ("gathered", lambda s: update_layer_gathered_triton_(*s, 9, 0.2, x, offsets, y),
-             lambda s: update_layer_gathered_torch_(*s, 9, 0.2, x, offsets, y)),
-            ("gated", lambda s: update_layer_gated_triton_(*s, 9, 0.2, x, up, offsets, y),
-             lambda s: update_layer_gated_torch_(*s, 9, 0.2, x, up, offsets, y)),
+            ("post-pass", lambda s: update_layer_triton_(LayerMoments(*s, 9, 0.2), acts, y), lambda s: update_layer_torch_(LayerMoments(*s, 9, 0.2), acts, y)),
+            ("gathered", lambda s: update_layer_gathered_triton_(LayerMoments(*s, 9, 0.2), x, offsets, y),
+             lambda s: update_layer_gathered_torch_(LayerMoments(*s, 9, 0.2), x, offsets, y)),
+            ("gated", lambda s: update_layer_gated_triton_(LayerMoments(*s, 9, 0.2), x, up, offsets, y),
+             lambda s: update_layer_gated_torch_(LayerMoments(*s, 9, 0.2), x, up, offsets, y)),
         ]
         for name, kernel, reference in cases:
             got, want = [u.clone() for u in start], [u.clone() for u in start]
@@ -166,7 +166,7 @@ def check_exactness(shape: Shape) -> bool:
         # the activation itself, bit for bit: one row into an empty state leaves mean_x = act
         one = [torch.zeros(t, m, dtype=torch.float64, device=dev) for _ in range(3)]
         zero = torch.zeros(1, dtype=torch.int64, device=dev)
-        update_layer_gated_triton_(*one, 0, 0.0, x[:1], up[:1], zero, torch.zeros(1, dtype=torch.float64, device=dev))
+        update_layer_gated_triton_(LayerMoments(*one, 0, 0.0), x[:1], up[:1], zero, torch.zeros(1, dtype=torch.float64, device=dev))
         same = torch.equal(one[0], gated_activation(x[0], up[0]).double())
         ok &= same
         print(f"{str(dtype):<15} gated activation bit-identical to torch's SiLU(gate) * up: {same}")
@@ -180,8 +180,8 @@ def check_exactness(shape: Shape) -> bool:
     y = torch.tensor([0.5, -1.0], dtype=torch.float64, device=dev)
     got = [torch.zeros(shape.positions, m, dtype=torch.float64, device=dev) for _ in range(3)]
     want = [u.clone() for u in got]
-    update_layer_gathered_triton_(*got, 0, 0.0, big, offsets, y)
-    update_layer_gathered_torch_(*want, 0, 0.0, big, offsets, y)
+    update_layer_gathered_triton_(LayerMoments(*got, 0, 0.0), big, offsets, y)
+    update_layer_gathered_torch_(LayerMoments(*want, 0, 0.0), big, offsets, y)
     err = max(float((g - w).abs().max()) for g, w in zip(got, want))
     ok &= err <= 1e-9
     print(f"gathered read past 2^31 elements ({big.numel()}): max abs difference {err:.2e}")
@@ -199,6 +199,7 @@ def bench_model(shape: Shape, iters: int) -> None:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.layout import gather_prompt_rows
+    from skn.stats import LayerMoments
 
     s, dev = shape, torch.device("cuda")
     config = Qwen2Config(
@@ -223,7 +224,7 @@ def bench_model(shape: Shape, iters: int) -> None:
         handles = [
             down.register_forward_pre_hook(
                 lambda mod, args, layer=layer: update_layer_gathered_triton_(
-                    *(t[layer] for t in state), 5, 0.1, args[0], offsets, y
+                    LayerMoments(*(t[layer] for t in state), 5, 0.1), args[0], offsets, y
                 )
             )
             for layer, down in enumerate(downs)
@@ -248,7 +249,7 @@ def bench_model(shape: Shape, iters: int) -> None:
             for h in handles:
                 h.remove()
         for layer in range(s.layers):
-            update_layer_triton_(*(t[layer] for t in state), 5, 0.1, slab.pop(layer), loss.double())
+            update_layer_triton_(LayerMoments(*(t[layer] for t in state), 5, 0.1), slab.pop(layer), loss.double())
         return loss
 
     with torch.no_grad():
@@ -267,7 +268,7 @@ def interpreter_check() -> int:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import update_layer_torch_
+    from skn.stats import LayerMoments, update_layer_torch_
 
     gen = torch.Generator().manual_seed(0)
     config = LaunchConfig(block_m=16, block_b=4)
@@ -282,14 +283,14 @@ def interpreter_check() -> int:
         offsets = torch.randint(0, t - p + 1, (b,), generator=gen)
         y = torch.randn(b, dtype=torch.float64, generator=gen)
         pairs: list[tuple[str, Callable[[list[Tensor]], None], Callable[[list[Tensor]], None]]] = [
-            ("post-pass", lambda s: update_layer_triton_(*s, 4, 0.3, acts, y, config=config),
-             lambda s: update_layer_torch_(*s, 4, 0.3, acts, y)),
-            ("gathered", lambda s: update_layer_gathered_triton_(*s, 4, 0.3, x, offsets, y, config=config),
-             lambda s: update_layer_gathered_torch_(*s, 4, 0.3, x, offsets, y)),
+            ("post-pass", lambda s: update_layer_triton_(LayerMoments(*s, 4, 0.3), acts, y, config=config),
+             lambda s: update_layer_torch_(LayerMoments(*s, 4, 0.3), acts, y)),
+            ("gathered", lambda s: update_layer_gathered_triton_(LayerMoments(*s, 4, 0.3), x, offsets, y, config=config),
+             lambda s: update_layer_gathered_torch_(LayerMoments(*s, 4, 0.3), x, offsets, y)),
         ]
         if dtype == torch.bfloat16:  # fp16/fp32 SiLU: numpy's exp vs torch's may differ in the last bit on CPU
-            pairs.append(("gated", lambda s: update_layer_gated_triton_(*s, 4, 0.3, x, up, offsets, y, config=config),
-                          lambda s: update_layer_gated_torch_(*s, 4, 0.3, x, up, offsets, y)))
+            pairs.append(("gated", lambda s: update_layer_gated_triton_(LayerMoments(*s, 4, 0.3), x, up, offsets, y, config=config),
+                          lambda s: update_layer_gated_torch_(LayerMoments(*s, 4, 0.3), x, up, offsets, y)))
         for name, kernel, reference in pairs:
             got, want = [u.clone() for u in start], [u.clone() for u in start]
             kernel(got)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from skn.errors import InternalError, UsageError
+from skn.stats import LayerMoments
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 STATE_DTYPE = torch.float64
@@ -47,8 +48,9 @@ class LaunchConfig:
 DEFAULT_CONFIG = LaunchConfig()
 
 
-def check_state(mean_x: Tensor, m2_x: Tensor, c_xy: Tensor, count: int) -> tuple[int, int]:
+def check_state(moments: LayerMoments) -> tuple[int, int]:
     """The running moments: three contiguous float64 [P, m] tensors on one device. Returns (P, m)."""
+    mean_x, m2_x, c_xy, count = moments.mean_x, moments.m2_x, moments.c_xy, moments.count
     if mean_x.dim() != 2:
         raise InternalError(f"statistics state must be [P, m], got {tuple(mean_x.shape)}")
     for name, tensor in (("mean_x", mean_x), ("m2_x", m2_x), ("c_xy", c_xy)):
@@ -114,26 +116,24 @@ def launch_merge(
     inputs: Sequence[tuple[str, Tensor]],
     offsets: Tensor | None,
     y: Tensor,
-    state: tuple[Tensor, Tensor, Tensor],
-    count: int,
-    mean_y: float,
+    moments: LayerMoments,
     config: LaunchConfig,
     **constexprs: bool,
 ) -> None:
-    """Check, then launch `kernel` to merge one layer's batch into `state` = (mean_x, m2_x, c_xy) in place.
+    """Check, then launch `kernel` to merge one layer's batch into `moments` (mean_x, m2_x, c_xy) in place.
 
     `inputs` are the (name, [B, *, m] tensor) pairs the kernel reads, in its argument order; `offsets` [B]
     int64 for the in-pass kernels, None for the post-pass one. No synchronisation with the device.
     """
-    mean_x, m2_x, c_xy = state
-    positions, width = check_state(mean_x, m2_x, c_xy, count)
+    mean_x, m2_x, c_xy, count = moments.mean_x, moments.m2_x, moments.c_xy, moments.count
+    positions, width = check_state(moments)
     batch = batch_of(inputs[0][1])
     for name, tensor in inputs:
         check_input(name, tensor, batch, width, mean_x.device)
     if offsets is not None:
         check_offsets_tensor(offsets, batch, mean_x.device)
     require_runnable(kernel, mean_x.device)
-    y_rel = metric_relative(y, mean_y, batch, mean_x.device)
+    y_rel = metric_relative(y, moments.mean_y, batch, mean_x.device)
     grid = (positions, -(-width // config.block_m))
     pointers = [tensor for _, tensor in inputs] + ([offsets] if offsets is not None else [])
     strides = [tensor.stride(d) for _, tensor in inputs for d in range(3)]

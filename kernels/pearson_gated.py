@@ -26,6 +26,7 @@ from triton.language.extra import libdevice
 from skn.errors import InternalError
 from skn.kernels.chan_merge import merge_chunk
 from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
+from skn.stats import LayerMoments
 
 
 @triton.jit  # type: ignore[untyped-decorator]
@@ -104,11 +105,7 @@ def pearson_gated_kernel(  # type: ignore[no-untyped-def]
 
 
 def update_layer_gated_triton_(
-    mean_x: Tensor,
-    m2_x: Tensor,
-    c_xy: Tensor,
-    count: int,
-    mean_y: float,
+    moments: LayerMoments,
     gate: Tensor,
     up: Tensor,
     offsets: Tensor,
@@ -123,6 +120,6 @@ def update_layer_gated_triton_(
     if up.shape != gate.shape or up.dtype != gate.dtype:
         raise InternalError(f"gate {tuple(gate.shape)} {gate.dtype} and up {tuple(up.shape)} {up.dtype} differ")
     launch_merge(
-        pearson_gated_kernel, [("gate", gate), ("up", up)], offsets, y, (mean_x, m2_x, c_xy), count, mean_y, config,
+        pearson_gated_kernel, [("gate", gate), ("up", up)], offsets, y, moments, config,
         IS_BF16=gate.dtype == torch.bfloat16, IEEE_EXP=not isinstance(pearson_gated_kernel, InterpretedFunction),
     )

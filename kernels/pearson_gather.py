@@ -19,6 +19,7 @@ from torch import Tensor
 
 from skn.kernels.chan_merge import merge_chunk
 from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
+from skn.stats import LayerMoments
 
 
 @triton.jit(do_not_specialize=["count"])  # type: ignore[untyped-decorator]
@@ -63,11 +64,7 @@ def pearson_gather_kernel(  # type: ignore[no-untyped-def]
 
 
 def update_layer_gathered_triton_(
-    mean_x: Tensor,
-    m2_x: Tensor,
-    c_xy: Tensor,
-    count: int,
-    mean_y: float,
+    moments: LayerMoments,
     x: Tensor,
     offsets: Tensor,
     y: Tensor,
@@ -76,4 +73,4 @@ def update_layer_gathered_triton_(
 ) -> None:
     """Merge x[b, offsets[b] + k, :] (k < P) into the state [P, m] float64 in place; x [B, T, m] fp32/fp16/bf16,
     offsets [B] int64 and y [B] on the state's device. No synchronisation with the device."""
-    launch_merge(pearson_gather_kernel, [("x", x)], offsets, y, (mean_x, m2_x, c_xy), count, mean_y, config)
+    launch_merge(pearson_gather_kernel, [("x", x)], offsets, y, moments, config)

@@ -20,6 +20,7 @@ from torch import Tensor
 from skn.errors import InternalError
 from skn.kernels.chan_merge import merge_chunk
 from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
+from skn.stats import LayerMoments
 
 
 @triton.jit(do_not_specialize=["count"])  # type: ignore[untyped-decorator]
@@ -62,11 +63,7 @@ def pearson_update_kernel(  # type: ignore[no-untyped-def]
 
 
 def update_layer_triton_(
-    mean_x: Tensor,
-    m2_x: Tensor,
-    c_xy: Tensor,
-    count: int,
-    mean_y: float,
+    moments: LayerMoments,
     acts: Tensor,
     y: Tensor,
     *,
@@ -74,6 +71,6 @@ def update_layer_triton_(
 ) -> None:
     """The `skn.stats.LayerUpdate` contract on the GPU: acts [B, P, m] (fp32/fp16/bf16), y [B], state [P, m]
     float64 updated in place. No synchronisation with the device."""
-    if acts.dim() == 3 and acts.shape[1] != mean_x.shape[0]:
-        raise InternalError(f"acts has {acts.shape[1]} positions but the statistics have {mean_x.shape[0]}")
-    launch_merge(pearson_update_kernel, [("acts", acts)], None, y, (mean_x, m2_x, c_xy), count, mean_y, config)
+    if acts.dim() == 3 and acts.shape[1] != moments.mean_x.shape[0]:
+        raise InternalError(f"acts has {acts.shape[1]} positions but the statistics have {moments.mean_x.shape[0]}")
+    launch_merge(pearson_update_kernel, [("acts", acts)], None, y, moments, config)

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from skn.layout import gather_prompt_rows
-from skn.stats import update_layer_torch_
+from skn.stats import LayerMoments, update_layer_torch_
 
-GatheredUpdate = Callable[[Tensor, Tensor, Tensor, int, float, Tensor, Tensor, Tensor], None]
-"""(mean_x, m2_x, c_xy, count, mean_y, x [B,T,m], offsets [B], y [B]) -> None, updating the first three in place."""
+GatheredUpdate = Callable[[LayerMoments, Tensor, Tensor, Tensor], None]
+"""(moments, x [B,T,m], offsets [B], y [B]) -> None, updating the moments' tensors in place."""
 
-GatedUpdate = Callable[[Tensor, Tensor, Tensor, int, float, Tensor, Tensor, Tensor, Tensor], None]
-"""(mean_x, m2_x, c_xy, count, mean_y, gate [B,T,m], up [B,T,m], offsets [B], y [B]) -> None, in place."""
+GatedUpdate = Callable[[LayerMoments, Tensor, Tensor, Tensor, Tensor], None]
+"""(moments, gate [B,T,m], up [B,T,m], offsets [B], y [B]) -> None, updating the moments' tensors in place."""
 
 
 def gated_activation(gate: Tensor, up: Tensor) -> Tensor:
@@ -37,26 +37,14 @@ def gated_activation(gate: Tensor, up: Tensor) -> Tensor:
     return F.silu(gate) * up
 
 
-def update_layer_gathered_torch_(
-    mean_x: Tensor, m2_x: Tensor, c_xy: Tensor, count: int, mean_y: float, x: Tensor, offsets: Tensor, y: Tensor
-) -> None:
+def update_layer_gathered_torch_(moments: LayerMoments, x: Tensor, offsets: Tensor, y: Tensor) -> None:
     """`update_layer_torch_` on the prompt rows of x [B, T, m] (see the module docstring)."""
-    acts = gather_prompt_rows(x, offsets, int(mean_x.shape[0]))
-    update_layer_torch_(mean_x, m2_x, c_xy, count, mean_y, acts, y)
+    acts = gather_prompt_rows(x, offsets, int(moments.mean_x.shape[0]))
+    update_layer_torch_(moments, acts, y)
 
 
-def update_layer_gated_torch_(
-    mean_x: Tensor,
-    m2_x: Tensor,
-    c_xy: Tensor,
-    count: int,
-    mean_y: float,
-    gate: Tensor,
-    up: Tensor,
-    offsets: Tensor,
-    y: Tensor,
-) -> None:
+def update_layer_gated_torch_(moments: LayerMoments, gate: Tensor, up: Tensor, offsets: Tensor, y: Tensor) -> None:
     """`update_layer_torch_` on SiLU(gate) * up at the prompt rows of gate, up [B, T, m]."""
-    positions = int(mean_x.shape[0])
+    positions = int(moments.mean_x.shape[0])
     acts = gated_activation(gather_prompt_rows(gate, offsets, positions), gather_prompt_rows(up, offsets, positions))
-    update_layer_torch_(mean_x, m2_x, c_xy, count, mean_y, acts, y)
+    update_layer_torch_(moments, acts, y)

@@ -172,9 +172,7 @@ def statistics_pass(
                     if isinstance(accumulator, FoldAccumulator):
                         accumulator.add_rows(layer, x, offsets, y)
                     else:
-                        accumulator.update_layer_with(
-                            layer, lambda mean_x, m2_x, c_xy, n, mean_y: rows_update(mean_x, m2_x, c_xy, n, mean_y, x, offsets, y)
-                        )
+                        rows_update(accumulator.moments(layer), x, offsets, y)
                     if observers:
                         acts = gather_prompt_rows(x, offsets, prompt_len)
                         for observer in observers:
@@ -184,9 +182,7 @@ def statistics_pass(
                     plain = accumulator
 
                     def merge_gated(layer: int, g: Tensor, u: Tensor) -> None:
-                        plain.update_layer_with(
-                            layer, lambda mean_x, m2_x, c_xy, n, mean_y: gated(mean_x, m2_x, c_xy, n, mean_y, g, u, offsets, y)
-                        )
+                        gated(plain.moments(layer), g, u, offsets, y)
                         if layer == all_layers[-1]:
                             raise _StopForward
 

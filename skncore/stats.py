@@ -75,20 +75,28 @@ def merge(a: PearsonStats, b: PearsonStats) -> PearsonStats:
     )
 
 
-def update_layer_torch_(
-    mean_x: Tensor, m2_x: Tensor, c_xy: Tensor, count: int, mean_y: float, acts: Tensor, y: Tensor
-) -> None:
+@dataclass(frozen=True)
+class LayerMoments:
+    """What a statistics update merges one layer's batch into: the running moments mean_x, m2_x, c_xy
+    ([P, m] float64 views, updated in place) of the `count` examples seen before this batch, whose metric
+    mean is `mean_y` (the metric moments are advanced once per batch, by `merge_metric`)."""
+
+    mean_x: Tensor
+    m2_x: Tensor
+    c_xy: Tensor
+    count: int
+    mean_y: float
+
+
+def update_layer_torch_(moments: LayerMoments, acts: Tensor, y: Tensor) -> None:
     """Merge one batch of one layer into its running moments, in place (the torch reference).
-
-    mean_x, m2_x, c_xy: [P, m] float64, the moments of the `count` examples seen before this batch,
-    whose metric mean is `mean_y`. acts: [B, P, m] in any float dtype; y: [B] float64.
-    The metric moments themselves are advanced once per batch by `merge_metric`.
-    """
-    _merge_centred_(mean_x, m2_x, c_xy, count, mean_y, acts.to(STAT_DTYPE, copy=True), y)
+    acts: [B, P, m] in any float dtype; y: [B] float64."""
+    _merge_centred_(moments, acts.to(STAT_DTYPE, copy=True), y)
 
 
-def _merge_centred_(mean_x: Tensor, m2_x: Tensor, c_xy: Tensor, count: int, mean_y: float, x: Tensor, y: Tensor) -> None:
+def _merge_centred_(moments: LayerMoments, x: Tensor, y: Tensor) -> None:
     """The arithmetic of `update_layer_torch_` on x, a float64 copy of the batch that it overwrites."""
+    mean_x, m2_x, c_xy, count, mean_y = moments.mean_x, moments.m2_x, moments.c_xy, moments.count, moments.mean_y
     batch = x.shape[0]
     mean_b = x.mean(dim=0)
     y = y.to(device=x.device, dtype=STAT_DTYPE)
@@ -113,12 +121,12 @@ class TorchLayerUpdate:
     def __init__(self) -> None:
         self._work = torch.empty(0, dtype=STAT_DTYPE)
 
-    def __call__(self, mean_x: Tensor, m2_x: Tensor, c_xy: Tensor, count: int, mean_y: float, acts: Tensor, y: Tensor) -> None:
+    def __call__(self, moments: LayerMoments, acts: Tensor, y: Tensor) -> None:
         size = acts.numel()
         if self._work.numel() < size or self._work.device != acts.device:
             self._work = torch.empty(size, dtype=STAT_DTYPE, device=acts.device)
         x = self._work[:size].view(acts.shape).copy_(acts)
-        _merge_centred_(mean_x, m2_x, c_xy, count, mean_y, x, y)
+        _merge_centred_(moments, x, y)
 
 
 def merge_metric(count: int, mean_y: float, m2_y: float, y: Tensor) -> tuple[int, float, float]:
@@ -132,8 +140,8 @@ def merge_metric(count: int, mean_y: float, m2_y: float, y: Tensor) -> tuple[int
     return n, mean_y + delta * batch / n, m2_y + m2_b + delta * delta * count * batch / n
 
 
-LayerUpdate = Callable[[Tensor, Tensor, Tensor, int, float, Tensor, Tensor], None]
-"""(mean_x, m2_x, c_xy, count, mean_y, acts [B,P,m], y [B]) -> None, updating the first three in place."""
+LayerUpdate = Callable[[LayerMoments, Tensor, Tensor], None]
+"""(moments, acts [B,P,m], y [B]) -> None, updating the moments' tensors in place."""
 
 
 class StatsAccumulator:
@@ -166,12 +174,12 @@ class StatsAccumulator:
 
     def add_layer(self, layer: int, acts: Tensor, y: Tensor) -> None:
         """Merge one layer's activations [B, P, m] of the current batch; call `finish_batch(y)` after all layers."""
-        self._update_layer(self._mean_x[layer], self._m2_x[layer], self._c_xy[layer], self._count, self._mean_y, acts, y)
+        self._update_layer(self.moments(layer), acts, y)
 
-    def update_layer_with(self, layer: int, update: Callable[[Tensor, Tensor, Tensor, int, float], None]) -> None:
-        """Let `update(mean_x, m2_x, c_xy, count, mean_y)` merge one layer of the current batch in place
-        (the in-pass kernels, which read the prompt rows straight from a [B, T, m] tensor)."""
-        update(self._mean_x[layer], self._m2_x[layer], self._c_xy[layer], self._count, self._mean_y)
+    def moments(self, layer: int) -> LayerMoments:
+        """One layer's running moments before the current batch, for an update to merge into in place
+        (the in-pass updates read the prompt rows straight from a [B, T, m] tensor)."""
+        return LayerMoments(self._mean_x[layer], self._m2_x[layer], self._c_xy[layer], self._count, self._mean_y)
 
     def finish_batch(self, y: Tensor) -> None:
         self._count, self._mean_y, self._m2_y = merge_metric(self._count, self._mean_y, self._m2_y, y)

@@ -38,7 +38,7 @@ from skn.errors import InternalError, UsageError  # noqa: E402
 from skn.kernels.launch import LaunchConfig, require_runnable  # noqa: E402
 from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_  # noqa: E402
 from skn.layout import gather_prompt_rows  # noqa: E402
-from skn.stats import StatsAccumulator, TorchLayerUpdate, update_layer_torch_  # noqa: E402
+from skn.stats import LayerMoments, StatsAccumulator, TorchLayerUpdate, update_layer_torch_  # noqa: E402
 
 _NOT_INTERPRETED = [
     name
@@ -90,8 +90,8 @@ def test_post_pass_kernel_equals_torch(shape: tuple[int, int, int, int], dtype: 
     y = torch.randn(batch, generator=gen, dtype=torch.float64)
     want = _state(positions, width, gen)
     got = [t.clone() for t in want]
-    update_layer_torch_(*want, 7, 0.25, acts, y)
-    _update.update_layer_triton_(*got, 7, 0.25, acts, y, config=SMALL)
+    update_layer_torch_(LayerMoments(*want, 7, 0.25), acts, y)
+    _update.update_layer_triton_(LayerMoments(*got, 7, 0.25), acts, y, config=SMALL)
     _assert_same(got, want)
 
 
@@ -112,16 +112,16 @@ def test_gathered_kernel_equals_torch(shape: tuple[int, int, int, int], dtype: t
     y = torch.randn(batch, generator=gen, dtype=torch.float64)
     want = _state(positions, width, gen)
     got = [t.clone() for t in want]
-    update_layer_gathered_torch_(*want, 3, -1.5, x, offsets, y)
-    _gather.update_layer_gathered_triton_(*got, 3, -1.5, x, offsets, y, config=SMALL)
+    update_layer_gathered_torch_(LayerMoments(*want, 3, -1.5), x, offsets, y)
+    _gather.update_layer_gathered_triton_(LayerMoments(*got, 3, -1.5), x, offsets, y, config=SMALL)
     _assert_same(got, want)
     # a deliberately wrong offset (one row one token late) must show
     wrong = [t.clone() for t in got]
-    update_layer_gathered_torch_(*wrong, 3, -1.5, x, offsets - (offsets > 0).long(), y)
+    update_layer_gathered_torch_(LayerMoments(*wrong, 3, -1.5), x, offsets - (offsets > 0).long(), y)
     later = offsets.clone()
     later[-1] -= 1
     moved = [t.clone() for t in want]
-    _gather.update_layer_gathered_triton_(*moved, 3, -1.5, x, later, y, config=SMALL)
+    _gather.update_layer_gathered_triton_(LayerMoments(*moved, 3, -1.5), x, later, y, config=SMALL)
     assert _differs(moved, got)
 
 
@@ -136,8 +136,8 @@ def test_gathered_kernel_follows_strides() -> None:
     y = torch.randn(batch, generator=gen, dtype=torch.float64)
     want = _state(positions, width, gen)
     got = [t.clone() for t in want]
-    update_layer_gathered_torch_(*want, 2, 0.0, x, offsets, y)
-    _gather.update_layer_gathered_triton_(*got, 2, 0.0, x, offsets, y, config=SMALL)
+    update_layer_gathered_torch_(LayerMoments(*want, 2, 0.0), x, offsets, y)
+    _gather.update_layer_gathered_triton_(LayerMoments(*got, 2, 0.0), x, offsets, y, config=SMALL)
     _assert_same(got, want)
 
 
@@ -153,7 +153,7 @@ def _kernel_activation(gate: Tensor, up: Tensor) -> Tensor:
     _, length, width = gate.shape
     state = [torch.zeros(length, width, dtype=torch.float64) for _ in range(3)]
     offsets = torch.zeros(1, dtype=torch.int64)
-    _gated.update_layer_gated_triton_(*state, 0, 0.0, gate, up, offsets, torch.zeros(1, dtype=torch.float64))
+    _gated.update_layer_gated_triton_(LayerMoments(*state, 0, 0.0), gate, up, offsets, torch.zeros(1, dtype=torch.float64))
     return state[0]
 
 
@@ -207,14 +207,14 @@ def test_gated_kernel_equals_torch(shape: tuple[int, int, int, int], dtype: torc
     # the reference activation is the kernel's formula (see the module docstring); bf16 is torch's own
     act = gather_prompt_rows(_silu_times_up_numpy(gate, up), offsets, positions)
     if dtype == torch.bfloat16:
-        update_layer_gated_torch_(*want, 4, 0.5, gate, up, offsets, y)
+        update_layer_gated_torch_(LayerMoments(*want, 4, 0.5), gate, up, offsets, y)
     else:
-        update_layer_torch_(*want, 4, 0.5, act, y)
-    _gated.update_layer_gated_triton_(*got, 4, 0.5, gate, up, offsets, y, config=SMALL)
+        update_layer_torch_(LayerMoments(*want, 4, 0.5), act, y)
+    _gated.update_layer_gated_triton_(LayerMoments(*got, 4, 0.5), gate, up, offsets, y, config=SMALL)
     _assert_same(got, want)
     if batch > 1:  # the same offsets with gate and up swapped is a different activation
         swapped = [t.clone() for t in want]
-        _gated.update_layer_gated_triton_(*swapped, 4, 0.5, up, gate, offsets, y, config=SMALL)
+        _gated.update_layer_gated_triton_(LayerMoments(*swapped, 4, 0.5), up, gate, offsets, y, config=SMALL)
         assert _differs(swapped, got)
 
 
@@ -231,7 +231,7 @@ def test_running_merge_over_ragged_batches_against_numpy(dtype: torch.dtype) -> 
         x = (1e3 + torch.randn(batch, length, width, generator=gen)).to(dtype)
         offsets = torch.randint(0, length - positions + 1, (batch,), generator=gen)
         y = torch.randn(batch, generator=gen, dtype=torch.float64) + 10
-        _gather.update_layer_gathered_triton_(*state, count, mean_y, x, offsets, y, config=SMALL)
+        _gather.update_layer_gathered_triton_(LayerMoments(*state, count, mean_y), x, offsets, y, config=SMALL)
         rows.append(gather_prompt_rows(x, offsets, positions).double())
         ys.append(y)
         mean_y = (mean_y * count + float(y.sum())) / (count + batch)
@@ -275,15 +275,15 @@ def test_launcher_errors() -> None:
     y = torch.zeros(3, dtype=torch.float64)
     launch: Callable[..., None] = _gather.update_layer_gathered_triton_
     with pytest.raises(InternalError, match="int64"):
-        launch(*state, 0, 0.0, torch.zeros(3, 5, 8), torch.zeros(3, dtype=torch.int32), y)
+        launch(LayerMoments(*state, 0, 0.0), torch.zeros(3, 5, 8), torch.zeros(3, dtype=torch.int32), y)
     with pytest.raises(InternalError, match=r"must be \[3, \*, 8\]"):
-        launch(*state, 0, 0.0, torch.zeros(3, 5, 9), torch.zeros(3, dtype=torch.int64), y)
+        launch(LayerMoments(*state, 0, 0.0), torch.zeros(3, 5, 9), torch.zeros(3, dtype=torch.int64), y)
     with pytest.raises(InternalError, match="dtype"):
-        launch(*state, 0, 0.0, torch.zeros(3, 5, 8, dtype=torch.float64), torch.zeros(3, dtype=torch.int64), y)
+        launch(LayerMoments(*state, 0, 0.0), torch.zeros(3, 5, 8, dtype=torch.float64), torch.zeros(3, dtype=torch.int64), y)
     with pytest.raises(InternalError, match="float64"):
-        launch(*[t.float() for t in state], 0, 0.0, torch.zeros(3, 5, 8), torch.zeros(3, dtype=torch.int64), y)
+        launch(LayerMoments(*[t.float() for t in state], 0, 0.0), torch.zeros(3, 5, 8), torch.zeros(3, dtype=torch.int64), y)
     with pytest.raises(InternalError, match="metric"):
-        launch(*state, 0, 0.0, torch.zeros(3, 5, 8), torch.zeros(3, dtype=torch.int64), y[:2])
+        launch(LayerMoments(*state, 0, 0.0), torch.zeros(3, 5, 8), torch.zeros(3, dtype=torch.int64), y[:2])
     with pytest.raises(InternalError, match="power of two"):
         LaunchConfig(block_m=48)
 

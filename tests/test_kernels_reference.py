@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from skn.stats import LayerMoments
 from skn.errors import InternalError
 from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_
 from skn.layout import check_offsets, gather_prompt_rows
@@ -98,10 +99,10 @@ def test_in_pass_torch_updates_against_numpy(gated: bool) -> None:
         offsets = torch.randint(0, length - positions + 1, (batch,), generator=gen)
         y = torch.randn(batch, generator=gen, dtype=torch.float64)
         if gated:
-            update_layer_gated_torch_(*state, count, mean_y, gate, up, offsets, y)
+            update_layer_gated_torch_(LayerMoments(*state, count, mean_y), gate, up, offsets, y)
             act = gated_activation(gate, up)
         else:
-            update_layer_gathered_torch_(*state, count, mean_y, gate, offsets, y)
+            update_layer_gathered_torch_(LayerMoments(*state, count, mean_y), gate, offsets, y)
             act = gate
         rows.append(torch.stack([act[b, int(offsets[b]) : int(offsets[b]) + positions] for b in range(batch)]))
         ys.append(y)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import reference_r
-from skn.stats import PearsonStats, StatsAccumulator, correlation, empty_stats, merge
+from skn.stats import LayerMoments, PearsonStats, StatsAccumulator, correlation, empty_stats, merge
 
 
 def stream(acts: torch.Tensor, y: torch.Tensor, batch: int) -> PearsonStats:
@@ -115,8 +115,8 @@ def test_workspace_update_equals_the_reference_across_shapes() -> None:
     for batch in (5, 2, 4, 1):
         acts = torch.randn(batch, 2, 3, generator=gen).to(torch.bfloat16)
         y = torch.randn(batch, generator=gen, dtype=torch.float64)
-        update(*ours, count, mean_y, acts, y)
-        update_layer_torch_(*ref, count, mean_y, acts, y)
+        update(LayerMoments(*ours, count, mean_y), acts, y)
+        update_layer_torch_(LayerMoments(*ref, count, mean_y), acts, y)
         count, mean_y = count + batch, mean_y + (float(y.mean()) - mean_y) * batch / (count + batch)
     for a, b in zip(ours, ref):
         assert torch.equal(a, b)
