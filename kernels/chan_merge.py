@@ -1,4 +1,5 @@
-"""The device function every statistics kernel ends in: merge one chunk of rows into running moments.
+"""The device functions every statistics kernel is built from: load a block of running moments, merge one
+chunk of rows into them, store them back.
 
 For one prompt position and a block of neurons, a chunk holds nb rows x[r, :] (float64) with metric y[r].
 Its centred moments and their merge into the running (n, mean_x, M2_x, C_xy, mean_y) are Chan's formula,
@@ -40,3 +41,20 @@ def merge_chunk(x, y, row_ok, n, mean_x, m2_x, c_xy, mean_y):  # type: ignore[no
     mean_x = mean_x + delta_x * (nb / n_new)
     mean_y = mean_y + delta_y * (nb / n_new)
     return n_new, mean_x, m2_x, c_xy, mean_y
+
+
+@triton.jit
+def load_moments(mean_ptr, m2_ptr, c_ptr, state, col_ok):  # type: ignore[no-untyped-def]
+    """The running (mean_x, m2_x, c_xy) at flat indices `state` (0 where col_ok is False)."""
+    mean_x = tl.load(mean_ptr + state, mask=col_ok, other=0.0)
+    m2_x = tl.load(m2_ptr + state, mask=col_ok, other=0.0)
+    c_xy = tl.load(c_ptr + state, mask=col_ok, other=0.0)
+    return mean_x, m2_x, c_xy
+
+
+@triton.jit
+def store_moments(mean_ptr, m2_ptr, c_ptr, state, col_ok, mean_x, m2_x, c_xy):  # type: ignore[no-untyped-def]
+    """Write the merged moments back where `load_moments` read them."""
+    tl.store(mean_ptr + state, mean_x, mask=col_ok)
+    tl.store(m2_ptr + state, m2_x, mask=col_ok)
+    tl.store(c_ptr + state, c_xy, mask=col_ok)

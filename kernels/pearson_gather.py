@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from skn.kernels.chan_merge import merge_chunk
+from skn.kernels.chan_merge import load_moments, merge_chunk, store_moments
 from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
 from skn.stats import LayerMoments
 
@@ -43,9 +43,7 @@ def pearson_gather_kernel(  # type: ignore[no-untyped-def]
     cols = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     col_ok = cols < width
     state = position * width + cols
-    mean_x = tl.load(mean_ptr + state, mask=col_ok, other=0.0)
-    m2_x = tl.load(m2_ptr + state, mask=col_ok, other=0.0)
-    c_xy = tl.load(c_ptr + state, mask=col_ok, other=0.0)
+    mean_x, m2_x, c_xy = load_moments(mean_ptr, m2_ptr, c_ptr, state, col_ok)
     n = count.to(tl.float64)
     mean_y = n * 0.0  # y arrives relative to the running metric mean
     col_offset = cols.to(tl.int64) * stride_xm
@@ -58,9 +56,7 @@ def pearson_gather_kernel(  # type: ignore[no-untyped-def]
         x = tl.load(ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32).to(tl.float64)
         y = tl.load(y_ptr + rows, mask=row_ok, other=0.0)
         n, mean_x, m2_x, c_xy, mean_y = merge_chunk(x, y, row_ok, n, mean_x, m2_x, c_xy, mean_y)
-    tl.store(mean_ptr + state, mean_x, mask=col_ok)
-    tl.store(m2_ptr + state, m2_x, mask=col_ok)
-    tl.store(c_ptr + state, c_xy, mask=col_ok)
+    store_moments(mean_ptr, m2_ptr, c_ptr, state, col_ok, mean_x, m2_x, c_xy)
 
 
 def update_layer_gathered_triton_(
