@@ -11,6 +11,7 @@ the first step of each (a rough figure on the CPU).
 Shapes: `bench` = instructions of 6-14 tokens, 4 completion tokens + EOS (probe_overhead's rows);
 `hans` = instructions of ~60 tokens (55-65), 2 completion tokens + EOS.
 Usage: python bench/train_step.py [--shape bench|hans|both] [--rounds 5] [--steps 3]   (needs `pip install skn[bench]`)
+       python bench/train_step.py --eval [--shape ...]   one validation evaluation: full, split, split with kept prefixes
 """
 
 from __future__ import annotations
@@ -135,15 +136,53 @@ def run(shape: str, rounds: int, steps: int, device: torch.device) -> None:
         print(f"  {name:10s} {med[name] * 1e3:8.1f} ms/step  {med[name] / med['peft']:5.2f}x peft  peak {peaks[name]:8.1f} MiB")
 
 
+def run_eval(shape: str, rounds: int, device: torch.device, n_rows: int = 64) -> None:
+    """One validation-loss evaluation (as the trainer runs every --eval-every steps) of n_rows rows: the full
+    forward, the split without kept prefixes, and the split with the prefixes kept from the first evaluation
+    (skn.split_forward.PrefixCache), alternated; median of `rounds`."""
+    from skn.layout import Encoded
+    from skn.model import wrap_loaded
+    from skn.split_forward import PrefixCache
+    from skn.trainer import validation_loss
+
+    model = build(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    loaded = wrap_loaded("bench-qwen2", model, SimpleNamespace(pad_token_id=0, eos_token_id=1), device)
+    encoded = [Encoded(i, c) for i, c in rows(shape, n_rows)]
+    prompt = torch.randn(20, 512, device=device) * 0.02
+    kept = PrefixCache(1 << 30)
+    validation_loss(loaded, prompt, encoded, 8, kept)  # the first evaluation fills the cache
+    variants = {"full": lambda: validation_loss(loaded, prompt, encoded, 8),
+                "split": lambda: validation_loss(loaded, prompt, encoded, 8, PrefixCache(0)),
+                "kept": lambda: validation_loss(loaded, prompt, encoded, 8, kept)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"eval shape={shape} device={device.type} rows={n_rows} batch=8 P=20 rounds={rounds} kept={kept.bytes / 2**20:.1f} MiB")
+    for name in variants:
+        print(f"  {name:6s} {med[name] * 1e3:8.1f} ms/evaluation  {med[name] / med['full']:5.2f}x full")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", choices=["bench", "hans", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--eval", action="store_true", help="time a validation evaluation instead of a step")
     args = parser.parse_args()
     for shape in (["bench", "hans"] if args.shape == "both" else [args.shape]):
-        run(shape, args.rounds, args.steps, torch.device(args.device))
+        if args.eval:
+            run_eval(shape, args.rounds, torch.device(args.device))
+        else:
+            run(shape, args.rounds, args.steps, torch.device(args.device))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ backward pass recomputes the no-grad prefix and the suffix once more.
 
 from __future__ import annotations
 
+import copy
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
@@ -111,46 +112,70 @@ def choose_forward(loaded: LoadedModel, rows: list[Encoded], prompt: Tensor, pad
     return choice
 
 
-def _split_logits(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> tuple[Tensor, Tensor]:
-    """Logits for suffix columns [P - 1, S) and the tokens they predict ([B, K], -100 where none)."""
+@dataclass(frozen=True)
+class Prefix:
+    """A batch's instruction columns [0, split_at), run once without gradients: the model's key/value cache
+    and the prefix mask. It does not depend on the prompt (the prompt's slots in it are masked), so one
+    prefix serves every evaluation of a fixed batch (`prefix_cache` in the trainer)."""
+
+    cache: object  # a transformers Cache (DynamicCache); copied before each use, never mutated
+    mask: Tensor  # [B, split_at] int64: 1 on each row's instruction columns
+    split_at: int
+
+    @property
+    def bytes(self) -> int:
+        layers = getattr(self.cache, "layers", ())
+        return sum(int(t.numel()) * t.element_size() for layer in layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if isinstance(t, Tensor))
+
+
+def run_prefix(loaded: LoadedModel, batch: Batch, embeds: Tensor) -> Prefix:
+    """The no-grad prefix of the split (see the module doc) from the batch's spliced embeddings."""
     model, device = loaded.model, loaded.device
-    width = int(batch.input_ids.shape[1])
     starts = batch.prompt_start.to(device)
-    lengths = batch.attention_mask.to(device).sum(dim=1)
     split_at = int(starts.max())
-    suffix_len = int((lengths - starts).max())
-    keep = suffix_len - (batch.prompt_len - 1)
-    embeds = splice(loaded, batch, prompt)  # [B, T, d]; only the slots depend on the prompt
     prefix_mask = (torch.arange(split_at, device=device).unsqueeze(0) < starts.unsqueeze(1)).to(torch.int64)
-    cols = starts.unsqueeze(1) + torch.arange(suffix_len, device=device).unsqueeze(0)  # [B, S]
-    suffix_mask = (cols < lengths.unsqueeze(1)).to(torch.int64)
-    cols = cols.clamp(max=width - 1)  # padding columns past the batch: masked, any position will do
-    cache_kwarg = _cache_kwarg(model)
-    takes_keep = "logits_to_keep" in _parameters(model)
     with torch.no_grad():
-        prefix_kwargs: dict[str, object] = {
+        kwargs: dict[str, object] = {
             "inputs_embeds": embeds[:, :split_at].detach(),
             "attention_mask": prefix_mask,
             "position_ids": torch.arange(split_at, device=device).unsqueeze(0).expand(batch.size, -1),
             "use_cache": True,
         }
-        if takes_keep:
-            prefix_kwargs["logits_to_keep"] = 1
-        out = model(**prefix_kwargs)
-    cache = getattr(out, "cache", None) if cache_kwarg == "cache" else None
+        if "logits_to_keep" in _parameters(model):
+            kwargs["logits_to_keep"] = 1
+        out = model(**kwargs)
+    cache = getattr(out, "cache", None) if _cache_kwarg(model) == "cache" else None
     if cache is None:
         cache = getattr(out, "past_key_values", None)
     if cache is None:
         raise TypeError("the model returned no key/value cache")
+    return Prefix(cache, prefix_mask, split_at)
+
+
+def _split_logits(loaded: LoadedModel, batch: Batch, prompt: Tensor, prefix: Prefix | None = None) -> tuple[Tensor, Tensor]:
+    """Logits for suffix columns [P - 1, S) and the tokens they predict ([B, K], -100 where none).
+    `prefix`: the batch's prefix computed before (a copy of its cache is used), else computed here."""
+    model, device = loaded.model, loaded.device
+    width = int(batch.input_ids.shape[1])
+    starts = batch.prompt_start.to(device)
+    lengths = batch.attention_mask.to(device).sum(dim=1)
+    suffix_len = int((lengths - starts).max())
+    keep = suffix_len - (batch.prompt_len - 1)
+    embeds = splice(loaded, batch, prompt)  # [B, T, d]; only the slots depend on the prompt
+    prefix = run_prefix(loaded, batch, embeds) if prefix is None else replace(prefix, cache=copy.deepcopy(prefix.cache))
+    cols = starts.unsqueeze(1) + torch.arange(suffix_len, device=device).unsqueeze(0)  # [B, S]
+    suffix_mask = (cols < lengths.unsqueeze(1)).to(torch.int64)
+    cols = cols.clamp(max=width - 1)  # padding columns past the batch: masked, any position will do
     suffix_embeds = embeds.gather(1, cols.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
     kwargs: dict[str, object] = {
         "inputs_embeds": suffix_embeds,
-        "attention_mask": torch.cat([prefix_mask, suffix_mask], dim=1),
+        "attention_mask": torch.cat([prefix.mask, suffix_mask], dim=1),
         "position_ids": cols,
-        cache_kwarg: cache,
+        _cache_kwarg(model): prefix.cache,
         "use_cache": True,
     }
-    if takes_keep:
+    if "logits_to_keep" in _parameters(model):
         kwargs["logits_to_keep"] = keep
     logits: Tensor = model(**kwargs).logits
     if logits.shape[1] != keep:  # a model that ignores logits_to_keep
@@ -159,16 +184,30 @@ def _split_logits(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> tuple[Te
     return logits, targets[:, batch.prompt_len - 1 :]
 
 
-def split_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor, checkpointed: bool = False) -> CompletionScores:
+def split_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor, checkpointed: bool = False,
+                 prefix: Prefix | None = None) -> CompletionScores:
     """The same scores as `skn.scoring.completion_scores`, from the split forward (see the module doc).
-    `checkpointed`: keep only the prompt and the logits, recompute the rest in the backward pass."""
-    if batch.size == 0 or int(batch.prompt_start.min()) < 1:
+    `checkpointed`: keep only the prompt and the logits, recompute the rest in the backward pass.
+    `prefix`: this batch's prefix, computed before (`prefix_of`), so only the suffix is run."""
+    if not splittable(batch):
         return completion_scores(loaded, batch, prompt)  # an empty instruction has nothing to cache
     if checkpointed and torch.is_grad_enabled() and prompt.requires_grad:
-        logits, targets = checkpoint(lambda p: _split_logits(loaded, batch, p), prompt, use_reentrant=False)
+        logits, targets = checkpoint(lambda p: _split_logits(loaded, batch, p, prefix), prompt, use_reentrant=False)
     else:
-        logits, targets = _split_logits(loaded, batch, prompt)
+        logits, targets = _split_logits(loaded, batch, prompt, prefix)
     return scores_from_logits(logits, targets)
+
+
+def splittable(batch: Batch) -> bool:
+    """Whether a batch has an instruction to cache in every row."""
+    return batch.size > 0 and int(batch.prompt_start.min()) >= 1
+
+
+def prefix_of(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> Prefix | None:
+    """The batch's prefix, to reuse across evaluations; None where the batch cannot be split."""
+    if not splittable(batch):
+        return None
+    return run_prefix(loaded, batch, splice(loaded, batch, prompt.detach()))
 
 
 def step_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor, choice: ForwardChoice, checkpointed: bool = False) -> CompletionScores:
@@ -176,3 +215,34 @@ def step_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor, choice: Forwa
     if choice.forward is StepForward.SPLIT:
         return split_scores(loaded, batch, prompt, checkpointed)
     return completion_scores(loaded, batch, prompt)
+
+
+class PrefixCache:
+    """The prefixes of a fixed list of batches (the validation set's, evaluated every --eval-every steps),
+    each computed on its first use and kept while their bytes stay within `budget`; a batch past the
+    budget is split afresh each time. A kept prefix turns a later evaluation of its batch into the suffix
+    alone (on HANS-shaped rows 23 of 83 positions)."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._prefixes: dict[int, Prefix] = {}
+        self._bytes = 0
+        self._full = False
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def scores(self, loaded: LoadedModel, index: int, batch: Batch, prompt: Tensor) -> CompletionScores:
+        """Batch number `index` of the fixed list, scored with the split forward and its kept prefix."""
+        prefix = self._prefixes.get(index)
+        if prefix is None and not self._full:
+            prefix = prefix_of(loaded, batch, prompt)
+            if prefix is not None:
+                if self._bytes + prefix.bytes <= self._budget:
+                    self._prefixes[index] = prefix
+                    self._bytes += prefix.bytes
+                else:
+                    self._full = True
+        return split_scores(loaded, batch, prompt, prefix=prefix)
+

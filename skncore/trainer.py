@@ -24,7 +24,7 @@ from torch import Tensor
 from skn.checks import at_least, positive
 from skn.errors import RunDirError, TrainingError, UsageError
 from skn.scoring import completion_scores
-from skn.split_forward import ForwardChoice, StepForward, choose_forward, step_scores
+from skn.split_forward import ForwardChoice, PrefixCache, StepForward, choose_forward, step_scores
 from skn.layout import Encoded, make_batch
 from skn.model import LoadedModel, batch_pad_id
 from skn.progress import ProgressSink, SilentProgress
@@ -47,6 +47,7 @@ class TrainConfig:
     init: PromptInit = field(default_factory=PromptInit)
     gradient_checkpointing: bool = False
     split_forward: bool = True  # the split step (skn.split_forward) where the model supports it
+    eval_cache_bytes: int = 1 << 30  # with the split: keep the validation batches' instruction caches up to this
 
     def __post_init__(self) -> None:
         for flag, value in (("--prompt-len", self.prompt_len), ("--steps", self.steps), ("--batch-size", self.batch_size),
@@ -54,6 +55,7 @@ class TrainConfig:
                             ("TrainConfig.eval_examples", self.eval_examples)):
             at_least(flag, value, 1)
         at_least("--patience", self.patience, 0)
+        at_least("TrainConfig.eval_cache_bytes", self.eval_cache_bytes, 0)
         at_least("TrainConfig.weight_decay", self.weight_decay, 0.0)
         positive("--lr", self.lr)
 
@@ -98,14 +100,19 @@ class BatchStream:
         return self._order[within]
 
 
-def validation_loss(loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], batch_size: int) -> float:
-    """Mean over examples of the per-example completion loss."""
+def validation_loss(loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], batch_size: int,
+                    prefixes: PrefixCache | None = None) -> float:
+    """Mean over examples of the per-example completion loss; with `prefixes` (the split forward), each
+    batch's instruction is computed once over all evaluations of these rows (skn.split_forward.PrefixCache)."""
     pad = batch_pad_id(loaded)
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
             batch = make_batch(rows[i : i + batch_size], prompt.shape[0], pad)
-            scores = completion_scores(loaded, batch, prompt)
+            if prefixes is None:
+                scores = completion_scores(loaded, batch, prompt)
+            else:
+                scores = prefixes.scores(loaded, i // batch_size, batch, prompt)
             total += float(scores.loss.sum())
             count += batch.size
     return total / max(count, 1)
@@ -287,6 +294,7 @@ def train_prompt(
     if config.gradient_checkpointing and not split:  # the split checkpoints its whole step itself
         _enable_checkpointing(loaded)
     stream = BatchStream(len(train_rows), config.batch_size, config.seed)
+    eval_prefixes = PrefixCache(config.eval_cache_bytes) if split and config.eval_cache_bytes > 0 else None
     identity = training_identity(loaded, train_rows, val_rows, config) if out is not None else None
     with progress.task("training prompt", config.steps) as advance:
         advance(step)
@@ -304,7 +312,7 @@ def train_prompt(
             step += 1
             val_loss: float | None = None
             if step % config.eval_every == 0 or step == config.steps:
-                val_loss = validation_loss(loaded, prompt.detach(), eval_rows, config.batch_size)
+                val_loss = validation_loss(loaded, prompt.detach(), eval_rows, config.batch_size, eval_prefixes)
                 check_finite_loss(val_loss, step, "validation", config)
                 if val_loss < best_val:
                     best_val, best_step, best = val_loss, step, prompt.detach().clone()

@@ -194,3 +194,29 @@ def test_split_training_matches_full_training_and_resumes(tmp_path: Path) -> Non
     assert resumed.step_forward == "split"
     torch.testing.assert_close(resumed.prompt, split.prompt, rtol=1e-5, atol=1e-6)
     assert resumed.best_val_loss == pytest.approx(split.best_val_loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_kept_prefixes_give_the_fresh_split_for_any_prompt(arch: str) -> None:
+    """A validation batch's prefix kept from an evaluation under one prompt scores the batch under another
+    prompt exactly as a fresh split does (the prompt's slots in the prefix are masked), and as the full forward
+    within the stated tolerance; a budget too small for one prefix keeps nothing and still scores the same."""
+    from skn.split_forward import PrefixCache
+
+    loaded = tiny_loaded(arch, init_range=0.3)  # large weights: every position matters
+    d = int(loaded.input_embeddings.weight.shape[1])
+    rows = random_rows(RAGGED, 40, 3, 2)
+    batch = make_batch(rows, 4, 0)
+    first, second = (torch.randn(4, d, generator=torch.Generator().manual_seed(s)) * 0.3 for s in (1, 2))
+    kept, starved = PrefixCache(1 << 30), PrefixCache(1)
+    with torch.no_grad():
+        kept.scores(loaded, 0, batch, first)
+        starved.scores(loaded, 0, batch, first)
+        assert kept.bytes > 0 and starved.bytes == 0
+        again = kept.scores(loaded, 0, batch, second)
+        fresh = split_scores(loaded, batch, second)
+        full = completion_scores(loaded, batch, second)
+        assert torch.equal(again.loss, fresh.loss) and torch.equal(again.token_logprob, fresh.token_logprob)
+        assert torch.equal(starved.scores(loaded, 0, batch, second).loss, fresh.loss)
+        torch.testing.assert_close(again.loss, full.loss, rtol=0, atol=LOSS_ATOL)
+        assert kept.scores(loaded, 0, batch, second).loss.equal(again.loss)  # the kept cache is not consumed
