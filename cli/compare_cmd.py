@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from skn.compare import Comparison, compare_runs, write_comparison
+from skn.compare import Comparison, compare_runs, passing_line, write_comparison
 from skn.compare_report import write_compare_report
 
 
@@ -26,12 +26,25 @@ def pair_table(comparison: Comparison) -> Table:
 
 def consensus_table(comparison: Comparison) -> Table:
     table = Table(title=f"consensus top {comparison.top_k} (min |score| with signs agreeing; mean)", title_justify="left")
-    for name in ("rank", "layer", "neuron", "min", "mean", *(f"run {i} (pos)" for i in range(len(comparison.runs)))):
+    marked = comparison.passing_all is not None
+    for name in ("rank", "layer", "neuron", "min", "mean", *(f"run {i} (pos)" for i in range(len(comparison.runs))),
+                 *(("passes all",) if marked else ())):
         table.add_column(name, justify="right", no_wrap=True)
     for c in comparison.consensus:
         table.add_row(str(c.rank), str(c.layer), str(c.index), f"{c.consensus_min:+.3f}", f"{c.consensus_mean:+.3f}",
-                      *(f"{s:+.3f} ({p})" for s, p in zip(c.scores, c.positions, strict=True)))
+                      *(f"{s:+.3f} ({p})" for s, p in zip(c.scores, c.positions, strict=True)),
+                      *(("yes" if c.passes_all else "no",) if marked else ()))
     return table
+
+
+def print_comparison(console: Console, comparison: Comparison) -> None:
+    """The runs (with the r each is compared on), the pair table, the consensus table, the passing counts."""
+    for i, run in enumerate(comparison.runs):
+        console.print(Text(f"run {i}: {run.name} (r on its {run.scored_on})"))
+    console.print(pair_table(comparison))
+    console.print(consensus_table(comparison))
+    console.print(Text(passing_line(comparison)))
+    console.print(Text(f"mean Jaccard {comparison.mean_jaccard:.3f} against {comparison.pairs[0].jaccard_chance:.2g} by chance"))
 
 
 @click.command("compare")
@@ -55,9 +68,5 @@ def compare_command(runs: tuple[Path, ...], top_k: int, report: bool, out: str) 
     if report:
         paths = (*paths, write_compare_report(folder, comparison))
     console = Console()
-    for i, run in enumerate(comparison.runs):
-        console.print(Text(f"run {i}: {run.name}"))
-    console.print(pair_table(comparison))
-    console.print(consensus_table(comparison))
-    console.print(Text(f"mean Jaccard {comparison.mean_jaccard:.3f} against {comparison.pairs[0].jaccard_chance:.2g} by chance"))
+    print_comparison(console, comparison)
     console.print(Text("wrote " + ", ".join(str(p) for p in paths)))

@@ -21,9 +21,9 @@ from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
 from skn.run import memory_plan, run_directory, run_probe
 from skn.seeds import parse_seeds, run_seeds, subrun_dir
 
-from skn.cli.compare_cmd import consensus_table, pair_table
+from skn.cli.compare_cmd import print_comparison
 from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
-from skn.cli.render import print_groups, print_run
+from skn.cli.render import print_groups, print_result
 
 
 @click.command("probe")
@@ -102,7 +102,7 @@ def probe_command(
         return
     notices = Console(stderr=True)
     result = run_probe(request, RichProgress(), notify=lambda line: notices.print(Text(line, style="yellow"), soft_wrap=True))
-    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
+    print_result(console, result, n_exemplars)
     if result.groups is not None:
         print_groups(console, result.groups)
     if report:
@@ -115,12 +115,11 @@ def _probe_seeds(console: Console, request: ProbeRequest, seeds: tuple[int, ...]
     out = Path(request.out)
     for seed, result in zip(done.seeds, done.outcomes, strict=True):
         console.print(Text(f"seed {seed}", style="bold"))
-        print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
+        print_result(console, result, n_exemplars)
         if report:
             console.print(Text(f"report: {write_report(subrun_dir(out, seed), exemplar_count=n_exemplars)}"))
     if done.comparison is not None:
         if report:
             console.print(Text(f"report: {write_compare_report(out, done.comparison)}"))
-        console.print(pair_table(done.comparison))
-        console.print(consensus_table(done.comparison))
+        print_comparison(console, done.comparison)
     console.print(Text(f"run directory: {out} (one seed-S/ per seed)"))

@@ -22,8 +22,9 @@ from skn.data import Example
 from skn.groups import GroupSummaries, Summary, value_label
 from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
 from skn.null import NullResult
+from skn.passing import PassingCounts
 from skn.rank import Neuron, exemplars
-from skn.result import RunInfo
+from skn.result import ProbeResult, RunInfo
 
 NUMBER_COLUMNS = ("rank", "layer", "neuron", "pos", "r")
 MIN_TEXT = 12  # below this per text column, most and least activating share one column
@@ -166,16 +167,28 @@ def holdout_caption(holdout: HoldoutResult | None, note: str) -> str:
     )
 
 
+def table_caption(holdout: HoldoutResult | None, note: str, passing: PassingCounts | None) -> str:
+    """The holdout's lines and, with the null, how many neurons in all pass its threshold."""
+    lines = [holdout_caption(holdout, note)] + ([f"passing the null: {passing.line()}"] if passing is not None else [])
+    return "\n".join(line for line in lines if line)
+
+
 def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
               examples: Sequence[Example], n_exemplars: int, holdout: HoldoutResult | None = None,
-              null: NullResult | None = None) -> None:
+              null: NullResult | None = None, passing: PassingCounts | None = None, title: str = "") -> None:
     console.print(summary_line(info))
     held_out = holdout.per_neuron if holdout is not None else ()
     note = str(summary_from_info(info.extra).get("note", ""))
     width, combined = text_layout(console.width, neurons, null, held_out)
-    console.print(neuron_table(neurons, activations, examples, n_exemplars, f"top {len(neurons)} neurons", width, combined,
-                               null, held_out, holdout_caption(holdout, note)))
+    console.print(neuron_table(neurons, activations, examples, n_exemplars, title or f"top {len(neurons)} neurons", width,
+                               combined, null, held_out, table_caption(holdout, note, passing)))
     console.print(Text(null_line(null, len(neurons))))
+
+
+def print_result(console: Console, result: ProbeResult, n_exemplars: int, title: str = "") -> None:
+    """A run's summary line, its top-neuron table (holdout and passing counts in the caption) and the null's line."""
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout,
+              result.null, result.passing, title)
 
 
 def _group_cell(s: Summary) -> str:

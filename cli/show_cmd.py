@@ -1,4 +1,5 @@
-"""`skn show RUN`: print a finished run's top neurons without recomputing anything."""
+"""`skn show RUN`: print a finished run's top neurons without recomputing anything; a `skn probe --seeds`
+folder shows each seed's top neurons and their comparison."""
 
 from __future__ import annotations
 
@@ -6,12 +7,39 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
+from skn.compare import compare_runs, seed_subruns
 from skn.probe_files import read_probe_run
 
 from skn.cli.ablate_render import ablation_tables, curve_table
-from skn.cli.render import print_groups, print_run
+from skn.cli.compare_cmd import print_comparison
+from skn.cli.render import print_groups, print_result
+
+
+def show_run(console: Console, run: Path, n_exemplars: int) -> None:
+    result = read_probe_run(run)
+    print_result(console, result, n_exemplars)
+    if result.groups is not None:
+        print_groups(console, result.groups)
+    if (run / ABLATION_FILE).is_file():
+        for table in ablation_tables(read_ablation(run)):
+            console.print(table)
+    if (run / CURVE_FILE).is_file():
+        console.print(curve_table(read_curve(run)))
+
+
+def show_seeds(console: Console, subruns: tuple[Path, ...], n_exemplars: int) -> None:
+    """Each seed's run (its top neurons, the holdout and the null), then the comparison of the seeds (recomputed
+    from the sub-runs' files: the same figures as RUN/compare.json, with the runs' own top K)."""
+    for sub in subruns:
+        console.print(Text(f"{sub.name} ({sub})", style="bold"))
+        show_run(console, sub, n_exemplars)
+    if len(subruns) > 1:
+        top_k = len(read_probe_run(subruns[0]).neurons)
+        console.print(Text(f"comparison of the {len(subruns)} seeds", style="bold"))
+        print_comparison(console, compare_runs(subruns, top_k))
 
 
 @click.command("show")
@@ -20,17 +48,15 @@ from skn.cli.render import print_groups, print_run
 def show_command(run: Path, n_exemplars: int) -> None:
     """Print the top neurons of a run directory and their exemplars.
 
+    A folder written by `skn probe --seeds` shows each seed's top neurons, then their comparison.
+
     \b
     Example:
       skn show RUN
     """
-    result = read_probe_run(run)
     console = Console()
-    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
-    if result.groups is not None:
-        print_groups(console, result.groups)
-    if (run / ABLATION_FILE).is_file():
-        for table in ablation_tables(read_ablation(run)):
-            console.print(table)
-    if (run / CURVE_FILE).is_file():
-        console.print(curve_table(read_curve(run)))
+    subruns = seed_subruns(run)
+    if subruns:
+        show_seeds(console, subruns, n_exemplars)
+    else:
+        show_run(console, run, n_exemplars)

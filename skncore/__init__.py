@@ -17,6 +17,7 @@ from skn.data import Example, Split, load_examples
 from skn.folds import FoldAccumulator, FoldStats, assign_folds, plan_holdout
 from skn.holdout import HeldOutR, HoldoutResult, rank_with_holdout
 from skn.model import LoadedModel, load_model
+from skn.passing import PassingCounts, count_passing
 from skn.rank import Neuron, Reduce
 from skn.result import ProbeResult, RunInfo
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
@@ -38,6 +39,7 @@ __all__ = [
     "LoadedModel",
     "ModelRequest",
     "Neuron",
+    "PassingCounts",
     "PearsonStats",
     "ProbeConfig",
     "ProbeRequest",
@@ -52,6 +54,7 @@ __all__ = [
     "__version__",
     "assign_folds",
     "compare_runs",
+    "count_passing",
     "load_examples",
     "load_model",
     "merge",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -180,7 +180,7 @@ def probe(
     start = time.perf_counter()
     activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
     timings["exemplar_pass_s"] = time.perf_counter() - start
-    return ProbeResult(
+    return with_passing(ProbeResult(
         neurons=neurons,
         corr=corr,
         stats=passed.stats,
@@ -196,7 +196,17 @@ def probe(
         holdout=holdout,
         predictivity=counts,
         null=null,
-    )
+    ))
+
+
+def with_passing(result: ProbeResult) -> ProbeResult:
+    """run.json's "null" gains "passing": how many neurons pass the threshold, per layer and in all (skn.passing)."""
+    passing = result.passing
+    summary = result.info.extra.get("null")
+    if passing is None or not isinstance(summary, Mapping):
+        return result
+    extra = {**result.info.extra, "null": {**summary, "passing": passing.to_json()}}
+    return replace(result, info=replace(result.info, extra=extra))
 
 
 def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:

@@ -1,11 +1,14 @@
 """`skn compare`: do different prompts (seeds) single out the same neurons?
 
 Positions of two prompts are not the same thing, so runs are compared on neurons, not cells: each FFN
-neuron (layer, index) takes its score in each run at that run's own best position (skn.rank.best_scores on
-the run's `corr`, all validation examples, the run's --reduce). Then, for every pair of runs, the top-K
-Jaccard beside its chance expectation and Spearman's rho of the scores over all neurons; over all runs, the
-consensus ranking (skn.overlap). Runs must share the model, the metric and the shape [L, P, m] is free in
-P but not in L and m.
+neuron (layer, index) takes its score in each run at that run's own best position (skn.rank.best_scores,
+the run's --reduce) on the r the run ranked by: a holdout run's selection fold (`corr_selection`), so that
+each run's top K here is its own top K, else all validation examples (`corr`; with --score predictivity
+too, whose ranking is not an r). Then, for every pair of runs, the top-K Jaccard beside its chance
+expectation and Spearman's rho of the scores over all neurons; over all runs, the consensus ranking
+(skn.overlap). With the null, each run's count of neurons passing its family-wise threshold (skn.passing)
+and the neurons that pass in every run with one sign. Runs must share the model, the metric and the shape
+[L, P, m] is free in P but not in L and m.
 
 Files in the output folder: `compare.json` (runs, pairs, consensus top K), `compare.csv` (the consensus top
 K, one row per neuron with each run's score) and `compare.png` (run A's scores against run B's, the first
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 import torch
 from matplotlib.figure import Figure
 
@@ -37,6 +41,7 @@ from skn.overlap import (
     spearman,
     top_k_flat,
 )
+from skn.passing import passing_mask
 from skn.plots import new_figure, png_bytes
 from skn.rank import best_scores
 from skn.result import ProbeResult
@@ -47,6 +52,8 @@ COMPARE_JSON = "compare.json"
 COMPARE_CSV = "compare.csv"
 COMPARE_PNG = "compare.png"
 SUBRUN_PREFIX = "seed-"  # sub-runs of `skn probe --seeds`
+SCORE_NOTE = ("r at each run's own best position, on the examples that ranked it: a holdout run's selection fold, "
+              "else all validation examples")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class RunScores:
     metric: str
     score: Array  # [L, m] float64, NaN where undefined
     position: Array  # [L, m] the best position of each neuron in this run
+    scored_on: str = "examples (all)"  # which r: "selection fold (n examples)" for a holdout run, else "n examples (all)"
+    passes: NDArray[np.bool_] | None = None  # [L, m]: |score| > the run's family-wise threshold; None without a null
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class ConsensusNeuron:
     consensus_mean: float
     scores: tuple[float, ...]  # per run
     positions: tuple[int, ...]  # per run
+    passes_all: bool | None = None  # passes the threshold in every run (None: a run has no null)
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ class Comparison:
     pairs: tuple[PairStats, ...]
     consensus: tuple[ConsensusNeuron, ...]
     top_sets: tuple[tuple[int, ...], ...]  # per run, flat indices of its top K
+    passing: tuple[int | None, ...] = ()  # per run: neurons passing its threshold (None: no null)
+    passing_all: int | None = None  # neurons passing in every run, signs agreeing (None: a run has no null)
 
     @property
     def mean_jaccard(self) -> float:
@@ -98,25 +110,42 @@ class Comparison:
 
 
 def run_scores(run: ProbeResult, name: str) -> RunScores:
-    best = best_scores(run.corr, run.info.reduce)
+    """The run's neurons as it ranked them: a holdout run's selection-fold r, else the r over all examples."""
+    corr = run.ranked_corr
+    best = best_scores(corr, run.info.reduce)
+    scored_on = (f"selection fold ({run.holdout.n_selection} examples)" if run.holdout is not None
+                 else f"{run.stats.count} examples (all)")
+    passes = passing_mask(corr, run.info.reduce, run.null.threshold).numpy() if run.null is not None else None
     return RunScores(
         name=name,
         model=run.info.model,
         metric=run.info.metric,
         score=best.score.to(torch.float64).numpy(),
         position=best.position.to(torch.float64).numpy(),
+        scored_on=scored_on,
+        passes=passes,
     )
+
+
+def seed_subruns(path: Path) -> tuple[Path, ...]:
+    """The seed-N/ sub-runs of a `skn probe --seeds` folder, by seed (none when `path` is itself a run)."""
+    path = Path(path)
+    if (path / "stats.safetensors").is_file() or not path.is_dir():
+        return ()
+    subs = [p for p in path.glob(f"{SUBRUN_PREFIX}*") if p.is_dir() and (p / "stats.safetensors").is_file()]
+
+    def seed(p: Path) -> tuple[int, str]:
+        number = p.name[len(SUBRUN_PREFIX):]
+        return (int(number), "") if number.lstrip("-").isdigit() else (0, number)
+
+    return tuple(sorted(subs, key=seed))
 
 
 def expand_runs(paths: Sequence[Path]) -> tuple[Path, ...]:
     """Each path is a run directory, or a folder of `skn probe --seeds` sub-runs (seed-N/), which stand for it."""
     out: list[Path] = []
     for path in paths:
-        subs = sorted(p for p in Path(path).glob(f"{SUBRUN_PREFIX}*") if p.is_dir() and (p / "stats.safetensors").is_file())
-        if subs and not (Path(path) / "stats.safetensors").is_file():
-            out.extend(subs)
-        else:
-            out.append(Path(path))
+        out.extend(seed_subruns(path) or (Path(path),))
     return tuple(out)
 
 
@@ -146,14 +175,21 @@ def compare_scores(runs: Sequence[RunScores], top_k: int) -> Comparison:
             pairs.append(PairStats(a, b, len(set(tops[a]) & set(tops[b])), jaccard(tops[a], tops[b]), chance, k * k / m, rho, n))
     scores = [r.score for r in runs]
     minimum, mean = consensus_min(scores), consensus_mean(scores)
+    masks = [r.passes for r in runs]
+    every: NDArray[np.bool_] | None = None
+    if all(mask is not None for mask in masks):
+        every = np.logical_and.reduce([np.asarray(mask, dtype=bool) for mask in masks]) & (minimum != 0.0)
     consensus = []
     for rank, flat in enumerate(consensus_order(minimum, mean)[:k].tolist(), start=1):
         layer, neuron = divmod(int(flat), width)
         consensus.append(ConsensusNeuron(
             rank, layer, neuron, float(minimum[layer, neuron]), float(mean[layer, neuron]),
             tuple(float(r.score[layer, neuron]) for r in runs), tuple(int(r.position[layer, neuron]) for r in runs),
+            None if every is None else bool(every[layer, neuron]),
         ))
-    return Comparison(tuple(runs), k, m, tuple(pairs), tuple(consensus), tops)
+    passing = tuple(None if mask is None else int(mask.sum()) for mask in masks)
+    return Comparison(tuple(runs), k, m, tuple(pairs), tuple(consensus), tops, passing,
+                      None if every is None else int(every.sum()))
 
 
 def compare_runs(paths: Sequence[Path], top_k: int = 10) -> Comparison:
@@ -162,16 +198,34 @@ def compare_runs(paths: Sequence[Path], top_k: int = 10) -> Comparison:
     return compare_scores([run_scores(read_probe_run(p), str(p)) for p in expanded], top_k)
 
 
+def scored_on_line(comparison: Comparison) -> str:
+    """Which r each run's neurons are compared on (the one it ranked by)."""
+    return "compared on each neuron's r at its best position, on: " + "; ".join(
+        f"run {i}: {r.scored_on}" for i, r in enumerate(comparison.runs))
+
+
+def passing_line(comparison: Comparison) -> str:
+    """How many neurons pass each run's family-wise threshold, and how many pass in every run (one sign)."""
+    if comparison.passing_all is None:
+        return "neurons passing the null: not counted (a run has no permutation null)"
+    counts = ", ".join(str(n) for n in comparison.passing)
+    marked = sum(1 for c in comparison.consensus if c.passes_all)
+    return (f"neurons passing each run's family-wise threshold: {counts} of {comparison.neurons}; in every run with one "
+            f"sign: {comparison.passing_all} (of the consensus top {comparison.top_k}: {marked})")
+
+
 def _safe(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
 def to_json(comparison: Comparison) -> dict[str, object]:
     return {
-        "runs": [{"name": r.name, "model": r.model, "metric": r.metric} for r in comparison.runs],
+        "runs": [{"name": r.name, "model": r.model, "metric": r.metric, "scored_on": r.scored_on, "n_passing": n}
+                 for r, n in zip(comparison.runs, comparison.passing or (None,) * len(comparison.runs), strict=True)],
         "top_k": comparison.top_k,
         "neurons": comparison.neurons,
-        "score": "r at each run's own best position, all validation examples",
+        "score": SCORE_NOTE,
+        "passing_all": comparison.passing_all,
         "mean_jaccard": _safe(comparison.mean_jaccard),
         "pairs": [
             {"a": p.a, "b": p.b, "overlap": p.overlap, "overlap_chance": p.overlap_chance, "jaccard": p.jaccard,
@@ -181,7 +235,8 @@ def to_json(comparison: Comparison) -> dict[str, object]:
         "top": [[divmod(i, comparison.runs[0].score.shape[1]) for i in top] for top in comparison.top_sets],
         "consensus": [
             {"rank": c.rank, "layer": c.layer, "neuron": c.index, "consensus_min": c.consensus_min,
-             "consensus_mean": _safe(c.consensus_mean), "scores": [_safe(s) for s in c.scores], "positions": list(c.positions)}
+             "consensus_mean": _safe(c.consensus_mean), "scores": [_safe(s) for s in c.scores], "positions": list(c.positions),
+             "passes_all": c.passes_all}
             for c in comparison.consensus
         ],
     }
@@ -191,10 +246,11 @@ def to_csv(comparison: Comparison) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["rank", "layer", "neuron", "consensus_min", "consensus_mean",
-                     *(f"score_{i}" for i in range(len(comparison.runs))), *(f"position_{i}" for i in range(len(comparison.runs)))])
+                     *(f"score_{i}" for i in range(len(comparison.runs))), *(f"position_{i}" for i in range(len(comparison.runs))),
+                     "passes_all"])
     for c in comparison.consensus:
         writer.writerow([c.rank, c.layer, c.index, repr(c.consensus_min), repr(c.consensus_mean),
-                         *(repr(s) for s in c.scores), *c.positions])
+                         *(repr(s) for s in c.scores), *c.positions, "" if c.passes_all is None else str(c.passes_all).lower()])
     return buffer.getvalue()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from skn.compare import Comparison, scatter_figure
+from skn.compare import Comparison, passing_line, scatter_figure, scored_on_line
 from skn.report import STYLE, _img, _num_cell, _r_cell, esc
 from skn.rundir import write_bytes
 from skn.version import __version__
@@ -21,7 +21,9 @@ def _fixed(value: float, digits: int) -> str:
 
 def compare_section(comparison: Comparison) -> str:
     """The comparison as one <section> (runs, pairs, consensus, figure)."""
-    runs = "".join(f"<tr><td>{i}</td><td>{esc(r.name)}</td></tr>" for i, r in enumerate(comparison.runs))
+    counts = comparison.passing or (None,) * len(comparison.runs)
+    runs = "".join(f"<tr><td>{i}</td><td>{esc(r.name)}</td><td>{esc(r.scored_on)}</td><td>{'-' if n is None else n}</td></tr>"
+                   for i, (r, n) in enumerate(zip(comparison.runs, counts, strict=True)))
     pair_heads = ("run a", "run b", "overlap", "by chance", "Jaccard", "by chance", "Spearman", "neurons")
     pairs = "".join(
         "<tr>" + _num_cell(float(p.a), str(p.a)) + _num_cell(float(p.b), str(p.b)) + _num_cell(float(p.overlap), str(p.overlap))
@@ -30,11 +32,14 @@ def compare_section(comparison: Comparison) -> str:
         + "</tr>"
         for p in comparison.pairs
     )
-    heads = ["rank", "layer", "neuron", "min (signs agree)", "mean", *(f"run {i} (pos)" for i in range(len(comparison.runs)))]
+    marked = comparison.passing_all is not None
+    heads = ["rank", "layer", "neuron", "min (signs agree)", "mean", *(f"run {i} (pos)" for i in range(len(comparison.runs))),
+             *(["passes in every run"] if marked else [])]
     rows = "".join(
         "<tr>" + _num_cell(float(c.rank), str(c.rank)) + _num_cell(float(c.layer), str(c.layer))
         + _num_cell(float(c.index), str(c.index)) + _r_cell(c.consensus_min) + _r_cell(c.consensus_mean)
-        + "".join(_num_cell(s, f"{s:+.4f} ({p})") for s, p in zip(c.scores, c.positions, strict=True)) + "</tr>"
+        + "".join(_num_cell(s, f"{s:+.4f} ({p})") for s, p in zip(c.scores, c.positions, strict=True))
+        + (f"<td>{'yes' if c.passes_all else 'no'}</td>" if marked else "") + "</tr>"
         for c in comparison.consensus
     )
 
@@ -45,7 +50,9 @@ def compare_section(comparison: Comparison) -> str:
         f'<section class="card" id="compare"><h2>Across runs: top-{comparison.top_k} overlap and consensus</h2>'
         f'<p class="sub">Each neuron (layer, index) at each run\'s own best position; chance: two random top-'
         f"{comparison.top_k} sets of {comparison.neurons} neurons.</p>"
-        f"<table><thead><tr><th>run</th><th>directory</th></tr></thead><tbody>{runs}</tbody></table>"
+        f'<p class="sub">{esc(scored_on_line(comparison))}. {esc(passing_line(comparison))}.</p>'
+        f"<table><thead><tr><th>run</th><th>directory</th><th>r compared</th><th>neurons passing</th></tr></thead>"
+        f"<tbody>{runs}</tbody></table>"
         f"<h4>Pairs</h4><table><thead><tr>{head(pair_heads)}</tr></thead><tbody>{pairs}</tbody></table>"
         f"<h4>Consensus</h4><table><thead><tr>{head(heads)}</tr></thead><tbody>{rows}</tbody></table>"
         f"<h4>Run 0 against run 1</h4>{_img(scatter_figure(comparison), 'scores of run 0 against run 1', 'fig')}</section>"

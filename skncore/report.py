@@ -181,6 +181,7 @@ def summary_rows(run: ProbeResult, grouping: Grouping) -> tuple[tuple[str, str],
         ("neurons probed", f"{run.corr.shape[0]} layers \u00d7 {run.corr.shape[2]} neurons \u00d7 {run.corr.shape[1]} positions"),
         ("top K", str(len(run.neurons))),
         ("family-wise null", null_text(run)),
+        ("neurons passing the null", passing_text(run)),
         ("groups", f"{grouping.note}: {groups}"),
         ("seed", str(info.seed)),
         ("holdout", holdout_text(run)),
@@ -214,6 +215,12 @@ def null_text(run: ProbeResult) -> str:
     return (f"{null.n_significant} of {len(run.neurons)} top neurons pass: |r| > {threshold} at family-wise alpha "
             f"{null.alpha:g} ({null.permutations} {null.mode.value} permutations of the metric; Westfall-Young "
             f"max-statistic p-values in the table)")
+
+
+def passing_text(run: ProbeResult) -> str:
+    """How many neurons of the whole model pass the threshold, per layer (skn.passing), in words."""
+    passing = run.passing
+    return passing.line() if passing is not None else "not counted: the null is off (--null 0)"
 
 
 def _p_cells(null: NullResult | None, row: int) -> list[str]:

@@ -19,6 +19,7 @@ from skn.errors import RunDirError
 from skn.groups import GroupSummaries
 from skn.holdout import HoldoutResult
 from skn.null import NullResult
+from skn.passing import ALL, SELECTION, PassingCounts, count_passing
 from skn.predictivity import PredictivityCounts
 from skn.rank import Exemplars, Neuron, Reduce, exemplars
 from skn.stats import PearsonStats
@@ -109,6 +110,21 @@ class ProbeResult:
         """What the holdout resolved to (its folds, or why it is off), as run.json's holdout.note says."""
         summary = self.info.extra.get("holdout")
         return str(summary.get("note", "")) if isinstance(summary, Mapping) else ""
+
+    @property
+    def ranked_corr(self) -> Tensor:
+        """The corr [L, P, m] the neurons were ranked on (and the null computed on): the selection fold's
+        with a holdout, else the full set's."""
+        return self.holdout.corr_selection if self.holdout is not None else self.corr
+
+    @property
+    def passing(self) -> PassingCounts | None:
+        """How many neurons (each at its best position) pass the null's family-wise threshold, per layer and
+        in all, counted on the ranked fold's r (skn.passing); None when the null is off."""
+        if self.null is None:
+            return None
+        on, n = (SELECTION, self.holdout.n_selection) if self.holdout is not None else (ALL, self.stats.count)
+        return count_passing(self.ranked_corr, self.info.reduce, self.null, on, n)
 
     def exemplars(self, n: int) -> tuple[Exemplars, ...]:
         """The n most and least activating examples of every top neuron."""

@@ -1,5 +1,6 @@
 """skn compare: the overlap maths against scipy and enumeration, and every figure against a brute-force
-recomputation from two runs' stats.safetensors."""
+recomputation from two runs' stats.safetensors (a holdout run is compared on its selection fold's r, the one
+it ranked by; a run without one on all examples), the passing counts included."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import csv
 import itertools
 import json
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +21,24 @@ from scipy import stats as sps
 
 from skn.probe_files import write_probe_run
 from skn.api import ProbeConfig, probe
+from skn.data import Example
 from skn.compare import compare_runs, scatter_figure, write_comparison
 from skn.errors import UsageError
 from skn.overlap import average_ranks, chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat
 from skn.prompt import init_prompt
 
-from conftest import tiny_loaded
-from test_probe import examples
+from helpers import tiny_loaded
+
+
+def examples(n: int, seed: int) -> list[Example]:
+    """Ragged instructions; the metric `length` (their length plus noise) is tracked by many neurons."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        instruction = "".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12)))
+        completion = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4)))
+        out.append(Example(instruction, completion, {"length": len(instruction) + rng.random()}, f"t:{i}"))
+    return out
 
 
 def test_chance_jaccard_by_enumeration() -> None:
@@ -58,26 +71,36 @@ def test_consensus_min_needs_agreeing_signs() -> None:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Run 0 with a holdout (12 select, 12 confirm), run 1 on all 24 examples; both with the null."""
     loaded = tiny_loaded("qwen2")
     data = examples(24, seed=4)
     paths = []
     for seed in (0, 1):
         out = tmp_path_factory.mktemp(f"seed{seed}")
         prompt = init_prompt(loaded, 3 + seed, seed=seed)  # type: ignore[arg-type]
-        result = probe(loaded, prompt, data, "score", ProbeConfig(top_k=5))  # type: ignore[arg-type]
+        config = ProbeConfig(top_k=5, holdout=0.5 if seed == 0 else 0.0)
+        result = probe(loaded, prompt, data, "length", config)  # type: ignore[arg-type]
         write_probe_run(out, replace(result, info=replace(result.info, model="tiny", seed=seed)))
         paths.append(out)
     return paths[0], paths[1]
 
 
 def brute_scores(run: Path) -> dict[tuple[int, int], float]:
-    corr = load_file(str(run / "stats.safetensors"))["corr"].double().numpy()
+    """Each neuron's best-position r on the fold the run ranked by: the selection fold's where there is one."""
+    tensors = load_file(str(run / "stats.safetensors"))
+    corr = tensors["corr_selection" if "corr_selection" in tensors else "corr"].double().numpy()
     out = {}
     for layer in range(corr.shape[0]):
         for neuron in range(corr.shape[2]):
             values = [corr[layer, p, neuron] for p in range(corr.shape[1]) if not math.isnan(corr[layer, p, neuron])]
             out[(layer, neuron)] = max(values, key=abs) if values else math.nan
     return out
+
+
+def brute_passing(run: Path, scores: dict[tuple[int, int], float]) -> set[tuple[int, int]]:
+    """The neurons whose |score| exceeds the run's family-wise threshold (float32, the null's precision)."""
+    threshold = np.float32(float(load_file(str(run / "stats.safetensors"))["null_threshold"]))
+    return {key for key, s in scores.items() if not math.isnan(s) and np.float32(abs(s)) > threshold}
 
 
 def test_every_figure_equals_brute_force(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -104,12 +127,20 @@ def test_every_figure_equals_brute_force(two_runs: tuple[Path, Path], tmp_path: 
 
     expected = sorted(keys, key=lambda key: (-abs(consensus(key)), -abs((scores[0][key] + scores[1][key]) / 2)))[:k]
     assert [(c.layer, c.index) for c in comparison.consensus] == expected
+    passing = [brute_passing(p, s) for p, s in zip(two_runs, scores)]
+    both = {key for key in passing[0] & passing[1] if scores[0][key] * scores[1][key] > 0}
+    assert comparison.passing == (len(passing[0]), len(passing[1])) and comparison.passing_all == len(both)
+    assert 0 < len(both) < min(len(passing[0]), len(passing[1]))  # the counts say something here
     for c in comparison.consensus:
         assert c.consensus_min == pytest.approx(consensus((c.layer, c.index)), abs=1e-7)
         assert c.scores == pytest.approx((scores[0][(c.layer, c.index)], scores[1][(c.layer, c.index)]), abs=1e-7)
+        assert c.passes_all == ((c.layer, c.index) in both)
+    assert comparison.runs[0].scored_on == "selection fold (12 examples)" and comparison.runs[1].scored_on == "24 examples (all)"
     paths = write_comparison(tmp_path / "cmp", comparison)
     written = json.loads(paths[0].read_text())
     assert written["pairs"][0]["overlap"] == pair.overlap and len(written["consensus"]) == k
+    assert written["passing_all"] == len(both) and [r["n_passing"] for r in written["runs"]] == [len(p) for p in passing]
+    assert [c["passes_all"] for c in written["consensus"]] == [c.passes_all for c in comparison.consensus]
     rows = list(csv.DictReader(paths[1].open()))
     assert [(int(r["layer"]), int(r["neuron"])) for r in rows] == expected
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
@@ -148,6 +179,8 @@ def test_cli_compare(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
                                 env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     assert "consensus top 4" in result.output and "Jaccard" in result.output
+    assert "(r on its selection fold (12 examples))" in result.output and "in every run with one sign" in result.output
+    assert "passes in every run" in (tmp_path / "c" / "compare.html").read_text()
     assert {p.name for p in (tmp_path / "c").iterdir()} == {"compare.json", "compare.csv", "compare.png", "compare.html"}
     page = (tmp_path / "c" / "compare.html").read_text()
     assert "Consensus" in page and "data:image/png;base64," in page and str(two_runs[0]) in page

@@ -41,6 +41,12 @@ def test_probe_with_seeds(tmp_path: Path, saved_tiny_model: Path) -> None:
     assert json.loads((out / "seeds.json").read_text())["done"] == [{"seed": 3, "run": "seed-3"}, {"seed": 5, "run": "seed-5"}]
     shown = CliRunner().invoke(cli, ["compare", str(out), "--out", str(tmp_path / "cmp")])
     assert shown.exit_code == 0 and (tmp_path / "cmp" / "compare.csv").is_file()
+    # `skn show` on the --seeds folder: each seed's top neurons, then the comparison
+    shown = CliRunner().invoke(cli, ["show", str(out), "--exemplars", "0"], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0, shown.output
+    text = shown.output
+    assert text.index("seed-3") < text.index("seed-5") < text.index("comparison of the 2 seeds") < text.index("consensus top 5")
+    assert text.count("top 5 neurons") == 2 and text.count("neurons passing each run's family-wise threshold") == 1
 
 
 def test_a_failing_seed_keeps_the_runs_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
