@@ -10,7 +10,7 @@ from rich.console import Console
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.probe_files import read_probe_run
 
-from skn.cli.ablate_render import ablation_tables, curve_table
+from skn.cli.ablate_render import ablation_tables, curve_tables
 from skn.cli.render import print_groups, print_run
 
 
@@ -33,4 +33,5 @@ def show_command(run: Path, n_exemplars: int) -> None:
         for table in ablation_tables(read_ablation(run)):
             console.print(table)
     if (run / CURVE_FILE).is_file():
-        console.print(curve_table(read_curve(run)))
+        for table in curve_tables(read_curve(run)):
+            console.print(table)
