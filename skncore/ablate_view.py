@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
 from skn.plots import new_figure, png_bytes
@@ -232,6 +233,8 @@ def _curve_panel(ax: Axes, view: Mapping[str, object], legend: bool) -> None:
             ax.axvline(x, color="red", ls=":", lw=1.2, gid="departure", label="first departure (Holm)")
     if axis_k and xs.size and float(np.nanmin(xs)) > 0:
         ax.set_xscale("log")
+        # plain 1, 10, 100 (the default 10^k labels go through mathtext, which some installs print raw)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set_xlabel("K (neurons ablated)" if axis_k else "S (activation multiplied by)")
     ax.set_ylabel("mean loss change")
