@@ -162,20 +162,26 @@ def curve_rows(record: Mapping[str, object], measure: str = "loss") -> tuple[Cur
     return tuple(rows)
 
 
-def departure_text(record: Mapping[str, object]) -> str:
-    """Where the curve departs from random (or that it never does, and why it could not)."""
+def departure_text(record: Mapping[str, object], note: bool = True) -> str:
+    """Where the curve departs from random (or that it never does, and, with `note`, why it could not)."""
     config = _map(record.get("config"))
     departure = _map(record.get("departure"))
     axis = "K" if record.get("axis") == "k" else "S"
     where = (f"departs from random at {axis} = {departure.get('k') if axis == 'K' else departure.get('scale')} "
              f"(loss effect {_fmt(_float(departure.get('effect_loss')))}, Holm p {departure.get('p_holm')})"
              if departure else "never departs from random (Holm, alpha 0.05)")
+    return where + (power_note(record) if note else "")
+
+
+def power_note(record: Mapping[str, object]) -> str:
+    """" (with C controls G points cannot depart: ...)" when the grid is too long for the controls, else ""."""
+    config = _map(record.get("config"))
     points = record.get("points")
     g = len(points) if isinstance(points, Sequence) else 0
     c = config.get("controls")
     if isinstance(c, int) and g and g / (c + 1) >= 0.05:  # Holm's smallest adjusted p is G / (C + 1)
-        where += f" (with {c} controls {g} points cannot depart: Holm needs C >= {math.ceil(g / 0.05)})"
-    return where
+        return f" (with {c} controls {g} points cannot depart: Holm needs C >= {math.ceil(g / 0.05)})"
+    return ""
 
 
 def cost_text(record: Mapping[str, object]) -> str:
@@ -262,7 +268,7 @@ def curve_figure(record: Mapping[str, object]) -> Figure:
         text = f"model: {record.get('model', '?')}  \u00b7  {describe_curve(record)}"
     else:
         text = (f"model: {record.get('model', '?')}  \u00b7  {cost_text(record)}, all curves together  \u00b7  "
-                + "; ".join(f"{curve_title(v)}: {departure_text(v)}" for v in views))
+                + "; ".join(f"{curve_title(v)}: {departure_text(v, note=False)}" for v in views) + power_note(views[0]))
     figure.supxlabel("\n".join(textwrap.wrap(text, 120 if cols == 1 else 180)), fontsize=7, color="0.35", x=0.01, ha="left")
     return figure
 
