@@ -15,7 +15,7 @@ import torch
 
 from skn.ablate import AblationConfig, Measures, measure, measure_many, measure_sets, passes, prepare
 from skn.ablate_consensus import consensus_targets
-from skn.ablate_curve import combinations, k_curves
+from skn.ablate_curve import combinations, k_curves, scale_curves
 from skn.ablate_run import curve_record
 from skn.ablate_view import curve_figure, curve_html, curve_views
 from skn.api import encode
@@ -188,6 +188,25 @@ def test_planted_neuron_stands_out_at_k_one_in_shared_forwards() -> None:
     point = curve.points[0].comparison
     assert abs(point.ablated.effect.loss) > 10 * max(abs(c.effect.loss) for c in point.controls)
     assert point.summary["loss"].p == pytest.approx(1 / 6) and curve.forwards == 1
+
+
+def test_steering_curves_at_both_places_share_their_sets() -> None:
+    loaded = tiny_loaded("llama", seed=6, init_range=0.2)
+    width, layers = loaded.sites.width, loaded.sites.num_layers
+    data = _data(loaded, n=4, metric="loss", batch_size=4)
+    targets = [Target(1, i, i % P) for i in range(0, 12, 3)]
+    config = AblationConfig(n_controls=2, seed=4, share=3)
+    zero = torch.zeros(layers, P, width, dtype=torch.float64)
+    curves = scale_curves(data, targets, (1.0, 0.0), zero, combinations(config, (), parse_wheres("prompt,all")), range(4))  # type: ignore[arg-type]
+    assert [c.config.where for c in curves] == [Where.PROMPT, Where.ALL] and curves[0].sets == 1 + 2 * 2 * 3
+    for curve in curves:
+        assert curve.points[0].comparison.ablated.effect.loss == 0.0 or abs(curve.points[0].comparison.ablated.effect.loss) < ATOL
+        assert [p.scale for p in curve.points] == [1.0, 0.0]
+    # S = 0 is zero-ablation: the same as --value zero at that place
+    zeroed = measure(data, build_intervention(targets, Value(ValueKind.ZERO), Where.ALL, zero))  # type: ignore[arg-type]
+    base = measure(data, None)  # type: ignore[arg-type]
+    assert curves[1].points[1].comparison.ablated.effect.loss == pytest.approx(float((zeroed.loss - base.loss).mean()), abs=ATOL)
+    assert abs(curves[1].points[1].comparison.ablated.effect.loss) > 1e-3
 
 
 def test_value_and_where_lists() -> None:
