@@ -10,7 +10,7 @@ from rich.console import Console
 
 from skn import zoo
 from skn.ablate import AblationConfig
-from skn.intervention import Where, parse_value
+from skn.intervention import parse_value, parse_values, parse_wheres
 from skn.ablate_curve import parse_scales
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, AblationRequest, read_ablation, read_curve, run_ablation, run_curve
 from skn.ablate_view import ablation_figure, curve_figure
@@ -21,7 +21,7 @@ from skn.request import ModelRequest
 from skn.run import load_requested_model, set_threads
 from skn.rundir import RUN_FILE, read_json, write_bytes
 
-from skn.cli.ablate_render import ablation_tables, curve_table
+from skn.cli.ablate_render import ablation_tables, curve_tables
 from skn.cli.options import model_options
 
 
@@ -40,31 +40,42 @@ def _model_request(model: ModelRequest, run: Path) -> ModelRequest:
 @click.option("--neurons", default="", metavar="L.I[@k],...",
               help="Neurons to ablate (layer.index, @k = prompt slot; no @k = every slot) [default: the run's top K].")
 @click.option("--top-k", default=0, show_default=True, help="Ablate the run's top K neurons at their best slots (0 = as many as neurons.json).")
-@click.option("--value", default="mean", show_default=True, help="mean (the neuron's validation mean at the slot), zero, or scale:S.")
-@click.option("--where", type=click.Choice([w.value for w in Where]), default="prompt", show_default=True,
-              help="prompt: the soft-prompt slots; all: every position of the sequence.")
+@click.option("--value", default="mean", show_default=True,
+              help="mean (the neuron's validation mean at the slot), zero, or scale:S; with --curve several, e.g. mean,zero (one curve each).")
+@click.option("--where", default="prompt", show_default=True,
+              help="prompt: the soft-prompt slots; all: every position of the sequence; with --curve or --scales both: prompt,all.")
+@click.option("--consensus", default="", metavar="COMPARE_DIR",
+              help="Rank by the consensus of a `skn compare` folder (its compare.json) instead of the run's r; each neuron "
+                   "at this run's best slot for it.")
 @click.option("--controls", default=20, show_default=True, help="Random sets of the same size, layers and slots.")
 @click.option("--per-neuron", default=10, show_default=True, help="Ablate this many neurons of the set one at a time.")
 @click.option("--items", default=0, show_default=True, help="Sample this many validation items (seeded; 0 = all).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the item sample and the controls.")
-@click.option("--batch-size", default=16, show_default=True)
+@click.option("--batch-size", default=16, show_default=True, help="Items per forward (per set).")
+@click.option("--share", default=1, show_default=True,
+              help="Sets measured together in one forward (the items repeated once per set): ceil(sets / share) passes, "
+                   "each forward share x --batch-size rows.")
 @click.option("--curve", is_flag=True, help="A dose-response curve: the top K against random sets of K over a grid of K.")
 @click.option("--k", "k_grid", default="", metavar="K,K,...", help="The curve's K grid [default: 1,3,10,30,... up to every neuron].")
 @click.option("--scales", default="", metavar="S,S,...",
               help="A curve over S instead: the set (top K or --neurons) steered by scale:S for each S, same controls.")
 @click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = torch's default).")
-def ablate_command(run: Path, model: ModelRequest, neurons: str, top_k: int, value: str, where: str, controls: int,
-                   per_neuron: int, items: int, seed: int, batch_size: int, curve: bool, k_grid: str, scales: str,
-                   threads: int) -> None:
+def ablate_command(run: Path, model: ModelRequest, neurons: str, top_k: int, value: str, where: str, consensus: str,
+                   controls: int, per_neuron: int, items: int, seed: int, batch_size: int, share: int, curve: bool,
+                   k_grid: str, scales: str, threads: int) -> None:
     """Does a neuron matter? Re-run a probe run's validation items with its top neurons replaced by their
     validation mean (or 0) and compare the change in loss, metric and accuracy with random neuron sets.
-    Cost: 2 + --controls + --per-neuron passes over the items. Writes RUN/ablation.json and RUN/plots/ablation.png.
+    Cost: 2 + --controls + --per-neuron sets, one pass over the items each (ceil(sets / --share) passes with
+    --share). Writes RUN/ablation.json and RUN/plots/ablation.png; --curve and --scales write
+    RUN/ablation_curve.json and RUN/plots/ablation_curve.png (one panel per --value x --where).
 
     \b
     Example:
       skn ablate runs/stories --controls 20 --items 100
       skn ablate runs/stories --neurons 4.22@7,1.143 --value zero --where all
       skn ablate runs/stories --curve --value zero --where all      # writes RUN/ablation_curve.json
+      skn ablate runs/stories --curve --value mean,zero --where prompt,all --share 8
+      skn ablate runs/stories/seed-0 --curve --consensus runs/stories  # `skn probe --seeds` wrote compare.json
       skn ablate runs/stories --top-k 30 --scales 0,0.5,2,4,8
     """
     set_threads(threads)
@@ -73,16 +84,21 @@ def ablate_command(run: Path, model: ModelRequest, neurons: str, top_k: int, val
         raise UsageError("--k sets the grid of --curve; add --curve")
     if curve and factors:
         raise UsageError("--curve (over K) and --scales (over S) are two curves: give one")
-    config = AblationConfig(value=parse_value(value), where=Where(where), n_controls=controls, per_neuron=per_neuron,
-                            items=items, seed=seed, batch_size=batch_size)
-    request = AblationRequest(run, config, neurons, top_k)
+    values = () if factors and value == "mean" else parse_values(value)  # --scales: the default --value is not asked for
+    wheres = parse_wheres(where)
+    if not (curve or factors) and (len(values) > 1 or len(wheres) > 1):
+        raise UsageError("several --value or --where measure one curve each: add --curve (or --scales for --where)")
+    config = AblationConfig(value=values[0] if values else parse_value("mean"), where=wheres[0], n_controls=controls,
+                            per_neuron=per_neuron, items=items, seed=seed, batch_size=batch_size, share=share)
+    request = AblationRequest(run, config, neurons, top_k, consensus)
     read_json(run / RUN_FILE)  # a missing run fails before the model loads
     loaded = load_requested_model(_model_request(model, run))
     console = Console()
     if curve or factors:
-        run_curve(loaded, request, k_grid, factors, RichProgress())
+        run_curve(loaded, request, k_grid, factors, RichProgress(), values if len(values) > 1 else (), wheres)
         curve_record = read_curve(run)
-        console.print(curve_table(curve_record))
+        for table in curve_tables(curve_record):
+            console.print(table)
         path = run / PLOTS_DIR / "ablation_curve.png"
         write_bytes(path, png_bytes(curve_figure(curve_record)))
         console.print(f"wrote {run / CURVE_FILE} and {path}", highlight=False, markup=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from rich.table import Table
 from rich.text import Text
 
-from skn.ablate_view import curve_rows, describe, describe_curve, effect_rows, set_effects
+from skn.ablate_view import curve_rows, curve_views, describe, describe_curve, effect_rows, set_effects
 
 
 def _fmt(value: float | None, signed: bool = True) -> str:
@@ -42,3 +42,8 @@ def curve_table(record: Mapping[str, object]) -> Table:
     for r in curve_rows(record):
         table.add_row(f"{r.x:g}", _fmt(r.effect), _fmt(r.median), _fmt(r.q05), _fmt(r.q95), _fmt(r.p, False), _fmt(r.p_holm, False))
     return table
+
+
+def curve_tables(record: Mapping[str, object]) -> list[Table]:
+    """`curve_table` for each curve of the file (value x where)."""
+    return [curve_table(view) for view in curve_views(record)]

@@ -13,7 +13,7 @@ from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.compare import compare_runs, seed_subruns
 from skn.probe_files import read_probe_run
 
-from skn.cli.ablate_render import ablation_tables, curve_table
+from skn.cli.ablate_render import ablation_tables, curve_tables
 from skn.cli.compare_cmd import print_comparison
 from skn.cli.render import print_groups, print_result
 
@@ -27,7 +27,8 @@ def show_run(console: Console, run: Path, n_exemplars: int) -> None:
         for table in ablation_tables(read_ablation(run)):
             console.print(table)
     if (run / CURVE_FILE).is_file():
-        console.print(curve_table(read_curve(run)))
+        for table in curve_tables(read_curve(run)):
+            console.print(table)
 
 
 def show_seeds(console: Console, subruns: tuple[Path, ...], n_exemplars: int) -> None:

@@ -19,8 +19,10 @@ An effect is mean(ablated) - mean(unablated) over the items. Controls: C random 
 of that layer as the set has there, drawn uniformly from those outside the set, at the set's slots. Empirical p for a measure:
 (1 + #{controls with |effect| >= |ablated effect|}) / (C + 1).
 
-Cost: one forward over the items (and their alternatives) for the unablated run, one per set: 1 + 1 + C +
-(per-neuron count). `items` bounds the items.
+Cost: one pass over the items (and their alternatives) for the unablated run, one per set: 1 + 1 + C +
+(per-neuron count) sets. `items` bounds the items; `share` S measures S sets in each forward (the batch
+holds the items once per set), so the sets take ceil(sets / S) passes of S-times-larger forwards: fewer,
+larger forwards, the same arithmetic (`measure_sets`).
 """
 
 from __future__ import annotations
@@ -141,38 +143,85 @@ def prepare(
                         has_alternatives, batch_size)
 
 
-def _scored(data: AblationData, rows: Sequence[Encoded], intervention: Intervention | None) -> Iterator[tuple[int, Batch, CompletionScores]]:
+def _slice(scores: CompletionScores, lo: int, hi: int) -> CompletionScores:
+    return CompletionScores(scores.loss[lo:hi], scores.confidence[lo:hi], scores.correct[lo:hi], scores.mean_loss,
+                            scores.token_logprob[lo:hi], scores.token_mask[lo:hi])
+
+
+def _scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Intervention | None]) -> Iterator[tuple[int, int, list[CompletionScores]]]:
+    """Per batch of items (first index, count): each set's scores, all sets in one forward (the items
+    repeated once per set along the batch)."""
     pad = pad_id(data.loaded.tokenizer)
     prompt_len = int(data.prompt.shape[0])
+    sets = len(stack)
     for first in range(0, len(rows), data.batch_size):
-        batch = make_batch(rows[first : first + data.batch_size], prompt_len, pad)
-        if intervention is None:
-            yield first, batch, completion_scores(data.loaded, batch, data.prompt)
+        chunk = rows[first : first + data.batch_size]
+        batch = make_batch(list(chunk) * sets, prompt_len, pad)
+        if all(i is None for i in stack):
+            scores = completion_scores(data.loaded, batch, data.prompt)
         else:
-            with intervened(data.loaded, intervention, batch.prompt_start):
-                yield first, batch, completion_scores(data.loaded, batch, data.prompt)
+            with intervened(data.loaded, stack, batch.prompt_start):
+                scores = completion_scores(data.loaded, batch, data.prompt)
+        n = len(chunk)
+        yield first, n, [_slice(scores, s * n, (s + 1) * n) for s in range(sets)]
+
+
+def measure_sets(data: AblationData, stack: Sequence[Intervention | None]) -> tuple[Measures, ...]:
+    """Every item's measures under each intervention of `stack` (None: the unablated model), all of them in
+    one pass over the items: each forward holds a batch of items once per intervention.
+
+    The items of one set see the same padding and the same arithmetic as in a forward of their own, but a
+    larger batch may make the matrix products take other blocking paths (CPU BLAS, cuBLAS heuristics), so
+    a stacked set's measures equal the set-by-set ones to float32 rounding (tests/test_ablate_share.py),
+    not always to the last bit. With one set per forward (`share` = 1) the pass is the original one."""
+    if not stack:
+        return ()
+    output_metric = not data.spec.known_before_pass
+    function = load_function(data.spec) if data.spec.kind is MetricKind.PYTHON else None
+    sets = len(stack)
+    losses: list[list[Tensor]] = [[] for _ in range(sets)]
+    metrics: list[list[Tensor]] = [[] for _ in range(sets)]
+    totals: list[list[Tensor]] = [[] for _ in range(sets)]
+    with torch.no_grad():
+        for first, n, per_set in _scored(data, data.rows, stack):
+            for s, scores in enumerate(per_set):
+                losses[s].append(scores.loss)
+                totals[s].append(scores.token_logprob.sum(dim=1))
+                if output_metric:
+                    metrics[s].append(metric_after_pass(data.spec, data.examples[first : first + n], scores, function))
+        correct: list[Tensor | None] = [None] * sets
+        if data.has_alternatives:
+            best_other = [torch.full((len(data.rows),), -math.inf, dtype=torch.float64) for _ in range(sets)]
+            owner = torch.tensor(data.alt_owner, dtype=torch.int64)
+            for first, n, per_set in _scored(data, data.alt_rows, stack):
+                for s, scores in enumerate(per_set):
+                    best_other[s].scatter_reduce_(0, owner[first : first + n], scores.token_logprob.sum(dim=1), reduce="amax")
+            correct = [(torch.cat(totals[s]) > best_other[s]).to(torch.float64) for s in range(sets)]
+    return tuple(Measures(torch.cat(losses[s]), torch.cat(metrics[s]) if output_metric else None, correct[s]) for s in range(sets))
 
 
 def measure(data: AblationData, intervention: Intervention | None) -> Measures:
     """Every item's measures with the intervention in place (None: the unablated model)."""
-    output_metric = not data.spec.known_before_pass
-    function = load_function(data.spec) if data.spec.kind is MetricKind.PYTHON else None
-    losses, metrics, totals = [], [], []
-    with torch.no_grad():
-        for first, batch, scores in _scored(data, data.rows, intervention):
-            losses.append(scores.loss)
-            totals.append(scores.token_logprob.sum(dim=1))
-            if output_metric:
-                metrics.append(metric_after_pass(data.spec, data.examples[first : first + batch.size], scores, function))
-        correct: Tensor | None = None
-        if data.has_alternatives:
-            best_other = torch.full((len(data.rows),), -math.inf, dtype=torch.float64)
-            owner = torch.tensor(data.alt_owner, dtype=torch.int64)
-            for first, batch, scores in _scored(data, data.alt_rows, intervention):
-                total = scores.token_logprob.sum(dim=1)
-                best_other.scatter_reduce_(0, owner[first : first + batch.size], total, reduce="amax")
-            correct = (torch.cat(totals) > best_other).to(torch.float64)
-    return Measures(torch.cat(losses), torch.cat(metrics) if output_metric else None, correct)
+    return measure_sets(data, (intervention,))[0]
+
+
+def measure_many(data: AblationData, stack: Sequence[Intervention | None], share: int = 1,
+                 advance: Advance | None = None) -> tuple[Measures, ...]:
+    """`measure` for each intervention, `share` of them per pass over the items (ceil(len / share) passes)."""
+    if share < 1:
+        raise UsageError(f"--share must be at least 1, got {share}")
+    out: list[Measures] = []
+    for lo in range(0, len(stack), share):
+        part = stack[lo : lo + share]
+        out.extend(measure_sets(data, part))
+        if advance is not None:
+            advance(len(part))
+    return tuple(out)
+
+
+def passes(sets: int, share: int) -> int:
+    """Passes over the items that `sets` measured sets take, `share` per pass."""
+    return -(-sets // share)
 
 
 # ---------------------------------------------------------------- controls and comparison
@@ -249,24 +298,23 @@ class Comparison:
     summary: Mapping[str, Spread]  # by measure: loss, metric, accuracy
 
 
+def comparison_of(base: Measures, label: str, sets: Sequence[Sequence[Target]], measures: Sequence[Measures]) -> Comparison:
+    """The first set (the one under test) against the others (its controls), from their measures."""
+    ablated = SetEffect(label, tuple(sets[0]), effect_of(base, measures[0]))
+    controls = tuple(SetEffect(f"control {c}", tuple(t), effect_of(base, m)) for c, (t, m) in enumerate(zip(sets[1:], measures[1:], strict=True), start=1))
+    summary = {m: spread(ablated.effect.get(m), [s.effect.get(m) for s in controls]) for m in MEASURES}
+    return Comparison(ablated, measures[0], controls, summary)
+
+
 def compare(
     data: AblationData, base: Measures, targets: Sequence[Target], value: Value, where: Where, mean_x: Tensor,
     n_controls: int, seed: int, label: str = "ablated", advance: Advance | None = None, fallback: bool = False,
+    share: int = 1,
 ) -> Comparison:
-    """The effect of `targets` and of `n_controls` random sets like it."""
-    def tick() -> None:
-        if advance is not None:
-            advance(1)
-
-    measures = measure(data, build_intervention(targets, value, where, mean_x))
-    tick()
-    ablated = SetEffect(label, tuple(targets), effect_of(base, measures))
-    controls = []
-    for c, drawn in enumerate(draw_controls(targets, data.loaded.sites.width, n_controls, seed, fallback)):
-        controls.append(SetEffect(f"control {c + 1}", drawn, effect_of(base, measure(data, build_intervention(drawn, value, where, mean_x)))))
-        tick()
-    summary = {m: spread(ablated.effect.get(m), [s.effect.get(m) for s in controls]) for m in MEASURES}
-    return Comparison(ablated, measures, tuple(controls), summary)
+    """The effect of `targets` and of `n_controls` random sets like it, `share` sets per pass."""
+    sets = (tuple(targets), *draw_controls(targets, data.loaded.sites.width, n_controls, seed, fallback))
+    measures = measure_many(data, [build_intervention(t, value, where, mean_x) for t in sets], share, advance)
+    return comparison_of(base, label, sets, measures)
 
 
 # ---------------------------------------------------------------- the whole ablation
@@ -281,6 +329,7 @@ class AblationConfig:
     items: int = 0  # 0 = every validation example; else a seeded sample of this many
     seed: int = 0
     batch_size: int = 16
+    share: int = 1  # sets measured together in one forward (the items repeated once per set)
 
     def __post_init__(self) -> None:
         if self.n_controls < 0:
@@ -291,6 +340,8 @@ class AblationConfig:
             raise UsageError(f"--items must not be negative, got {self.items}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.share < 1:
+            raise UsageError(f"--share must be at least 1, got {self.share}")
 
 
 @dataclass(frozen=True)
@@ -301,9 +352,10 @@ class AblationResult:
     base: Measures
     comparison: Comparison
     per_neuron: tuple[SetEffect, ...]
-    forwards: int  # passes over the items
+    forwards: int  # passes over the items: ceil(sets / share)
     seconds: float
     info: Mapping[str, object] = field(default_factory=dict)
+    sets: int = 0  # sets measured, the unablated model included
 
 
 def sample_items(n_examples: int, items: int, seed: int) -> tuple[int, ...]:
@@ -325,16 +377,16 @@ def ablate(
     for t in targets:
         by_neuron.setdefault((t.layer, t.neuron), []).append(t)
     singles = list(by_neuron.values())[: config.per_neuron]
-    total = 2 + config.n_controls + len(singles)
+    sets = (tuple(targets), *draw_controls(targets, data.loaded.sites.width, config.n_controls, config.seed), *map(tuple, singles))
+    total = 1 + len(sets)
     with progress.task("ablating", total) as advance:
-        base = measure(data, None)
-        advance(1)
-        comparison = compare(data, base, targets, config.value, config.where, mean_x, config.n_controls, config.seed, advance=advance)
-        per_neuron = []
-        for group in singles:
-            measures = measure(data, build_intervention(group, config.value, config.where, mean_x))
-            label = group[0].text if len(group) == 1 else f"{group[0].layer}.{group[0].neuron}@{len(group)} slots"
-            per_neuron.append(SetEffect(label, tuple(group), effect_of(base, measures)))
-            advance(1)
-    return AblationResult(config, data.spec.text, tuple(items), base, comparison, tuple(per_neuron), total,
-                          time.perf_counter() - start)
+        stack = [None, *(build_intervention(t, config.value, config.where, mean_x) for t in sets)]
+        measured = measure_many(data, stack, config.share, advance)
+    base = measured[0]
+    comparison = comparison_of(base, "ablated", sets[: 1 + config.n_controls], measured[1 : 2 + config.n_controls])
+    per_neuron = []
+    for group, measures in zip(singles, measured[2 + config.n_controls :], strict=True):
+        label = group[0].text if len(group) == 1 else f"{group[0].layer}.{group[0].neuron}@{len(group)} slots"
+        per_neuron.append(SetEffect(label, tuple(group), effect_of(base, measures)))
+    return AblationResult(config, data.spec.text, tuple(items), base, comparison, tuple(per_neuron),
+                          passes(total, config.share), time.perf_counter() - start, sets=total)

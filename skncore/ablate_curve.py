@@ -11,8 +11,17 @@ steered by a factor S over a grid of S, each point with the same kind of control
                        made monotone; it holds the family-wise error rate at alpha.
 
 The smallest empirical p is 1 / (C + 1), and Holm's smallest adjusted p is G / (C + 1): a grid of G points
-can only depart with C >= G / alpha - 1 controls (20 G, roughly). Cost: G * (1 + C) passes over the items
-after the unablated one.
+can only depart with C >= G / alpha - 1 controls (20 G, roughly).
+
+Several curves in one call: `--value mean,zero --where prompt,all` measures one curve per (value, where),
+with the same control sets; the correction is over each curve's own grid (each is its own question).
+
+Cost: 1 + V * W * G * (1 + C) sets (V values, W places, G grid points, C controls), one pass over the items
+each, or with `share` S sets per forward (the items repeated S times along the batch) ceil(sets / S)
+passes of S-times-larger forwards. The default curve (mean at the prompt, C = 20) on SmolLM2-135M
+(30 x 1536 = 46,080 neurons: G = 11, K = 1 .. 30,000 and 46,080) is 1 + 11 * 21 = 232 sets: 232 passes,
+29 with --share 8; all four combinations are 925 sets: 925 passes, 116 with --share 8. A pass is
+ceil(N / batch) forwards over N items.
 """
 
 from __future__ import annotations
@@ -20,13 +29,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
 
-from skn.ablate import MEASURES, AblationConfig, AblationData, Comparison, Measures, compare, measure
-from skn.intervention import Target, Value, ValueKind
+from skn.ablate import MEASURES, AblationConfig, AblationData, Comparison, Measures, comparison_of, draw_controls, measure_many, passes
+from skn.intervention import Target, Value, ValueKind, Where, build_intervention
 from skn.errors import UsageError
 from skn.progress import ProgressSink, SilentProgress
 
@@ -101,6 +110,9 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class Curve:
+    """One curve: one value and one place (`config.value`, `config.where`). The curves of one call share
+    the unablated pass, their `forwards` (passes over the items, all curves together) and `seconds`."""
+
     axis: Axis
     config: AblationConfig
     metric: str
@@ -110,49 +122,95 @@ class Curve:
     departure: int | None  # index into points (loss), or None
     forwards: int
     seconds: float
+    sets: int = 0  # sets measured by the whole call, the unablated model included
 
 
-def _finish(axis: Axis, config: AblationConfig, data: AblationData, items: Sequence[int], base: Measures,
-            raw: Sequence[tuple[int, float | None, Comparison]], forwards: int, start: float) -> Curve:
-    adjusted = {m: holm([c.summary[m].p for _, _, c in raw]) for m in MEASURES}
-    points = tuple(CurvePoint(k, s, c, {m: adjusted[m][i] for m in MEASURES}) for i, (k, s, c) in enumerate(raw))
-    return Curve(axis, config, data.spec.text, tuple(items), base, points, first_departure(adjusted["loss"]),
-                 forwards, time.perf_counter() - start)
+@dataclass(frozen=True)
+class _Point:
+    """One grid point of one curve before it is measured: the set under test first, then its controls."""
+
+    curve: int
+    k: int
+    scale: float | None
+    label: str
+    value: Value
+    where: Where
+    sets: tuple[tuple[Target, ...], ...]
+
+
+def _measure_points(
+    data: AblationData, axis: Axis, configs: Sequence[AblationConfig], points: Sequence[_Point], mean_x: torch.Tensor,
+    items: Sequence[int], progress: ProgressSink, title: str,
+) -> tuple[Curve, ...]:
+    """Measure every set of every point, `share` sets per pass (the unablated model among them), then
+    correct each curve over its own grid (Holm, per curve: each curve is its own question)."""
+    start = time.perf_counter()
+    share = configs[0].share
+    stack = [None, *(build_intervention(t, p.value, p.where, mean_x) for p in points for t in p.sets)]
+    with progress.task(title, len(stack)) as advance:
+        measured = measure_many(data, stack, share, advance)
+    base, at = measured[0], 1
+    raw: list[list[tuple[int, float | None, Comparison]]] = [[] for _ in configs]
+    for p in points:
+        raw[p.curve].append((p.k, p.scale, comparison_of(base, p.label, p.sets, measured[at : at + len(p.sets)])))
+        at += len(p.sets)
+    seconds = time.perf_counter() - start
+    curves = []
+    for config, rows in zip(configs, raw, strict=True):
+        adjusted = {m: holm([c.summary[m].p for _, _, c in rows]) for m in MEASURES}
+        done = tuple(CurvePoint(k, s, c, {m: adjusted[m][i] for m in MEASURES}) for i, (k, s, c) in enumerate(rows))
+        curves.append(Curve(axis, config, data.spec.text, tuple(items), base, done, first_departure(adjusted["loss"]),
+                            passes(len(stack), share), seconds, len(stack)))
+    return tuple(curves)
+
+
+def combinations(config: AblationConfig, values: Sequence[Value] = (), wheres: Sequence[Where] = ()) -> tuple[AblationConfig, ...]:
+    """One config per (value, where), values outermost; empty lists mean the config's own."""
+    return tuple(replace(config, value=v, where=w) for v in (values or (config.value,)) for w in (wheres or (config.where,)))
+
+
+def k_curves(
+    data: AblationData, ranked: Sequence[Target], grid: Sequence[int], mean_x: torch.Tensor,
+    configs: Sequence[AblationConfig], items: Sequence[int], progress: ProgressSink = SilentProgress(),
+) -> tuple[Curve, ...]:
+    """The top K of `ranked` (best first) against random sets of K, for each K of `grid`, one curve per
+    config (value x where, see `combinations`). The controls of a K are the same sets in every curve (one
+    seed), so the curves differ only by what the neurons become and where. Cost: 1 + curves * G * (1 + C)
+    sets, ceil(that / share) passes over the items."""
+    if not grid or max(grid) > len(ranked):
+        raise UsageError(f"the K grid must lie within the {len(ranked)} ranked neurons")
+    if not configs:
+        raise UsageError("no curve to measure")
+    width = data.loaded.sites.width
+    n_controls, seed = configs[0].n_controls, configs[0].seed
+    drawn = {k: (tuple(ranked[:k]), *draw_controls(ranked[:k], width, n_controls, seed, True)) for k in grid}
+    points = [_Point(c, k, None, f"top {k}", config.value, config.where, drawn[k])
+              for c, config in enumerate(configs) for k in grid]
+    return _measure_points(data, Axis.K, configs, points, mean_x, items, progress, "curve over K")
 
 
 def k_curve(
     data: AblationData, ranked: Sequence[Target], grid: Sequence[int], mean_x: torch.Tensor, config: AblationConfig,
     items: Sequence[int], progress: ProgressSink = SilentProgress(),
 ) -> Curve:
-    """The top K of `ranked` (best first) against random sets of K, for each K of `grid`."""
-    if not grid or max(grid) > len(ranked):
-        raise UsageError(f"the K grid must lie within the {len(ranked)} ranked neurons")
-    start = time.perf_counter()
-    forwards = 1 + len(grid) * (1 + config.n_controls)
-    raw = []
-    with progress.task("curve over K", forwards) as advance:
-        base = measure(data, None)
-        advance(1)
-        for k in grid:
-            c = compare(data, base, ranked[:k], config.value, config.where, mean_x, config.n_controls, config.seed,
-                        label=f"top {k}", advance=advance, fallback=True)
-            raw.append((k, None, c))
-    return _finish(Axis.K, config, data, items, base, raw, forwards, start)
+    """`k_curves` for the config's one value and place."""
+    return k_curves(data, ranked, grid, mean_x, (config,), items, progress)[0]
+
+
+def scale_curves(
+    data: AblationData, targets: Sequence[Target], scales: Sequence[float], mean_x: torch.Tensor,
+    configs: Sequence[AblationConfig], items: Sequence[int], progress: ProgressSink = SilentProgress(),
+) -> tuple[Curve, ...]:
+    """One set steered by each factor S of `scales` (`scale:S`), against the same random sets at every S;
+    one curve per config's place (its value is replaced by scale:S)."""
+    sets = (tuple(targets), *draw_controls(targets, data.loaded.sites.width, configs[0].n_controls, configs[0].seed))
+    points = [_Point(c, len(targets), s, f"scale {s:g}", Value(ValueKind.SCALE, s), config.where, sets)
+              for c, config in enumerate(configs) for s in scales]
+    return _measure_points(data, Axis.SCALE, configs, points, mean_x, items, progress, "curve over S")
 
 
 def scale_curve(
     data: AblationData, targets: Sequence[Target], scales: Sequence[float], mean_x: torch.Tensor,
     config: AblationConfig, items: Sequence[int], progress: ProgressSink = SilentProgress(),
 ) -> Curve:
-    """One set steered by each factor S of `scales` (`scale:S`), against the same random sets."""
-    start = time.perf_counter()
-    forwards = 1 + len(scales) * (1 + config.n_controls)
-    raw = []
-    with progress.task("curve over S", forwards) as advance:
-        base = measure(data, None)
-        advance(1)
-        for s in scales:
-            c = compare(data, base, targets, Value(ValueKind.SCALE, s), config.where, mean_x, config.n_controls,
-                        config.seed, label=f"scale {s:g}", advance=advance)
-            raw.append((len(targets), s, c))
-    return _finish(Axis.SCALE, config, data, items, base, raw, forwards, start)
+    return scale_curves(data, targets, scales, mean_x, (config,), items, progress)[0]

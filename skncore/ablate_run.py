@@ -28,8 +28,9 @@ from skn.ablate import (
     prepare,
     sample_items,
 )
-from skn.intervention import Target, parse_targets
-from skn.ablate_curve import Curve, default_grid, k_curve, parse_grid, scale_curve
+from skn.intervention import Target, Value, Where, parse_targets
+from skn.ablate_consensus import consensus_targets
+from skn.ablate_curve import Curve, combinations, default_grid, k_curves, parse_grid, scale_curves
 from skn.data import Example
 from skn.errors import RunDirError, UsageError
 from skn.layout import Encoded, Template
@@ -51,15 +52,24 @@ class AblationRequest:
     config: AblationConfig = AblationConfig()
     neurons: str = ""  # "L.I[@k],..."; empty: the run's top `top_k` at their best slots
     top_k: int = 0  # 0: as many as neurons.json holds
+    consensus: str = ""  # a `skn compare` folder: rank by its consensus (skn.ablate_consensus), not the run's r
+
+    def __post_init__(self) -> None:
+        if self.neurons and self.consensus:
+            raise UsageError("--neurons and --consensus both choose the set: give one")
 
 
-def run_targets(run: ProbeResult, neurons: str, top_k: int, prompt_len: int) -> tuple[Target, ...]:
-    """The set to ablate: --neurons as given, else the run's top K (ranked from its corr)."""
+def run_targets(run: ProbeResult, neurons: str, top_k: int, prompt_len: int, consensus: str = "") -> tuple[Target, ...]:
+    """The set to ablate: --neurons as given, else the top K of the consensus (with --consensus: `top_k`,
+    0 = the whole consensus list) or of the run (ranked from its corr)."""
     layers, _, width = (int(s) for s in run.corr.shape)
     if neurons:
         return parse_targets(neurons, layers, prompt_len, width)
     if top_k < 0:
         raise UsageError(f"--top-k must not be negative, got {top_k}")
+    if consensus:
+        agreed = consensus_targets(run, Path(consensus))
+        return agreed[: top_k or len(agreed)]
     reduce = run.info.reduce
     ranked = rank_neurons(run.corr, top_k or len(run.neurons), reduce) if (top_k or run.neurons) else ()
     return tuple(Target(n.layer, n.index, n.position) for n in ranked)
@@ -107,7 +117,7 @@ def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
 def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress()) -> AblationResult:
     """Ablate and write RUN/ablation.json; returns the result."""
     setup = _setup(loaded, request)
-    targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len)
+    targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
     result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress)
     write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows)
     return result
@@ -115,24 +125,33 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
 
 def run_curve(
     loaded: LoadedModel, request: AblationRequest, k_grid: str = "", scales: Sequence[float] = (),
-    progress: ProgressSink = SilentProgress(),
-) -> Curve:
-    """With `scales`: the chosen set (as for `run_ablation`) steered by each S; else the run's top K over a
-    grid of K (`k_grid` "1,10,..." or the default grid up to every neuron). Writes RUN/ablation_curve.json."""
+    progress: ProgressSink = SilentProgress(), values: Sequence[Value] = (), wheres: Sequence[Where] = (),
+) -> tuple[Curve, ...]:
+    """With `scales`: the chosen set (as for `run_ablation`) steered by each S; else the top K (of the run,
+    or of --consensus) over a grid of K (`k_grid` "1,10,..." or the default grid up to every ranked
+    neuron). One curve per (value, where) of `values` x `wheres` (empty: the config's own). Writes
+    RUN/ablation_curve.json."""
     setup = _setup(loaded, request)
     run, mean_x = setup.run, setup.run.stats.mean_x
     if scales:
-        targets = run_targets(run, request.neurons, request.top_k, setup.prompt_len)
-        curve = scale_curve(setup.data, targets, scales, mean_x, request.config, setup.items, progress)
+        if values:
+            raise UsageError("--scales sets the value (scale:S): leave --value out")
+        targets = run_targets(run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
+        configs = combinations(request.config, (), wheres)
+        curves = scale_curves(setup.data, targets, scales, mean_x, configs, setup.items, progress)
     else:
         if request.neurons:
             raise UsageError("--curve ranks the run's own neurons: --neurons goes with --scales, not with a K curve")
-        total = int(run.corr.shape[0] * run.corr.shape[2])
-        ranked = run_targets(run, "", total, setup.prompt_len)
+        if request.consensus:
+            ranked = consensus_targets(run, Path(request.consensus), request.run_dir)
+        else:
+            ranked = run_targets(run, "", int(run.corr.shape[0] * run.corr.shape[2]), setup.prompt_len)
+        total = len(ranked)
         grid = parse_grid(k_grid, total) if k_grid else default_grid(total)
-        curve = k_curve(setup.data, ranked, grid, mean_x, request.config, setup.items, progress)
-    write_curve(Path(request.run_dir), curve, loaded.name)
-    return curve
+        configs = combinations(request.config, values, wheres)
+        curves = k_curves(setup.data, ranked, grid, mean_x, configs, setup.items, progress)
+    write_curve(Path(request.run_dir), curves, loaded.name, request.consensus)
+    return curves
 
 
 # ---------------------------------------------------------------- ablation.json
@@ -176,8 +195,8 @@ def ablation_record(result: AblationResult, model: str, alternative_rows: int) -
         "model": model,
         "metric": result.metric,
         "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "per_neuron": c.per_neuron,
-                   "items": c.items, "seed": c.seed, "batch_size": c.batch_size},
-        "n_items": len(result.items),
+                   "items": c.items, "seed": c.seed, "batch_size": c.batch_size, "share": c.share},
+        "n_items": len(result.items), "sets": result.sets,
         "alternative_rows": alternative_rows,
         "forwards": result.forwards,
         "seconds": _num(result.seconds),
@@ -220,11 +239,8 @@ def read_ablation(run_dir: Path) -> dict[str, object]:
 CURVE_FILE = "ablation_curve.json"
 
 
-def curve_record(curve: Curve, model: str) -> dict[str, object]:
-    """The content of ablation_curve.json: per grid point the set's effect, every control's, their
-    median and 5-95% band, p and Holm's p; the departure point (loss)."""
-    c = curve.config
-    points = []
+def _curve_points(curve: Curve) -> tuple[list[dict[str, object]], dict[str, object] | None]:
+    points: list[dict[str, object]] = []
     for point in curve.points:
         comp = point.comparison
         controls = {m: [_num(s.effect.get(m)) for s in comp.controls] for m in MEASURES}
@@ -239,23 +255,42 @@ def curve_record(curve: Curve, model: str) -> dict[str, object]:
             "p_holm": {m: _num(v) for m, v in point.p_holm.items()},
             "band": band, "controls": controls,
         })
-    departure = None
+    departure: dict[str, object] | None = None
     if curve.departure is not None:
         hit = curve.points[curve.departure]
         departure = {"k": hit.k, "scale": hit.scale, "effect_loss": _num(hit.comparison.ablated.effect.loss),
                      "p_holm": _num(hit.p_holm["loss"])}
+    return points, departure
+
+
+def curve_record(curves: Curve | Sequence[Curve], model: str, consensus: str = "") -> dict[str, object]:
+    """The content of ablation_curve.json: under "curves", one entry per (value, where) with its own config,
+    points and departure; per point the set's effect, every control's, their median and 5-95% band, p and
+    Holm's p (over that curve's grid); the departure point (loss). The top-level "config", "points" and
+    "departure" repeat the first curve's (the file's layout before several curves)."""
+    group = (curves,) if isinstance(curves, Curve) else tuple(curves)
+    first = group[0]
+    entries = []
+    for curve in group:
+        points, departure = _curve_points(curve)
+        entries.append({"config": {"value": curve.config.value.text, "where": curve.config.where.value},
+                        "points": points, "departure": departure})
+    c = first.config
     return {
-        "skn_version": __version__, "model": model, "metric": curve.metric, "axis": curve.axis.value,
+        "skn_version": __version__, "model": model, "metric": first.metric, "axis": first.axis.value,
         "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "items": c.items,
-                   "seed": c.seed, "batch_size": c.batch_size},
-        "correction": "holm", "alpha": 0.05, "n_items": len(curve.items), "forwards": curve.forwards,
-        "seconds": _num(curve.seconds), "base": _means(curve.base), "points": points, "departure": departure,
+                   "seed": c.seed, "batch_size": c.batch_size, "share": c.share},
+        "ranking": f"consensus of {consensus} (each neuron at this run's best slot)" if consensus else "this run's |r|",
+        "correction": "holm", "correction_family": "each curve's grid", "alpha": 0.05, "n_items": len(first.items),
+        "forwards": first.forwards, "sets": first.sets,
+        "seconds": _num(first.seconds), "base": _means(first.base), "points": entries[0]["points"],
+        "departure": entries[0]["departure"], "curves": entries,
     }
 
 
-def write_curve(run_dir: Path, curve: Curve, model: str) -> Path:
+def write_curve(run_dir: Path, curves: Curve | Sequence[Curve], model: str, consensus: str = "") -> Path:
     path = Path(run_dir) / CURVE_FILE
-    write_json(path, curve_record(curve, model))
+    write_json(path, curve_record(curves, model, consensus))
     return path
 
 

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
 from skn.plots import new_figure, png_bytes
@@ -160,51 +162,114 @@ def curve_rows(record: Mapping[str, object], measure: str = "loss") -> tuple[Cur
     return tuple(rows)
 
 
-def describe_curve(record: Mapping[str, object]) -> str:
+def departure_text(record: Mapping[str, object], note: bool = True) -> str:
+    """Where the curve departs from random (or that it never does, and, with `note`, why it could not)."""
     config = _map(record.get("config"))
     departure = _map(record.get("departure"))
     axis = "K" if record.get("axis") == "k" else "S"
     where = (f"departs from random at {axis} = {departure.get('k') if axis == 'K' else departure.get('scale')} "
              f"(loss effect {_fmt(_float(departure.get('effect_loss')))}, Holm p {departure.get('p_holm')})"
              if departure else "never departs from random (Holm, alpha 0.05)")
-    value = "scale:S" if axis == "S" else config.get("value", "?")
+    return where + (power_note(record) if note else "")
+
+
+def power_note(record: Mapping[str, object]) -> str:
+    """" (with C controls G points cannot depart: ...)" when the grid is too long for the controls, else ""."""
+    config = _map(record.get("config"))
     points = record.get("points")
     g = len(points) if isinstance(points, Sequence) else 0
     c = config.get("controls")
     if isinstance(c, int) and g and g / (c + 1) >= 0.05:  # Holm's smallest adjusted p is G / (C + 1)
-        where += f" (with {c} controls {g} points cannot depart: Holm needs C >= {math.ceil(g / 0.05)})"
-    return (f"{value} at {config.get('where', '?')} positions, {config.get('controls', '?')} random sets per point, "
-            f"{record.get('n_items', '?')} items, {record.get('forwards', '?')} passes; {where}")
+        return f" (with {c} controls {g} points cannot depart: Holm needs C >= {math.ceil(g / 0.05)})"
+    return ""
 
 
-def curve_figure(record: Mapping[str, object]) -> Figure:
-    """The set's loss effect against K (log axis) or S, over the random sets' median (gid "median") and
-    5-95% band (gid "band"); the set's line has gid "top"."""
-    rows = curve_rows(record)
-    figure = new_figure(7.2, 4.4)
-    ax = figure.add_subplot()
+def cost_text(record: Mapping[str, object]) -> str:
+    """Random sets per point, items, passes (and sets per forward where they share one)."""
+    config = _map(record.get("config"))
+    share = config.get("share", 1)
+    shared = f" ({record.get('sets', '?')} sets, {share} per forward)" if isinstance(share, int) and share > 1 else ""
+    return (f"{config.get('controls', '?')} random sets per point, {record.get('n_items', '?')} items, "
+            f"{record.get('forwards', '?')} passes{shared}")
+
+
+def describe_curve(record: Mapping[str, object]) -> str:
+    config = _map(record.get("config"))
+    value = "scale:S" if record.get("axis") == "scale" else config.get("value", "?")
+    return f"{value} at {config.get('where', '?')} positions, {cost_text(record)}; {departure_text(record)}"
+
+
+def curve_views(record: Mapping[str, object]) -> tuple[Mapping[str, object], ...]:
+    """One record per curve (value x where): the file's fields with that curve's config, points and
+    departure. A file with one curve (or written before several) is its own view."""
+    curves = record.get("curves")
+    if not isinstance(curves, Sequence) or not curves:
+        return (record,)
+    views = []
+    for entry in curves:
+        e = _map(entry)
+        views.append({**record, "config": {**_map(record.get("config")), **_map(e.get("config"))},
+                      "points": e.get("points"), "departure": e.get("departure")})
+    return tuple(views)
+
+
+def curve_title(view: Mapping[str, object]) -> str:
+    """"mean at the prompt", "zero at all positions", "scale:S at the prompt"."""
+    config = _map(view.get("config"))
+    value = "scale:S" if view.get("axis") == "scale" else str(config.get("value", "?"))
+    return f"{value} at {'the prompt' if config.get('where') == 'prompt' else 'all positions'}"
+
+
+def _curve_panel(ax: Axes, view: Mapping[str, object], legend: bool) -> None:
+    rows = curve_rows(view)
     xs = np.array([r.x for r in rows], dtype=np.float64)
+
     def col(values: Sequence[float | None]) -> NDArrayF:
         return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
     ax.fill_between(xs, col([r.q05 for r in rows]), col([r.q95 for r in rows]), color="0.7", alpha=0.5, gid="band",
                     label="random sets: 5-95%")
     ax.plot(xs, col([r.median for r in rows]), color="0.35", ls="--", lw=1.4, gid="median", label="random sets: median")
-    axis_k = record.get("axis") == "k"
+    axis_k = view.get("axis") == "k"
     ax.plot(xs, col([r.effect for r in rows]), "o-", color="red", lw=2.0, gid="top", label="top K" if axis_k else "the set")
-    departure = _map(record.get("departure"))
+    departure = _map(view.get("departure"))
     if departure:
         x = _float(departure.get("k") if axis_k else departure.get("scale"))
         if x is not None:
             ax.axvline(x, color="red", ls=":", lw=1.2, gid="departure", label="first departure (Holm)")
     if axis_k and xs.size and float(np.nanmin(xs)) > 0:
         ax.set_xscale("log")
+        # plain 1, 10, 100 (the default 10^k labels go through mathtext, which some installs print raw)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set_xlabel("K (neurons ablated)" if axis_k else "S (activation multiplied by)")
     ax.set_ylabel("mean loss change")
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.set_title(curve_title(view), fontsize=9)
+    if legend:
+        ax.legend(fontsize=7.5, frameon=False, loc="best")
     ax.grid(alpha=0.25)
-    text = f"model: {record.get('model', '?')}  \u00b7  " + describe_curve(record)
-    figure.supxlabel("\n".join(textwrap.wrap(text, 120)), fontsize=7, color="0.35", x=0.01, ha="left")
+
+
+def curve_figure(record: Mapping[str, object]) -> Figure:
+    """One panel per curve (value x where, in the file's order): the set's loss effect against K (log axis)
+    or S, over the random sets' median (gid "median") and 5-95% band (gid "band"); the set's line has gid
+    "top", the first departure "departure"."""
+    views = curve_views(record)
+    cols = min(len(views), 2)
+    rows = -(-len(views) // cols)
+    figure = new_figure(7.2 if cols == 1 else 11.0, 4.4 if rows == 1 else 3.6 * rows + 0.6)
+    axes = figure.subplots(rows, cols, squeeze=False)
+    for n, ax in enumerate(axes.flat):
+        if n < len(views):
+            _curve_panel(ax, views[n], legend=n == 0)
+        else:
+            ax.set_visible(False)
+    if len(views) == 1:
+        text = f"model: {record.get('model', '?')}  \u00b7  {describe_curve(record)}"
+    else:
+        text = (f"model: {record.get('model', '?')}  \u00b7  {cost_text(record)}, all curves together  \u00b7  "
+                + "; ".join(f"{curve_title(v)}: {departure_text(v, note=False)}" for v in views) + power_note(views[0]))
+    figure.supxlabel("\n".join(textwrap.wrap(text, 120 if cols == 1 else 180)), fontsize=7, color="0.35", x=0.01, ha="left")
     return figure
 
 
@@ -212,13 +277,17 @@ def curve_html(record: Mapping[str, object]) -> str:
     esc = html.escape
     axis = "K" if record.get("axis") == "k" else "S"
     head = f"<tr><th>{axis}</th><th>set effect</th><th>random median</th><th>random 5-95%</th><th>p</th><th>Holm p</th></tr>"
-    body = "".join(
-        f"<tr><td class=\"num\">{r.x:g}</td><td class=\"num\">{_fmt(r.effect)}</td><td class=\"num\">{_fmt(r.median)}</td>"
-        f"<td class=\"num\">{_fmt(r.q05)} .. {_fmt(r.q95)}</td><td class=\"num\">{'' if r.p is None else f'{r.p:.3g}'}</td>"
-        f"<td class=\"num\">{'' if r.p_holm is None else f'{r.p_holm:.3g}'}</td></tr>"
-        for r in curve_rows(record)
-    )
+    tables = []
+    for view in curve_views(record):
+        body = "".join(
+            f"<tr><td class=\"num\">{r.x:g}</td><td class=\"num\">{_fmt(r.effect)}</td><td class=\"num\">{_fmt(r.median)}</td>"
+            f"<td class=\"num\">{_fmt(r.q05)} .. {_fmt(r.q95)}</td><td class=\"num\">{'' if r.p is None else f'{r.p:.3g}'}</td>"
+            f"<td class=\"num\">{'' if r.p_holm is None else f'{r.p_holm:.3g}'}</td></tr>"
+            for r in curve_rows(view)
+        )
+        tables.append(f"<h3>{esc(curve_title(view))}</h3><p class=\"sub\">{esc(describe_curve(view))}</p><table>{head}{body}</table>")
     data = base64.b64encode(png_bytes(curve_figure(record))).decode("ascii")
-    return (f'<section class="card" id="ablation-curve"><h2>Ablation curve</h2><p class="sub">{esc(describe_curve(record))}</p>'
-            f"<table>{head}{body}</table>"
-            f'<div class="figs"><img src="data:image/png;base64,{data}" alt="effect against {axis} over random sets"></div></section>')
+    ranking = str(record.get("ranking", "this run's |r|"))
+    return (f'<section class="card" id="ablation-curve"><h2>Ablation curve</h2><p class="sub">ranking: {esc(ranking)}</p>'
+            + "".join(tables)
+            + f'<div class="figs"><img src="data:image/png;base64,{data}" alt="effect against {axis} over random sets"></div></section>')

@@ -73,6 +73,28 @@ def parse_value(text: str) -> Value:
     raise UsageError(f"--value {spec}: write mean, zero or scale:S")
 
 
+def parse_values(text: str) -> tuple[Value, ...]:
+    """`mean`, `zero`, `scale:S` or several of them separated by commas (a curve measures each)."""
+    values = tuple(parse_value(p) for p in text.split(",") if p.strip())
+    if not values:
+        raise UsageError("--value: give mean, zero or scale:S")
+    if len(set(values)) != len(values):
+        raise UsageError(f"--value {text}: a value is listed twice")
+    return values
+
+
+def parse_wheres(text: str) -> tuple[Where, ...]:
+    """`prompt`, `all` or both, separated by commas."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    choices = {w.value: w for w in Where}
+    bad = [p for p in parts if p not in choices]
+    if bad or not parts:
+        raise UsageError(f"--where {text}: write prompt, all or prompt,all")
+    if len(set(parts)) != len(parts):
+        raise UsageError(f"--where {text}: a place is listed twice")
+    return tuple(choices[p] for p in parts)
+
+
 @dataclass(frozen=True)
 class Target:
     """Neuron `neuron` of layer `layer` at soft-prompt slot `slot`."""
@@ -163,34 +185,77 @@ def build_intervention(targets: Sequence[Target], value: Value, where: Where, me
     return Intervention(where, value, edits)
 
 
+@dataclass(frozen=True)
+class _Group:
+    """The edits of one layer that share a kind of write, over all the stacked sets: edit e belongs to set
+    `owner[e]` and writes feature `neurons[e]` at slot `slots[e]` (every position under Where.ALL)."""
+
+    where: Where
+    scale: bool  # x * v, else x <- v
+    owner: Tensor
+    neurons: Tensor
+    slots: Tensor
+    values: Tensor
+
+
+def _groups(interventions: Sequence[Intervention | None], device: torch.device) -> dict[int, tuple[_Group, ...]]:
+    """Per layer, the stacked sets' edits gathered into one group per (where, write kind)."""
+    gathered: dict[tuple[int, Where, bool], list[tuple[int, LayerEdit]]] = {}
+    for owner, intervention in enumerate(interventions):
+        if intervention is None:
+            continue
+        scale = intervention.value.kind is ValueKind.SCALE
+        for layer, edit in intervention.edits.items():
+            gathered.setdefault((layer, intervention.where, scale), []).append((owner, edit))
+    out: dict[int, list[_Group]] = {}
+    for (layer, where, scale), parts in sorted(gathered.items(), key=lambda kv: (kv[0][0], kv[0][1].value, kv[0][2])):
+        owners = torch.cat([torch.full((len(e.neurons),), o, dtype=torch.int64) for o, e in parts])
+        out.setdefault(layer, []).append(_Group(
+            where, scale, owners.to(device), torch.cat([e.neurons for _, e in parts]).to(device),
+            torch.cat([e.slots for _, e in parts]).to(device), torch.cat([e.values for _, e in parts]).to(device),
+        ))
+    return {layer: tuple(groups) for layer, groups in out.items()}
+
+
 @contextmanager
-def intervened(loaded: LoadedModel, intervention: Intervention, prompt_start: Tensor) -> Iterator[None]:
-    """While active, every forward of `loaded.model` (a batch whose rows' prompts start at
-    `prompt_start` [B]) sees the intervention's edits at its neuron modules."""
+def intervened(loaded: LoadedModel, intervention: Intervention | Sequence[Intervention | None], prompt_start: Tensor) -> Iterator[None]:
+    """While active, every forward of `loaded.model` (a batch whose rows' prompts start at `prompt_start`
+    [B]) sees the intervention's edits at its neuron modules.
+
+    Several sets share one forward when `intervention` is a sequence of S of them (None: a set with no
+    edits, the unablated model): the batch then holds the same items S times, set s's copy in rows
+    s * B/S .. (s + 1) * B/S - 1, and each copy gets its own set's edits, written by one indexed write per
+    layer and kind of edit: row r = owner * B/S + b of edit (owner, i, k) is rewritten at prompt_start[r] + k
+    (or every position) and feature i. The rows of one set are computed as if the batch held that set
+    alone (see `skn.ablate.measure_sets` for what that means for the last bit)."""
+    stack: tuple[Intervention | None, ...] = (intervention,) if isinstance(intervention, Intervention) else tuple(intervention)
+    if not stack:
+        raise UsageError("no intervention to apply")
     device = loaded.device
-    prepared = {
-        layer: (e.neurons.to(device), e.slots.to(device), e.values.to(device))
-        for layer, e in intervention.edits.items()
-    }
+    groups = _groups(stack, device)
     starts = prompt_start.to(device)
-    where, kind = intervention.where, intervention.value.kind
+    sets = len(stack)
+    if starts.shape[0] % sets:
+        raise UsageError(f"a batch of {starts.shape[0]} rows cannot hold {sets} copies of the same items")
+    per_set = starts.shape[0] // sets
 
     def rewrite(layer: int, x: Tensor) -> None:
-        neurons, slots, values = prepared[layer]
-        vals = values.to(x.dtype)
-        if where is Where.ALL:
-            if kind is ValueKind.SCALE:
-                x[:, :, neurons] *= vals
+        copy = torch.arange(per_set, device=device).unsqueeze(1)  # [b, 1]
+        for g in groups[layer]:
+            rows = g.owner.unsqueeze(0) * per_set + copy  # [b, E]
+            feats = g.neurons.unsqueeze(0).expand_as(rows)
+            vals = g.values.to(x.dtype)
+            if g.where is Where.ALL:  # x[rows, :, feats] is [b, E, T]
+                if g.scale:
+                    x[rows, :, feats] = x[rows, :, feats] * vals[None, :, None]
+                else:
+                    x[rows, :, feats] = vals[None, :, None].expand(rows.shape[0], rows.shape[1], x.shape[1])
+                continue
+            cols = starts[rows] + g.slots.unsqueeze(0)  # [b, E]
+            if g.scale:
+                x[rows, cols, feats] = x[rows, cols, feats] * vals
             else:
-                x[:, :, neurons] = vals
-            return
-        rows = torch.arange(x.shape[0], device=device).unsqueeze(1)  # [B, 1]
-        cols = starts.unsqueeze(1) + slots.unsqueeze(0)  # [B, J]
-        feats = neurons.unsqueeze(0).expand_as(cols)
-        if kind is ValueKind.SCALE:
-            x[rows, cols, feats] = x[rows, cols, feats] * vals
-        else:
-            x[rows, cols, feats] = vals.expand_as(cols)
+                x[rows, cols, feats] = vals.expand_as(cols)
 
-    with capture_activations(loaded, sorted(prepared), rewrite):
+    with capture_activations(loaded, sorted(groups), rewrite):
         yield

@@ -159,6 +159,9 @@ def test_scale_one_changes_nothing_bitwise() -> None:
     for where in Where:
         edited = measure(data, build_intervention(targets, parse_value("scale:1"), where, torch.zeros(2, P, width, dtype=torch.float64)))  # type: ignore[arg-type]
         assert torch.equal(edited.loss, measure(data, None).loss)  # type: ignore[arg-type]
+        # and a factor one step away does change it (the test can fail)
+        nudged = measure(data, build_intervention(targets, parse_value("scale:1.01"), where, torch.zeros(2, P, width, dtype=torch.float64)))  # type: ignore[arg-type]
+        assert not torch.equal(nudged.loss, edited.loss)
 
 
 def test_accuracy_against_the_choices() -> None:

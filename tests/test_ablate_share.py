@@ -1,0 +1,222 @@
+"""Several ablation sets in one forward (`share`): each copy of the items gets its own set's edits and
+measures what it measures in a forward of its own; several curves (value x where) in one call; the top K
+from a `skn compare` consensus."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from skn.ablate import AblationConfig, Measures, measure, measure_many, measure_sets, passes, prepare
+from skn.ablate_consensus import consensus_targets
+from skn.ablate_curve import combinations, k_curves, scale_curves
+from skn.ablate_run import curve_record
+from skn.ablate_view import curve_figure, curve_html, curve_views
+from skn.api import encode
+from skn.cli.ablate_render import curve_tables
+from skn.data import Example
+from skn.errors import RunDirError, UsageError
+from skn.intervention import Target, Value, ValueKind, Where, build_intervention, parse_values, parse_wheres
+from skn.layout import Template
+from skn.metrics import parse_metric
+from skn.prompt import init_prompt
+
+from fake_run import make_run
+from helpers import tiny_loaded
+
+P = 3
+# Stacked and single forwards run the same float32 operations on the same rows; only the batch size of the
+# matrix products differs, which can change their blocking (and so the order of a dot product's partial
+# sums). A per-item loss is a mean of log-softmax values of magnitude ~5: a reordered float32 sum moves it
+# by a few ulps of 5 (~1e-6). 1e-5 absolute is ten times that, far below any effect the tests plant (> 1e-2).
+ATOL = 1e-5  # (on this CPU the stacked measures came out bitwise equal)
+
+
+def _examples(n: int, seed: int) -> list[Example]:
+    rng = random.Random(seed)
+    return [Example("".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12))),
+                    "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4))), {"i": i}, f"t:{i}") for i in range(n)]
+
+
+def _data(loaded: object, n: int = 7, metric: str = "confidence", batch_size: int = 3) -> object:
+    data = _examples(n, 0)
+    prompt = init_prompt(loaded, P, seed=0)  # type: ignore[arg-type]
+    rows = encode(loaded, data, Template.PLAIN, P)  # type: ignore[arg-type]
+    alts = [Example(e.instruction, e.completion + "x", e.meta, e.source) for e in data]
+    alt_rows = encode(loaded, alts, Template.PLAIN, P)  # type: ignore[arg-type]
+    return prepare(loaded, prompt, rows, data, parse_metric(metric), alt_rows, list(range(n)), True, batch_size)  # type: ignore[arg-type]
+
+
+def _same(a: Measures, b: Measures) -> None:
+    for x, y in ((a.loss, b.loss), (a.metric, b.metric), (a.correct, b.correct)):
+        assert x is not None and y is not None
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_stacked_sets_measure_what_each_measures_alone(arch: str) -> None:
+    loaded = tiny_loaded(arch, seed=3, init_range=0.2)
+    width, layers = loaded.sites.width, loaded.sites.num_layers
+    data = _data(loaded)
+    mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 3
+    rng = np.random.default_rng(0)
+
+    def some(n: int) -> tuple[Target, ...]:
+        cells = rng.choice(layers * width * P, size=n, replace=False)
+        return tuple(Target(int(c) // (width * P), int(c) % width, int(c) // width % P) for c in cells)
+
+    # every kind of set in one stack: none, mean / zero / scale, at the prompt and everywhere, big and small
+    stack = [None, build_intervention(some(5), Value(ValueKind.MEAN), Where.PROMPT, mean_x),
+             build_intervention(some(30), Value(ValueKind.ZERO), Where.ALL, mean_x),
+             build_intervention(some(8), Value(ValueKind.SCALE, 4.0), Where.PROMPT, mean_x),
+             build_intervention(some(12), Value(ValueKind.SCALE, -2.0), Where.ALL, mean_x),
+             build_intervention(some(40), Value(ValueKind.MEAN), Where.ALL, mean_x)]
+    alone = [measure(data, i) for i in stack]  # type: ignore[arg-type]
+    together = measure_sets(data, stack)  # type: ignore[arg-type]
+    assert len(together) == len(stack)
+    for a, t in zip(alone, together, strict=True):
+        _same(a, t)
+    # the sets really differ (a mix-up of rows could not pass the check above)
+    assert all(float((a.loss - alone[0].loss).abs().max()) > 1e-3 for a in alone[1:])
+    # in chunks of 4: the last chunk holds 2 sets
+    chunked = measure_many(data, stack, share=4)  # type: ignore[arg-type]
+    for a, t in zip(alone, chunked, strict=True):
+        _same(a, t)
+    assert passes(6, 4) == 2 and passes(6, 1) == 6 and passes(8, 4) == 2
+
+
+def test_one_set_per_forward_is_the_original_pass_bitwise() -> None:
+    loaded = tiny_loaded("qwen2", seed=4)
+    data = _data(loaded)
+    mean_x = torch.zeros(loaded.sites.num_layers, P, loaded.sites.width, dtype=torch.float64)
+    one = build_intervention((Target(1, 3, 0), Target(0, 9, 2)), Value(ValueKind.ZERO), Where.PROMPT, mean_x)
+    a, b = measure(data, one), measure_many(data, [one], share=1)[0]  # type: ignore[arg-type]
+    assert torch.equal(a.loss, b.loss) and a.metric is not None and b.metric is not None and torch.equal(a.metric, b.metric)
+
+
+def test_four_curves_in_one_call_share_the_controls(tmp_path: Path) -> None:
+    loaded = tiny_loaded("qwen2", seed=5)
+    width, layers = loaded.sites.width, loaded.sites.num_layers
+    data = _data(loaded, n=5, metric="loss", batch_size=5)
+    mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ranked = [Target(l, i, (l + i) % P) for l in range(layers) for i in range(width)]
+    config = AblationConfig(n_controls=3, seed=2)
+    configs = combinations(config, parse_values("mean,zero"), parse_wheres("prompt,all"))
+    assert [(c.value.text, c.where.value) for c in configs] == [("mean", "prompt"), ("mean", "all"), ("zero", "prompt"), ("zero", "all")]
+    shared = k_curves(data, ranked, (1, 10), mean_x, [c.__class__(**{**c.__dict__, "share": 5}) for c in configs], range(5))  # type: ignore[arg-type]
+    single = k_curves(data, ranked, (1, 10), mean_x, configs, range(5))  # type: ignore[arg-type]
+    sets = 1 + 4 * 2 * (1 + 3)
+    assert shared[0].sets == single[0].sets == sets and single[0].forwards == sets and shared[0].forwards == passes(sets, 5)
+    for a, b in zip(shared, single, strict=True):
+        for pa, pb in zip(a.points, b.points, strict=True):
+            assert [t for t in pa.comparison.ablated.targets] == [t for t in pb.comparison.ablated.targets]
+            assert pa.comparison.ablated.effect.loss == pytest.approx(pb.comparison.ablated.effect.loss, abs=ATOL)
+            for ca, cb in zip(pa.comparison.controls, pb.comparison.controls, strict=True):
+                assert ca.targets == cb.targets and ca.effect.loss == pytest.approx(cb.effect.loss, abs=ATOL)
+    # the same control sets in every curve; the curves differ by value and place
+    assert all(single[0].points[1].comparison.controls[c].targets == single[3].points[1].comparison.controls[c].targets for c in range(3))
+    assert single[0].points[1].comparison.ablated.effect.loss != single[3].points[1].comparison.ablated.effect.loss
+
+    record = json.loads(json.dumps(curve_record(single, "tiny")))
+    assert [(c["config"]["value"], c["config"]["where"]) for c in record["curves"]] == [
+        ("mean", "prompt"), ("mean", "all"), ("zero", "prompt"), ("zero", "all")]
+    assert record["points"] == record["curves"][0]["points"] and record["config"]["value"] == "mean"
+    views = curve_views(record)
+    assert len(views) == 4 and views[3]["config"]["value"] == "zero" and views[3]["config"]["where"] == "all"  # type: ignore[index]
+    figure = curve_figure(record)
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(panels) == 4 and all({a.get_gid() for a in ax.lines} >= {"top", "median"} for ax in panels)
+    assert [ax.get_title() for ax in panels][3] == "zero at all positions"
+    plt.close(figure)
+    assert len(curve_tables(record)) == 4 and curve_html(record).count("<table>") == 4
+    # a file of one curve (or one written before there were several) is its own view
+    old = {k: v for k, v in curve_record(single[0], "tiny").items() if k != "curves"}
+    assert len(curve_views(old)) == 1 and len(curve_tables(old)) == 1
+
+
+def test_consensus_targets_use_the_runs_own_best_slot(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    out = tmp_path / "cmp"
+    out.mkdir()
+    consensus = [{"rank": 1, "layer": 2, "neuron": 3}, {"rank": 2, "layer": 1, "neuron": 7}, {"rank": 3, "layer": 0, "neuron": 11}]
+    (out / "compare.json").write_text(json.dumps({"runs": [{"name": "a", "model": run.info.model, "metric": "m"}], "consensus": consensus}))
+    targets = consensus_targets(run, out)
+    corr = run.corr.abs().nan_to_num(-1.0)
+    assert [(t.layer, t.neuron) for t in targets] == [(2, 3), (1, 7), (0, 11)]
+    assert [t.slot for t in targets] == [int(corr[l, :, i].argmax()) for l, i in ((2, 3), (1, 7), (0, 11))]
+    assert [t.slot for t in targets] == [0, 2, 3]  # make_run plants these cells as the strong ones
+    (out / "compare.json").write_text(json.dumps({"runs": [{"name": "a", "model": "other-model"}], "consensus": consensus}))
+    with pytest.raises(UsageError, match="other-model"):
+        consensus_targets(run, out)
+    (out / "compare.json").write_text(json.dumps({"runs": [], "consensus": [{"layer": 9, "neuron": 0}]}))
+    with pytest.raises(UsageError, match="outside"):
+        consensus_targets(run, out)
+    (out / "compare.json").write_text(json.dumps({"runs": [], "consensus": []}))
+    with pytest.raises(RunDirError):
+        consensus_targets(run, out)
+    with pytest.raises(RunDirError, match="skn compare"):
+        consensus_targets(run, tmp_path / "nowhere")
+
+
+def _plant(loaded: object, neuron: int = 7) -> None:
+    """Layer 0's neuron `neuron` fires strongly and writes a large vector into the residual stream."""
+    mlp = loaded.model.model.layers[0].mlp  # type: ignore[attr-defined]
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        mlp.gate_proj.weight[neuron] = torch.randn(mlp.gate_proj.weight.shape[1], generator=g) * 2.0
+        mlp.up_proj.weight[neuron] = torch.randn(mlp.up_proj.weight.shape[1], generator=g) * 2.0
+        mlp.down_proj.weight[:, neuron] = torch.randn(mlp.down_proj.weight.shape[0], generator=g) * 3.0
+
+
+def test_planted_neuron_stands_out_at_k_one_in_shared_forwards() -> None:
+    """The fast smoke of test_ablate_curve's planted-neuron test (which departs with 21 controls), here
+    with 5 controls sharing forwards with the set: the top 1 moves the loss, the random 1s barely do."""
+    loaded = tiny_loaded("qwen2", seed=1)
+    _plant(loaded)
+    width, layers = loaded.sites.width, loaded.sites.num_layers
+    data = _data(loaded, n=6, metric="loss", batch_size=6)
+    ranked = [Target(0, 7, P - 1), *(Target(l, i, P - 1) for l in range(layers) for i in range(width) if (l, i) != (0, 7))]
+    zero = torch.zeros(layers, P, width, dtype=torch.float64)
+    config = AblationConfig(value=Value(ValueKind.ZERO), n_controls=5, seed=1, share=7)  # 7 sets: the unablated model, the top 1, 5 controls
+    (curve,) = k_curves(data, ranked, (1,), zero, [config], range(6))  # type: ignore[arg-type]
+    point = curve.points[0].comparison
+    assert abs(point.ablated.effect.loss) > 10 * max(abs(c.effect.loss) for c in point.controls)
+    assert point.summary["loss"].p == pytest.approx(1 / 6) and curve.forwards == 1
+
+
+def test_steering_curves_at_both_places_share_their_sets() -> None:
+    loaded = tiny_loaded("llama", seed=6, init_range=0.2)
+    width, layers = loaded.sites.width, loaded.sites.num_layers
+    data = _data(loaded, n=4, metric="loss", batch_size=4)
+    targets = [Target(1, i, i % P) for i in range(0, 12, 3)]
+    config = AblationConfig(n_controls=2, seed=4, share=3)
+    zero = torch.zeros(layers, P, width, dtype=torch.float64)
+    curves = scale_curves(data, targets, (1.0, 0.0), zero, combinations(config, (), parse_wheres("prompt,all")), range(4))  # type: ignore[arg-type]
+    assert [c.config.where for c in curves] == [Where.PROMPT, Where.ALL] and curves[0].sets == 1 + 2 * 2 * 3
+    for curve in curves:
+        assert curve.points[0].comparison.ablated.effect.loss == 0.0 or abs(curve.points[0].comparison.ablated.effect.loss) < ATOL
+        assert [p.scale for p in curve.points] == [1.0, 0.0]
+    # S = 0 is zero-ablation: the same as --value zero at that place
+    zeroed = measure(data, build_intervention(targets, Value(ValueKind.ZERO), Where.ALL, zero))  # type: ignore[arg-type]
+    base = measure(data, None)  # type: ignore[arg-type]
+    assert curves[1].points[1].comparison.ablated.effect.loss == pytest.approx(float((zeroed.loss - base.loss).mean()), abs=ATOL)
+    assert abs(curves[1].points[1].comparison.ablated.effect.loss) > 1e-3
+
+
+def test_value_and_where_lists() -> None:
+    assert [v.text for v in parse_values("mean, zero,scale:2")] == ["mean", "zero", "scale:2"]
+    assert parse_wheres("prompt,all") == (Where.PROMPT, Where.ALL)
+    for bad in ("mean,mean", "", "half"):
+        with pytest.raises(UsageError):
+            parse_values(bad)
+    for bad in ("prompt,prompt", "everywhere", ""):
+        with pytest.raises(UsageError):
+            parse_wheres(bad)
+    with pytest.raises(UsageError, match="--share"):
+        AblationConfig(share=0)
