@@ -29,6 +29,7 @@ from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, parse_metric
 from skn.model import LoadedModel
+from skn.pass_checkpoint import PassCheckpoint
 from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.probe import exemplar_pass, statistics_pass
@@ -68,6 +69,8 @@ class ProbeConfig:
         "no holdout).")})
     fused_mlp: bool = field(default=False, metadata={"help": (
         "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
+    checkpoint_every: int = field(default=0, metadata={"help": (
+        "Save the probe pass's state to the run directory every N batches (0 = never); --resume continues it.")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -76,6 +79,8 @@ class ProbeConfig:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.n_exemplars < 0:
             raise UsageError(f"--exemplars must not be negative, got {self.n_exemplars}")
+        if self.checkpoint_every < 0:
+            raise UsageError(f"--checkpoint-every must not be negative, got {self.checkpoint_every}")
         check_null_config(self.null)
 
 
@@ -128,6 +133,8 @@ def probe(
     config: ProbeConfig = ProbeConfig(),
     progress: ProgressSink = SilentProgress(),
     train_examples: Sequence[Example] = (),
+    out: Path | None = None,
+    resume: bool = False,
 ) -> ProbeResult:
     """Correlate every neuron with the metric over `examples`, rank, and read the top neurons' activations.
 
@@ -135,6 +142,9 @@ def probe(
     baseline is the mean activation over `train_examples` (two extra prompt-only passes), on all examples.
 
     A metric found useless after the pass (constant, NaN) raises `MetricFailure`, which keeps its values.
+
+    With `out` (a run directory) the pass is checkpointed there every `config.checkpoint_every` batches,
+    and with `resume` it continues from the checkpoint found there (skn.pass_checkpoint).
     """
     spec = parse_metric(metric) if isinstance(metric, str) else metric
     if prompt.dim() != 2 or prompt.shape[1] != loaded.hidden_size:
@@ -149,8 +159,9 @@ def probe(
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
     observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
+    checkpoint = pass_checkpoint(loaded, config, out, resume)
     passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm,
-                             observers, fused_mlp=config.fused_mlp)
+                             observers, fused_mlp=config.fused_mlp, checkpoint=checkpoint)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:
@@ -191,12 +202,25 @@ def probe(
             probe_info(loaded, spec, config, len(examples), len(neurons), timings),
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note},
-                   "null": null_summary(null)},
+                   "null": null_summary(null),
+                   **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {})},
         ),
         holdout=holdout,
         predictivity=counts,
         null=null,
     )
+
+
+def pass_checkpoint(loaded: LoadedModel, config: ProbeConfig, out: Path | None, resume: bool) -> PassCheckpoint | None:
+    """The pass's checkpoint settings: None when it neither writes nor resumes one (no `out`: nowhere to write)."""
+    if out is None:
+        if resume:
+            raise UsageError("--resume needs a run directory (--out)")
+        return None
+    if not config.checkpoint_every and not resume:
+        return None
+    identity = f"{loaded.name}|{loaded.dtype}|{config.null}|{config.holdout}|{config.holdout_seed}|{config.score.value}"
+    return PassCheckpoint(out, config.checkpoint_every, resume, identity)
 
 
 def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:

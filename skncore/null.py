@@ -47,6 +47,7 @@ Permutations come from a torch.Generator seeded from the run seed, so a run is r
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -182,6 +183,38 @@ class NullAccumulator:
         """The permutations drawn so far (int64 row indices into the whole set, or into each batch)."""
         return tuple(self._orders)
 
+    def state(self) -> dict[str, Tensor]:
+        """What a resumed pass needs (skn.pass_checkpoint): the co-moments, the shifts, the generator's
+        state and the permutations drawn so far (concatenated along the examples, with their sizes)."""
+        if self._mode is None:
+            raise InternalError("NullAccumulator.begin was not called")
+        orders = torch.cat(self._orders, dim=1) if self._orders else torch.zeros(self._config.permutations, 0, dtype=torch.long)
+        return {
+            "mode": torch.tensor(0 if self._mode is PermutationMode.WHOLE_SET else 1, dtype=torch.int64),
+            "comoments": self._comoments.clone(),
+            "shift": self._shift.clone(),
+            "shifted": torch.tensor(self._shifted, dtype=torch.bool),
+            "generator": self._generator.get_state(),
+            "orders": orders,
+            "order_sizes": torch.tensor([int(o.shape[1]) for o in self._orders], dtype=torch.int64),
+        }
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        """Continue from `state()`'s value; `begin` must have been called with the same pass's arguments."""
+        if self._mode is None:
+            raise InternalError("NullAccumulator.begin was not called")
+        mode = PermutationMode.WHOLE_SET if int(state["mode"]) == 0 else PermutationMode.WITHIN_BATCH
+        if mode is not self._mode or tuple(state["comoments"].shape) != tuple(self._comoments.shape):
+            raise InternalError(f"saved null state ({mode.value}, {tuple(state['comoments'].shape)}) does not fit this pass "
+                                f"({self._mode.value}, {tuple(self._comoments.shape)})")
+        self._comoments.copy_(state["comoments"])
+        self._shift.copy_(state["shift"])
+        self._shifted = [bool(v) for v in state["shifted"].tolist()]
+        self._generator.set_state(state["generator"].to(torch.uint8))
+        sizes = [int(v) for v in state["order_sizes"].tolist()]
+        self._orders = list(torch.split(state["orders"], sizes, dim=1)) if sizes else []
+        self._batch_first = -1
+
     def snapshot(self) -> NullState:
         if self._mode is None:
             raise InternalError("NullAccumulator.begin was not called")
@@ -301,6 +334,12 @@ class SelectedRows:
         if rows.numel():
             index = rows.to(acts.device)
             self.inner.add_layer(layer, int(self._before[first]), acts.index_select(0, index), y.index_select(0, index.to(y.device)))
+
+    def state(self) -> dict[str, Tensor]:
+        return self.inner.state()
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        self.inner.load_state(state)
 
     def finish_batch(self, first: int, y: Tensor) -> None:
         rows = self._rows(first, y.shape[0])

@@ -47,6 +47,7 @@ from skn.rundir import (
     prepare_run_directory,
     read_prompt,
 )
+from skn.pass_checkpoint import PASS_CHECKPOINT_FILE, remove_checkpoint
 from skn.probe_files import write_examples, write_predictivity, write_probe_run
 from skn.stage import stage
 from skn.tasks import get_task, load_task, sample
@@ -183,13 +184,15 @@ def run_directory(out: str, overwrite: bool = False, keep: tuple[str, ...] = ())
 
 def kept_files(request: ProbeRequest) -> tuple[str, ...]:
     """The skn files a new run may find in its --out: the training's own, when it resumes that training
-    or probes with that directory's prompt."""
+    or probes with that directory's prompt, and the probe pass's checkpoint when it resumes."""
     if not request.out:
         return ()
     out = Path(request.out).resolve()
     prompt = Path(request.prompt).resolve() if request.prompt else None
     uses_own_prompt = prompt is not None and prompt in (out, out / PROMPT_FILE)
-    return TRAINING_NAMES if request.train.resume or uses_own_prompt else ()
+    if request.train.resume:
+        return (*TRAINING_NAMES, PASS_CHECKPOINT_FILE)
+    return TRAINING_NAMES if uses_own_prompt else ()
 
 
 def _train_record(config: TrainConfig) -> dict[str, object]:
@@ -267,7 +270,8 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
         prompt_source = "trained"
     try:
         with stage("probing", out):
-            result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train)
+            result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train, out,
+                           request.train.resume)
     except MetricFailure as failure:
         write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
         raise
@@ -297,6 +301,7 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     result = replace(result, info=info, groups=groups)
     with stage("writing the run directory", out):
         write_run(out, result)
+    remove_checkpoint(out)  # the run is complete: nothing left to resume
     return result
 
 
