@@ -16,6 +16,7 @@ from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
 from skn.compare_report import write_compare_report
+from skn.distributed import from_environment
 from skn.errors import UsageError
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
 from skn.run import memory_plan, run_directory, run_probe
@@ -94,6 +95,9 @@ def probe_command(
         return
     if as_json:
         raise UsageError("--json goes with --dry-run")
+    if not from_environment().leader:  # under torchrun: ranks other than 0 compute, print and write nothing
+        run_probe(request)
+        return
     if not out:  # claimed here so that the CLI can print it; run_probe writes into it
         request = replace(request, out=str(run_directory("")))
     run_dir = Path(request.out)

@@ -27,8 +27,9 @@ from skn.errors import MetricError, UsageError
 from skn.folds import assign_folds, plan_holdout
 from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
-from skn.metrics import MetricSpec, check_metric, parse_metric
+from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import LoadedModel
+from skn.distributed import Ranks
 from skn.pass_checkpoint import PassCheckpoint
 from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
@@ -115,11 +116,13 @@ def train(
     out: Path | None = None,
     resume: bool = False,
     progress: ProgressSink = SilentProgress(),
+    ranks: Ranks = Ranks(),
 ) -> TrainResult:
-    """Train a soft prompt; with `out`, write `prompt.safetensors` there (and checkpoints for --resume)."""
+    """Train a soft prompt; with `out`, write `prompt.safetensors` there (and checkpoints for --resume).
+    With `ranks` of several processes each batch is split over them (skn.distributed)."""
     train_rows = encode(loaded, train_examples, template, config.prompt_len)
     val_rows = encode(loaded, val_examples, template, config.prompt_len)
-    result = train_prompt(loaded, train_rows, val_rows, config, out, resume, progress)
+    result = train_prompt(loaded, train_rows, val_rows, config, out, resume, progress, ranks)
     if out is not None:
         write_prompt(out, PromptFile(result.prompt, loaded.name, resolve_template(template, loaded.tokenizer).value))
     return result
@@ -135,6 +138,7 @@ def probe(
     train_examples: Sequence[Example] = (),
     out: Path | None = None,
     resume: bool = False,
+    ranks: Ranks = Ranks(),
 ) -> ProbeResult:
     """Correlate every neuron with the metric over `examples`, rank, and read the top neurons' activations.
 
@@ -145,6 +149,9 @@ def probe(
 
     With `out` (a run directory) the pass is checkpointed there every `config.checkpoint_every` batches,
     and with `resume` it continues from the checkpoint found there (skn.pass_checkpoint).
+
+    With `ranks` of several processes (skn.distributed) each rank passes over its shard of `examples`;
+    the moments, the null, the metric and the exemplars are merged, so every rank returns the whole result.
     """
     spec = parse_metric(metric) if isinstance(metric, str) else metric
     if prompt.dim() != 2 or prompt.shape[1] != loaded.hidden_size:
@@ -160,8 +167,14 @@ def probe(
     # with a holdout the null is that of the selection fold, which ranks the neurons
     observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
     checkpoint = pass_checkpoint(loaded, config, out, resume)
-    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm,
-                             observers, fused_mlp=config.fused_mlp, checkpoint=checkpoint)
+    if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY):
+        raise UsageError("under torchrun --checkpoint-every, --resume and --score predictivity are not available (one process only)")
+    part = ranks.shard(len(rows), config.batch_size)
+    known_all = metric_before_pass(spec, examples) if spec.known_before_pass and ranks.active else None
+    passed = statistics_pass(loaded, prompt, rows[part], examples[part], spec, config.batch_size, config.backend, progress,
+                             confirm[part] if confirm is not None else None, ranks.observers(observers, len(rows), known_all, config.batch_size),
+                             fused_mlp=config.fused_mlp, checkpoint=checkpoint)
+    passed = ranks.merge_pass(passed, len(rows), confirm, config.batch_size)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:
@@ -186,10 +199,12 @@ def probe(
     check_some_finite(corr, passed.stats.m2_y, passed.metric)
     start = time.perf_counter()
     ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
-    null = null_result(nulls[0].snapshot(), ranked_stats, neurons, config.reduce, config.null.alpha) if nulls else None
+    null_state = replace(nulls[0].snapshot(), comoments=ranks.merge_null(nulls[0].state())) if nulls else None
+    null = null_result(null_state, ranked_stats, neurons, config.reduce, config.null.alpha) if null_state is not None else None
     timings["null_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
+    activations = ranks.gather_rows(exemplar_pass(loaded, prompt, rows[part], neurons, config.batch_size, progress), len(rows),
+                                    config.batch_size)
     timings["exemplar_pass_s"] = time.perf_counter() - start
     return ProbeResult(
         neurons=neurons,

@@ -124,6 +124,7 @@ class NullAccumulator:
         self._generator = torch.Generator().manual_seed(config.seed + SEED_SALT)
         self._mode: PermutationMode | None = None
         self._comoments = torch.empty(0)
+        self._used = torch.empty(0)
         self._shift = torch.zeros(layers, positions * width, dtype=STAT_DTYPE, device=self._device)
         self._shifted = [False] * layers
         self._whole: Tensor = torch.empty(0)  # [R, N] permuted centred metric (whole-set mode)
@@ -146,6 +147,8 @@ class NullAccumulator:
             self._mode = PermutationMode.WITHIN_BATCH
             rows = r + 1
         self._comoments = torch.zeros(self._layers, rows, self._positions * self._width, dtype=NULL_DTYPE, device=self._device)
+        # the weights applied so far, summed per layer (skn.distributed re-centres a rank's co-moments with them)
+        self._used = torch.zeros(self._layers, rows, dtype=STAT_DTYPE, device=self._device)
 
     def _weights(self, first: int, y: Tensor) -> Tensor:
         """[R(+1), B]: the centred permuted metric of this batch's rows."""
@@ -174,7 +177,9 @@ class NullAccumulator:
             self._shift[layer] = x.to(STAT_DTYPE).mean(dim=0)
             self._shifted[layer] = True
         centred = (x - self._shift[layer].to(work)).to(NULL_DTYPE)
-        self._comoments[layer].addmm_(self._weights(first, y), centred)
+        weights = self._weights(first, y)
+        self._comoments[layer].addmm_(weights, centred)
+        self._used[layer] += weights.to(STAT_DTYPE).sum(dim=1)
 
     def finish_batch(self, first: int, y: Tensor) -> None:
         """Nothing is left to do per batch: the weights of the next batch are drawn when it comes."""
@@ -193,6 +198,7 @@ class NullAccumulator:
             "mode": torch.tensor(0 if self._mode is PermutationMode.WHOLE_SET else 1, dtype=torch.int64),
             "comoments": self._comoments.clone(),
             "shift": self._shift.clone(),
+            "used": self._used.clone(),
             "shifted": torch.tensor(self._shifted, dtype=torch.bool),
             "generator": self._generator.get_state(),
             "orders": orders,
@@ -209,6 +215,7 @@ class NullAccumulator:
                                 f"({self._mode.value}, {tuple(self._comoments.shape)})")
         self._comoments.copy_(state["comoments"])
         self._shift.copy_(state["shift"])
+        self._used.copy_(state["used"])
         self._shifted = [bool(v) for v in state["shifted"].tolist()]
         self._generator.set_state(state["generator"].to(torch.uint8))
         sizes = [int(v) for v in state["order_sizes"].tolist()]
