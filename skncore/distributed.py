@@ -9,7 +9,7 @@ the batch size (deterministic, in example order; the batches are those of one pr
 skn.stats.merge in rank order (the folds' moments too); every rank then holds the same merged float64
 moments and so ranks the same neurons. The permutation null is fed the global example numbers (the
 whole-set permutations are those of one process); each rank's co-moments are relative to its own shift,
-so they are re-centred on rank 0's before they are summed. The top neurons' activations and the metric
+so they are re-centred on rank 0's (broadcast) before one all-reduce sums them. The top neurons' activations and the metric
 are gathered in rank order, i.e. example order. Only rank 0 writes; other ranks get no run directory
 and no progress bars.
 
@@ -17,8 +17,10 @@ Train: each micro-batch's examples are split over the ranks the same way, each r
 by its share of the batch, and the prompt's gradient is summed over ranks before the optimiser step,
 so every rank holds the same prompt, that of one process with the same global batch.
 
-Communication: the probe sends the moments once, at the end (3 L P m float64 per rank, and the null's
-R L P m float32), the exemplars (K x N/W float32) and the metric; training one P x d gradient per step.
+Communication: the probe sends the moments once, at the end (3 L P m float64 per rank, twice with a
+holdout, all-gathered so that rank order fixes the merge), the null's R L P m float32 co-moments (one
+all-reduce, after rank 0's shift is broadcast), the exemplars (K x N/W float32) and the metric; training
+one P x d gradient per step (and two floats: the loss, and per evaluation the validation loss).
 
 Failures: every collective starts with a health check (an all-reduce of the lowest failing rank). A
 rank that fails joins the next check with its rank and broadcasts its message; every rank then raises
@@ -161,8 +163,17 @@ class Ranks:
         comoments = state["comoments"]
         if not self.active:
             return comoments
-        gathered = {name: self._gather(state[name]) for name in ("comoments", "shift", "used")}
-        return merge_null_parts([{name: gathered[name][k] for name in gathered} for k in range(self.world)])
+        import torch.distributed as dist
+
+        # re-centred here, then summed by one all-reduce: a rank never holds more than one set of co-moments
+        # (R L P m float32 is the null's whole footprint; gathering W of them would multiply it by W)
+        self.check()
+        base = state["shift"].to(self.device, STAT_DTYPE, copy=True)  # a copy: the broadcast overwrites it
+        dist.broadcast(base, src=0)
+        local = recentred(state["comoments"].to(self.device), state["shift"].to(self.device), state["used"].to(self.device), base)
+        self.check()
+        dist.all_reduce(local, op=dist.ReduceOp.SUM)
+        return local.to(comoments.device)
 
     def sum_(self, tensor: Tensor) -> None:
         """All-reduce (sum) in place: the prompt's gradient."""
@@ -192,17 +203,25 @@ def merge_stats_parts(parts: Sequence[PearsonStats]) -> PearsonStats:
     return merged
 
 
+def recentred(comoments: Tensor, shift: Tensor, used: Tensor, base: Tensor) -> Tensor:
+    """One rank's null co-moments [L, R(+1), P*m] moved from its own shift to `base` (rank 0's): it summed
+    (x - s_k) w, so sum (x - s_0) w = C_k + (s_k - s_0) U_k, U_k [L, R(+1)] the sum of the weights it applied.
+    Computed in float64 a layer at a time, returned in the co-moments' dtype."""
+    out = torch.empty_like(comoments)
+    for layer in range(int(comoments.shape[0])):
+        delta = (shift[layer].to(STAT_DTYPE) - base[layer].to(STAT_DTYPE)).unsqueeze(0)
+        out[layer] = (comoments[layer].to(STAT_DTYPE) + used[layer].to(STAT_DTYPE).unsqueeze(1) * delta).to(comoments.dtype)
+    return out
+
+
 def merge_null_parts(states: Sequence[dict[str, Tensor]]) -> Tensor:
-    """The null's whole-set co-moments from the ranks' NullAccumulator states, in rank order: rank k summed
-    x - s_k, so C = sum_k C_k + (s_k - s_0) U_k, U_k [L, R(+1)] the weights it applied (float64, then float32)."""
-    first = states[0]["comoments"]
-    total = torch.zeros(first.shape, dtype=STAT_DTYPE, device=first.device)
-    base = states[0]["shift"].to(first.device, STAT_DTYPE)
-    for state in states:
-        shift = state["shift"].to(first.device, STAT_DTYPE)
-        used = state["used"].to(first.device, STAT_DTYPE)
-        total += state["comoments"].to(first.device, STAT_DTYPE) + used.unsqueeze(2) * (shift - base).unsqueeze(1)
-    return total.to(first.dtype)
+    """The null's whole-set co-moments from the ranks' NullAccumulator states (what `Ranks.merge_null` computes
+    across processes): each re-centred on rank 0's shift, then summed."""
+    base = states[0]["shift"]
+    total = recentred(states[0]["comoments"], states[0]["shift"], states[0]["used"], base)
+    for state in states[1:]:
+        total += recentred(state["comoments"], state["shift"], state["used"], base)
+    return total
 
 
 class ShardObserver:
