@@ -38,18 +38,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from skn.errors import SknError, UsageError
+from skn.errors import DistributedFailure, SknError, UsageError
 from skn.folds import FoldStats
 from skn.probe import PassObserver, PassResult
 from skn.stats import STAT_DTYPE, PearsonStats, merge
 
 MESSAGE_BYTES = 2048
-
-
-class DistributedFailure(SknError):
-    """Another rank failed (or this one, seen at a health check): the run stops on every rank."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -265,11 +259,11 @@ def check_supported(ranks: Ranks, resume: bool) -> None:
 
 def rank_device(ranks: Ranks, device: str) -> str:
     """The device a rank loads the model on: its own GPU under nccl (auto or cuda), else as asked."""
-    if ranks.backend == "nccl" and device in ("auto", "cuda"):
+    if ranks.backend != "nccl":
+        return device
+    if device in ("auto", "cuda"):
         return f"cuda:{ranks.local_rank}"
-    if ranks.active and device.startswith("cuda:") and ranks.world > 1 and ranks.backend == "nccl":
-        raise UsageError(f"--device {device} under torchrun: each rank uses cuda:LOCAL_RANK; pass --device cuda or auto")
-    return device
+    raise UsageError(f"--device {device} under torchrun on GPUs: each rank uses cuda:LOCAL_RANK; pass --device cuda or auto")
 
 
 def discard_run(out: Path, names: Sequence[str]) -> None:

@@ -38,7 +38,7 @@ def examples(n: int, seed: int = 0) -> list[Example]:
                     {"score": rng.random() * 1e3 + 1e6, "i": i}, f"t:{i}") for i in range(n)]
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):  # as KeyboardInterrupt: not a failure of a stage
     pass
 
 
@@ -187,3 +187,30 @@ def test_cli_checkpoint_every_leaves_a_complete_run(tmp_path: Path, saved_tiny_m
     code, text = run_main(["probe", "--model", str(saved_tiny_model), "--data", str(train), "--val-data", str(val),
                            "--checkpoint-every", "-1", "--out", str(tmp_path / "R2"), *FAST], capsys)
     assert code != 0 and "--checkpoint-every must not be negative" in text
+
+
+@pytest.mark.slow  # three runs with training on the tiny model
+def test_run_probe_resume_continues_the_pass_after_the_training(tmp_path: Path, saved_tiny_model: Path) -> None:
+    """skn probe --resume through the library's run: the training is found complete, the pass continues."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+    from skn.run import run_probe
+
+    from helpers import write_data
+
+    train, val = write_data(tmp_path / "train.jsonl", 16, 0), write_data(tmp_path / "val.jsonl", 20, 1)
+    request = ProbeRequest(model=ModelRequest(str(saved_tiny_model)), data=DataRequest(data=(str(train),), val_data=(str(val),)),
+                           train=TrainSettings(steps=2, eval_every=2, prompt_len=3, batch_size=4), metric="loss",
+                           probe=ProbeConfig(batch_size=4, top_k=5, null=NullConfig(19, 0.05, 0), checkpoint_every=1))
+    whole = run_probe(replace(request, out=str(tmp_path / "A")))
+    with pytest.raises(Interrupted):
+        run_probe(replace(request, out=str(tmp_path / "B")), StopAfter(14))  # type: ignore[arg-type]
+    assert (tmp_path / "B" / PASS_CHECKPOINT_FILE).is_file() and not (tmp_path / "B" / "run.json").exists()
+    resumed = run_probe(replace(request, out=str(tmp_path / "B"), train=replace(request.train, resume=True)))
+    assert_same_result(whole, resumed)
+    assert not (tmp_path / "B" / PASS_CHECKPOINT_FILE).exists()
+    a, b = load_file(str(tmp_path / "A" / "stats.safetensors")), load_file(str(tmp_path / "B" / "stats.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in ("mean_x", "m2_x", "c_xy"))
