@@ -16,6 +16,7 @@ from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
 from skn.compare_report import write_compare_report
+from skn.distributed import from_environment
 from skn.errors import UsageError
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
 from skn.run import memory_plan, run_directory, run_probe
@@ -48,6 +49,7 @@ from skn.cli.render import print_groups, print_result
 @click.option("--seeds", default="", metavar="S,S,...",
               help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @option("--fused-mlp", ProbeConfig, "fused_mlp")
+@option("--checkpoint-every", ProbeConfig, "checkpoint_every", metavar="N")
 @threads_option
 @click.option("--dry-run", is_flag=True, help="Print the memory plan (no weight loads) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as one JSON object (peak_bytes = the estimated peak).")
@@ -59,7 +61,7 @@ def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
     reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str,
-    fused_mlp: bool, threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
+    fused_mlp: bool, checkpoint_every: int, threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
     out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
@@ -78,7 +80,7 @@ def probe_command(
         train=train,
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
                           backend=Backend(backend), template=data.template, holdout=holdout, score=Score(score),
-                          null=NullConfig(null_permutations, alpha, data.seed), fused_mlp=fused_mlp),
+                          null=NullConfig(null_permutations, alpha, data.seed), fused_mlp=fused_mlp, checkpoint_every=checkpoint_every),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),
@@ -93,6 +95,9 @@ def probe_command(
         return
     if as_json:
         raise UsageError("--json goes with --dry-run")
+    if not from_environment().leader:  # under torchrun: ranks other than 0 compute, print and write nothing
+        run_probe(request)
+        return
     if not out:  # claimed here so that the CLI can print it; run_probe writes into it
         request = replace(request, out=str(run_directory("")))
     run_dir = Path(request.out)

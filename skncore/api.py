@@ -27,8 +27,10 @@ from skn.errors import MetricError, UsageError
 from skn.folds import assign_folds, plan_holdout
 from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
-from skn.metrics import MetricSpec, check_metric, parse_metric
+from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import LoadedModel
+from skn.distributed import Ranks
+from skn.pass_checkpoint import PassCheckpoint
 from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.probe import exemplar_pass, statistics_pass
@@ -68,6 +70,8 @@ class ProbeConfig:
         "no holdout).")})
     fused_mlp: bool = field(default=False, metadata={"help": (
         "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
+    checkpoint_every: int = field(default=0, metadata={"help": (
+        "Save the probe pass's state to the run directory every N batches (0 = never); --resume continues it.")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -76,6 +80,8 @@ class ProbeConfig:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.n_exemplars < 0:
             raise UsageError(f"--exemplars must not be negative, got {self.n_exemplars}")
+        if self.checkpoint_every < 0:
+            raise UsageError(f"--checkpoint-every must not be negative, got {self.checkpoint_every}")
         check_null_config(self.null)
 
 
@@ -110,11 +116,13 @@ def train(
     out: Path | None = None,
     resume: bool = False,
     progress: ProgressSink = SilentProgress(),
+    ranks: Ranks = Ranks(),
 ) -> TrainResult:
-    """Train a soft prompt; with `out`, write `prompt.safetensors` there (and checkpoints for --resume)."""
+    """Train a soft prompt; with `out`, write `prompt.safetensors` there (and checkpoints for --resume).
+    With `ranks` of several processes each batch is split over them (skn.distributed)."""
     train_rows = encode(loaded, train_examples, template, config.prompt_len)
     val_rows = encode(loaded, val_examples, template, config.prompt_len)
-    result = train_prompt(loaded, train_rows, val_rows, config, out, resume, progress)
+    result = train_prompt(loaded, train_rows, val_rows, config, out, resume, progress, ranks)
     if out is not None:
         write_prompt(out, PromptFile(result.prompt, loaded.name, resolve_template(template, loaded.tokenizer).value))
     return result
@@ -128,6 +136,9 @@ def probe(
     config: ProbeConfig = ProbeConfig(),
     progress: ProgressSink = SilentProgress(),
     train_examples: Sequence[Example] = (),
+    out: Path | None = None,
+    resume: bool = False,
+    ranks: Ranks = Ranks(),
 ) -> ProbeResult:
     """Correlate every neuron with the metric over `examples`, rank, and read the top neurons' activations.
 
@@ -135,6 +146,12 @@ def probe(
     baseline is the mean activation over `train_examples` (two extra prompt-only passes), on all examples.
 
     A metric found useless after the pass (constant, NaN) raises `MetricFailure`, which keeps its values.
+
+    With `out` (a run directory) the pass is checkpointed there every `config.checkpoint_every` batches,
+    and with `resume` it continues from the checkpoint found there (skn.pass_checkpoint).
+
+    With `ranks` of several processes (skn.distributed) each rank passes over its shard of `examples`;
+    the moments, the null, the metric and the exemplars are merged, so every rank returns the whole result.
     """
     spec = parse_metric(metric) if isinstance(metric, str) else metric
     if prompt.dim() != 2 or prompt.shape[1] != loaded.hidden_size:
@@ -149,8 +166,15 @@ def probe(
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
     observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
-    passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm,
-                             observers, fused_mlp=config.fused_mlp)
+    checkpoint = pass_checkpoint(loaded, config, out, resume)
+    if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY):
+        raise UsageError("under torchrun --checkpoint-every, --resume and --score predictivity are not available (one process only)")
+    part = ranks.shard(len(rows), config.batch_size)
+    known_all = metric_before_pass(spec, examples) if spec.known_before_pass and ranks.active else None
+    passed = statistics_pass(loaded, prompt, rows[part], examples[part], spec, config.batch_size, config.backend, progress,
+                             confirm[part] if confirm is not None else None, ranks.observers(observers, len(rows), known_all, config.batch_size),
+                             fused_mlp=config.fused_mlp, checkpoint=checkpoint)
+    passed = ranks.merge_pass(passed, len(rows), confirm, config.batch_size)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:
@@ -175,10 +199,12 @@ def probe(
     check_some_finite(corr, passed.stats.m2_y, passed.metric)
     start = time.perf_counter()
     ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
-    null = null_result(nulls[0].snapshot(), ranked_stats, neurons, config.reduce, config.null.alpha) if nulls else None
+    null_state = replace(nulls[0].snapshot(), comoments=ranks.merge_null(nulls[0].state())) if nulls else None
+    null = null_result(null_state, ranked_stats, neurons, config.reduce, config.null.alpha) if null_state is not None else None
     timings["null_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
+    activations = ranks.gather_rows(exemplar_pass(loaded, prompt, rows[part], neurons, config.batch_size, progress), len(rows),
+                                    config.batch_size)
     timings["exemplar_pass_s"] = time.perf_counter() - start
     return with_passing(ProbeResult(
         neurons=neurons,
@@ -191,7 +217,8 @@ def probe(
             probe_info(loaded, spec, config, len(examples), len(neurons), timings),
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note},
-                   "null": null_summary(null)},
+                   "null": null_summary(null),
+                   **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {})},
         ),
         holdout=holdout,
         predictivity=counts,
@@ -207,6 +234,18 @@ def with_passing(result: ProbeResult) -> ProbeResult:
         return result
     extra = {**result.info.extra, "null": {**summary, "passing": passing.to_json()}}
     return replace(result, info=replace(result.info, extra=extra))
+
+
+def pass_checkpoint(loaded: LoadedModel, config: ProbeConfig, out: Path | None, resume: bool) -> PassCheckpoint | None:
+    """The pass's checkpoint settings: None when it neither writes nor resumes one (no `out`: nowhere to write)."""
+    if out is None:
+        if resume:
+            raise UsageError("--resume needs a run directory (--out)")
+        return None
+    if not config.checkpoint_every and not resume:
+        return None
+    identity = f"{loaded.name}|{loaded.dtype}|{config.null}|{config.holdout}|{config.holdout_seed}|{config.score.value}"
+    return PassCheckpoint(out, config.checkpoint_every, resume, identity)
 
 
 def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:

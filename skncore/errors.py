@@ -53,3 +53,9 @@ class InternalError(SknError):
     """A broken invariant inside skn: a bug, please report it."""
 
     exit_code = 1
+
+
+class DistributedFailure(SknError):
+    """A rank of a torchrun run failed (skn.distributed): the run stops on every rank with that rank's message."""
+
+    exit_code = 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -199,6 +199,16 @@ class FoldAccumulator:
                 accumulator.finish_batch(y.index_select(0, rows.to(y.device)))
         self._rows = {}
         self._within = {}
+
+    def state(self) -> dict[str, Tensor]:
+        """Both folds' running moments (skn.pass_checkpoint), keyed `selection.NAME`, `confirmation.NAME`."""
+        return {f"{fold.value}.{name}": value for fold, accumulator in self._accumulators.items()
+                for name, value in accumulator.state().items()}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        for fold, accumulator in self._accumulators.items():
+            prefix = f"{fold.value}."
+            accumulator.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
     def snapshot(self) -> FoldStats:
         return FoldStats(

@@ -47,6 +47,7 @@ Permutations come from a torch.Generator seeded from the run seed, so a run is r
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -123,6 +124,7 @@ class NullAccumulator:
         self._generator = torch.Generator().manual_seed(config.seed + SEED_SALT)
         self._mode: PermutationMode | None = None
         self._comoments = torch.empty(0)
+        self._used = torch.empty(0)
         self._shift = torch.zeros(layers, positions * width, dtype=STAT_DTYPE, device=self._device)
         self._shifted = [False] * layers
         self._whole: Tensor = torch.empty(0)  # [R, N] permuted centred metric (whole-set mode)
@@ -145,6 +147,8 @@ class NullAccumulator:
             self._mode = PermutationMode.WITHIN_BATCH
             rows = r + 1
         self._comoments = torch.zeros(self._layers, rows, self._positions * self._width, dtype=NULL_DTYPE, device=self._device)
+        # the weights applied so far, summed per layer (skn.distributed re-centres a rank's co-moments with them)
+        self._used = torch.zeros(self._layers, rows, dtype=STAT_DTYPE, device=self._device)
 
     def _weights(self, first: int, y: Tensor) -> Tensor:
         """[R(+1), B]: the centred permuted metric of this batch's rows."""
@@ -173,7 +177,9 @@ class NullAccumulator:
             self._shift[layer] = x.to(STAT_DTYPE).mean(dim=0)
             self._shifted[layer] = True
         centred = (x - self._shift[layer].to(work)).to(NULL_DTYPE)
-        self._comoments[layer].addmm_(self._weights(first, y), centred)
+        weights = self._weights(first, y)
+        self._comoments[layer].addmm_(weights, centred)
+        self._used[layer] += weights.to(STAT_DTYPE).sum(dim=1)
 
     def finish_batch(self, first: int, y: Tensor) -> None:
         """Nothing is left to do per batch: the weights of the next batch are drawn when it comes."""
@@ -181,6 +187,40 @@ class NullAccumulator:
     def orders(self) -> tuple[Tensor, ...]:
         """The permutations drawn so far (int64 row indices into the whole set, or into each batch)."""
         return tuple(self._orders)
+
+    def state(self) -> dict[str, Tensor]:
+        """What a resumed pass needs (skn.pass_checkpoint): the co-moments, the shifts, the generator's
+        state and the permutations drawn so far (concatenated along the examples, with their sizes)."""
+        if self._mode is None:
+            raise InternalError("NullAccumulator.begin was not called")
+        orders = torch.cat(self._orders, dim=1) if self._orders else torch.zeros(self._config.permutations, 0, dtype=torch.long)
+        return {
+            "mode": torch.tensor(0 if self._mode is PermutationMode.WHOLE_SET else 1, dtype=torch.int64),
+            "comoments": self._comoments.clone(),
+            "shift": self._shift.clone(),
+            "used": self._used.clone(),
+            "shifted": torch.tensor(self._shifted, dtype=torch.bool),
+            "generator": self._generator.get_state(),
+            "orders": orders,
+            "order_sizes": torch.tensor([int(o.shape[1]) for o in self._orders], dtype=torch.int64),
+        }
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        """Continue from `state()`'s value; `begin` must have been called with the same pass's arguments."""
+        if self._mode is None:
+            raise InternalError("NullAccumulator.begin was not called")
+        mode = PermutationMode.WHOLE_SET if int(state["mode"]) == 0 else PermutationMode.WITHIN_BATCH
+        if mode is not self._mode or tuple(state["comoments"].shape) != tuple(self._comoments.shape):
+            raise InternalError(f"saved null state ({mode.value}, {tuple(state['comoments'].shape)}) does not fit this pass "
+                                f"({self._mode.value}, {tuple(self._comoments.shape)})")
+        self._comoments.copy_(state["comoments"])
+        self._shift.copy_(state["shift"])
+        self._used.copy_(state["used"])
+        self._shifted = [bool(v) for v in state["shifted"].tolist()]
+        self._generator.set_state(state["generator"].to(torch.uint8))
+        sizes = [int(v) for v in state["order_sizes"].tolist()]
+        self._orders = list(torch.split(state["orders"], sizes, dim=1)) if sizes else []
+        self._batch_first = -1
 
     def snapshot(self) -> NullState:
         if self._mode is None:
@@ -301,6 +341,12 @@ class SelectedRows:
         if rows.numel():
             index = rows.to(acts.device)
             self.inner.add_layer(layer, int(self._before[first]), acts.index_select(0, index), y.index_select(0, index.to(y.device)))
+
+    def state(self) -> dict[str, Tensor]:
+        return self.inner.state()
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        self.inner.load_state(state)
 
     def finish_batch(self, first: int, y: Tensor) -> None:
         rows = self._rows(first, y.shape[0])

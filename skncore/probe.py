@@ -32,6 +32,8 @@ from skn.errors import InternalError
 from skn.folds import FoldAccumulator, FoldStats
 from skn.scoring import completion_scores
 from skn.layout import Batch, Encoded, check_offsets, gather_prompt_rows, make_batch
+from skn.oom_retry import run_batches
+from skn.pass_checkpoint import Checkpointable, PassCheckpoint, PassSaver, fingerprint
 from skn.metrics import MetricKind, MetricSpec, check_metric, load_function, metric_after_pass, metric_before_pass
 from skn.model import LoadedModel, batch_pad_id
 from skn.progress import ProgressSink, SilentProgress
@@ -102,6 +104,7 @@ class PassResult:
     metric: Tensor  # [N] float64, in example order
     seconds: float
     folds: FoldStats | None = None  # with a holdout: each fold's moments (`stats` is then their merge)
+    batch_size: int = 0  # the batch size at the end of the pass (smaller after an out-of-memory retry)
 
 
 def statistics_pass(
@@ -116,6 +119,8 @@ def statistics_pass(
     confirm: Tensor | None = None,
     observers: Sequence[PassObserver] = (),
     fused_mlp: bool = False,
+    checkpoint: PassCheckpoint | None = None,
+    retry_oom: bool | None = None,
 ) -> PassResult:
     """One pass over the validation set: the metric per example and the streamed statistics.
 
@@ -130,6 +135,9 @@ def statistics_pass(
     skn's own MLP forward; the numbers are the plain path's. With a label metric the gated kernel updates
     the moments in place only when nothing else needs the prompt rows (no holdout, no null, no recorder);
     otherwise the product is formed and handed on as on the plain path.
+
+    `checkpoint` (skn.pass_checkpoint): save the state every few batches, and resume from a saved one.
+    `retry_oom` (skn.oom_retry; None = on CUDA): a batch out of CUDA memory is retried at half the size.
     """
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
@@ -153,12 +161,18 @@ def statistics_pass(
     if known is not None:
         check_metric(spec, known, examples)
     function = load_function(spec) if spec.kind is MetricKind.PYTHON else None
-    values: list[Tensor] = []
     for observer in observers:
         observer.begin(len(rows), known)
+    parts: list[object] = [accumulator, *observers]
+    saver = PassSaver(checkpoint, parts, len(rows), fingerprint(prompt, rows, spec.text, confirm, checkpoint.identity)) \
+        if checkpoint is not None else None
+    start, values = saver.start() if saver is not None else (0, [])
+    retry = (loaded.device.type == "cuda" if retry_oom is None else retry_oom) and all(isinstance(p, Checkpointable) for p in parts)
     with progress.task("probing", len(rows)) as advance, torch.no_grad():
-        for first in range(0, len(rows), batch_size):
-            chunk = slice(first, first + batch_size)
+        advance(start)
+
+        def one_batch(first: int, size: int) -> None:
+            chunk = slice(first, first + size)
             if isinstance(accumulator, FoldAccumulator):
                 accumulator.begin_batch(first, len(rows[chunk]))
             if known is not None:
@@ -219,11 +233,22 @@ def statistics_pass(
             for observer in observers:
                 observer.finish_batch(first, y)
             advance(batch.size)
+
+        def shrunk(done: int, size: int) -> None:
+            while sum(int(v.numel()) for v in values) > done:  # a batch rolled back may have kept its metric
+                values.pop()
+            advance(0, f"out of memory: batch size {size}")
+
+        final_size = run_batches(len(rows), start, batch_size, one_batch,
+                                 lambda done: saver.after_batch(done, values) if saver is not None else None,
+                                 [p for p in parts if isinstance(p, Checkpointable)], retry,
+                                 shrunk)
     metric = torch.cat(values)
     if isinstance(accumulator, FoldAccumulator):
         fold_stats = accumulator.snapshot()
-        return PassResult(fold_stats.full, metric, time.perf_counter() - start_time, fold_stats)
-    return PassResult(stats=accumulator.snapshot(), metric=metric, seconds=time.perf_counter() - start_time)
+        return PassResult(fold_stats.full, metric, time.perf_counter() - start_time, fold_stats, final_size)
+    return PassResult(stats=accumulator.snapshot(), metric=metric, seconds=time.perf_counter() - start_time,
+                      batch_size=final_size)
 
 
 def exemplar_pass(

@@ -94,7 +94,7 @@ class TrainSettings:
     prompt_init: str | None = field(default=None, metadata=_help(
         "Start every vector from this token's embedding [default: random vocabulary tokens; the placeholder on the bundled model]."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Trade compute for memory on small GPUs."))
-    resume: bool = field(default=False, metadata=_help("Continue the training checkpointed in --out."))
+    resume: bool = field(default=False, metadata=_help("Continue the training (and, for probe, the pass) checkpointed in --out."))
     seed: int | None = None  # the prompt's seed (initialisation, batch order); None = the data's --seed
 
     def __post_init__(self) -> None:

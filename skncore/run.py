@@ -40,6 +40,7 @@ from skn.console import quiet_transformers
 from skn.preflight import (check_backend, check_model_path, check_prompt_model, check_python_metric,
                            check_validation_size)
 from skn.rundir import (
+    SKN_NAMES,
     EXAMPLES_FILE,
     PROMPT_FILE,
     TRAINING_NAMES,
@@ -47,6 +48,8 @@ from skn.rundir import (
     prepare_run_directory,
     read_prompt,
 )
+from skn.distributed import Ranks, check_supported, discard_run, from_environment, rank_device
+from skn.pass_checkpoint import PASS_CHECKPOINT_FILE, remove_checkpoint
 from skn.probe_files import write_examples, write_predictivity, write_probe_run
 from skn.stage import stage
 from skn.tasks import get_task, load_task, sample
@@ -183,13 +186,15 @@ def run_directory(out: str, overwrite: bool = False, keep: tuple[str, ...] = ())
 
 def kept_files(request: ProbeRequest) -> tuple[str, ...]:
     """The skn files a new run may find in its --out: the training's own, when it resumes that training
-    or probes with that directory's prompt."""
+    or probes with that directory's prompt, and the probe pass's checkpoint when it resumes."""
     if not request.out:
         return ()
     out = Path(request.out).resolve()
     prompt = Path(request.prompt).resolve() if request.prompt else None
     uses_own_prompt = prompt is not None and prompt in (out, out / PROMPT_FILE)
-    return TRAINING_NAMES if request.train.resume or uses_own_prompt else ()
+    if request.train.resume:
+        return (*TRAINING_NAMES, PASS_CHECKPOINT_FILE)
+    return TRAINING_NAMES if uses_own_prompt else ()
 
 
 def _train_record(config: TrainConfig) -> dict[str, object]:
@@ -232,8 +237,29 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
               notify: Callable[[str], None] = _quiet) -> ProbeResult:
     """`skn probe` as one call: choose the examples, load the model, train a prompt unless one is given,
     probe, and write the run directory (files land as soon as each step ends). `notify` gets the
-    one-line notices a person should see before the run starts (the CLI prints them)."""
+    one-line notices a person should see before the run starts (the CLI prints them).
+
+    Under torchrun (skn.distributed) every rank runs this; rank 0 alone shows progress and notices and
+    writes the run directory, which it removes again when any rank fails."""
+    ranks = from_environment()
+    if not ranks.active:
+        return _run_probe(request, progress, notify, ranks, [])
+    claimed: list[Path] = []
+    try:
+        return _run_probe(request, progress if ranks.leader else SilentProgress(), notify if ranks.leader else _quiet,
+                          ranks, claimed)
+    except BaseException as err:
+        ranks.fail(err)
+        for out in claimed:
+            discard_run(out, SKN_NAMES)
+        raise
+
+
+def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[str], None], ranks: Ranks,
+               claimed: list[Path]) -> ProbeResult:
     start = time.perf_counter()
+    check_supported(ranks, request.train.resume)
+    request = replace(request, model=replace(request.model, device=rank_device(ranks, request.model.device)))
     set_threads(request.threads)
     bundled = request.model.bundled
     check_backend(request.probe.backend, request.model.device)
@@ -249,7 +275,9 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     _announce_plan(request, chosen, notify)
     train_config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
     given = read_prompt(Path(request.prompt)) if request.prompt else None
-    out = run_directory(request.out, request.overwrite, kept_files(request))
+    out = run_directory(request.out, request.overwrite, kept_files(request)) if ranks.leader else None
+    if out is not None and ranks.active:
+        claimed.append(out)
     with stage("loading the model", out):
         loaded = load_requested_model(request.model)
     if probe_config.fused_mlp and unsupported_reason(loaded):
@@ -262,14 +290,16 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     else:
         with stage("training the prompt", out):
             trained = train(loaded, chosen.split.train, chosen.split.val, train_config, probe_config.template, out,
-                            request.train.resume, progress)
+                            request.train.resume, progress, ranks)
         prompt = trained.prompt
         prompt_source = "trained"
     try:
         with stage("probing", out):
-            result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train)
+            result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train, out,
+                           request.train.resume, ranks)
     except MetricFailure as failure:
-        write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
+        if out is not None and not ranks.active:  # several ranks: nothing of a failed run is kept
+            write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
         raise
     timings = dict(result.info.timings)
     timings["total_s"] = time.perf_counter() - start
@@ -295,8 +325,11 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     )
     groups = group_summaries(result.top_activations, result.neurons, result.examples, group_by) if group_by else None
     result = replace(result, info=info, groups=groups)
+    if out is None:  # a rank other than 0: the result, no files
+        return result
     with stage("writing the run directory", out):
         write_run(out, result)
+    remove_checkpoint(out)  # the run is complete: nothing left to resume
     return result
 
 
@@ -310,7 +343,26 @@ def write_run(out: Path, result: ProbeResult) -> None:
 
 def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
               notify: Callable[[str], None] = _quiet) -> tuple[TrainResult, Path]:
-    """`skn train` as one call: the prompt only, written to the run directory."""
+    """`skn train` as one call: the prompt only, written to the run directory (under torchrun by rank 0,
+    the batch split over the ranks; the path returned on other ranks is the one rank 0 writes)."""
+    ranks = from_environment()
+    if not ranks.active:
+        return _run_train(request, progress, notify, ranks, [])
+    claimed: list[Path] = []
+    try:
+        return _run_train(request, progress if ranks.leader else SilentProgress(), notify if ranks.leader else _quiet,
+                          ranks, claimed)
+    except BaseException as err:
+        ranks.fail(err)
+        for out in claimed:
+            discard_run(out, SKN_NAMES)
+        raise
+
+
+def _run_train(request: ProbeRequest, progress: ProgressSink, notify: Callable[[str], None], ranks: Ranks,
+               claimed: list[Path]) -> tuple[TrainResult, Path]:
+    check_supported(ranks, request.train.resume)
+    request = replace(request, model=replace(request.model, device=rank_device(ranks, request.model.device)))
     set_threads(request.threads)
     bundled = request.model.bundled
     check_model_path(request.model.name)
@@ -319,13 +371,15 @@ def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     if chosen.notice:
         notify(chosen.notice)
     config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
-    out = run_directory(request.out, request.overwrite, kept_files(request))
+    out = run_directory(request.out, request.overwrite, kept_files(request)) if ranks.leader else None
+    if out is not None and ranks.active:
+        claimed.append(out)
     with stage("loading the model", out):
         loaded = load_requested_model(request.model)
     with stage("training the prompt", out):
         trained = train(loaded, chosen.split.train, chosen.split.val, config, request.data.template, out,
-                        request.train.resume, progress)
-    return trained, out
+                        request.train.resume, progress, ranks)
+    return trained, out if out is not None else Path(request.out)
 
 
 __all__ = [

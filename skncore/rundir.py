@@ -13,6 +13,7 @@ file.
 
 One directory, one run. `skn probe` and `skn train` refuse a non-empty `--out` unless `--overwrite` is
 given, which first removes everything skn writes there (the files above, checkpoint.safetensors,
+pass_checkpoint.safetensors,
 report.html, plots/, error.log and stray `.*.tmp`; other files are left alone). The only skn files a
 new run may find and keep are the prompt and checkpoint of the same directory, when it resumes that
 training (`--resume`) or probes with that prompt (`--prompt RUN`). Without `--out` each run claims a
@@ -95,7 +96,7 @@ def _fsync(path: Path) -> None:
 SKN_NAMES = (PROMPT_FILE, STATS_FILE, NEURONS_JSON, NEURONS_CSV, TOP_ACTIVATIONS_FILE, EXAMPLES_FILE, RUN_FILE,
              GROUPS_FILE, CHECKPOINT_FILE, "report.html", "plots", "error.log", PREDICTIVITY_FILE, PREDICTIVITY_JSON,
              "ablation.json", "ablation_curve.json", "seeds.json", "compare.json", "compare.csv", "compare.png",
-             "compare.html")
+             "compare.html", "pass_checkpoint.safetensors")
 TRAINING_NAMES = (PROMPT_FILE, CHECKPOINT_FILE)
 
 

@@ -20,7 +20,7 @@ activations is ever held; `merge` combines two partial results (resume, several 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -198,6 +198,28 @@ class StatsAccumulator:
         return PearsonStats(
             self._count, self._mean_x.clone(), self._m2_x.clone(), self._c_xy.clone(), self._mean_y, self._m2_y
         )
+
+    def state(self) -> dict[str, Tensor]:
+        """The running moments as tensors (skn.pass_checkpoint): exact, the scalars as 0-d float64/int64."""
+        return {
+            "count": torch.tensor(self._count, dtype=torch.int64),
+            "mean_x": self._mean_x.clone(),
+            "m2_x": self._m2_x.clone(),
+            "c_xy": self._c_xy.clone(),
+            "mean_y": torch.tensor(self._mean_y, dtype=STAT_DTYPE),
+            "m2_y": torch.tensor(self._m2_y, dtype=STAT_DTYPE),
+        }
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        """Continue from `state()`'s value (the shapes must be this accumulator's)."""
+        for name, target in (("mean_x", self._mean_x), ("m2_x", self._m2_x), ("c_xy", self._c_xy)):
+            source = state[name]
+            if tuple(source.shape) != tuple(target.shape):
+                raise InternalError(f"saved {name} of shape {tuple(source.shape)} for statistics {tuple(target.shape)}")
+            target.copy_(source)
+        self._count = int(state["count"])
+        self._mean_y = float(state["mean_y"])
+        self._m2_y = float(state["m2_y"])
 
 
 def correlation(stats: PearsonStats) -> Tensor:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from skn.checks import at_least, positive
+from skn.distributed import Ranks
 from skn.errors import RunDirError, TrainingError, UsageError
 from skn.scoring import completion_scores
 from skn.split_forward import ForwardChoice, PrefixCache, StepForward, choose_forward, step_scores
@@ -101,11 +102,13 @@ class BatchStream:
 
 
 def validation_loss(loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], batch_size: int,
-                    prefixes: PrefixCache | None = None) -> float:
-    """Mean over examples of the per-example completion loss; with `prefixes` (the split forward), each
-    batch's instruction is computed once over all evaluations of these rows (skn.split_forward.PrefixCache)."""
+                    prefixes: PrefixCache | None = None, ranks: Ranks = Ranks()) -> float:
+    """Mean over examples of the per-example completion loss (over several ranks: each its shard, summed);
+    with `prefixes` (the split forward), each batch's instruction is computed once over all evaluations of
+    these rows (skn.split_forward.PrefixCache)."""
     pad = batch_pad_id(loaded)
     total, count = 0.0, 0
+    rows = rows[ranks.shard(len(rows))]
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
             batch = make_batch(rows[i : i + batch_size], prompt.shape[0], pad)
@@ -115,6 +118,10 @@ def validation_loss(loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded]
                 scores = prefixes.scores(loaded, i // batch_size, batch, prompt)
             total += float(scores.loss.sum())
             count += batch.size
+    if ranks.active:
+        sums = torch.tensor([total, float(count)], dtype=torch.float64)
+        ranks.sum_(sums)
+        total, count = float(sums[0]), int(sums[1])
     return total / max(count, 1)
 
 
@@ -253,8 +260,10 @@ def train_prompt(
     out: Path | None = None,
     resume: bool = False,
     progress: ProgressSink = SilentProgress(),
+    ranks: Ranks = Ranks(),
 ) -> TrainResult:
-    """Train a soft prompt; with `out`, checkpoint there at every evaluation (for --resume)."""
+    """Train a soft prompt; with `out`, checkpoint there at every evaluation (for --resume). With `ranks` of
+    several processes (skn.distributed) each micro-batch is split over them and the gradient summed."""
     if not train_rows:
         raise UsageError("no training examples")
     if config.steps < 1 or config.batch_size < 1 or config.grad_accum < 1 or config.eval_every < 1:
@@ -303,16 +312,27 @@ def train_prompt(
             step_loss = 0.0
             for micro in range(config.grad_accum):
                 indices = stream.micro_batch(step * config.grad_accum + micro)
-                batch = make_batch([train_rows[i] for i in indices], config.prompt_len, pad)
-                loss = step_scores(loaded, batch, prompt, choice, config.gradient_checkpointing).mean_loss / config.grad_accum
+                mine = indices[ranks.shard(len(indices))]  # all of them in one process
+                if not mine:
+                    continue
+                batch = make_batch([train_rows[i] for i in mine], config.prompt_len, pad)
+                share = len(mine) / len(indices)  # this rank's part of the batch mean (1.0 in one process)
+                loss = step_scores(loaded, batch, prompt, choice, config.gradient_checkpointing).mean_loss * share / config.grad_accum
                 torch.autograd.backward(loss)
                 step_loss += float(loss.detach())
+            if ranks.active:  # the gradient of the global batch mean: every rank takes the same step
+                if prompt.grad is None:
+                    prompt.grad = torch.zeros_like(prompt)
+                ranks.sum_(prompt.grad)
+                total = torch.tensor([step_loss], dtype=torch.float64)
+                ranks.sum_(total)
+                step_loss = float(total[0])
             check_finite_loss(step_loss, step + 1, "training", config)
             optimizer.step()
             step += 1
             val_loss: float | None = None
             if step % config.eval_every == 0 or step == config.steps:
-                val_loss = validation_loss(loaded, prompt.detach(), eval_rows, config.batch_size, eval_prefixes)
+                val_loss = validation_loss(loaded, prompt.detach(), eval_rows, config.batch_size, eval_prefixes, ranks)
                 check_finite_loss(val_loss, step, "validation", config)
                 if val_loss < best_val:
                     best_val, best_step, best = val_loss, step, prompt.detach().clone()
