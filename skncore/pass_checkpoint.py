@@ -31,6 +31,7 @@ from torch import Tensor
 
 from skn.errors import RunDirError, UsageError
 from skn.layout import Encoded
+from skn.rundir import load_tensors, write_tensors
 from skn.version import __version__
 
 PASS_CHECKPOINT_FILE = "pass_checkpoint.safetensors"
@@ -107,8 +108,6 @@ class PassSaver:
         path = self._checkpoint.path
         if not self._checkpoint.resume or not path.is_file():
             return 0, []
-        from skn.rundir import load_tensors  # here: skn.rundir imports the probe pass, which imports this module
-
         tensors = load_tensors(path)
         metadata = _metadata(path)
         if metadata.get("fingerprint") != self._fingerprint:
@@ -129,7 +128,6 @@ class PassSaver:
         self._batches += 1
         if self._checkpoint.every == 0 or (self._batches % self._checkpoint.every and done < self._count):
             return
-        from skn.rundir import write_tensors  # see start()
 
         tensors = {f"part.{k}.{name}": value for k, part in enumerate(self._parts) for name, value in part.state().items()}
         tensors["metric"] = torch.cat([v.detach().to("cpu", torch.float64) for v in values]) if values else torch.zeros(0, dtype=torch.float64)

@@ -35,9 +35,8 @@ from skn.model import LoadedModel
 from skn.probe import capture_activations
 from skn.prompt import splice
 from skn.rank import Neuron, rank_neurons
+from skn.rundir import PREDICTIVITY_FILE, PREDICTIVITY_JSON
 
-PREDICTIVITY_JSON = "predictivity.json"
-PREDICTIVITY_FILE = "predictivity.safetensors"
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from skn.folds import FoldStats
 from skn.groups import GroupSummaries, groups_from_json, groups_to_json
 from skn.holdout import HeldOutR, HoldoutResult
 from skn.null import NullResult, PermutationMode
-from skn.predictivity import PREDICTIVITY_FILE, PREDICTIVITY_JSON, PredictivityCounts, predictivity_record
+from skn.predictivity import PredictivityCounts, predictivity_record
 from skn.rank import Neuron
 from skn.replication import ALPHA, Replication
 from skn.result import ProbeResult, info_from_json, info_to_json
-from skn.rundir import (EXAMPLES_FILE, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURON_COLUMNS, NEURONS_CSV,
+from skn.rundir import (EXAMPLES_FILE, PREDICTIVITY_FILE, PREDICTIVITY_JSON, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURON_COLUMNS, NEURONS_CSV,
                         NEURONS_JSON, NULL_COLUMNS, RUN_FILE, STATS_FILE, TOP_ACTIVATIONS_FILE, load_tensors, read_json,
                         require_file, write_json, write_tensors, write_text, json_safe)
 from skn.stats import PearsonStats

@@ -43,7 +43,6 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from skn.errors import RunDirError
-from skn.predictivity import PREDICTIVITY_FILE, PREDICTIVITY_JSON
 from skn.version import __version__
 
 PROMPT_FILE = "prompt.safetensors"
@@ -55,6 +54,8 @@ EXAMPLES_FILE = "examples.jsonl"
 RUN_FILE = "run.json"
 GROUPS_FILE = "groups.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+PREDICTIVITY_JSON = "predictivity.json"  # with --score predictivity (skn.predictivity)
+PREDICTIVITY_FILE = "predictivity.safetensors"
 
 NEURON_COLUMNS = ("rank", "layer", "neuron", "position", "r")
 NULL_COLUMNS = ("p_adjusted", "p_cell", "significant")  # with the permutation null

@@ -16,7 +16,8 @@ from skn.run import write_run
 from skn.data import Example
 from skn.errors import UsageError
 from skn.layout import Template
-from skn.predictivity import PREDICTIVITY_JSON, PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity, _ranks
+from skn.rundir import PREDICTIVITY_JSON
+from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity, _ranks
 from skn.prompt import init_prompt
 
 from conftest import tiny_loaded
