@@ -24,14 +24,15 @@ from torch import Tensor
 from skn.backend import Backend, resolve_backend
 from skn.data import Example
 from skn.errors import MetricError, UsageError
-from skn.folds import assign_folds, plan_holdout
+from skn.exemplar_store import DEFAULT_STORE_BYTES, ActivationStore, ExemplarsPass, check_store_budget, top_activations
+from skn.folds import HoldoutPlan, assign_folds, plan_holdout
 from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, parse_metric
 from skn.model import LoadedModel
 from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
-from skn.probe import exemplar_pass, statistics_pass
+from skn.probe import PassObserver, statistics_pass
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult, ProbeSettings, RunInfo
@@ -68,6 +69,12 @@ class ProbeConfig:
         "no holdout).")})
     fused_mlp: bool = field(default=False, metadata={"help": (
         "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
+    exemplars_pass: ExemplarsPass = field(default=ExemplarsPass.AUTO, metadata={"help": (
+        "Where the top neurons' activations come from: auto = stored during the one pass (a second pass only for "
+        "layers over --exemplar-store); always = a second pass.")})
+    exemplar_store: int = field(default=DEFAULT_STORE_BYTES, metadata={"help": (
+        "Bytes of scratch disk (in TMPDIR) for the activation store: N x layers x P x neurons x itemsize; "
+        "over it the deepest layers that fit are kept.")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -77,6 +84,7 @@ class ProbeConfig:
         if self.n_exemplars < 0:
             raise UsageError(f"--exemplars must not be negative, got {self.n_exemplars}")
         check_null_config(self.null)
+        check_store_budget(self.exemplar_store)
 
 
 class MetricFailure(MetricError):
@@ -148,9 +156,25 @@ def probe(
     nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device)]
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
-    observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
+    observers: list[PassObserver] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)
+    store = (ActivationStore(sites.num_layers, prompt_len, sites.width, config.exemplar_store)
+             if config.exemplars_pass is ExemplarsPass.AUTO else None)
+    try:
+        return _probe_with(loaded, prompt, examples, rows, spec, config, progress, train_examples, confirm, plan,
+                           nulls, observers, store)
+    finally:
+        if store is not None:
+            store.close()  # the scratch file goes
+
+
+def _probe_with(
+    loaded: LoadedModel, prompt: Tensor, examples: tuple[Example, ...], rows: tuple[Encoded, ...], spec: MetricSpec,
+    config: ProbeConfig, progress: ProgressSink, train_examples: Sequence[Example], confirm: Tensor | None,
+    plan: HoldoutPlan, nulls: list[NullAccumulator], observers: list[PassObserver], store: ActivationStore | None,
+) -> ProbeResult:
+    prompt_len = int(prompt.shape[0])
     passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm,
-                             observers, fused_mlp=config.fused_mlp)
+                             observers + ([store] if store is not None else []), fused_mlp=config.fused_mlp)
     try:
         check_metric(spec, passed.metric, examples)
     except MetricError as err:
@@ -178,8 +202,9 @@ def probe(
     null = null_result(nulls[0].snapshot(), ranked_stats, neurons, config.reduce, config.null.alpha) if nulls else None
     timings["null_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
-    timings["exemplar_pass_s"] = time.perf_counter() - start
+    activations, source = top_activations(store, loaded, prompt, rows, neurons, config.batch_size, progress)
+    timings["exemplar_pass_s"] = source.second_pass_s
+    timings["exemplars_s"] = time.perf_counter() - start
     return ProbeResult(
         neurons=neurons,
         corr=corr,
@@ -191,7 +216,7 @@ def probe(
             probe_info(loaded, spec, config, len(examples), len(neurons), timings),
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note},
-                   "null": null_summary(null)},
+                   "null": null_summary(null), "exemplars": source.summary()},
         ),
         holdout=holdout,
         predictivity=counts,
