@@ -204,7 +204,7 @@ def _probe_with(
     start = time.perf_counter()
     activations, source = top_activations(store, loaded, prompt, rows, neurons, config.batch_size, progress)
     timings["exemplar_pass_s"] = source.second_pass_s
-    timings["exemplars_s"] = time.perf_counter() - start
+    timings["store_read_s"] = source.read_s
     return ProbeResult(
         neurons=neurons,
         corr=corr,

@@ -272,7 +272,7 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
     except MetricFailure as failure:
         write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
         raise
-    exemplars_line = exemplar_line(result.info.extra.get("exemplars"))
+    exemplars_line = exemplar_line(result.info.extra.get("exemplars"), result.info.timings.get("exemplar_pass_s", 0.0))
     if exemplars_line:
         notify(exemplars_line)
     timings = dict(result.info.timings)
