@@ -212,3 +212,12 @@ def test_stories_model_one_pass_equals_always(tmp_path: Path, capsys: pytest.Cap
     assert auto["_neurons"] == always["_neurons"]
     assert_same(auto["_activations"], always["_activations"], metric)  # type: ignore[arg-type]
     assert _exemplars(auto["_activations"]) == _exemplars(always["_activations"])
+
+
+def test_a_negative_budget_is_refused() -> None:
+    from skn.errors import UsageError
+
+    with pytest.raises(UsageError, match="--exemplar-store"):
+        ProbeConfig(exemplar_store=-1)
+    with pytest.raises(UsageError, match="--exemplar-store"):
+        ActivationStore(2, P, 8, -5)
