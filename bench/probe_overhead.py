@@ -11,6 +11,20 @@ measures, alternating the two so that machine noise hits both alike:
 whole passes over the N examples, the three in turn, best of --repeats rounds each (run it on a quiet
 machine). Peak RSS covers the whole child process: model, data and the streamed passes over all N.
 Prints a table of ratios. Usage: python bench/probe_overhead.py [--sizes 256,1024,4096] [--repeats 2]
+
+--end-to-end: whole processes instead (start-up, model build, the pass, ranking, null, holdout, the top
+activations, the run directory written), one fresh process per measurement, best of --repeats:
+
+    bare        : the model built and completion_scores over every batch (loss's forward)
+    bare-prompt : the model built and a forward of instruction + prompt only (a label's forward)
+    loss        : skn.api.probe --metric loss with the default config (null 100, the activation store)
+                  and skn.run.write_run, the library calls `skn probe` makes once it has a prompt
+    label       : the same with a label metric grp==a (the in-pass mode)
+    loss-always : loss with --exemplars-pass always (the second pass, as before issue #11)
+
+and prints, between the two sizes, slope = (t(N2) - t(N1)) / (t_bare(N2) - t_bare(N1)) so that
+process start-up cancels, and each process's peak RSS. Usage:
+    python bench/probe_overhead.py --end-to-end [--sizes 256,2048] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -87,12 +101,95 @@ def measure(n: int, repeats: int) -> dict[str, float]:
     return {"n": n, **best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+KINDS = ("bare", "bare-prompt", "loss", "label", "loss-always")
+BARE_OF = {"loss": "bare", "label": "bare-prompt", "loss-always": "bare"}
+
+
+def whole_process(kind: str, n: int) -> dict[str, object]:
+    """One end-to-end measurement, run as a fresh process (--whole KIND --child N)."""
+    import tempfile
+    from pathlib import Path
+
+    from skn.api import ProbeConfig, probe
+    from skn.data import Example
+    from skn.layout import make_batch
+    from skn.model import LoadedModel
+    from skn.run import write_run
+    from skn.scoring import completion_scores
+    from skn.probe import _forward_to_sites, capture_activations
+    from skn.exemplar_store import ExemplarsPass
+
+    start = time.perf_counter()
+    loaded, rows, examples, prompt = build(n)
+    assert isinstance(loaded, LoadedModel)
+    batch_size = 16
+    extra: dict[str, object] = {}
+    if kind == "bare":
+        with torch.no_grad():
+            for first in range(0, n, batch_size):
+                completion_scores(loaded, make_batch(rows[first : first + batch_size], 20, 0), prompt)
+    elif kind == "bare-prompt":
+        last = loaded.sites.num_layers - 1
+        with torch.no_grad(), capture_activations(loaded, [last], lambda layer, x: None, stop_after=last):
+            for first in range(0, n, batch_size):
+                _forward_to_sites(loaded, make_batch(rows[first : first + batch_size], 20, 0, with_completion=False), prompt)
+    else:
+        import skn.api
+        from skn.layout import Template
+
+        # the bench's rows are token ids already: the probe's encoding step hands them over as they are
+        skn.api.encode = lambda loaded, examples, template, prompt_len: tuple(rows)  # type: ignore[assignment]
+        labelled = [Example("", "", {"grp": "a" if i % 3 == 0 else "b"}, f"bench:{i}") for i in range(n)]
+        mode = ExemplarsPass.ALWAYS if kind == "loss-always" else ExemplarsPass.AUTO
+        config = ProbeConfig(batch_size=batch_size, top_k=10, template=Template.PLAIN, exemplars_pass=mode)
+        result = probe(loaded, prompt, labelled, "grp==a" if kind == "label" else "loss", config)
+        with tempfile.TemporaryDirectory() as out:
+            write_run(Path(out), result)
+        extra = {"exemplars": result.info.extra["exemplars"], "timings": dict(result.info.timings)}
+    return {"kind": kind, "n": n, "seconds": time.perf_counter() - start, **extra}
+
+
+def end_to_end(sizes: list[int], repeats: int) -> None:
+    print(f"torch {torch.__version__}, whole processes, best of {repeats}", flush=True)
+    best: dict[tuple[str, int], dict[str, object]] = {}
+    for n in sizes:
+        for _ in range(repeats):
+            for kind in KINDS:  # in turn, so that machine noise hits every kind alike
+                out = subprocess.run([sys.executable, __file__, "--whole", kind, "--child", str(n)],
+                                     check=True, capture_output=True, text=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(json.dumps(r), flush=True)
+                key = (kind, n)
+                if key not in best or float(r["seconds"]) < float(best[key]["seconds"]):  # type: ignore[arg-type]
+                    best[key] = r
+    lo, hi = sizes[0], sizes[-1]
+    print(f"{'kind':>12} " + " ".join(f"{'s@' + str(n):>9} {'RSS MB@' + str(n):>11}" for n in sizes)
+          + f" {'slope vs bare':>13} {'RSS ratio':>9}")
+    for kind in KINDS:
+        t = {n: float(best[(kind, n)]["seconds"]) for n in sizes}  # type: ignore[arg-type]
+        rss = {n: float(best[(kind, n)]["peak_rss_mb"]) for n in sizes}  # type: ignore[arg-type]
+        bare = BARE_OF.get(kind, kind)
+        tb = {n: float(best[(bare, n)]["seconds"]) for n in sizes}  # type: ignore[arg-type]
+        slope = (t[hi] - t[lo]) / (tb[hi] - tb[lo])
+        print(f"{kind:>12} " + " ".join(f"{t[n]:>9.2f} {rss[n]:>11.0f}" for n in sizes)
+              + f" {slope:>13.3f} {rss[hi] / rss[lo]:>9.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="256,1024,4096")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", type=int, default=0)
+    parser.add_argument("--end-to-end", action="store_true")
+    parser.add_argument("--whole", default="")
     args = parser.parse_args()
+    if args.whole:
+        print(json.dumps({**whole_process(args.whole, args.child),
+                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
+    if args.end_to_end:
+        end_to_end([int(s) for s in args.sizes.split(",")], args.repeats)
+        return
     if args.child:
         print(json.dumps(measure(args.child, args.repeats)))
         return

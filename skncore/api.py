@@ -24,7 +24,8 @@ from torch import Tensor
 from skn.backend import Backend, resolve_backend
 from skn.data import Example
 from skn.errors import MetricError, UsageError
-from skn.folds import assign_folds, plan_holdout
+from skn.exemplar_store import DEFAULT_STORE_BYTES, ActivationStore, ExemplarsPass, check_store_budget, top_activations
+from skn.folds import HoldoutPlan, assign_folds, plan_holdout
 from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
@@ -33,7 +34,7 @@ from skn.distributed import Ranks
 from skn.pass_checkpoint import PassCheckpoint
 from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
-from skn.probe import exemplar_pass, statistics_pass
+from skn.probe import PassObserver, statistics_pass
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult, ProbeSettings, RunInfo
@@ -72,6 +73,12 @@ class ProbeConfig:
         "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
     checkpoint_every: int = field(default=0, metadata={"help": (
         "Save the probe pass's state to the run directory every N batches (0 = never); --resume continues it.")})
+    exemplars_pass: ExemplarsPass = field(default=ExemplarsPass.AUTO, metadata={"help": (
+        "Where the top neurons' activations come from: auto = stored during the one pass (a second pass only for "
+        "layers over --exemplar-store); always = a second pass.")})
+    exemplar_store: int = field(default=DEFAULT_STORE_BYTES, metadata={"help": (
+        "Bytes of scratch disk (in TMPDIR) for the activation store: N x layers x P x neurons x itemsize; "
+        "over it the deepest layers that fit are kept.")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -83,6 +90,7 @@ class ProbeConfig:
         if self.checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every must not be negative, got {self.checkpoint_every}")
         check_null_config(self.null)
+        check_store_budget(self.exemplar_store)
 
 
 class MetricFailure(MetricError):
@@ -165,14 +173,34 @@ def probe(
     nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device)]
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
-    observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
+    observers: list[PassObserver] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)
     checkpoint = pass_checkpoint(loaded, config, out, resume)
     if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY):
         raise UsageError("under torchrun --checkpoint-every, --resume and --score predictivity are not available (one process only)")
+    # the one pass's activation store (skn.exemplar_store); a checkpointed or sharded pass reads the top activations
+    # in a second pass instead (the store's scratch file survives neither a restart nor another rank)
+    one_pass = config.exemplars_pass is ExemplarsPass.AUTO and checkpoint is None and not ranks.active
+    store = ActivationStore(sites.num_layers, prompt_len, sites.width, config.exemplar_store) if one_pass else None
+    try:
+        return _probe_with(loaded, prompt, examples, rows, spec, config, progress, train_examples, confirm, plan,
+                           nulls, observers, store, checkpoint, ranks)
+    finally:
+        if store is not None:
+            store.close()  # the scratch file goes
+
+
+def _probe_with(
+    loaded: LoadedModel, prompt: Tensor, examples: tuple[Example, ...], rows: tuple[Encoded, ...], spec: MetricSpec,
+    config: ProbeConfig, progress: ProgressSink, train_examples: Sequence[Example], confirm: Tensor | None,
+    plan: HoldoutPlan, nulls: list[NullAccumulator], observers: list[PassObserver], store: ActivationStore | None,
+    checkpoint: PassCheckpoint | None, ranks: Ranks,
+) -> ProbeResult:
+    prompt_len = int(prompt.shape[0])
     part = ranks.shard(len(rows), config.batch_size)
     known_all = metric_before_pass(spec, examples) if spec.known_before_pass and ranks.active else None
     passed = statistics_pass(loaded, prompt, rows[part], examples[part], spec, config.batch_size, config.backend, progress,
-                             confirm[part] if confirm is not None else None, ranks.observers(observers, len(rows), known_all, config.batch_size),
+                             confirm[part] if confirm is not None else None,
+                             ranks.observers(observers, len(rows), known_all, config.batch_size) + ([store] if store is not None else []),
                              fused_mlp=config.fused_mlp, checkpoint=checkpoint)
     passed = ranks.merge_pass(passed, len(rows), confirm, config.batch_size)
     try:
@@ -202,10 +230,10 @@ def probe(
     null_state = replace(nulls[0].snapshot(), comoments=ranks.merge_null(nulls[0].state())) if nulls else None
     null = null_result(null_state, ranked_stats, neurons, config.reduce, config.null.alpha) if null_state is not None else None
     timings["null_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    activations = ranks.gather_rows(exemplar_pass(loaded, prompt, rows[part], neurons, config.batch_size, progress), len(rows),
-                                    config.batch_size)
-    timings["exemplar_pass_s"] = time.perf_counter() - start
+    local, source = top_activations(store, loaded, prompt, rows[part], neurons, config.batch_size, progress)
+    activations = ranks.gather_rows(local, len(rows), config.batch_size)
+    timings["exemplar_pass_s"] = source.second_pass_s
+    timings["store_read_s"] = source.read_s
     return with_passing(ProbeResult(
         neurons=neurons,
         corr=corr,
@@ -217,7 +245,7 @@ def probe(
             probe_info(loaded, spec, config, len(examples), len(neurons), timings),
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note},
-                   "null": null_summary(null),
+                   "null": null_summary(null), "exemplars": source.summary(),
                    **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {})},
         ),
         holdout=holdout,

@@ -8,8 +8,9 @@ after the last layer: the completion is not even fed. When the metric comes from
 confidence, correct, python:) the pass keeps one batch's prompt-position activations, [L, B, P, m],
 and merges them once the batch's metric is known.
 
-A second, shorter pass reads the top neurons' activations for the exemplars: it feeds only the
-instruction and the prompt (activations at prompt positions do not depend on what follows) and
+The top neurons' activations for the exemplars come from the same pass (skn.exemplar_store, an
+observer). `exemplar_pass` is the second, shorter pass for what the store does not keep: it feeds only
+the instruction and the prompt (activations at prompt positions do not depend on what follows) and
 stops at the deepest top layer.
 """
 

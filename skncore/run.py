@@ -24,6 +24,7 @@ from skn import zoo
 from skn.api import MetricFailure, Score, probe, train
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
+from skn.exemplar_store import exemplar_line
 from skn.folds import plan_holdout
 from skn.fused_mlp import unsupported_reason
 from skn.groups import field_values, group_summaries
@@ -301,6 +302,9 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
         if out is not None and not ranks.active:  # several ranks: nothing of a failed run is kept
             write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
         raise
+    exemplars_line = exemplar_line(result.info.extra.get("exemplars"), result.info.timings.get("exemplar_pass_s", 0.0))
+    if exemplars_line:
+        notify(exemplars_line)
     timings = dict(result.info.timings)
     timings["total_s"] = time.perf_counter() - start
     if trained is not None:

@@ -90,7 +90,8 @@ def test_interrupted_pass_resumes_bitwise(tmp_path: Path, metric: str, holdout: 
     data = examples(30)
     prompt = init_prompt(loaded, P, seed=0)
     config = ProbeConfig(batch_size=4, top_k=5, holdout=holdout, null=NullConfig(19, 0.05, 3), checkpoint_every=2)
-    whole = probe(loaded, prompt, data, metric, config)
+    (tmp_path / "whole").mkdir()  # the same command uninterrupted (checkpointed too: its exemplars then come
+    whole = probe(loaded, prompt, data, metric, config, out=tmp_path / "whole")  # from a second pass, as a resumed run's)
     with pytest.raises(Interrupted):  # in batch 5 (examples 16..19): the checkpoint after batch 4 holds 16
         probe(loaded, prompt, data, metric, config, StopAfter(18), out=tmp_path)  # type: ignore[arg-type]
     assert (tmp_path / PASS_CHECKPOINT_FILE).is_file()
