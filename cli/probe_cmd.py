@@ -48,6 +48,7 @@ from skn.cli.render import print_groups, print_run
 @click.option("--seeds", default="", metavar="S,S,...",
               help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @option("--fused-mlp", ProbeConfig, "fused_mlp")
+@option("--control", ProbeConfig, "control", metavar="NAME[,NAME...]")
 @threads_option
 @click.option("--dry-run", is_flag=True, help="Print the memory plan (no weight loads) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as one JSON object (peak_bytes = the estimated peak).")
@@ -59,7 +60,7 @@ def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
     reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str,
-    fused_mlp: bool, threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
+    fused_mlp: bool, control: tuple[str, ...], threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
     out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
@@ -71,6 +72,7 @@ def probe_command(
       skn probe
       skn probe --model ../shared/models/stories260K-hf --data train.jsonl --val-data val.jsonl \\
                 --metric loss --out RUN
+      skn probe --task arithmetic --metric loss --control instruction_tokens,digits
     """
     request = ProbeRequest(
         model=model,
@@ -78,7 +80,8 @@ def probe_command(
         train=train,
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
                           backend=Backend(backend), template=data.template, holdout=holdout, score=Score(score),
-                          null=NullConfig(null_permutations, alpha, data.seed), fused_mlp=fused_mlp),
+                          null=NullConfig(null_permutations, alpha, data.seed), fused_mlp=fused_mlp,
+                          control=tuple(control)),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),
@@ -102,7 +105,8 @@ def probe_command(
         return
     notices = Console(stderr=True)
     result = run_probe(request, RichProgress(), notify=lambda line: notices.print(Text(line, style="yellow"), soft_wrap=True))
-    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null,
+                  result.partial)
     if result.groups is not None:
         print_groups(console, result.groups)
     if report:
@@ -115,7 +119,8 @@ def _probe_seeds(console: Console, request: ProbeRequest, seeds: tuple[int, ...]
     out = Path(request.out)
     for seed, result in zip(done.seeds, done.outcomes, strict=True):
         console.print(Text(f"seed {seed}", style="bold"))
-        print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
+        print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null,
+                  result.partial)
         if report:
             console.print(Text(f"report: {write_report(subrun_dir(out, seed), exemplar_count=n_exemplars)}"))
     if done.comparison is not None:

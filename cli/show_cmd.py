@@ -26,7 +26,7 @@ def show_command(run: Path, n_exemplars: int) -> None:
     """
     result = read_probe_run(run)
     console = Console()
-    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null)
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout, result.null, result.partial)
     if result.groups is not None:
         print_groups(console, result.groups)
     if (run / ABLATION_FILE).is_file():

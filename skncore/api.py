@@ -27,11 +27,14 @@ from skn.errors import MetricError, UsageError
 from skn.folds import assign_folds, plan_holdout
 from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
-from skn.metrics import MetricSpec, check_metric, parse_metric
+from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.model import LoadedModel
 from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
+from skn.partial import (CovariateAccumulator, CovariateStats, FoldCovariates, PartialResult, check_controls,
+                         check_metric_residual, covariate_r, covariate_stats, covariate_values, merge_covariates,
+                         parse_controls, partial_correlation)
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
-from skn.probe import exemplar_pass, statistics_pass
+from skn.probe import PassObserver, exemplar_pass, statistics_pass
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult, ProbeSettings, RunInfo
@@ -68,6 +71,9 @@ class ProbeConfig:
         "no holdout).")})
     fused_mlp: bool = field(default=False, metadata={"help": (
         "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
+    control: tuple[str, ...] = field(default=(), metadata={"help": (
+        "Rank by the partial r given these covariates: numeric fields, FIELD==VALUE, instruction_tokens, "
+        "completion_tokens (comma-separated or repeated; the null permutes the metric's residual on them).")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -77,6 +83,10 @@ class ProbeConfig:
         if self.n_exemplars < 0:
             raise UsageError(f"--exemplars must not be negative, got {self.n_exemplars}")
         check_null_config(self.null)
+        if self.control:
+            parse_controls(self.control)  # a bad name fails where the config is made
+            if self.score is Score.PREDICTIVITY:
+                raise UsageError("--control ranks by the partial r; it does not apply to --score predictivity")
 
 
 class MetricFailure(MetricError):
@@ -120,6 +130,24 @@ def train(
     return result
 
 
+def control_values(loaded: LoadedModel | None, examples: Sequence[Example], config: ProbeConfig, prompt_len: int,
+                   rows: Sequence[Encoded] | None = None) -> Tensor | None:
+    """[N, q] the covariates of `config.control` on `examples` (None without), checked: none constant, none
+    collinear with the others, on all examples and on each holdout fold. The token counts need the model's
+    tokenizer (`loaded`) or the encoded `rows`."""
+    covariates = parse_controls(config.control)
+    if not covariates:
+        return None
+    if rows is None and any(c.needs_tokens for c in covariates):
+        if loaded is None:
+            return None  # checked again once the model is loaded
+        rows = encode(loaded, examples, config.template, prompt_len)
+    z = covariate_values(covariates, examples, rows)
+    plan = plan_holdout(config.holdout, len(examples))
+    check_controls([c.text for c in covariates], z, assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None)
+    return z
+
+
 def probe(
     loaded: LoadedModel,
     prompt: Tensor,
@@ -145,16 +173,43 @@ def probe(
     plan = plan_holdout(0.0 if config.score is Score.PREDICTIVITY else config.holdout, len(examples))
     confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
     sites = loaded.sites
-    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device)]
+    z = control_values(loaded, examples, config, prompt_len, rows)
+    names = tuple(c.text for c in parse_controls(config.control))
+    if z is not None and spec.known_before_pass:
+        check_metric_residual(spec.text, names, z, metric_before_pass(spec, examples))
+    ranked_z = z if z is None or confirm is None else z[~confirm]
+    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device, ranked_z)]
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
-    observers = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else nulls
+    observers: list[PassObserver] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)
+    comoments = (CovariateAccumulator(z, confirm.long() if confirm is not None else torch.zeros(len(examples), dtype=torch.long),
+                                      2 if confirm is not None else 1, sites.num_layers, prompt_len, sites.width, loaded.device)
+                 if z is not None else None)
+    if comoments is not None:
+        observers.append(comoments)
     passed = statistics_pass(loaded, prompt, rows, examples, spec, config.batch_size, config.backend, progress, confirm,
                              observers, fused_mlp=config.fused_mlp)
     try:
         check_metric(spec, passed.metric, examples)
+        if z is not None:
+            check_metric_residual(spec.text, names, z, passed.metric)
+            if confirm is not None:
+                check_metric_residual(spec.text, names, z[~confirm], passed.metric[~confirm], "selection fold")
+                check_metric_residual(spec.text, names, z[confirm], passed.metric[confirm], "confirmation fold")
     except MetricError as err:
         raise MetricFailure(err, passed.metric) from None
+    ranked_cov: CovariateStats | None = None
+    fold_cov: FoldCovariates | None = None
+    full_cov: CovariateStats | None = None
+    if z is not None and comoments is not None:
+        y = passed.metric
+        if confirm is not None and passed.folds is not None:
+            selection = covariate_stats(names, z[~confirm], y[~confirm], comoments.fold_xz(0))
+            confirmation = covariate_stats(names, z[confirm], y[confirm], comoments.fold_xz(1))
+            full_cov = merge_covariates(selection, confirmation, passed.folds.selection, passed.folds.confirmation, z, y)
+            fold_cov, ranked_cov = FoldCovariates(selection, confirmation, full_cov), selection
+        else:
+            full_cov = ranked_cov = covariate_stats(names, z, y, comoments.fold_xz(0))
     holdout: HoldoutResult | None = None
     counts: PredictivityCounts | None = None
     timings: dict[str, float] = {"probe_pass_s": passed.seconds}
@@ -167,15 +222,21 @@ def probe(
         neurons = rank_by_predictivity(counts, corr, config.top_k)
         timings["predictivity_s"] = time.perf_counter() - start
     elif passed.folds is not None:
-        ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed)
+        ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed, fold_cov)
         corr, neurons, holdout = ranked.corr, ranked.neurons, ranked.holdout
     else:
-        corr = correlation(passed.stats)
+        corr = correlation(passed.stats) if full_cov is None else partial_correlation(passed.stats, full_cov)
         neurons = rank_neurons(corr, config.top_k, config.reduce)
     check_some_finite(corr, passed.stats.m2_y, passed.metric)
     start = time.perf_counter()
     ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
-    null = null_result(nulls[0].snapshot(), ranked_stats, neurons, config.reduce, config.null.alpha) if nulls else None
+    null = (null_result(nulls[0].snapshot(), ranked_stats, neurons, config.reduce, config.null.alpha, ranked_cov)
+            if nulls else None)
+    partial: PartialResult | None = None
+    if full_cov is not None:
+        raw = correlation(ranked_stats)
+        partial = PartialResult(names, covariate_r(full_cov, passed.stats.m2_y), raw,
+                                tuple(float(raw[n.layer, n.position, n.index]) for n in neurons))
     timings["null_s"] = time.perf_counter() - start
     start = time.perf_counter()
     activations = exemplar_pass(loaded, prompt, rows, neurons, config.batch_size, progress)
@@ -191,11 +252,13 @@ def probe(
             probe_info(loaded, spec, config, len(examples), len(neurons), timings),
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note},
-                   "null": null_summary(null)},
+                   "null": null_summary(null),
+                   **({"control": partial.summary()} if partial is not None else {})},
         ),
         holdout=holdout,
         predictivity=counts,
         null=null,
+        partial=partial,
     )
 
 
