@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace as dc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,6 +236,40 @@ def test_api_probe_with_control_smoke(tmp_path: Path) -> None:
         assert r_raw == pytest.approx(float(raw[n.layer, n.position, n.index]))
         assert n.r == pytest.approx(float(result.corr[n.layer, n.position, n.index]))
     assert not torch.equal(result.corr, raw)
+    # the run directory keeps both r, and every view shows them
+    from dataclasses import replace as dc_replace
+
+    from skn.plots import overview_figures
+    from skn.probe_files import read_probe_run, write_probe_run
+    from skn.report import render_report
+
+    out = tmp_path / "run"
+    out.mkdir()
+    write_probe_run(out, result)
+    back = read_probe_run(out)
+    assert back.partial is not None and back.partial.raw_r == pytest.approx(result.partial.raw_r, nan_ok=True)
+    assert back.partial.names == ("instruction_tokens",) and torch.equal(back.corr, result.corr)
+    assert back.partial.metric_r == pytest.approx(result.partial.metric_r)
+    figures = {f.name: f.figure for f in overview_figures(back)}
+    gids = {str(p.get_gid()) for p in figures["score_histogram"].axes[0].patches}
+    assert {"hist", "raw_hist"} <= gids
+    page = render_report(dc_replace(back))
+    assert "raw r" in page and "partial r given instruction_tokens" in page
+
+
+def test_memory_plan_counts_the_covariate_moments() -> None:
+    from skn.memory import Workload, plan
+    from skn.quantize import Quantize
+
+    from helpers import tiny_model
+    from skn.memory import model_shape
+
+    shape = model_shape(tiny_model("llama").config)
+    base = Workload(4, 50, 6, 5, False, False, True, null_permutations=99, folds=True)
+    cells = shape.layers * 5 * shape.width
+    plain = plan(shape, base, torch.float32, Quantize.NONE, torch.device("cpu"), None)
+    two = plan(shape, dc(base, covariates=2), torch.float32, Quantize.NONE, torch.device("cpu"), None)
+    assert two.stats_bytes - plain.stats_bytes == 8 * 2 * cells * 2 + 2 * 8 * cells * 99 + 4 * 2 * 100 * cells
 
 
 @pytest.mark.slow
