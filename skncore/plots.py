@@ -163,10 +163,11 @@ def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: 
     top = max(top, float(raw_magnitudes.max()) if raw_magnitudes.size else 0.0)
     bins = np.linspace(0.0, max(top, threshold, noise or 0.0) * 1.02 + 1e-12, 61)
     kind = "partial r" if raw is not None else "r"
-    ax.hist(magnitudes, bins=bins.tolist(), color="0.45", gid="hist", label=f"{magnitudes.size} neurons: best |{kind}|")
+    label = f"{magnitudes.size} neurons" + (" (partial r)" if raw is not None else "")
+    ax.hist(magnitudes, bins=bins.tolist(), color="0.45", gid="hist", label=label)
     if raw is not None:
         ax.hist(raw_magnitudes, bins=bins.tolist(), histtype="step", color="C0", lw=1.4, gid="raw_hist",
-                label="the same neurons' best raw |r| (no covariates)")
+                label="raw r (no covariates)")
     ax.axvline(threshold, color="red", ls="--", lw=1.6, gid="threshold", label=f"top-{top_k} threshold |r| = {threshold:.3f}")
     ax.annotate(f"|r| = {threshold:.3f}", xy=(threshold, 0.5), xycoords=("data", "axes fraction"),
                 xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="red", fontsize=9,
