@@ -53,6 +53,7 @@ from skn.cli.render import print_groups, print_result
 @option("--checkpoint-every", ProbeConfig, "checkpoint_every", metavar="N")
 @option("--exemplars-pass", ProbeConfig, "exemplars_pass", type=click.Choice([e.value for e in ExemplarsPass]))
 @option("--exemplar-store", ProbeConfig, "exemplar_store", metavar="BYTES", type=click.IntRange(min=0))
+@option("--control", ProbeConfig, "control", metavar="NAME[,NAME...]")
 @threads_option
 @click.option("--dry-run", is_flag=True, help="Print the memory plan (no weight loads) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as one JSON object (peak_bytes = the estimated peak).")
@@ -64,7 +65,7 @@ def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
     reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str,
-    fused_mlp: bool, checkpoint_every: int, exemplars_pass: str, exemplar_store: int, threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
+    fused_mlp: bool, checkpoint_every: int, exemplars_pass: str, exemplar_store: int, control: tuple[str, ...], threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
     out: str,
 ) -> None:
     """Find the neurons whose activation on the soft prompt correlates with a metric.
@@ -76,6 +77,7 @@ def probe_command(
       skn probe
       skn probe --model ../shared/models/stories260K-hf --data train.jsonl --val-data val.jsonl \\
                 --metric loss --out RUN
+      skn probe --task arithmetic --metric loss --control instruction_tokens,digits
     """
     request = ProbeRequest(
         model=model,
@@ -84,7 +86,7 @@ def probe_command(
         probe=ProbeConfig(batch_size=train.batch_size, top_k=top_k, n_exemplars=n_exemplars, reduce=Reduce(reduce),
                           backend=Backend(backend), template=data.template, holdout=holdout, score=Score(score),
                           null=NullConfig(null_permutations, alpha, data.seed), fused_mlp=fused_mlp, checkpoint_every=checkpoint_every,
-                          exemplars_pass=ExemplarsPass(exemplars_pass), exemplar_store=exemplar_store),
+                          exemplars_pass=ExemplarsPass(exemplars_pass), exemplar_store=exemplar_store, control=tuple(control)),
         metric=metric,
         prompt=prompt,
         group_by=tuple(group_by),

@@ -23,6 +23,7 @@ from skn.groups import GroupSummaries, Summary, value_label
 from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
 from skn.null import NullResult
 from skn.passing import PassingCounts
+from skn.partial import PartialResult, control_line
 from skn.rank import Neuron, exemplars
 from skn.result import ProbeResult, RunInfo
 
@@ -57,16 +58,18 @@ def held_out_cell(h: HeldOutR) -> str:
 
 
 def number_columns(
-    neurons: Sequence[Neuron], null: NullResult | None = None, held_out: Sequence[HeldOutR] = ()
+    neurons: Sequence[Neuron], null: NullResult | None = None, held_out: Sequence[HeldOutR] = (), raw_r: Sequence[float] = ()
 ) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """The names and cells of the columns that never shrink: rank, layer, neuron, pos, r, and p (with the
-    null) and r held out (with a holdout)."""
-    names = NUMBER_COLUMNS + (("p",) if null is not None else ()) + (("r held out",) if held_out else ())
+    """The names and cells of the columns that never shrink: rank, layer, neuron, pos, r, raw r (with
+    --control, where r is the partial r), p (with the null) and r held out (with a holdout)."""
+    names = (NUMBER_COLUMNS + (("raw r",) if raw_r else ()) + (("p",) if null is not None else ())
+             + (("r held out",) if held_out else ()))
     rows = []
     for k, n in enumerate(neurons):
+        raw = (_r_text(raw_r[k]),) if raw_r else ()
         p = (p_text(null.p_adjusted[k], null.significant[k]),) if null is not None else ()
         h = (held_out_cell(held_out[k]),) if held_out else ()
-        rows.append(_number_cells(n) + p + h)
+        rows.append(_number_cells(n) + raw + p + h)
     return names, rows
 
 
@@ -100,13 +103,14 @@ def neuron_table(
     null: NullResult | None = None,
     held_out: Sequence[HeldOutR] = (),
     caption: str = "",
+    raw_r: Sequence[float] = (),
 ) -> Table:
     """rank, layer, neuron, position, r, (with the null) the adjusted p, (with a holdout) r held out with its
     95% interval, and the most/least activating examples (activation: text); `combined` puts both lists in
     one column (most first, then least) for narrow consoles."""
     table = Table(title=Text(title), title_justify="left", show_lines=True, caption=Text(caption) if caption else None,
                   caption_justify="left")
-    names, number_rows = number_columns(neurons, null, held_out)
+    names, number_rows = number_columns(neurons, null, held_out, raw_r)
     _add_number_columns(table, _widths(names, number_rows), names)
     headers = ("most / least activating",) if combined else ("most activating", "least activating")
     for name in headers:
@@ -127,9 +131,9 @@ def neuron_table(
 
 
 def text_layout(console_width: int, neurons: Sequence[Neuron], null: NullResult | None = None,
-                held_out: Sequence[HeldOutR] = ()) -> tuple[int, bool]:
+                held_out: Sequence[HeldOutR] = (), raw_r: Sequence[float] = ()) -> tuple[int, bool]:
     """(width of each text column, combined?) so that the whole table fits `console_width`."""
-    fixed = table_width(number_widths(neurons, null, held_out))  # includes the rule after the last number column
+    fixed = table_width(_widths(*number_columns(neurons, null, held_out, raw_r)))  # includes the rule after the last number column
     two = (console_width - fixed) // 2 - 3  # each text column adds padding 2 and one rule
     if two >= MIN_TEXT:
         return min(two, 72), False
@@ -175,20 +179,25 @@ def table_caption(holdout: HoldoutResult | None, note: str, passing: PassingCoun
 
 def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activations: Tensor,
               examples: Sequence[Example], n_exemplars: int, holdout: HoldoutResult | None = None,
-              null: NullResult | None = None, passing: PassingCounts | None = None, title: str = "") -> None:
+              null: NullResult | None = None, passing: PassingCounts | None = None, partial: PartialResult | None = None,
+              title: str = "") -> None:
     console.print(summary_line(info))
     held_out = holdout.per_neuron if holdout is not None else ()
+    raw_r = partial.raw_r if partial is not None else ()
     note = str(summary_from_info(info.extra).get("note", ""))
-    width, combined = text_layout(console.width, neurons, null, held_out)
+    width, combined = text_layout(console.width, neurons, null, held_out, raw_r)
+    caption = table_caption(holdout, note, passing)
+    if partial is not None:
+        caption = control_line(partial) + ("\n" + caption if caption else "")
     console.print(neuron_table(neurons, activations, examples, n_exemplars, title or f"top {len(neurons)} neurons", width,
-                               combined, null, held_out, table_caption(holdout, note, passing)))
+                               combined, null, held_out, caption, raw_r))
     console.print(Text(null_line(null, len(neurons))))
 
 
 def print_result(console: Console, result: ProbeResult, n_exemplars: int, title: str = "") -> None:
     """A run's summary line, its top-neuron table (holdout and passing counts in the caption) and the null's line."""
     print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout,
-              result.null, result.passing, title)
+              result.null, result.passing, result.partial, title)
 
 
 def _group_cell(s: Summary) -> str:

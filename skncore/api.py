@@ -33,6 +33,9 @@ from skn.model import LoadedModel
 from skn.distributed import Ranks
 from skn.pass_checkpoint import PassCheckpoint
 from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
+from skn.partial import (CovariateAccumulator, CovariateStats, FoldCovariates, PartialResult, check_controls,
+                         check_metric_residual, covariate_r, covariate_stats, covariate_values, merge_covariates,
+                         parse_controls, partial_correlation)
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.probe import PassObserver, statistics_pass
 from skn.progress import ProgressSink, SilentProgress
@@ -79,6 +82,9 @@ class ProbeConfig:
     exemplar_store: int = field(default=DEFAULT_STORE_BYTES, metadata={"help": (
         "Bytes of scratch disk (in TMPDIR) for the activation store: N x layers x P x neurons x itemsize; "
         "over it the deepest layers that fit are kept.")})
+    control: tuple[str, ...] = field(default=(), metadata={"help": (
+        "Rank by the partial r given these covariates: numeric fields, FIELD==VALUE, instruction_tokens, "
+        "completion_tokens (comma-separated or repeated; the null permutes the metric's residual on them).")})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -91,6 +97,10 @@ class ProbeConfig:
             raise UsageError(f"--checkpoint-every must not be negative, got {self.checkpoint_every}")
         check_null_config(self.null)
         check_store_budget(self.exemplar_store)
+        if self.control:
+            parse_controls(self.control)  # a bad name fails where the config is made
+            if self.score is Score.PREDICTIVITY:
+                raise UsageError("--control ranks by the partial r; it does not apply to --score predictivity")
 
 
 class MetricFailure(MetricError):
@@ -136,6 +146,24 @@ def train(
     return result
 
 
+def control_values(loaded: LoadedModel | None, examples: Sequence[Example], config: ProbeConfig, prompt_len: int,
+                   rows: Sequence[Encoded] | None = None) -> Tensor | None:
+    """[N, q] the covariates of `config.control` on `examples` (None without), checked: none constant, none
+    collinear with the others, on all examples and on each holdout fold. The token counts need the model's
+    tokenizer (`loaded`) or the encoded `rows`."""
+    covariates = parse_controls(config.control)
+    if not covariates:
+        return None
+    if rows is None and any(c.needs_tokens for c in covariates):
+        if loaded is None:
+            return None  # checked again once the model is loaded
+        rows = encode(loaded, examples, config.template, prompt_len)
+    z = covariate_values(covariates, examples, rows)
+    plan = plan_holdout(config.holdout, len(examples))
+    check_controls([c.text for c in covariates], z, assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None)
+    return z
+
+
 def probe(
     loaded: LoadedModel,
     prompt: Tensor,
@@ -170,32 +198,53 @@ def probe(
     plan = plan_holdout(0.0 if config.score is Score.PREDICTIVITY else config.holdout, len(examples))
     confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
     sites = loaded.sites
-    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device)]
+    z = control_values(loaded, examples, config, prompt_len, rows)
+    names = tuple(c.text for c in parse_controls(config.control))
+    if z is not None and spec.known_before_pass:
+        check_metric_residual(spec.text, names, z, metric_before_pass(spec, examples))
+    ranked_z = z if z is None or confirm is None else z[~confirm]
+    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device, ranked_z)]
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
     observers: list[PassObserver] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)
+    comoments = (CovariateAccumulator(z, confirm.long() if confirm is not None else torch.zeros(len(examples), dtype=torch.long),
+                                      2 if confirm is not None else 1, sites.num_layers, prompt_len, sites.width, loaded.device)
+                 if z is not None else None)
+    if comoments is not None:
+        observers.append(comoments)
     checkpoint = pass_checkpoint(loaded, config, out, resume)
-    if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY):
-        raise UsageError("under torchrun --checkpoint-every, --resume and --score predictivity are not available (one process only)")
+    if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY or z is not None):
+        raise UsageError("under torchrun --checkpoint-every, --resume, --control and --score predictivity are not available "
+                         "(one process only)")
     # the one pass's activation store (skn.exemplar_store); a checkpointed or sharded pass reads the top activations
     # in a second pass instead (the store's scratch file survives neither a restart nor another rank)
     one_pass = config.exemplars_pass is ExemplarsPass.AUTO and checkpoint is None and not ranks.active
     store = ActivationStore(sites.num_layers, prompt_len, sites.width, config.exemplar_store) if one_pass else None
     try:
         return _probe_with(loaded, prompt, examples, rows, spec, config, progress, train_examples, confirm, plan,
-                           nulls, observers, store, checkpoint, ranks)
+                           nulls, observers, store, checkpoint, ranks, Controls(names, z, comoments))
     finally:
         if store is not None:
             store.close()  # the scratch file goes
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The covariates of --control: their names, values [N, q] and the pass's co-moments with them (None without)."""
+
+    names: tuple[str, ...]
+    values: Tensor | None
+    comoments: CovariateAccumulator | None
 
 
 def _probe_with(
     loaded: LoadedModel, prompt: Tensor, examples: tuple[Example, ...], rows: tuple[Encoded, ...], spec: MetricSpec,
     config: ProbeConfig, progress: ProgressSink, train_examples: Sequence[Example], confirm: Tensor | None,
     plan: HoldoutPlan, nulls: list[NullAccumulator], observers: list[PassObserver], store: ActivationStore | None,
-    checkpoint: PassCheckpoint | None, ranks: Ranks,
+    checkpoint: PassCheckpoint | None, ranks: Ranks, controls: Controls,
 ) -> ProbeResult:
     prompt_len = int(prompt.shape[0])
+    names, z, comoments = controls.names, controls.values, controls.comoments
     part = ranks.shard(len(rows), config.batch_size)
     known_all = metric_before_pass(spec, examples) if spec.known_before_pass and ranks.active else None
     passed = statistics_pass(loaded, prompt, rows[part], examples[part], spec, config.batch_size, config.backend, progress,
@@ -205,8 +254,25 @@ def _probe_with(
     passed = ranks.merge_pass(passed, len(rows), confirm, config.batch_size)
     try:
         check_metric(spec, passed.metric, examples)
+        if z is not None:
+            check_metric_residual(spec.text, names, z, passed.metric)
+            if confirm is not None:
+                check_metric_residual(spec.text, names, z[~confirm], passed.metric[~confirm], "selection fold")
+                check_metric_residual(spec.text, names, z[confirm], passed.metric[confirm], "confirmation fold")
     except MetricError as err:
         raise MetricFailure(err, passed.metric) from None
+    ranked_cov: CovariateStats | None = None
+    fold_cov: FoldCovariates | None = None
+    full_cov: CovariateStats | None = None
+    if z is not None and comoments is not None:
+        y = passed.metric
+        if confirm is not None and passed.folds is not None:
+            selection = covariate_stats(names, z[~confirm], y[~confirm], comoments.fold_xz(0))
+            confirmation = covariate_stats(names, z[confirm], y[confirm], comoments.fold_xz(1))
+            full_cov = merge_covariates(selection, confirmation, passed.folds.selection, passed.folds.confirmation, z, y)
+            fold_cov, ranked_cov = FoldCovariates(selection, confirmation, full_cov), selection
+        else:
+            full_cov = ranked_cov = covariate_stats(names, z, y, comoments.fold_xz(0))
     holdout: HoldoutResult | None = None
     counts: PredictivityCounts | None = None
     timings: dict[str, float] = {"probe_pass_s": passed.seconds}
@@ -219,16 +285,22 @@ def _probe_with(
         neurons = rank_by_predictivity(counts, corr, config.top_k)
         timings["predictivity_s"] = time.perf_counter() - start
     elif passed.folds is not None:
-        ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed)
+        ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed, fold_cov)
         corr, neurons, holdout = ranked.corr, ranked.neurons, ranked.holdout
     else:
-        corr = correlation(passed.stats)
+        corr = correlation(passed.stats) if full_cov is None else partial_correlation(passed.stats, full_cov)
         neurons = rank_neurons(corr, config.top_k, config.reduce)
     check_some_finite(corr, passed.stats.m2_y, passed.metric)
     start = time.perf_counter()
     ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
     null_state = replace(nulls[0].snapshot(), comoments=ranks.merge_null(nulls[0].state())) if nulls else None
-    null = null_result(null_state, ranked_stats, neurons, config.reduce, config.null.alpha) if null_state is not None else None
+    null = (null_result(null_state, ranked_stats, neurons, config.reduce, config.null.alpha, ranked_cov)
+            if null_state is not None else None)
+    partial: PartialResult | None = None
+    if full_cov is not None:
+        raw = correlation(ranked_stats)
+        partial = PartialResult(names, covariate_r(full_cov, passed.stats.m2_y), raw,
+                                tuple(float(raw[n.layer, n.position, n.index]) for n in neurons))
     timings["null_s"] = time.perf_counter() - start
     local, source = top_activations(store, loaded, prompt, rows[part], neurons, config.batch_size, progress)
     activations = ranks.gather_rows(local, len(rows), config.batch_size)
@@ -246,11 +318,13 @@ def _probe_with(
             extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note},
                    "null": null_summary(null), "exemplars": source.summary(),
-                   **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {})},
+                   **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {}),
+                   **({"control": partial.summary()} if partial is not None else {})},
         ),
         holdout=holdout,
         predictivity=counts,
         null=null,
+        partial=partial,
     ))
 
 

@@ -9,6 +9,10 @@
 
 The r to quote, and to hold against a threshold, is the held-out one: it was measured on examples that
 played no part in choosing the neuron.
+
+With covariates (`--control`, skn.partial) every r above is the partial r given them, from each fold's own
+co-moments with the covariates; its Fisher-z interval and the replication's p use n - q (a partial r on n
+examples given q covariates is distributed as a plain r on n - q).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import Tensor
 
 from skn.fisher import fisher_interval
 from skn.folds import FoldStats
+from skn.partial import FoldCovariates, partial_correlation
 from skn.rank import Neuron, Reduce, rank_neurons
 from skn.replication import Replication, cross_fit
 from skn.stats import PearsonStats, correlation
@@ -99,16 +104,24 @@ class Ranked:
     holdout: HoldoutResult
 
 
-def rank_with_holdout(folds: FoldStats, top_k: int, reduce: Reduce, fraction: float, seed: int) -> Ranked:
-    """Rank on the selection fold, measure on the others, cross-fit (see the module docstring)."""
+def rank_with_holdout(folds: FoldStats, top_k: int, reduce: Reduce, fraction: float, seed: int,
+                      covariates: FoldCovariates | None = None) -> Ranked:
+    """Rank on the selection fold, measure on the others, cross-fit (see the module docstring); with
+    `covariates`, on each fold's partial r."""
     full = folds.full
-    corr = correlation(full)
-    corr_selection = correlation(folds.selection)
-    corr_confirmation = correlation(folds.confirmation)
+    if covariates is None:
+        corr, corr_selection, corr_confirmation = correlation(full), correlation(folds.selection), correlation(folds.confirmation)
+        q = 0
+    else:
+        corr = partial_correlation(full, covariates.full)
+        corr_selection = partial_correlation(folds.selection, covariates.selection)
+        corr_confirmation = partial_correlation(folds.confirmation, covariates.confirmation)
+        q = covariates.full.q
     neurons = rank_neurons(corr_selection, top_k, reduce)
     swapped = rank_neurons(corr_confirmation, top_k, reduce)
-    replication = cross_fit(neurons, swapped, corr_selection, corr_confirmation, folds.selection.count, folds.confirmation.count)
-    per_neuron = tuple(held_out_r(n, corr_confirmation, corr, folds.confirmation.count) for n in neurons)
+    replication = cross_fit(neurons, swapped, corr_selection, corr_confirmation, folds.selection.count - q,
+                            folds.confirmation.count - q)
+    per_neuron = tuple(held_out_r(n, corr_confirmation, corr, folds.confirmation.count - q) for n in neurons)
     result = HoldoutResult(fraction, seed, folds, corr_selection, corr_confirmation, per_neuron, replication)
     return Ranked(neurons, corr, full, result)
 

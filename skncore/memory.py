@@ -10,7 +10,10 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
   half a byte and a float32 scale per 64) or 1.0625 bytes (8-bit) and the rest keeps b;
 - statistics: 3 float64 moments of L * P * m (twice with a holdout's folds), and the float64 workspace of
   one layer's batch, B * P * m; with the permutation null its float32 co-moments, 4 (R + 1) L P m, and the
-  reduction at the end, about three float64 copies of R L P m (measured: tests/test_memory.py);
+  reduction at the end, about three float64 copies of R L P m (measured: tests/test_memory.py); with q
+  covariates (--control, skn.partial) their float64 co-moments, 8 q L P m per fold, and with a metric known
+  after the pass the Freedman-Lane null's q more blocks of permuted rows, 4 q (R + 1) L P m, and the
+  float64 reduction of one chunk of permutations (at most 2^24 cells: 2 x 8 x 2^24);
 - probe batch: one layer's transients, B * T * (4H + 3m) * b, the attention scores B * h * T^2 * b,
   the prompt rows kept for a metric known after the pass, L * B * P * m * b, and the logits,
   B * K * V * (b + 8) (the model's and float32 log-softmax and its gradient's worth);
@@ -36,6 +39,7 @@ from skn.data import Example
 from skn.errors import ModelError, UsageError
 from skn.layout import Template, encode_all
 from skn.model import DType, pick_device, pick_dtype
+from skn.partial import covariate_bytes
 from skn.quantize import Quantize, require
 
 GIB = 1024**3
@@ -68,6 +72,7 @@ class Workload:
     metric_after_pass: bool  # loss/confidence/...: the prompt rows of a batch are kept until it is scored
     null_permutations: int = 0  # R of the permutation null (skn.null); 0 = off
     folds: bool = False  # a holdout: one more set of moments (skn.folds)
+    covariates: int = 0  # q of --control (skn.partial)
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,12 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
     cells = L * P * m
     null = (4 * (work.null_permutations + 1) + 24 * work.null_permutations) * cells if work.null_permutations else 0
     stats = 3 * cells * 8 * (2 if work.folds else 1) + B * P * m * 8 + null
+    if work.covariates:
+        stats += covariate_bytes(work.covariates, cells, work.folds)
+        if work.null_permutations:
+            stats += 2 * 8 * min(cells * work.null_permutations, 1 << 24)  # the float64 partial r of one chunk
+            if work.metric_after_pass:
+                stats += 4 * work.covariates * (work.null_permutations + 1) * cells
     logits = B * K * V * (b + 8)
     attention = B * h * T * T * b
     layer_transients = B * T * (4 * H + 3 * m) * b + attention
@@ -169,7 +180,7 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
 def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DType, quantize: Quantize,
                      examples: Sequence[Example], template: Template, prompt_len: int, batch_size: int, *,
                      training: bool, gradient_checkpointing: bool, metric_after_pass: bool, null_permutations: int = 0,
-                     folds: bool = False) -> tuple[MemoryPlan, Workload]:
+                     folds: bool = False, covariates: int = 0) -> tuple[MemoryPlan, Workload]:
     """The plan of a run on model `name`: its config and tokenizer are read (no weights), the examples
     tokenized for the longest sequence and the scored tail (right-padded batches: T - shortest prefix + 1)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -189,7 +200,8 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
     prefix = min(len(r.instruction) + prompt_len for r in rows)
     work = Workload(batch_size=batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
                     prompt_len=prompt_len, training=training, gradient_checkpointing=gradient_checkpointing,
-                    metric_after_pass=metric_after_pass, null_permutations=null_permutations, folds=folds)
+                    metric_after_pass=metric_after_pass, null_permutations=null_permutations, folds=folds,
+                    covariates=covariates)
     return plan(model_shape(config), work, dtype, quantize, device, free_memory(device)), work
 
 

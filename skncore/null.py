@@ -42,6 +42,17 @@ error of about 1e-7 sqrt(N) of sqrt(m2_x m2_y), i.e. |r_r| is exact to ~1e-5 or 
 far below the spread of the null maxima (tests/test_null.py checks 1e-5 against a float64 brute force).
 
 Permutations come from a torch.Generator seeded from the run seed, so a run is reproducible.
+
+With covariates (`--control`, skn.partial) the null is Freedman and Lane's: the metric's residual on the
+covariates, e = (y - ybar) - z_c gamma, is permuted instead of the metric. Whole set: e is known before the
+pass, so the permuted rows are e(pi_r(i)) and C_r = sum_i (x_i - s) e(pi_r(i)). Within batch: gamma is known
+only after the pass, but the permutations enter linearly, so the rows are the batch-centred metric and each
+batch-centred covariate, each permuted alike ((1 + q)(R + 1) rows, 4 (1 + q)(R + 1) L P m bytes), and
+    C_r = (c_xy - s_xz . gamma) + (Cy_r - Cy_0) - sum_j gamma_j (Cz_j,r - Cz_j,0).
+Either way u_r = z_c^T P_r e = Y_r - G_r^T gamma comes from Y_r = sum_i z_c(i) y(pi_r(i)) and
+G_r = sum_i z_c(pi_r(i)) z_c(i)^T, streamed in float64 ([R, q] and [R, q, q]; Y_r as Y_r - Y_0 from the
+metric centred within the permuted rows, Y_0 = s_zy coming exactly from skn.partial), and skn.partial's
+`permuted_partial` turns C_r and u_r into each permutation's partial r.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ import torch
 from torch import Tensor
 
 from skn.errors import InternalError, UsageError
+from skn.partial import CovariateStats, permuted_partial, regression, residuals
 from skn.rank import Neuron, Reduce, best_scores
 from skn.stats import STAT_DTYPE, PearsonStats
 
@@ -100,10 +112,13 @@ class NullState:
     comoments: Tensor
     positions: int
     width: int
+    covariates: int = 0  # q of a Freedman-Lane null (skn.partial); 0 = the metric itself is permuted
+    perm_y: Tensor = torch.zeros(0)  # [R, q] float64: Y_r - Y_0, Y_r = sum_i z_c(i) y(pi_r(i)), Y_0 = z_c^T y
+    perm_z: Tensor = torch.zeros(0)  # [R, q, q] float64: G_r = sum_i z_c(pi_r(i)) z_c(i)^T
 
     @property
     def permutations(self) -> int:
-        rows = int(self.comoments.shape[1])
+        rows = int(self.comoments.shape[1]) // (1 + self.covariates if self.mode is PermutationMode.WITHIN_BATCH else 1)
         return rows - 1 if self.mode is PermutationMode.WITHIN_BATCH else rows
 
 
@@ -115,7 +130,10 @@ class NullAccumulator:
     and `finish_batch(first, y)`.
     """
 
-    def __init__(self, layers: int, positions: int, width: int, config: NullConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, layers: int, positions: int, width: int, config: NullConfig, device: torch.device | str = "cpu",
+                 covariates: Tensor | None = None) -> None:
+        """`covariates` [n, q] (in this accumulator's numbering of the examples): permute the metric's residual
+        on them (Freedman-Lane) instead of the metric."""
         if config.permutations < 1:
             raise InternalError("a NullAccumulator needs at least one permutation")
         self._layers, self._positions, self._width = layers, positions, width
@@ -131,6 +149,24 @@ class NullAccumulator:
         self._batch_first = -1
         self._batch_weights: Tensor = torch.empty(0)
         self._orders: list[Tensor] = []  # the permutations drawn, in order (whole set: one [R, N]; else [R, B] per batch)
+        q = 0 if covariates is None else int(covariates.shape[1])
+        self._q = q
+        self._zc = torch.zeros(0, 0, dtype=STAT_DTYPE)
+        if covariates is not None and q:
+            z = covariates.detach().to("cpu", STAT_DTYPE)
+            self._zc = z - z.mean(dim=0)
+        self._perm_y = torch.zeros(config.permutations, q, dtype=STAT_DTYPE)
+        self._perm_z = torch.zeros(config.permutations, q, q, dtype=STAT_DTYPE)
+
+    def _project(self, first: int, order: Tensor, centred: Tensor) -> None:
+        """Advance Y_r - Y_0 and G_r (the module docstring) by the rows first .. first + B - 1 under `order`
+        [R, B]; `centred`: their metric less its mean over the same rows (a permutation within them leaves
+        that mean alone; without it an offset such as 1e6 would swamp Y_r's float64 sum)."""
+        if not self._q:
+            return
+        zc = self._zc[first : first + int(order.shape[1])]
+        self._perm_y += (centred[order] - centred.unsqueeze(0)) @ zc
+        self._perm_z += torch.einsum("rbq,bk->rqk", zc[order], zc)
 
     def begin(self, count: int, known: Tensor | None) -> None:
         r = self._config.permutations
@@ -141,11 +177,18 @@ class NullAccumulator:
                 raise InternalError(f"{y.numel()} metric values for {count} examples")
             order = torch.argsort(torch.rand(r, count, generator=self._generator), dim=1)
             self._orders.append(order)
-            self._whole = (y[order] - y.mean()).to(self._device, NULL_DTYPE)
+            if self._q:
+                if int(self._zc.shape[0]) != count:
+                    raise InternalError(f"covariates of {self._zc.shape[0]} examples for {count}")
+                _, residual = regression(self._zc, y)  # Freedman-Lane: permute the metric's residual
+                self._whole = residual[order].to(self._device, NULL_DTYPE)
+                self._project(0, order, y - y.mean())
+            else:
+                self._whole = (y[order] - y.mean()).to(self._device, NULL_DTYPE)
             rows = r
         else:
             self._mode = PermutationMode.WITHIN_BATCH
-            rows = r + 1
+            rows = (r + 1) * (1 + self._q)
         self._comoments = torch.zeros(self._layers, rows, self._positions * self._width, dtype=NULL_DTYPE, device=self._device)
         # the weights applied so far, summed per layer (skn.distributed re-centres a rank's co-moments with them)
         self._used = torch.zeros(self._layers, rows, dtype=STAT_DTYPE, device=self._device)
@@ -160,7 +203,14 @@ class NullAccumulator:
             centred = values - values.mean()
             order = torch.argsort(torch.rand(self._config.permutations, size, generator=self._generator), dim=1)
             self._orders.append(order)
-            rows = torch.cat([centred.unsqueeze(0), centred[order]])
+            blocks = [torch.cat([centred.unsqueeze(0), centred[order]])]
+            if self._q:
+                self._project(first, order, centred)
+                zb = self._zc[first : first + size]
+                for j in range(self._q):
+                    column = zb[:, j] - zb[:, j].mean()
+                    blocks.append(torch.cat([column.unsqueeze(0), column[order]]))
+            rows = torch.cat(blocks)
             self._batch_weights = rows.to(self._device, NULL_DTYPE)
             self._batch_first = first
         return self._batch_weights
@@ -225,7 +275,8 @@ class NullAccumulator:
     def snapshot(self) -> NullState:
         if self._mode is None:
             raise InternalError("NullAccumulator.begin was not called")
-        return NullState(self._mode, self._comoments.clone(), self._positions, self._width)
+        return NullState(self._mode, self._comoments.clone(), self._positions, self._width, self._q,
+                         self._perm_y.clone(), self._perm_z.clone())
 
 
 @dataclass(frozen=True)
@@ -252,10 +303,36 @@ class NullResult:
 CHUNK_ELEMENTS = 1 << 24  # permutations are reduced a chunk at a time: at most this many r values (64 MB) live at once
 
 
-def permuted_correlations(state: NullState, stats: PearsonStats, start: int = 0, stop: int = -1) -> Tensor:
+def _permuted_partial(state: NullState, stats: PearsonStats, cov: CovariateStats, start: int, stop: int) -> Tensor:
+    """Freedman-Lane: the permuted partial r of permutations start..stop (the module docstring)."""
+    layers = stats.shape[0]
+    gamma = residuals(stats, cov).gamma
+    device = state.comoments.device
+    if state.mode is PermutationMode.WHOLE_SET:
+        c_perm = state.comoments[:, start:stop].to(STAT_DTYPE)
+    else:
+        rows = state.permutations + 1
+        comoments = state.comoments
+        s_xz = cov.xz.to(device, STAT_DTYPE).reshape(layers, cov.q, -1)
+        base = stats.c_xy.to(device, STAT_DTYPE).reshape(layers, -1) - torch.einsum("lqc,q->lc", s_xz, gamma.to(device))
+        c_perm = base.unsqueeze(1) + (comoments[:, start + 1 : stop + 1] - comoments[:, :1]).to(STAT_DTYPE)
+        for j in range(cov.q):
+            block = comoments[:, (j + 1) * rows : (j + 2) * rows]
+            c_perm -= float(gamma[j]) * (block[:, start + 1 : stop + 1] - block[:, :1]).to(STAT_DTYPE)
+    # Y_0 = s_zy exactly (the covariates' two-pass moments), so u_r = (Y_r - Y_0) + s_zy - G_r^T gamma
+    u = state.perm_y[start:stop] + cov.zy.to("cpu") - torch.einsum("rqk,q->rk", state.perm_z[start:stop], gamma.to("cpu"))
+    return permuted_partial(c_perm, u, stats, cov)
+
+
+def permuted_correlations(state: NullState, stats: PearsonStats, start: int = 0, stop: int = -1,
+                          covariates: CovariateStats | None = None) -> Tensor:
     """[R', L, P, m] float32: the r of permutations start..stop (all by default) in every cell, NaN where
-    the real r is undefined (constant activation)."""
+    the real r is undefined (constant activation); with covariates (a Freedman-Lane state) the partial r."""
     stop = state.permutations if stop < 0 else stop
+    if state.covariates:
+        if covariates is None or covariates.q != state.covariates:
+            raise InternalError("a Freedman-Lane null needs the covariates' moments of the examples it permuted")
+        return _permuted_partial(state, stats, covariates, start, stop)
     layers, positions, width = stats.shape
     device = state.comoments.device
     m2_x = stats.m2_x.detach().to(device, STAT_DTYPE).reshape(layers, -1)
@@ -272,7 +349,8 @@ def permuted_correlations(state: NullState, stats: PearsonStats, start: int = 0,
     return r.transpose(0, 1).reshape(stop - start, layers, positions, width)
 
 
-def null_result(state: NullState, stats: PearsonStats, neurons: tuple[Neuron, ...], reduce: Reduce, alpha: float) -> NullResult:
+def null_result(state: NullState, stats: PearsonStats, neurons: tuple[Neuron, ...], reduce: Reduce, alpha: float,
+                covariates: CovariateStats | None = None) -> NullResult:
     """The R null maxima (reduced like the ranking), the threshold, and each ranked neuron's p-values."""
     layers, positions, width = stats.shape
     if (state.positions, state.width) != (positions, width) or state.comoments.shape[0] != layers:
@@ -287,7 +365,7 @@ def null_result(state: NullState, stats: PearsonStats, neurons: tuple[Neuron, ..
     step = max(1, CHUNK_ELEMENTS // max(1, layers * positions * width))
     for start in range(0, state.permutations, step):
         stop = min(state.permutations, start + step)
-        corr = permuted_correlations(state, stats, start, stop)  # [c, L, P, m]
+        corr = permuted_correlations(state, stats, start, stop, covariates)  # [c, L, P, m]
         # best_scores reduces dim 1 of [L, P, m]: the chunk's permutations stack as extra "layers"
         score = best_scores(corr.reshape(-1, positions, width), reduce).score.abs().reshape(stop - start, -1)
         maxima.append(torch.nan_to_num(score, nan=0.0).amax(dim=1))

@@ -148,18 +148,26 @@ def activation_figure(activations: Array, grouping: Grouping, neuron: Neuron, ca
 
 
 def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str, held_out: Array | None = None,
-                     null: NullResult | None = None) -> Figure:
+                     null: NullResult | None = None, raw: Array | None = None) -> Figure:
     """Histogram of every neuron's best |r| (log count axis) with the top-K threshold (gid "threshold");
     `held_out`: the top K's held-out r, drawn as triangles at their |r| (gid "held_out"); with a permutation
-    null, its family-wise threshold (gid "null_threshold")."""
+    null, its family-wise threshold (gid "null_threshold"); `raw` (with --control, where `scores` are partial
+    r): every neuron's best raw |r|, drawn as an outline beside them (gid "raw_hist")."""
     figure = new_figure(*SMALL)
     ax = figure.add_subplot()
     magnitudes = np.abs(scores[np.isfinite(scores)])
     undefined = int(scores.size - magnitudes.size)
     top = float(magnitudes.max()) if magnitudes.size else 1.0
     noise = null.threshold if null is not None and math.isfinite(null.threshold) else None
+    raw_magnitudes = np.abs(raw[np.isfinite(raw)]) if raw is not None else np.zeros(0)
+    top = max(top, float(raw_magnitudes.max()) if raw_magnitudes.size else 0.0)
     bins = np.linspace(0.0, max(top, threshold, noise or 0.0) * 1.02 + 1e-12, 61)
-    ax.hist(magnitudes, bins=bins.tolist(), color="0.45", gid="hist", label=f"{magnitudes.size} neurons")
+    kind = "partial r" if raw is not None else "r"
+    label = f"{magnitudes.size} neurons" + (" (partial r)" if raw is not None else "")
+    ax.hist(magnitudes, bins=bins.tolist(), color="0.45", gid="hist", label=label)
+    if raw is not None:
+        ax.hist(raw_magnitudes, bins=bins.tolist(), histtype="step", color="C0", lw=1.4, gid="raw_hist",
+                label="raw r (no covariates)")
     ax.axvline(threshold, color="red", ls="--", lw=1.6, gid="threshold", label=f"top-{top_k} threshold |r| = {threshold:.3f}")
     ax.annotate(f"|r| = {threshold:.3f}", xy=(threshold, 0.5), xycoords=("data", "axes fraction"),
                 xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="red", fontsize=9,
@@ -178,7 +186,7 @@ def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: 
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.5)  # a bin holding a single neuron stays visible
     ax.set_title(f"Best |r| of every neuron (the top {top_k} lie right of the red line)", fontsize=10)
-    ax.set_xlabel("best |r| over prompt positions" + (" (selection fold)" if held_out is not None else ""))
+    ax.set_xlabel(f"best |{kind}| over prompt positions" + (" (selection fold)" if held_out is not None else ""))
     ax.set_ylabel("neurons (log scale)")
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.25)
@@ -301,7 +309,9 @@ def overview_figures(run: ProbeResult) -> Iterator[NamedFigure]:
         held_out = np.array([h.r_held_out for h in run.holdout.per_neuron], dtype=np.float64)
         text = caption(run.info, n, f"ranked on the {run.holdout.n_selection} selection examples; "
                                     f"held out: the other {run.holdout.n_confirmation}")
-    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text, held_out, run.null))
+    raw = (best_scores(run.partial.raw_corr, run.info.reduce).score.to(torch.float64).numpy().ravel()
+           if run.partial is not None else None)
+    yield NamedFigure("score_histogram", histogram_figure(scores.ravel(), threshold, top_k, text, held_out, run.null, raw))
     yield NamedFigure("layers", layer_figure(scores, threshold, run.neurons, text))
 
 

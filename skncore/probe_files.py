@@ -25,7 +25,8 @@ from skn.predictivity import PredictivityCounts, predictivity_record
 from skn.rank import Neuron
 from skn.replication import ALPHA, Replication
 from skn.result import ProbeResult, info_from_json, info_to_json
-from skn.rundir import (EXAMPLES_FILE, PREDICTIVITY_FILE, PREDICTIVITY_JSON, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURON_COLUMNS, NEURONS_CSV,
+from skn.partial import PartialResult
+from skn.rundir import (CONTROL_COLUMNS, EXAMPLES_FILE, PREDICTIVITY_FILE, PREDICTIVITY_JSON, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURON_COLUMNS, NEURONS_CSV,
                         NEURONS_JSON, NULL_COLUMNS, RUN_FILE, STATS_FILE, TOP_ACTIVATIONS_FILE, load_tensors, read_json,
                         require_file, write_json, write_tensors, write_text, json_safe)
 from skn.stats import PearsonStats
@@ -43,20 +44,24 @@ def _null_cells(null: NullResult | None, row: int) -> dict[str, object]:
             "significant": null.significant[row]}
 
 
-def _neurons_csv(neurons: Sequence[Neuron], held_out: Sequence[HeldOutR] = (), null: NullResult | None = None) -> str:
+def _neurons_csv(neurons: Sequence[Neuron], held_out: Sequence[HeldOutR] = (), null: NullResult | None = None,
+                 raw_r: Sequence[float] = ()) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(NEURON_COLUMNS + (NULL_COLUMNS if null is not None else ()) + (HOLDOUT_COLUMNS if held_out else ()))
+    writer.writerow(NEURON_COLUMNS + (CONTROL_COLUMNS if raw_r else ()) + (NULL_COLUMNS if null is not None else ())
+                    + (HOLDOUT_COLUMNS if held_out else ()))
     for k, n in enumerate(neurons):
         nulls = [("" if v is None else repr(v) if isinstance(v, float) else str(v).lower()) for v in _null_cells(null, k).values()]
         extra = [repr(v) for v in _held_out_values(held_out[k])] if held_out else []
-        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r), *nulls, *extra])
+        raw = [repr(raw_r[k])] if raw_r else []
+        writer.writerow([n.rank, n.layer, n.index, n.position, repr(n.r), *raw, *nulls, *extra])
     return buffer.getvalue()
 
 
-def _neuron_record(n: Neuron, held_out: HeldOutR | None = None, null: NullResult | None = None, row: int = 0) -> dict[str, object]:
+def _neuron_record(n: Neuron, held_out: HeldOutR | None = None, null: NullResult | None = None, row: int = 0,
+                   raw_r: Sequence[float] = ()) -> dict[str, object]:
     record: dict[str, object] = {"rank": n.rank, "layer": n.layer, "neuron": n.index, "position": n.position, "r": json_safe(n.r),
-                                 **_null_cells(null, row)}
+                                 **({"r_raw": json_safe(raw_r[row])} if raw_r else {}), **_null_cells(null, row)}
     if held_out is not None:
         record.update({name: json_safe(v) for name, v in zip(HOLDOUT_COLUMNS, _held_out_values(held_out), strict=True)})
     return record
@@ -152,13 +157,15 @@ def write_probe_run(directory: Path, run: ProbeResult) -> None:
             "m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
             **(_holdout_tensors(run.holdout) if run.holdout is not None else {}),
             **_null_tensors(run.null),
+            **({"corr_raw": run.partial.raw_corr.to(torch.float32)} if run.partial is not None else {}),
         },
         metadata,
     )
     held_out = run.holdout.per_neuron if run.holdout is not None else ()
-    write_json(directory / NEURONS_JSON, [_neuron_record(n, held_out[k] if held_out else None, run.null, k)
+    raw_r = run.partial.raw_r if run.partial is not None else ()
+    write_json(directory / NEURONS_JSON, [_neuron_record(n, held_out[k] if held_out else None, run.null, k, raw_r)
                                           for k, n in enumerate(run.neurons)])
-    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons, held_out, run.null))
+    write_text(directory / NEURONS_CSV, _neurons_csv(run.neurons, held_out, run.null, raw_r))
     write_tensors(
         directory / TOP_ACTIVATIONS_FILE,
         {"activations": run.top_activations.to(torch.float32), "metric": run.metric.to(torch.float64)},
@@ -262,7 +269,27 @@ def read_probe_run(directory: Path) -> ProbeResult:
     groups = read_groups(directory) if (directory / GROUPS_FILE).is_file() else None
     holdout = _read_holdout(directory, stats_t, raw_neurons, info.extra) if "confirm" in stats_t else None
     null = _read_null(directory, stats_t, raw_neurons, info.extra)
-    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null)
+    partial = _read_partial(directory, stats_t, raw_neurons, info.extra) if "corr_raw" in stats_t else None
+    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null,
+                       partial=partial)
+
+
+def _read_partial(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: list[object],
+                  info: Mapping[str, object]) -> PartialResult:
+    """--control's part of a run: `corr_raw` (stats.safetensors), each neuron's r_raw, run.json's `control`."""
+    control = info.get("control")
+    entries = control.get("covariates") if isinstance(control, Mapping) else None
+    try:
+        if not isinstance(entries, list):
+            raise TypeError("run.json has no 'control' covariates")
+        names = tuple(str(e["name"]) for e in entries)
+        metric_r = tuple(_number_or_nan(e.get("r_metric")) for e in entries)
+        raw_r = tuple(math.nan if n["r_raw"] is None else float(n["r_raw"]) for n in raw_neurons)  # type: ignore[index]
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise RunDirError(f"{directory}: corr_raw without the covariates in run.json or r_raw in neurons.json ({err})") from None
+    if tuple(tensors["corr_raw"].shape) != tuple(tensors["corr"].shape):
+        raise RunDirError(f"{directory / STATS_FILE}: 'corr_raw' is {tuple(tensors['corr_raw'].shape)}, 'corr' is {tuple(tensors['corr'].shape)}")
+    return PartialResult(names, metric_r, tensors["corr_raw"], raw_r)
 
 
 def _fold_stats_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:

@@ -36,6 +36,7 @@ from skn.plots import (
 )
 from skn.holdout import summary_from_info
 from skn.null import NullResult
+from skn.partial import control_line
 from skn.rank import exemplars
 from skn.result import ProbeResult, info_to_json
 from skn.rundir import write_bytes
@@ -182,6 +183,7 @@ def summary_rows(run: ProbeResult, grouping: Grouping) -> tuple[tuple[str, str],
         ("top K", str(len(run.neurons))),
         ("family-wise null", null_text(run)),
         ("neurons passing the null", passing_text(run)),
+        *((("covariates (--control)", control_line(run.partial)),) if run.partial is not None else ()),
         ("groups", f"{grouping.note}: {groups}"),
         ("seed", str(info.seed)),
         ("holdout", holdout_text(run)),
@@ -247,7 +249,11 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
     r_head = "r (selection fold)" if held else "r"
     extra_heads = ["r held out", "95% interval", "r (all examples)"] if held else []
     p_heads = ["p (adjusted)", "p (cell)"] if run.null is not None else []
-    heads = ["rank", "layer", "neuron", "position", r_head, *p_heads, *extra_heads] + [f"mean act. | {label}" for label in grouping.labels]
+    raw_r = run.partial.raw_r if run.partial is not None else ()
+    if raw_r:
+        r_head = "partial " + r_head
+    raw_heads = ["raw r"] if raw_r else []
+    heads = ["rank", "layer", "neuron", "position", r_head, *raw_heads, *p_heads, *extra_heads] + [f"mean act. | {label}" for label in grouping.labels]
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
     rows = []
     for row, n in enumerate(run.neurons):
@@ -257,7 +263,7 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
             _num_cell(float(n.index), str(n.index)),
             _num_cell(float(n.position), str(n.position)),
             _r_cell(n.r),
-        ] + _p_cells(run.null, row) + ([_r_cell(held[row].r_held_out), _num_cell(held[row].low, _interval(held[row].low, held[row].high)),
+        ] + ([_r_cell(raw_r[row])] if raw_r else []) + _p_cells(run.null, row) + ([_r_cell(held[row].r_held_out), _num_cell(held[row].low, _interval(held[row].low, held[row].high)),
               _r_cell(held[row].r_full)] if held else []) + [_num_cell(g.mean, _number(g.mean, 3)) for g in grouping.summaries(run.top_activations[row])]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'

@@ -20,6 +20,7 @@ from skn.groups import GroupSummaries
 from skn.holdout import HoldoutResult
 from skn.null import NullResult
 from skn.passing import ALL, SELECTION, PassingCounts, count_passing
+from skn.partial import PartialResult
 from skn.predictivity import PredictivityCounts
 from skn.rank import Exemplars, Neuron, Reduce, exemplars
 from skn.stats import PearsonStats
@@ -104,6 +105,9 @@ class ProbeResult:
     # the family-wise permutation null (skn.null.NullResult): null maxima, threshold, and per neuron (in
     # `neurons` order) p_adjusted, p_cell, significant; None when the null is off (--null 0)
     null: NullResult | None = None
+    # with --control (skn.partial): the covariates, their r with the metric, and the raw r beside the partial
+    # r that ranked (`corr` and every neuron's r are then partial r)
+    partial: PartialResult | None = None
 
     @property
     def holdout_note(self) -> str:

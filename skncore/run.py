@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from skn import zoo
-from skn.api import MetricFailure, Score, probe, train
+from skn.api import MetricFailure, ProbeConfig, Score, control_values, probe, train
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
 from skn.exemplar_store import exemplar_line
@@ -30,6 +30,7 @@ from skn.fused_mlp import unsupported_reason
 from skn.groups import field_values, group_summaries
 from skn.memory import MemoryPlan, Workload, advice, check_fits, plan_from_config
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
+from skn.partial import check_metric_residual, parse_controls
 from skn.model import LoadedModel, load_model
 from skn.predictivity import binary_labels
 from skn.progress import ProgressSink, SilentProgress
@@ -160,7 +161,8 @@ def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPl
         request.train.prompt_len, request.train.batch_size, training=not request.prompt,
         gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass,
         null_permutations=request.probe.null.permutations,
-        folds=plan_holdout(request.probe.holdout, len(chosen.split.val)).on)
+        folds=plan_holdout(request.probe.holdout, len(chosen.split.val)).on,
+        covariates=len(parse_controls(request.probe.control)))
 
 
 def memory_plan(request: ProbeRequest) -> MemoryPlan:
@@ -206,6 +208,16 @@ def _train_record(config: TrainConfig) -> dict[str, object]:
 
 def _history(trained: TrainResult) -> tuple[TrainPoint, ...]:
     return tuple(TrainPoint(h.step, h.train_loss, h.val_loss) for h in trained.history)
+
+
+def check_controls_early(loaded: LoadedModel | None, examples: tuple[Example, ...], spec: MetricSpec,
+                         config: ProbeConfig, prompt_len: int) -> None:
+    """--control's covariates (and the metric against them, when it is known before the pass) checked
+    before training: fields at once, token counts once the model's tokenizer is loaded."""
+    z = control_values(loaded, examples, config, prompt_len)
+    if z is not None and spec.known_before_pass:
+        check_metric_residual(spec.text, [c.text for c in parse_controls(config.control)], z,
+                              metric_before_pass(spec, examples))
 
 
 def _check_before_training(
@@ -273,6 +285,7 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
     group_by = request.group_by or chosen.group_by
     probe_config = replace(request.probe, template=request.data.template, holdout_seed=request.data.seed)
     _check_before_training(chosen.split.val, spec, group_by, probe_config.holdout, probe_config.score, chosen.split.train)
+    check_controls_early(None, chosen.split.val, spec, probe_config, request.train.prompt_len)
     _announce_plan(request, chosen, notify)
     train_config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
     given = read_prompt(Path(request.prompt)) if request.prompt else None
@@ -281,6 +294,8 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
         claimed.append(out)
     with stage("loading the model", out):
         loaded = load_requested_model(request.model)
+    if any(c.needs_tokens for c in parse_controls(probe_config.control)):
+        check_controls_early(loaded, chosen.split.val, spec, probe_config, request.train.prompt_len)
     if probe_config.fused_mlp and unsupported_reason(loaded):
         notify(f"--fused-mlp: {unsupported_reason(loaded)}; using the plain path (the down projection's input)")
     trained: TrainResult | None = None

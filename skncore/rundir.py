@@ -1,8 +1,10 @@
 """The run directory: the contract between computing (train, probe) and viewing (show, plot, report).
 
     prompt.safetensors          `prompt` [P, d] float32; metadata model, prompt_len, hidden_size, template
-    stats.safetensors           `corr` [L, P, m] float32 (NaN where undefined), `count`, the moments
-    neurons.json, neurons.csv   the top K: rank, layer, neuron, position, r
+    stats.safetensors           `corr` [L, P, m] float32 (NaN where undefined), `count`, the moments; with
+                                --control `corr` is the partial r that ranked and `corr_raw` the plain r
+                                on the same examples
+    neurons.json, neurons.csv   the top K: rank, layer, neuron, position, r (with --control: partial, and r_raw)
     top_activations.safetensors `activations` [K, N] float32 (neurons.json order), `metric` [N] float64
     examples.jsonl              the N validation examples in order: index, instruction, completion, meta, metric
     run.json                    configuration, seed, versions, timings, training history
@@ -60,6 +62,7 @@ PREDICTIVITY_FILE = "predictivity.safetensors"
 NEURON_COLUMNS = ("rank", "layer", "neuron", "position", "r")
 NULL_COLUMNS = ("p_adjusted", "p_cell", "significant")  # with the permutation null
 HOLDOUT_COLUMNS = ("r_held_out", "r_held_out_low", "r_held_out_high", "r_selection", "r_full")  # with a holdout
+CONTROL_COLUMNS = ("r_raw",)  # with --control: the plain r at the neuron's cell (r is then the partial r)
 FOLD_NAMES = ("selection", "confirmation")
 MOMENTS = ("count", "mean_x", "m2_x", "c_xy", "mean_y", "m2_y")
 
