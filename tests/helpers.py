@@ -134,3 +134,69 @@ def run_main(args: list[str], capsys: Any) -> tuple[int, str]:
         raise SystemExit(0)
     captured = capsys.readouterr()
     return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+# ---------------------------------------------------------------- random examples, hooked activations, ablation data
+
+
+def examples(n: int, seed: int = 0) -> list[Any]:
+    """n seeded examples of ragged instructions and completions, with a numeric field `score` and an index `i`."""
+    from skn.data import Example
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        instruction = "".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12)))  # ragged lengths
+        completion = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4)))
+        out.append(Example(instruction, completion, {"score": rng.random(), "i": i}, f"t:{i}"))
+    return out
+
+
+def hooked_activations(loaded: object, prompt: torch.Tensor, rows: list, with_completion: bool) -> np.ndarray:
+    """[N, L, P, m] from one unpadded forward per example and plain pre-hooks."""
+    from skn.layout import make_batch, pad_id
+    from skn.prompt import splice
+
+    prompt_len = int(prompt.shape[0])
+    per_example = []
+    for row in rows:
+        batch = make_batch([row], prompt_len, pad_id(loaded.tokenizer), with_completion)  # type: ignore[attr-defined]
+        seen: dict[int, torch.Tensor] = {}
+        handles = [
+            m.register_forward_pre_hook(lambda mod, args, l=l: seen.__setitem__(l, args[0].detach().clone()))
+            for l, m in enumerate(loaded.sites.modules)  # type: ignore[attr-defined]
+        ]
+        with torch.no_grad():
+            loaded.model(inputs_embeds=splice(loaded, batch, prompt), attention_mask=batch.attention_mask)  # type: ignore[arg-type, attr-defined]
+        for h in handles:
+            h.remove()
+        start = int(batch.prompt_start[0])
+        per_example.append(np.stack([seen[l][0, start : start + prompt_len].double().numpy() for l in sorted(seen)]))
+    return np.stack(per_example)
+
+
+ABLATION_P = 3  # the prompt length of `ablation_data`
+
+
+def ablation_data(loaded: object, n: int = 12, metric: str = "loss", seed: int = 0) -> tuple[object, torch.Tensor]:
+    """skn.ablate's prepared data on `examples(n, seed)` and the prompt it uses (P = ABLATION_P)."""
+    from skn.ablate import prepare
+    from skn.api import encode
+    from skn.layout import Template
+    from skn.metrics import parse_metric
+    from skn.prompt import init_prompt
+
+    data = examples(n, seed)
+    prompt = init_prompt(loaded, ABLATION_P, seed=0)  # type: ignore[arg-type]
+    rows = encode(loaded, data, Template.PLAIN, ABLATION_P)  # type: ignore[arg-type]
+    return prepare(loaded, prompt, rows, data, parse_metric(metric), (), (), False, batch_size=5), prompt  # type: ignore[arg-type]
+
+
+def plant_neuron(loaded: object, neuron: int = 7) -> None:
+    """Layer 0's neuron `neuron` fires strongly and writes a large vector into the residual stream."""
+    mlp = loaded.model.model.layers[0].mlp  # type: ignore[attr-defined]
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        mlp.gate_proj.weight[neuron] = torch.randn(mlp.gate_proj.weight.shape[1], generator=g) * 2.0
+        mlp.up_proj.weight[neuron] = torch.randn(mlp.up_proj.weight.shape[1], generator=g) * 2.0
+        mlp.down_proj.weight[:, neuron] = torch.randn(mlp.down_proj.weight.shape[0], generator=g) * 3.0

@@ -34,33 +34,15 @@ from skn.prompt import init_prompt, splice
 from skn.rundir import PromptFile, write_prompt
 from skn.probe_files import read_probe_run
 
-from conftest import tiny_loaded
-from test_probe import examples, hooked_activations
+from helpers import ABLATION_P, ablation_data, examples, hooked_activations, plant_neuron, tiny_loaded
 
-P = 3
-
-
-def _data(loaded: object, n: int = 12, metric: str = "loss", seed: int = 0) -> tuple[object, torch.Tensor]:
-    data = examples(n, seed)
-    prompt = init_prompt(loaded, P, seed=0)  # type: ignore[arg-type]
-    rows = encode(loaded, data, Template.PLAIN, P)  # type: ignore[arg-type]
-    return prepare(loaded, prompt, rows, data, parse_metric(metric), (), (), False, batch_size=5), prompt  # type: ignore[arg-type]
-
-
-def _plant(loaded: object, neuron: int = 7) -> None:
-    """Layer 0's neuron `neuron` fires strongly and writes a large vector into the residual stream."""
-    mlp = loaded.model.model.layers[0].mlp  # type: ignore[attr-defined]
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        mlp.gate_proj.weight[neuron] = torch.randn(mlp.gate_proj.weight.shape[1], generator=g) * 2.0
-        mlp.up_proj.weight[neuron] = torch.randn(mlp.up_proj.weight.shape[1], generator=g) * 2.0
-        mlp.down_proj.weight[:, neuron] = torch.randn(mlp.down_proj.weight.shape[0], generator=g) * 3.0
+P = ABLATION_P
 
 
 def test_planted_neuron_beats_every_control() -> None:
     loaded = tiny_loaded("qwen2", seed=1)
-    _plant(loaded)
-    data, _ = _data(loaded)
+    plant_neuron(loaded)
+    data, _ = ablation_data(loaded)
     mean_x = torch.zeros(2, P, 48, dtype=torch.float64)
     targets = tuple(Target(0, 7, k) for k in range(P))
     config = AblationConfig(value=Value(ValueKind.ZERO), n_controls=9, per_neuron=1, seed=3)
@@ -82,7 +64,7 @@ def test_zeroed_down_projection_column_changes_nothing(where: Where, value: str)
     loaded = tiny_loaded("llama", seed=2)
     with torch.no_grad():
         loaded.model.model.layers[1].mlp.down_proj.weight[:, 11] = 0.0  # type: ignore[attr-defined]
-    data, _ = _data(loaded)
+    data, _ = ablation_data(loaded)
     mean_x = torch.randn(3, P, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 5
     base = measure(data, None)  # type: ignore[arg-type]
     edited = measure(data, build_intervention([Target(1, 11, k) for k in range(P)], parse_value(value), where, mean_x))  # type: ignore[arg-type]
@@ -153,7 +135,7 @@ def test_mean_value_is_the_runs_own_validation_mean(tmp_path: Path) -> None:
 
 def test_scale_one_changes_nothing_bitwise() -> None:
     loaded = tiny_loaded("gpt2", seed=1)
-    data, _ = _data(loaded)
+    data, _ = ablation_data(loaded)
     width = loaded.sites.width  # type: ignore[attr-defined]
     targets = [Target(0, i, k) for i in range(0, width, 2) for k in range(P)]
     for where in Where:

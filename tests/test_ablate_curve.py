@@ -16,8 +16,8 @@ from skn.ablate_view import curve_figure, curve_rows
 from skn.ablate_run import curve_record
 from skn.errors import UsageError
 
-from conftest import tiny_loaded
-from test_ablate import P, _data, _plant
+from helpers import tiny_loaded
+from helpers import ABLATION_P as P, ablation_data as _data, plant_neuron as _plant
 from helpers import run_main
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import VOCAB, char_tokenizer, tiny_model
+from helpers import VOCAB, char_tokenizer, tiny_model
 from fake_run import make_run
 from helpers import run_main
 from skn.cli.main import main
@@ -433,7 +433,7 @@ def test_python_metric_module_in_the_current_folder(tmp_path: Path) -> None:
 
 
 def test_pad_id_beyond_the_embeddings_falls_back_in_range() -> None:
-    from conftest import tiny_loaded
+    from helpers import tiny_loaded
     from skn.model import batch_pad_id
     loaded = tiny_loaded("qwen2")
     assert batch_pad_id(loaded) == 0  # type: ignore[arg-type]  # <pad> is in range: kept

@@ -13,7 +13,7 @@ from skn.errors import UsageError
 from skn.folds import MIN_AUTO_FOLD, Fold, FoldAccumulator, assign_folds, plan_holdout
 from skn.stats import PearsonStats, StatsAccumulator
 
-from test_stats import reference_r
+from helpers import reference_r
 
 
 def make_examples(n: int, seed: int = 0) -> list[Example]:

@@ -42,8 +42,8 @@ def test_fold_accumulator_on_triton_equals_torch() -> None:
 def test_probe_with_holdout_on_triton_equals_torch() -> None:
     """The in-pass route (prompt rows gathered, then routed by fold); the post-pass route is the test above."""
     metric = "score"
-    from conftest import tiny_loaded
-    from test_probe import examples
+    from helpers import tiny_loaded
+    from helpers import examples
 
     from skn.api import ProbeConfig, probe
     from skn.prompt import init_prompt

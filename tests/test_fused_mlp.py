@@ -20,8 +20,8 @@ from skn.probe import statistics_pass
 from skn.prompt import init_prompt, splice
 from skn.stats import correlation
 
-from conftest import tiny_loaded
-from test_probe import examples
+from helpers import tiny_loaded
+from helpers import examples
 
 P = 3
 
@@ -107,7 +107,7 @@ def test_run_says_when_it_falls_back(tmp_path: Path) -> None:
     from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
     from skn.run import run_probe
 
-    from conftest import char_tokenizer, tiny_model
+    from helpers import char_tokenizer, tiny_model
 
     folder = tmp_path / "tiny-gpt2"
     tiny_model("gpt2").save_pretrained(folder)

@@ -12,7 +12,7 @@ from skn.data import Example
 from skn.errors import ModelError
 from skn.gguf import find_gguf, require_gguf_support
 
-from conftest import SHARED
+from helpers import SHARED
 
 SMOL = SHARED / "models" / "smollm2-135m-instruct"
 SMOL_FILE = SMOL / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -15,7 +15,7 @@ from pathlib import Path
 from skn.request import DataRequest
 from skn.run import choose_examples, no_data_notice
 
-from conftest import char_tokenizer, tiny_model
+from helpers import char_tokenizer, tiny_model
 
 HUB_ID = "Qwen/Qwen1.5-1.8B-Chat"
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"

@@ -19,7 +19,7 @@ from skn.errors import UsageError
 from skn.memory import MemoryPlan, Workload, advice, check_fits, model_shape, plan
 from skn.quantize import Quantize, missing_for
 
-from conftest import tiny_model
+from helpers import tiny_model
 
 WORK = Workload(batch_size=4, seq_len=50, scored_len=6, prompt_len=5, training=True, gradient_checkpointing=False,
                 metric_after_pass=True)
@@ -138,7 +138,7 @@ def test_plan_within_20_percent_of_measured_peak_rss(tmp_path: Path) -> None:
     20% of the plan's peak_bytes."""
     from transformers import LlamaConfig, AutoModelForCausalLM
 
-    from conftest import char_tokenizer
+    from helpers import char_tokenizer
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,

@@ -252,7 +252,7 @@ def test_views_without_a_null_say_so(tmp_path: Path) -> None:
 def test_with_a_holdout_the_null_is_the_selection_folds() -> None:
     """Ranked on the selection fold, the family-wise null must come from those examples alone: the null of a
     holdout run equals that of a run on the selection examples only (same seed, whole-set permutations)."""
-    from conftest import char_tokenizer, tiny_model
+    from helpers import char_tokenizer, tiny_model
 
     from skn.api import ProbeConfig, probe
     from skn.data import Example

@@ -20,9 +20,9 @@ from skn.rundir import PREDICTIVITY_JSON
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity, _ranks
 from skn.prompt import init_prompt
 
-from conftest import tiny_loaded
+from helpers import tiny_loaded
 from helpers import run_main, write_data
-from test_probe import examples, hooked_activations
+from helpers import examples, hooked_activations
 
 P = 3
 

@@ -11,45 +11,16 @@ import torch
 
 from skn.api import ProbeConfig, encode, probe
 from skn.data import Example
-from skn.layout import Template, make_batch, pad_id
+from skn.layout import Template
 from skn.metrics import parse_metric
 from skn.probe import exemplar_pass, statistics_pass
-from skn.prompt import PromptInit, init_prompt, splice
+from skn.prompt import PromptInit, init_prompt
 from skn.rank import Neuron
 from skn.stats import correlation
 
-from helpers import reference_metrics, reference_r, tiny_loaded
+from helpers import examples, hooked_activations, reference_metrics, reference_r, tiny_loaded
 
 P = 3
-
-
-def examples(n: int, seed: int = 0) -> list[Example]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        instruction = "".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12)))  # ragged lengths
-        completion = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4)))
-        out.append(Example(instruction, completion, {"score": rng.random(), "i": i}, f"t:{i}"))
-    return out
-
-
-def hooked_activations(loaded: object, prompt: torch.Tensor, rows: list, with_completion: bool) -> np.ndarray:
-    """[N, L, P, m] from one unpadded forward per example and plain pre-hooks."""
-    per_example = []
-    for row in rows:
-        batch = make_batch([row], P, pad_id(loaded.tokenizer), with_completion)  # type: ignore[attr-defined]
-        seen: dict[int, torch.Tensor] = {}
-        handles = [
-            m.register_forward_pre_hook(lambda mod, args, l=l: seen.__setitem__(l, args[0].detach().clone()))
-            for l, m in enumerate(loaded.sites.modules)  # type: ignore[attr-defined]
-        ]
-        with torch.no_grad():
-            loaded.model(inputs_embeds=splice(loaded, batch, prompt), attention_mask=batch.attention_mask)  # type: ignore[arg-type, attr-defined]
-        for h in handles:
-            h.remove()
-        start = int(batch.prompt_start[0])
-        per_example.append(np.stack([seen[l][0, start : start + P].double().numpy() for l in sorted(seen)]))
-    return np.stack(per_example)
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2"])

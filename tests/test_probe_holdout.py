@@ -22,9 +22,9 @@ from skn.prompt import init_prompt
 from skn.probe_files import read_probe_run
 from skn.stats import correlation
 
-from conftest import tiny_loaded
-from test_probe import P, examples, hooked_activations
-from test_stats import reference_r
+from helpers import examples, hooked_activations, reference_r, tiny_loaded
+
+P = 3
 
 
 @pytest.mark.parametrize("metric", ["loss", "score"])  # post-pass slabs, in-pass rows

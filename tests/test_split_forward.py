@@ -18,7 +18,7 @@ from skn.layout import Encoded, make_batch
 from skn.model import LoadedModel
 from skn.split_forward import ForwardChoice, StepForward, choose_forward, split_scores, split_support
 
-from conftest import tiny_loaded
+from helpers import tiny_loaded
 
 LOSS_ATOL = 2e-5
 GRAD_REL = 1e-4
