@@ -252,7 +252,8 @@ def separations(activation: np.ndarray, meta: list[dict[str, object]], fields: S
     rows = []
     for name in fields:
         values = [json.dumps(m.get(name)) for m in meta]
-        for value in sorted(set(values)):
+        distinct = sorted(set(values))
+        for value in distinct[1:] if len(distinct) == 2 else distinct:  # two values: one row says it all
             inside = np.array([v == value for v in values])
             if inside.all() or not inside.any():
                 continue
@@ -299,11 +300,14 @@ def fmt(x: object, digits: int = 3) -> str:
 
 
 def history_line(info: dict[str, object]) -> str:
-    """The validation-loss curve of the prompt's training (run.json's history)."""
-    train = info.get("train") if isinstance(info.get("train"), dict) else {}
-    history = train.get("history", []) if isinstance(train, dict) else []
-    points = [f"{h['step']}: {h['val_loss']:.3f}" for h in history if isinstance(h, dict) and h.get("val_loss") is not None]
-    return ", ".join(points) if points else "no training (prompt reused)"
+    """The prompt's training: validation loss at each check, and the batch training loss along the way."""
+    history = info.get("train_history")
+    if not isinstance(history, list) or not history:
+        return f"no training here (prompt: {info.get('prompt', '?')})"
+    val = [f"step {h['step']}: {h['val_loss']:.3f}" for h in history if h.get("val_loss") is not None]
+    marks = sorted({1, 5, 10, 15, 20, 30, 40, len(history)} & set(range(1, len(history) + 1)))
+    train = [f"{h['step']}: {h['train_loss']:.2f}" for h in history if h["step"] in marks]
+    return f"validation {', '.join(val)}; training (batch) {', '.join(train)}"
 
 
 def run_table(s: Summary, paper: float) -> list[str]:
