@@ -38,6 +38,14 @@ def test_auroc_against_brute_force() -> None:
         assert abs(script.auroc(a, b) - brute) < 1e-12  # type: ignore[attr-defined]
 
 
+def test_skips_cleanly_without_shared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = _script()
+    assert script.main(["--smoke", "--model", str(tmp_path / "absent"), "--runs", str(tmp_path / "runs"),  # type: ignore[attr-defined]
+                        "--results", str(tmp_path / "results")]) == 0
+    assert "skipped" in capsys.readouterr().out and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow  # 14 skn commands (about a minute idle; far more on a loaded machine)
 @pytest.mark.skipif(not all(p.is_dir() for p in NEEDED), reason="../shared (stories model, HANS, BIG-bench, Skill-Mix) is absent")
 def test_replicate_paper_smoke(tmp_path: Path) -> None:
     script = _script()
