@@ -179,9 +179,10 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
     dtype = pick_dtype(dtype_choice, device)
     require(quantize, device)
     gguf = find_gguf(name)  # a GGUF file carries its config and tokenizer: read them from it
-    source, extra = (str(gguf.folder), {"gguf_file": gguf.name}) if gguf is not None else (name, {})
+    source, extra = name, dict[str, str]()
     if gguf is not None:
         require_gguf_support()
+        source, extra = str(gguf.folder), {"gguf_file": gguf.name}
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
