@@ -354,10 +354,22 @@ def separation_table(s: Summary, fields: Sequence[str], rows: int = 1) -> list[s
 
 
 def ablation_table(run: Path) -> list[str]:
+    """skn ablate's ablation.json in one table: the set's effect beside its random controls."""
     path = run / "ablation.json"
     if not path.exists():
-        return ["(no ablation)"]
-    return ["```", json.dumps(read_json(path), indent=1)[:3000], "```"]
+        return ["(not run)"]
+    record = read_json(path)
+    assert isinstance(record, dict)
+    config, base, effect, controls = record["config"], record["base"], record["effect"], record["controls_summary"]
+    lines = [f"{len(record['neurons'])} neurons ({', '.join(record['neurons'])}) set to `{config['value']}` at "
+             f"`{config['where']}` on {record['n_items']} items, against {config['controls']} random sets "
+             f"({record['forwards']} forwards, {record['seconds']:.0f} s):", "",
+             "| measure | unablated | change (top set) | change (random sets: mean ± sd) | empirical p |", "|---|---|---|---|---|"]
+    for name in ("loss", "metric", "accuracy"):
+        if name in effect and effect[name] is not None:
+            c = controls[name]
+            lines.append(f"| {name} | {base[name]:.4f} | {effect[name]:+.2e} | {c['mean']:+.2e} ± {c['std']:.2e} | {c['p']} |")
+    return lines
 
 
 def curve_table(run: Path) -> list[str]:
