@@ -37,6 +37,7 @@ import torch
 
 from skn.data import Example
 from skn.errors import ModelError, UsageError
+from skn.gguf import find_gguf, require_gguf_support
 from skn.layout import Template, encode_all
 from skn.model import DType, pick_device, pick_dtype
 from skn.partial import covariate_bytes
@@ -188,9 +189,14 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
     device = pick_device(device_name)
     dtype = pick_dtype(dtype_choice, device)
     require(quantize, device)
+    gguf = find_gguf(name)  # a GGUF file carries its config and tokenizer: read them from it
+    source, extra = name, dict[str, str]()
+    if gguf is not None:
+        require_gguf_support()
+        source, extra = str(gguf.folder), {"gguf_file": gguf.name}
     try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
     except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
         raise ModelError(f"cannot load the config or tokenizer of '{name}': {err}") from None
     rows = encode_all(tokenizer, examples, template, 0, prompt_len)

@@ -32,6 +32,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
+from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
 from skn.errors import UsageError
@@ -184,6 +185,8 @@ def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: 
         ax.plot(shown, np.full(shown.size, 0.7), "v", color="C1", ms=7, alpha=0.8, gid="held_out",
                 label=f"top {top_k}: |r| held out (median {float(np.median(shown)) if shown.size else math.nan:.3f})")
     ax.set_yscale("log")
+    # plain tick labels ("100", not matplotlib's math text "$10^{2}$", which plain_text would print raw)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
     ax.set_ylim(bottom=0.5)  # a bin holding a single neuron stays visible
     ax.set_title(f"Best |r| of every neuron (the top {top_k} lie right of the red line)", fontsize=10)
     ax.set_xlabel(f"best |{kind}| over prompt positions" + (" (selection fold)" if held_out is not None else ""))

@@ -72,3 +72,22 @@ def test_smollm2_gguf_probe_equals_plain_folder(tmp_path: Path) -> None:
     second = probe(other, prompt, examples, "big==true", config)
     assert torch.equal(torch.nan_to_num(first.corr, nan=9.0), torch.nan_to_num(second.corr, nan=9.0))
     assert first.neurons == second.neurons and first.info.weights and not second.info.weights
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SMOL_FILE.is_file(), reason="../shared/models/smollm2-135m-instruct is absent")
+def test_smollm2_gguf_memory_plan_reads_the_file() -> None:
+    """`skn probe --model GGUF_FOLDER` plans its memory before loading: the config and tokenizer come from the
+    GGUF file (a folder with no config.json), the shape is SmolLM2's."""
+    pytest.importorskip("gguf")
+    from skn.layout import Template
+    from skn.memory import plan_from_config
+    from skn.model import DType
+    from skn.quantize import Quantize
+
+    examples = [Example("What is 12 times 11?", " 132", {}, "gen:0")]
+    memory, work = plan_from_config(str(SMOL), False, "cpu", DType.FLOAT32, Quantize.NONE, examples, Template.AUTO,
+                                    4, 2, training=False, gradient_checkpointing=False, metric_after_pass=False)
+    weights_fp32 = 134_515_008 * 4  # SmolLM2-135M's parameters (tied embeddings) in float32
+    assert abs(memory.weights_bytes - weights_fp32) / weights_fp32 < 0.05
+    assert work.prompt_len == 4 and work.seq_len > 4 + 5

@@ -26,6 +26,7 @@ from skn.plots import (
     neuron_figure,
     overview_figures,
     parse_neuron,
+    plain_text,
     plot_run,
     scott_bandwidth,
 )
@@ -263,3 +264,13 @@ def test_cli_plot(run: ProbeResult, run_dir: Path, tmp_path: Path, capsys: pytes
         main(["plot", str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_histogram_log_ticks_are_plain_numbers(tmp_path: Path) -> None:
+    """The log axis's tick labels survive plain_text (math text off): "10", never "$\\mathdefault{10^{1}}$"."""
+    run = written(tmp_path / "t", extra_info={"probe_config": {"reduce": Reduce.ABS.value, "top_k": TOP_K}})
+    figure = plain_text({f.name: f.figure for f in overview_figures(run)}["score_histogram"])
+    figure.canvas.draw()
+    labels = [t.get_text() for t in figure.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and not any("$" in label for label in labels)
+    assert "1" in labels or "10" in labels
