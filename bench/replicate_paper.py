@@ -192,7 +192,7 @@ def ablate(log: Log, run: Path, sizes: Sizes) -> None:
 
 def curve(log: Log, run: Path, sizes: Sizes) -> None:
     log.run(["ablate", str(run), "--curve", "--k", sizes.curve_k, "--value", "zero", "--items",
-             str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--threads", str(sizes.threads)],
+             str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "8", "--threads", str(sizes.threads)],
             run / "ablation_curve.json")
 
 
