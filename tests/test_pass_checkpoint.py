@@ -171,7 +171,8 @@ def test_kill_9_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None
     prompt = init_prompt(loaded, 3, seed=0)
     config = ProbeConfig(batch_size=4, top_k=5, holdout=0.0, null=NullConfig(19, 0.05, 3), checkpoint_every=1)
     resumed = probe(loaded, prompt, examples(30), "loss", config, out=out, resume=True)
-    assert_same_result(probe(loaded, prompt, examples(30), "loss", config), resumed)
+    (tmp_path / "whole").mkdir()  # uninterrupted, checkpointed too (its exemplars from a second pass, as the resumed run's)
+    assert_same_result(probe(loaded, prompt, examples(30), "loss", config, out=tmp_path / "whole"), resumed)
 
 
 @pytest.mark.slow  # two CLI runs with training (~20 s on 2 shared cores)
