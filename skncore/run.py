@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -246,6 +247,26 @@ def _quiet(line: str) -> None:
     return None
 
 
+Result = TypeVar("Result")
+
+
+def _on_ranks(run: Callable[[ProbeRequest, ProgressSink, Callable[[str], None], Ranks, list[Path]], Result],
+              request: ProbeRequest, progress: ProgressSink, notify: Callable[[str], None]) -> Result:
+    """`run` in this process, or under torchrun on every rank: rank 0 alone shows progress and notices, and
+    when any rank fails, every rank raises and the run directories rank 0 claimed are removed."""
+    ranks = from_environment()
+    if not ranks.active:
+        return run(request, progress, notify, ranks, [])
+    claimed: list[Path] = []
+    try:
+        return run(request, progress if ranks.leader else SilentProgress(), notify if ranks.leader else _quiet, ranks, claimed)
+    except BaseException as err:
+        ranks.fail(err)
+        for out in claimed:
+            discard_run(out, SKN_NAMES)
+        raise
+
+
 def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
               notify: Callable[[str], None] = _quiet) -> ProbeResult:
     """`skn probe` as one call: choose the examples, load the model, train a prompt unless one is given,
@@ -254,18 +275,7 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
 
     Under torchrun (skn.distributed) every rank runs this; rank 0 alone shows progress and notices and
     writes the run directory, which it removes again when any rank fails."""
-    ranks = from_environment()
-    if not ranks.active:
-        return _run_probe(request, progress, notify, ranks, [])
-    claimed: list[Path] = []
-    try:
-        return _run_probe(request, progress if ranks.leader else SilentProgress(), notify if ranks.leader else _quiet,
-                          ranks, claimed)
-    except BaseException as err:
-        ranks.fail(err)
-        for out in claimed:
-            discard_run(out, SKN_NAMES)
-        raise
+    return _on_ranks(_run_probe, request, progress, notify)
 
 
 def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[str], None], ranks: Ranks,
@@ -364,18 +374,7 @@ def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
               notify: Callable[[str], None] = _quiet) -> tuple[TrainResult, Path]:
     """`skn train` as one call: the prompt only, written to the run directory (under torchrun by rank 0,
     the batch split over the ranks; the path returned on other ranks is the one rank 0 writes)."""
-    ranks = from_environment()
-    if not ranks.active:
-        return _run_train(request, progress, notify, ranks, [])
-    claimed: list[Path] = []
-    try:
-        return _run_train(request, progress if ranks.leader else SilentProgress(), notify if ranks.leader else _quiet,
-                          ranks, claimed)
-    except BaseException as err:
-        ranks.fail(err)
-        for out in claimed:
-            discard_run(out, SKN_NAMES)
-        raise
+    return _on_ranks(_run_train, request, progress, notify)
 
 
 def _run_train(request: ProbeRequest, progress: ProgressSink, notify: Callable[[str], None], ranks: Ranks,

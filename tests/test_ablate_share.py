@@ -28,7 +28,7 @@ from skn.metrics import parse_metric
 from skn.prompt import init_prompt
 
 from fake_run import make_run
-from helpers import tiny_loaded
+from helpers import plant_neuron, tiny_loaded
 
 P = 3
 # Stacked and single forwards run the same float32 operations on the same rows; only the batch size of the
@@ -164,21 +164,11 @@ def test_consensus_targets_use_the_runs_own_best_slot(tmp_path: Path) -> None:
         consensus_targets(run, tmp_path / "nowhere")
 
 
-def _plant(loaded: object, neuron: int = 7) -> None:
-    """Layer 0's neuron `neuron` fires strongly and writes a large vector into the residual stream."""
-    mlp = loaded.model.model.layers[0].mlp  # type: ignore[attr-defined]
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        mlp.gate_proj.weight[neuron] = torch.randn(mlp.gate_proj.weight.shape[1], generator=g) * 2.0
-        mlp.up_proj.weight[neuron] = torch.randn(mlp.up_proj.weight.shape[1], generator=g) * 2.0
-        mlp.down_proj.weight[:, neuron] = torch.randn(mlp.down_proj.weight.shape[0], generator=g) * 3.0
-
-
 def test_planted_neuron_stands_out_at_k_one_in_shared_forwards() -> None:
     """The fast smoke of test_ablate_curve's planted-neuron test (which departs with 21 controls), here
     with 5 controls sharing forwards with the set: the top 1 moves the loss, the random 1s barely do."""
     loaded = tiny_loaded("qwen2", seed=1)
-    _plant(loaded)
+    plant_neuron(loaded)
     width, layers = loaded.sites.width, loaded.sites.num_layers
     data = _data(loaded, n=6, metric="loss", batch_size=6)
     ranked = [Target(0, 7, P - 1), *(Target(l, i, P - 1) for l in range(layers) for i in range(width) if (l, i) != (0, 7))]
