@@ -51,3 +51,13 @@ def saved_tiny_model(tmp_path: Path) -> Path:
     tiny_model("qwen2").save_pretrained(folder)
     char_tokenizer().save_pretrained(folder)  # type: ignore[attr-defined]
     return folder
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (thousands of tiny matmuls: on a shared machine a second BLAS thread
+    only spins, 100x slower); a module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -200,3 +200,16 @@ def plant_neuron(loaded: object, neuron: int = 7) -> None:
         mlp.gate_proj.weight[neuron] = torch.randn(mlp.gate_proj.weight.shape[1], generator=g) * 2.0
         mlp.up_proj.weight[neuron] = torch.randn(mlp.up_proj.weight.shape[1], generator=g) * 2.0
         mlp.down_proj.weight[:, neuron] = torch.randn(mlp.down_proj.weight.shape[0], generator=g) * 3.0
+
+
+def length_examples(n: int, seed: int) -> list[Any]:
+    """Ragged instructions; the metric `length` (their length plus noise) is tracked by many neurons."""
+    from skn.data import Example
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        instruction = "".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12)))
+        completion = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4)))
+        out.append(Example(instruction, completion, {"length": len(instruction) + rng.random()}, f"t:{i}"))
+    return out

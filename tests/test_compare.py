@@ -10,7 +10,6 @@ import csv
 import itertools
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +20,12 @@ from scipy import stats as sps
 
 from skn.probe_files import write_probe_run
 from skn.api import ProbeConfig, probe
-from skn.data import Example
 from skn.compare import compare_runs, scatter_figure, write_comparison
 from skn.errors import UsageError
 from skn.overlap import average_ranks, chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat
 from skn.prompt import init_prompt
 
-from helpers import tiny_loaded
-
-
-def examples(n: int, seed: int) -> list[Example]:
-    """Ragged instructions; the metric `length` (their length plus noise) is tracked by many neurons."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        instruction = "".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12)))
-        completion = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4)))
-        out.append(Example(instruction, completion, {"length": len(instruction) + rng.random()}, f"t:{i}"))
-    return out
+from helpers import length_examples as examples, tiny_loaded
 
 
 def test_chance_jaccard_by_enumeration() -> None:

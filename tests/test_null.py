@@ -24,13 +24,7 @@ from skn.rank import Neuron, Reduce, rank_neurons
 from skn.stats import StatsAccumulator, correlation
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Thousands of tiny matmuls: on a shared machine a second BLAS thread only spins (100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batches(n: int, size: int) -> Iterator[slice]:

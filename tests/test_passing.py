@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from skn.api import ProbeConfig, probe
-from skn.data import Example
 from skn.null import NullResult, PermutationMode
 from skn.passing import ALL, SELECTION, count_passing, passing_mask
 from skn.probe_files import read_probe_run, write_probe_run
@@ -26,18 +24,7 @@ from skn.rank import Reduce
 from skn.plots import choose_grouping
 from skn.report import summary_rows
 
-from helpers import tiny_loaded
-
-
-def length_examples(n: int, seed: int) -> list[Example]:
-    """Ragged instructions; the metric `length` (their length plus noise) is tracked by many neurons."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        instruction = "".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12)))
-        completion = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4)))
-        out.append(Example(instruction, completion, {"length": len(instruction) + rng.random()}, f"t:{i}"))
-    return out
+from helpers import length_examples, tiny_loaded
 
 
 def brute_counts(corr: np.ndarray, threshold: float, reduce: Reduce) -> list[int]:
