@@ -3,7 +3,12 @@ RUN/ablation.json (strict JSON: null where a number is undefined).
 
 The model comes from the caller (the CLI loads run.json's `model` unless --model is given), the prompt from
 RUN/prompt.safetensors, the items from RUN/examples.jsonl, the means from RUN/stats.safetensors (`mean_x`),
-the ranking from its `corr` with run.json's reduce, so a set larger than neurons.json can be ablated too.
+the ranking from its corr with run.json's reduce, so a set larger than neurons.json can be ablated too.
+
+With a holdout (the default for >= 200 validation items) the ranking is the selection fold's r, as in
+neurons.json, and the items come from the confirmation fold only: the effect of the top neurons is measured
+on items that did not choose them. ablation.json and ablation_curve.json record both ("ranked_on",
+"items_from").
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from skn.ablate import (
     MEASURES,
@@ -61,7 +67,8 @@ class AblationRequest:
 
 def run_targets(run: ProbeResult, neurons: str, top_k: int, prompt_len: int, consensus: str = "") -> tuple[Target, ...]:
     """The set to ablate: --neurons as given, else the top K of the consensus (with --consensus: `top_k`,
-    0 = the whole consensus list) or of the run (ranked from its corr)."""
+    0 = the whole consensus list) or of the run, ranked as neurons.json was: on the selection fold's r
+    where the run has a holdout (`ProbeResult.ranked_corr`), else on the whole set's."""
     layers, _, width = (int(s) for s in run.corr.shape)
     if neurons:
         return parse_targets(neurons, layers, prompt_len, width)
@@ -71,7 +78,7 @@ def run_targets(run: ProbeResult, neurons: str, top_k: int, prompt_len: int, con
         agreed = consensus_targets(run, Path(consensus))
         return agreed[: top_k or len(agreed)]
     reduce = run.info.reduce
-    ranked = rank_neurons(run.corr, top_k or len(run.neurons), reduce) if (top_k or run.neurons) else ()
+    ranked = rank_neurons(run.ranked_corr, top_k or len(run.neurons), reduce) if (top_k or run.neurons) else ()
     return tuple(Target(n.layer, n.index, n.position) for n in ranked)
 
 
@@ -82,12 +89,33 @@ def _encode(loaded: LoadedModel, examples: Sequence[Example], template: Template
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Which r ranked the set and which items the ablation measured on (recorded in the JSON files)."""
+
+    ranked_on: str  # "selection" (the holdout's selection fold) or "all"
+    items_from: str  # "confirmation" (items that did not choose the neurons) or "all"
+
+
+WHOLE_SET = Provenance("all", "all")
+
+
+def item_pool(run: ProbeResult) -> tuple[tuple[int, ...], Provenance]:
+    """The validation items an ablation draws from: with a holdout, the confirmation fold only, so the
+    effect of the top neurons is measured on items that played no part in choosing them; else all."""
+    if run.holdout is None:
+        return tuple(range(len(run.examples))), WHOLE_SET
+    confirm = run.holdout.folds.confirm
+    return tuple(int(i) for i in torch.nonzero(confirm).flatten().tolist()), Provenance("selection", "confirmation")
+
+
+@dataclass(frozen=True)
 class _Setup:
     run: ProbeResult
     data: AblationData
     items: tuple[int, ...]
     prompt_len: int
     alternative_rows: int
+    provenance: Provenance
 
 
 def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
@@ -101,7 +129,8 @@ def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
         raise RunDirError(f"{run_dir}: stats are {tuple(run.stats.mean_x.shape)}, the model has "
                           f"{loaded.sites.num_layers} layers x {loaded.sites.width} neurons and the prompt {prompt_len} slots")
     config = request.config
-    items = sample_items(len(run.examples), config.items, config.seed)
+    pool, provenance = item_pool(run)
+    items = tuple(pool[i] for i in sample_items(len(pool), config.items, config.seed))
     examples = tuple(run.examples[i] for i in items)
     template = Template(run.info.probe_config.template if run.info.probe_config is not None and run.info.probe_config.template else "auto")
     rows = _encode(loaded, examples, template, prompt_len)
@@ -111,7 +140,7 @@ def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
     alt_rows = _encode(loaded, alt_examples, template, prompt_len)
     spec = parse_metric(run.info.metric or "loss")
     data = prepare(loaded, prompt, rows, examples, spec, alt_rows, owner, others is not None, config.batch_size)
-    return _Setup(run, data, items, prompt_len, len(alt_rows))
+    return _Setup(run, data, items, prompt_len, len(alt_rows), provenance)
 
 
 def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress()) -> AblationResult:
@@ -119,7 +148,7 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
     setup = _setup(loaded, request)
     targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
     result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress)
-    write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows)
+    write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows, setup.provenance)
     return result
 
 
@@ -150,7 +179,7 @@ def run_curve(
         grid = parse_grid(k_grid, total) if k_grid else default_grid(total)
         configs = combinations(request.config, values, wheres)
         curves = k_curves(setup.data, ranked, grid, mean_x, configs, setup.items, progress)
-    write_curve(Path(request.run_dir), curves, loaded.name, request.consensus)
+    write_curve(Path(request.run_dir), curves, loaded.name, request.consensus, setup.provenance)
     return curves
 
 
@@ -177,7 +206,8 @@ def _means(m: Measures) -> dict[str, float | None]:
     }
 
 
-def ablation_record(result: AblationResult, model: str, alternative_rows: int) -> dict[str, object]:
+def ablation_record(result: AblationResult, model: str, alternative_rows: int,
+                    provenance: Provenance = WHOLE_SET) -> dict[str, object]:
     """The content of ablation.json."""
     c = result.config
     comp = result.comparison
@@ -197,6 +227,7 @@ def ablation_record(result: AblationResult, model: str, alternative_rows: int) -
         "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "per_neuron": c.per_neuron,
                    "items": c.items, "seed": c.seed, "batch_size": c.batch_size, "share": c.share},
         "n_items": len(result.items), "sets": result.sets,
+        "ranked_on": provenance.ranked_on, "items_from": provenance.items_from,
         "alternative_rows": alternative_rows,
         "forwards": result.forwards,
         "seconds": _num(result.seconds),
@@ -211,9 +242,10 @@ def ablation_record(result: AblationResult, model: str, alternative_rows: int) -
     }
 
 
-def write_ablation(run_dir: Path, result: AblationResult, model: str, alternative_rows: int) -> Path:
+def write_ablation(run_dir: Path, result: AblationResult, model: str, alternative_rows: int,
+                   provenance: Provenance = WHOLE_SET) -> Path:
     path = Path(run_dir) / ABLATION_FILE
-    write_json(path, ablation_record(result, model, alternative_rows))
+    write_json(path, ablation_record(result, model, alternative_rows, provenance))
     return path
 
 
@@ -263,7 +295,8 @@ def _curve_points(curve: Curve) -> tuple[list[dict[str, object]], dict[str, obje
     return points, departure
 
 
-def curve_record(curves: Curve | Sequence[Curve], model: str, consensus: str = "") -> dict[str, object]:
+def curve_record(curves: Curve | Sequence[Curve], model: str, consensus: str = "",
+                 provenance: Provenance = WHOLE_SET) -> dict[str, object]:
     """The content of ablation_curve.json: under "curves", one entry per (value, where) with its own config,
     points and departure; per point the set's effect, every control's, their median and 5-95% band, p and
     Holm's p (over that curve's grid); the departure point (loss). The top-level "config", "points" and
@@ -281,6 +314,7 @@ def curve_record(curves: Curve | Sequence[Curve], model: str, consensus: str = "
         "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "items": c.items,
                    "seed": c.seed, "batch_size": c.batch_size, "share": c.share},
         "ranking": f"consensus of {consensus} (each neuron at this run's best slot)" if consensus else "this run's |r|",
+        "ranked_on": "consensus" if consensus else provenance.ranked_on, "items_from": provenance.items_from,
         "correction": "holm", "correction_family": "each curve's grid", "alpha": 0.05, "n_items": len(first.items),
         "forwards": first.forwards, "sets": first.sets,
         "seconds": _num(first.seconds), "base": _means(first.base), "points": entries[0]["points"],
@@ -288,9 +322,10 @@ def curve_record(curves: Curve | Sequence[Curve], model: str, consensus: str = "
     }
 
 
-def write_curve(run_dir: Path, curves: Curve | Sequence[Curve], model: str, consensus: str = "") -> Path:
+def write_curve(run_dir: Path, curves: Curve | Sequence[Curve], model: str, consensus: str = "",
+                provenance: Provenance = WHOLE_SET) -> Path:
     path = Path(run_dir) / CURVE_FILE
-    write_json(path, curve_record(curves, model, consensus))
+    write_json(path, curve_record(curves, model, consensus, provenance))
     return path
 
 

@@ -72,8 +72,13 @@ def describe(record: Mapping[str, object]) -> str:
     neurons = record.get("neurons")
     count = len(neurons) if isinstance(neurons, Sequence) else 0
     return (f"{count} neuron-slot(s) set to {config.get('value', '?')} at {config.get('where', '?')} positions, "
-            f"{record.get('n_items', '?')} items, {config.get('controls', '?')} random controls (seed {config.get('seed', '?')}), "
-            f"{record.get('forwards', '?')} passes")
+            f"{record.get('n_items', '?')} items{_items_from(record)}, {config.get('controls', '?')} random controls "
+            f"(seed {config.get('seed', '?')}), {record.get('forwards', '?')} passes")
+
+
+def _items_from(record: Mapping[str, object]) -> str:
+    """' (confirmation fold)' where the items did not choose the neurons; '' for the whole set or older files."""
+    return " (confirmation fold)" if record.get("items_from") == "confirmation" else ""
 
 
 def ablation_figure(record: Mapping[str, object]) -> Figure:
@@ -189,7 +194,7 @@ def cost_text(record: Mapping[str, object]) -> str:
     config = _map(record.get("config"))
     share = config.get("share", 1)
     shared = f" ({record.get('sets', '?')} sets, {share} per forward)" if isinstance(share, int) and share > 1 else ""
-    return (f"{config.get('controls', '?')} random sets per point, {record.get('n_items', '?')} items, "
+    return (f"{config.get('controls', '?')} random sets per point, {record.get('n_items', '?')} items{_items_from(record)}, "
             f"{record.get('forwards', '?')} passes{shared}")
 
 

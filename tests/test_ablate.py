@@ -22,7 +22,7 @@ from skn.ablate import (
     sample_items,
 )
 from skn.intervention import Target, Value, ValueKind, Where, build_intervention, intervened, parse_targets, parse_value
-from skn.ablate_view import ablation_html, effect_rows
+from skn.ablate_view import ablation_html, describe, effect_rows
 from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ablation
 from skn.api import ProbeConfig, encode, probe
 from skn.run import write_run
@@ -198,3 +198,24 @@ def test_parsing_and_helpers() -> None:
     assert sample_items(5, 0, 0) == tuple(range(5))
     with pytest.raises(UsageError):
         AblationConfig(n_controls=-1)
+
+
+def test_holdout_run_ranks_on_selection_and_ablates_confirmation_items(tmp_path: Path) -> None:
+    """With a holdout, the ablated set is neurons.json's (ranked on the selection fold, not the whole set)
+    and every ablated item comes from the confirmation fold: items that did not choose the neurons."""
+    loaded = tiny_loaded("qwen2", seed=0)
+    data = examples(24, seed=5)
+    prompt = init_prompt(loaded, P, seed=2)  # type: ignore[arg-type]
+    result = probe(loaded, prompt, data, "loss", ProbeConfig(batch_size=6, top_k=5, holdout=0.5))  # type: ignore[arg-type]
+    write_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
+    write_prompt(tmp_path, PromptFile(prompt, "tiny", "plain"))
+    run = read_probe_run(tmp_path)
+    assert run.holdout is not None
+    confirmation = {int(i) for i in torch.nonzero(run.holdout.folds.confirm).flatten()}
+    run_ablation(loaded, AblationRequest(tmp_path, AblationConfig(n_controls=2, per_neuron=0, items=6, batch_size=4)))  # type: ignore[arg-type]
+    record = read_ablation(tmp_path)
+    assert record["ranked_on"] == "selection" and record["items_from"] == "confirmation"
+    assert record["neurons"] == [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]
+    indices = {row["index"] for row in record["per_example"]}  # type: ignore[attr-defined, index]
+    assert len(indices) == 6 and indices <= confirmation
+    assert "items (confirmation fold)" in describe(record)
