@@ -170,3 +170,50 @@ def test_real_bigbench_items_score() -> None:
     items = load_bigbench(BIGBENCH / "1_digit_multiplication" / "task.json")[:20]
     scored = mc.score_choices(model, tokenizer, [to_example(i, 0) for i in items], prompt_len=20)
     assert len(scored) == 20 and all(len(s.nll) == len(i.choices) for s, i in zip(scored, items))
+
+
+def test_training_distractors_share_the_answers_magnitude() -> None:
+    """Same-length distractors of the training items keep the answer's first two digits (so magnitude
+    cannot pick the answer) and draw the rest, the last digit included, at random; the shortcut flag is
+    read from the choices as for any item; prefix 0 leaves the generator's items as they are."""
+    import random
+
+    from skn.tasks.arithmetic import generate_items, last_digit_shortcut
+
+    items = generate_items("multiplication", 5, 200, seed=3)
+    changed = [train.same_magnitude(item, 2, random.Random(i)) for i, item in enumerate(items)]
+    lasts = set()
+    for before, after in zip(items, changed):
+        assert after.answer == before.answer and len(after.choices) == len(before.choices) == len(set(after.choices))
+        same = [c for c in after.choices if c.isdigit() and len(c) == len(after.answer) and c != after.answer]
+        assert same and all(c[:2] == after.answer[:2] for c in same)
+        assert [c for c in after.choices if c not in same] == [c for c in before.choices if c not in same and
+                                                               not (c.isdigit() and len(c) == len(before.answer) and c != before.answer)]
+        lasts.update(c[-1] for c in same)
+    assert lasts == set("0123456789")
+    rate = np.mean([last_digit_shortcut(item) for item in changed])
+    assert 0.55 < rate < 0.77  # four numeric distractors, each with a uniform last digit: 0.9 ** 4 = 0.66 expected
+    assert train.same_magnitude(items[0], 0, random.Random(0)) == items[0]
+    short = generate_items("multiplication", 1, 5, seed=3)[0]
+    assert train.same_magnitude(short, 2, random.Random(0)) == short
+
+
+@pytest.mark.skipif(not BIGBENCH.is_dir(), reason="../shared/data/bigbench_arithmetic is absent")
+def test_check_run_scores_the_runs_own_neurons_on_real_items(tmp_path: Path) -> None:
+    """`python -m skn.zoo.evaluate --run RUN`: the run's top neurons and prompt, not a new ranking, on the
+    real items; each AUROC is P(no-shortcut item above a shortcut item) of activation * sign(r)."""
+    from skn.probe_files import read_probe_run
+    from skn.request import DataRequest, ProbeRequest, TrainSettings
+    from skn.run import run_probe
+    from skn.zoo.evaluate import check_run
+
+    torch.set_num_threads(1)
+    run_probe(ProbeRequest(data=DataRequest(train_size=8, val_size=12), train=TrainSettings(steps=1),
+                           out=str(tmp_path / "run"), threads=1))
+    record = check_run(tmp_path / "run", default_model_path(), BIGBENCH, [1], seed=0)
+    run = read_probe_run(tmp_path / "run")
+    assert record["neurons"] == [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]
+    one = record["1_digit_multiplication"]
+    assert isinstance(one, dict) and one["n"] == 100 and 0 < one["n_shortcut"] < 100
+    assert len(one["auroc_top_neurons"]) == len(run.neurons)
+    assert all(0.0 <= a <= 1.0 for a in one["auroc_top_neurons"]) and 0.0 <= one["auroc_loss"] <= 1.0

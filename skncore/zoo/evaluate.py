@@ -11,6 +11,9 @@ For each multiplication subtask it prints
   its best slot, and the AUROC of that activation, oriented by the sign of r (higher loss = no shortcut),
   for telling no-shortcut from shortcut items. The ranking never sees the shortcut flag.
 
+With `--run RUN` it checks a probe run instead (e.g. `skn probe`'s default run on generated items): the
+run's own top neurons and prompt on the real items, each neuron's shortcut AUROC and the loss's.
+
 This is a measuring tool for bench/README.md, not part of `skn probe`.
 """
 
@@ -172,6 +175,42 @@ def probe_bigbench(
     return out
 
 
+def check_run(run_dir: Path, model: Path, bigbench: Path, digits: Sequence[int], seed: int) -> dict[str, object]:
+    """A probe run's own top neurons (ranked on ITS validation items, e.g. `skn probe`'s generated ones),
+    with its prompt, on the real BIG-bench items: each neuron's AUROC for no-shortcut vs shortcut items
+    (activation * sign(r)), and the AUROC of the per-item loss under that prompt. Nothing is re-ranked."""
+    from skn.api import encode
+    from skn.layout import Template, make_batch
+    from skn.model import batch_pad_id, load_model
+    from skn.probe import exemplar_pass
+    from skn.probe_files import read_probe_run
+    from skn.rundir import read_prompt
+    from skn.scoring import completion_scores
+    from skn.tasks.arithmetic import load_bigbench, to_example
+
+    run = read_probe_run(run_dir)
+    prompt = read_prompt(run_dir).prompt
+    loaded = load_model(str(model), device="cpu")
+    template = Template(run.info.probe_config.template if run.info.probe_config and run.info.probe_config.template else "auto")
+    out: dict[str, object] = {"run": str(run_dir), "neurons": [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]}
+    for d in digits:
+        items = load_bigbench(bigbench / f"{d}_digit_multiplication" / "task.json")
+        examples = [to_example(item, seed) for item in items]
+        rows = encode(loaded, examples, template, int(prompt.shape[0]))
+        shortcut = np.array([bool(e.meta["last_digit_shortcut"]) for e in examples])
+        acts = exemplar_pass(loaded, prompt, rows, run.neurons, 64).double().numpy()
+        with torch.no_grad():
+            loss = np.concatenate([completion_scores(loaded, make_batch(rows[i : i + 64], int(prompt.shape[0]),
+                                                                        batch_pad_id(loaded)), prompt).loss.numpy()
+                                   for i in range(0, len(rows), 64)])
+        aucs = [auroc(acts[k] * np.sign(n.r), ~shortcut) for k, n in enumerate(run.neurons)]
+        out[f"{d}_digit_multiplication"] = {"n": len(examples), "n_shortcut": int(shortcut.sum()),
+                                             "auroc_loss": auroc(loss, ~shortcut), "auroc_top_neurons": aucs}
+        print(f"{d}-digit (BIG-bench, n={len(examples)}): AUROC(loss) {auroc(loss, ~shortcut):.3f}; the run's top "
+              f"neurons' AUROC " + ", ".join(f"{a:.3f}" for a in aucs), flush=True)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -186,8 +225,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--probe-steps", type=int, default=0, help="> 0: also run skn's probe (skn.api)")
     parser.add_argument("--probe-lr", type=float, default=3e-3)
     parser.add_argument("--probe-train-size", type=int, default=256)
+    parser.add_argument("--run", type=Path, default=None, help="a probe run: check ITS top neurons and prompt only")
     args = parser.parse_args(argv)
     digit_list = [int(d) for d in args.digits.split(",")]
+    if args.run is not None:
+        record = check_run(args.run, args.model, args.bigbench, digit_list, args.seed)
+        if args.json is not None:
+            args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return
     if args.probe_steps > 0:
         checks = probe_bigbench(args.model, args.bigbench, digit_list, args.probe_steps, args.probe_lr,
                                 args.probe_train_size, args.seed)

@@ -3,6 +3,8 @@ skn's own generated BIG-bench-style multiple-choice multiplication items.
 
     python -m skn.zoo.train_arithmetic --out skncore/zoo/arith_tiny          # the shipped model
     python -m skn.zoo.train_arithmetic --out /tmp/smoke --steps 3 --pool 64  # a smoke run (seconds)
+    python -m skn.zoo.train_arithmetic --out /tmp/shortcut --digits 1,2,3,4,5 --format-pool 2000 \
+        --val-items 60 --distractor-prefix 2   # the second attempt of bench/README.md (not shipped)
 
 Why it looks the way it does:
 - Training text is only what `skn.tasks.arithmetic.generate_items` writes (BIG-bench's canary forbids its
@@ -20,11 +22,13 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from skn.data import Example
+from skn.tasks.arithmetic import ArithmeticItem
 from skn.tokenizer import Tokenizer
 from skn.zoo import CHECKSUM_FILE, PLACEHOLDER
 from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate, token_nll
@@ -41,6 +46,10 @@ from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate,
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", PLACEHOLDER)
 # Every printable ASCII character plus newline: one token each.
 CHARACTERS = ("\n",) + tuple(chr(code) for code in range(32, 127))
+# With 4- and 5-digit items in the mix (whose full product is far beyond the model, while the last digit,
+# (a0 * b0) mod 10, and the length are easy), items below this many digits are there for the format and get
+# `format_pool` items each. The shipped model has only 1-3 digits, with format_pool = pool.
+FORMAT_BELOW = 4
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -58,7 +67,11 @@ class PretrainConfig:
     grad_clip: float = 1.0
     operations: tuple[str, ...] = ("multiplication",)
     digits: tuple[int, ...] = (1, 2, 3)
-    pool: int = 20000  # generated training items per (operation, digits)
+    pool: int = 20000  # generated training items per (operation, digits) for digits >= FORMAT_BELOW
+    format_pool: int = 20000  # ... and for the short ones (digits < FORMAT_BELOW), there for the format
+    # Same-length distractors share the answer's first `distractor_prefix` digits (0: the generator's uniform
+    # ones, as BIG-bench): the product's magnitude then cannot tell them apart, its last digit still can.
+    distractor_prefix: int = 0
     val_items: int = 100  # generated held-out items per (operation, digits), for the log only
     prompt_len: int = 20
     hidden: int = 128
@@ -148,21 +161,48 @@ def build_model(cfg: PretrainConfig, vocab_size: int) -> nn.Module:
 # data
 
 
-def generated_examples(cfg: PretrainConfig, n: int, salt: int) -> tuple[Example, ...]:
-    """n generated items per (operation, digits), each with its own seeded choice order."""
-    from skn.tasks.arithmetic import ArithmeticItem, generate_items, to_example
+def training_counts(cfg: PretrainConfig) -> dict[int, int]:
+    """Generated training items per digits: `pool` for 4 and 5 digits, `format_pool` for the short ones."""
+    return {d: cfg.pool if d >= FORMAT_BELOW else min(cfg.pool, cfg.format_pool) for d in cfg.digits}
+
+
+def same_magnitude(item: ArithmeticItem, prefix: int, rng: random.Random) -> ArithmeticItem:
+    """The item with every same-length numeric distractor redrawn to share the answer's first `prefix`
+    digits, the rest uniform (the last digit too): only the full product, or its last digit, tells them from
+    the answer. Answers shorter than prefix + 2 digits (and prefix 0) are left as generated."""
+    answer = item.answer
+    if prefix < 1 or len(answer) < prefix + 2 or not answer.isdigit():
+        return item
+    choices = list(item.choices)
+    for i, choice in enumerate(choices):
+        if choice == answer or len(choice) != len(answer) or not choice.isdigit():
+            continue
+        while True:
+            value = answer[:prefix] + "".join(rng.choice("0123456789") for _ in range(len(answer) - prefix))
+            if value != answer and value not in choices:
+                choices[i] = value
+                break
+    return dataclasses.replace(item, choices=tuple(choices))
+
+
+def generated_examples(cfg: PretrainConfig, counts: Mapping[int, int], salt: int) -> tuple[Example, ...]:
+    """counts[digits] generated items per (operation, digits), each with its own seeded choice order."""
+    from skn.tasks.arithmetic import generate_items, to_example
 
     out: list[Example] = []
     for o, operation in enumerate(cfg.operations):
         for digits in cfg.digits:
             seed = cfg.seed + salt * 1_000_003 + o * 10_007 + digits * 101
+            want = counts[digits]
             items: list[ArithmeticItem] = []
             # Drawn in chunks of distinct questions (there are only 100 distinct 1-digit and 8,100 2-digit
             # ones); a question may come back in a later chunk, with new distractors and a new order.
             chunk = 100 if digits == 1 else 2000
-            while len(items) < n:
-                items.extend(generate_items(operation, digits, min(n - len(items), chunk), seed))
+            while len(items) < want:
+                items.extend(generate_items(operation, digits, min(want - len(items), chunk), seed))
                 seed += 1
+            rng = random.Random(f"same-magnitude|{seed}")
+            items = [same_magnitude(item, cfg.distractor_prefix, rng) for item in items]
             out.extend(to_example(item, seed + 7 * i) for i, item in enumerate(items))
     return tuple(out)
 
@@ -255,8 +295,8 @@ def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bo
     pad = SPECIAL_TOKENS.index("<pad>")
 
     started = time.perf_counter()
-    train_rows = [encode_pretraining(tokenizer, e) for e in generated_examples(cfg, cfg.pool, salt=1)]
-    val_examples = generated_examples(cfg, cfg.val_items, salt=2)
+    train_rows = [encode_pretraining(tokenizer, e) for e in generated_examples(cfg, training_counts(cfg), salt=1)]
+    val_examples = generated_examples(cfg, {d: cfg.val_items for d in cfg.digits}, salt=2)
     if log:
         print(f"{sum(p.numel() for p in model.parameters())} parameters; {len(train_rows)} training items "
               f"built in {time.perf_counter() - started:.1f}s", flush=True)
@@ -312,14 +352,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (saved regularly)")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--pool", type=int, default=defaults.pool)
+    parser.add_argument("--pool", type=int, default=defaults.pool, help="items per 4- and 5-digit subtask")
+    parser.add_argument("--format-pool", type=int, default=defaults.format_pool, help="items per 1- to 3-digit subtask")
+    parser.add_argument("--digits", default=",".join(map(str, defaults.digits)), help="operand digits, e.g. 1,2,3,4,5")
+    parser.add_argument("--distractor-prefix", type=int, default=defaults.distractor_prefix,
+                        help="same-length distractors share the answer's first N digits (0: uniform, as BIG-bench)")
     parser.add_argument("--val-items", type=int, default=defaults.val_items)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
     cfg = PretrainConfig(
-        seed=args.seed, steps=args.steps, pool=args.pool, val_items=args.val_items,
+        seed=args.seed, steps=args.steps, pool=args.pool, format_pool=args.format_pool, val_items=args.val_items,
+        digits=tuple(int(d) for d in args.digits.split(",")), distractor_prefix=args.distractor_prefix,
         eval_every=min(args.eval_every, args.steps), batch_size=args.batch_size,
         checkpoint_every=min(defaults.checkpoint_every, args.steps),
         warmup=min(defaults.warmup, max(1, args.steps // 10)),
