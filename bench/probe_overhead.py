@@ -25,6 +25,11 @@ activations, the run directory written), one fresh process per measurement, best
 and prints, between the two sizes, slope = (t(N2) - t(N1)) / (t_bare(N2) - t_bare(N1)) so that
 process start-up cancels, and each process's peak RSS. Usage:
     python bench/probe_overhead.py --end-to-end [--sizes 256,2048] [--repeats 2]
+
+--real-bare RUN: the bare forward of a real probe run (its model, prompt, template, batch size and
+validation examples, read from the run directory): completion_scores over the same batches, no hooks, best
+of --repeats; compare with run.json's timings (probe_pass_s, null_s, exemplar_pass_s, store_read_s).
+    python bench/probe_overhead.py --real-bare RUN [--repeats 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -175,6 +180,38 @@ def end_to_end(sizes: list[int], repeats: int) -> None:
               + f" {slope:>13.3f} {rss[hi] / rss[lo]:>9.3f}", flush=True)
 
 
+def real_bare(run_dir: str, repeats: int) -> dict[str, object]:
+    """Best of `repeats` bare forwards (completion_scores, no hooks) over a probe run's own batches."""
+    from pathlib import Path
+
+    from skn.api import encode
+    from skn.layout import Template, make_batch
+    from skn.model import batch_pad_id, load_model
+    from skn.probe_files import read_probe_run
+    from skn.rundir import read_prompt
+    from skn.scoring import completion_scores
+
+    run = read_probe_run(Path(run_dir))
+    settings = run.info.probe_config
+    assert settings is not None
+    loaded = load_model(run.info.model)
+    # a run that reused a prompt (--prompt) names it in run.json instead of holding a copy
+    source = Path(run_dir) if (Path(run_dir) / "prompt.safetensors").is_file() else Path(run.info.prompt)
+    prompt = read_prompt(source).prompt.to(loaded.device)
+    rows = encode(loaded, run.examples, Template(settings.template or "auto"), int(prompt.shape[0]))
+    pad, size = batch_pad_id(loaded), settings.batch_size
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            for first in range(0, len(rows), size):
+                completion_scores(loaded, make_batch(rows[first : first + size], int(prompt.shape[0]), pad), prompt)
+        best = min(best, time.perf_counter() - start)
+    timings = {k: round(float(v), 2) for k, v in run.info.timings.items()}
+    return {"run": run_dir, "n": len(rows), "batch_size": size, "bare_s": round(best, 2), "run_timings": timings,
+            "probe_pass_over_bare": round(float(run.info.timings.get("probe_pass_s", float("nan"))) / best, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="256,1024,4096")
@@ -182,7 +219,14 @@ def main() -> None:
     parser.add_argument("--child", type=int, default=0)
     parser.add_argument("--end-to-end", action="store_true")
     parser.add_argument("--whole", default="")
+    parser.add_argument("--real-bare", default="", help="a probe run directory: time its bare forward")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.real_bare:
+        print(json.dumps(real_bare(args.real_bare, args.repeats)))
+        return
     if args.whole:
         print(json.dumps({**whole_process(args.whole, args.child),
                           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
