@@ -362,7 +362,7 @@ def ablation_table(run: Path) -> list[str]:
     assert isinstance(record, dict)
     config, base, effect, controls = record["config"], record["base"], record["effect"], record["controls_summary"]
     lines = [f"{len(record['neurons'])} neurons ({', '.join(record['neurons'])}) set to `{config['value']}` at "
-             f"`{config['where']}` on {record['n_items']} items, against {config['controls']} random sets "
+             f"`{config['where']}` on {record['n_items']} items{_items_from(record)}, against {config['controls']} random sets "
              f"({record['forwards']} forwards, {record['seconds']:.0f} s):", "",
              "| measure | unablated | change (top set) | change (random sets: mean ± sd) | empirical p |", "|---|---|---|---|---|"]
     for name in ("loss", "metric", "accuracy"):
@@ -372,11 +372,34 @@ def ablation_table(run: Path) -> list[str]:
     return lines
 
 
+def _items_from(record: dict[str, object]) -> str:
+    return " (confirmation fold: items that did not choose the neurons)" if record.get("items_from") == "confirmation" else ""
+
+
 def curve_table(run: Path) -> list[str]:
+    """skn ablate --curve's ablation_curve.json: per K the top set's effect on the loss beside the random
+    sets' band, the empirical p and Holm's p over the grid, and the departure point."""
     path = run / "ablation_curve.json"
     if not path.exists():
-        return []
-    return ["```", json.dumps(read_json(path), indent=1)[:4000], "```"]
+        return ["(not run)"]
+    record = read_json(path)
+    assert isinstance(record, dict)
+    config, base = record["config"], record["base"]
+    lines = [f"The top K set to `{config['value']}` at `{config['where']}` on {record['n_items']} items"
+             f"{_items_from(record)}, against {config['controls']} random sets per K ({record['forwards']} forwards, "
+             f"{record['seconds']:.0f} s); unablated loss {base['loss']:.4f}:", "",
+             "| K | loss change (top K) | random sets: median [5%, 95%] | p | p (Holm) | accuracy change |",
+             "|---|---|---|---|---|---|"]
+    for point in record["points"]:
+        band, effect = point["band"]["loss"], point["effect"]
+        accuracy = effect.get("accuracy")
+        lines.append(f"| {point['k']} | {effect['loss']:+.2e} | {band['median']:+.2e} [{band['q05']:+.2e}, {band['q95']:+.2e}] | "
+                     f"{point['controls_summary']['loss']['p']:.3f} | {point['p_holm']['loss']:.3f} | "
+                     f"{'' if accuracy is None else f'{accuracy:+.3f}'} |")
+    departure = record.get("departure")
+    lines += ["", "Departure from random (first K with Holm p < 0.05): " +
+              ("none on this grid" if not departure else f"K = {departure['k']} (loss change {departure['effect_loss']:+.2e})")]
+    return lines
 
 
 def shortcut_analysis(s: Summary, k: int = 10, lowest: int = 20) -> list[str]:
