@@ -185,20 +185,17 @@ def real_bare(run_dir: str, repeats: int) -> dict[str, object]:
     from pathlib import Path
 
     from skn.api import encode
-    from skn.layout import Template, make_batch
+    from skn.layout import make_batch
     from skn.model import batch_pad_id, load_model
-    from skn.probe_files import read_probe_run
-    from skn.rundir import read_prompt
+    from skn.probe_files import read_probe_run, run_prompt, run_template
     from skn.scoring import completion_scores
 
     run = read_probe_run(Path(run_dir))
     settings = run.info.probe_config
     assert settings is not None
     loaded = load_model(run.info.model)
-    # a run that reused a prompt (--prompt) names it in run.json instead of holding a copy
-    source = Path(run_dir) if (Path(run_dir) / "prompt.safetensors").is_file() else Path(run.info.prompt)
-    prompt = read_prompt(source).prompt.to(loaded.device)
-    rows = encode(loaded, run.examples, Template(settings.template or "auto"), int(prompt.shape[0]))
+    prompt = run_prompt(Path(run_dir), run).prompt.to(loaded.device)
+    rows = encode(loaded, run.examples, run_template(run), int(prompt.shape[0]))
     pad, size = batch_pad_id(loaded), settings.batch_size
     best = float("inf")
     for _ in range(repeats):

@@ -45,8 +45,8 @@ from skn.model import LoadedModel
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult
-from skn.rundir import read_json, read_prompt, write_json
-from skn.probe_files import read_probe_run
+from skn.rundir import read_json, write_json
+from skn.probe_files import read_probe_run, run_prompt, run_template
 from skn.version import __version__
 
 ABLATION_FILE = "ablation.json"
@@ -121,7 +121,7 @@ class _Setup:
 def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
     run_dir = Path(request.run_dir)
     run = read_probe_run(run_dir)
-    prompt = read_prompt(run_dir).prompt
+    prompt = run_prompt(run_dir, run).prompt
     prompt_len = int(prompt.shape[0])
     if prompt.shape[1] != loaded.hidden_size:
         raise UsageError(f"{run_dir}: the prompt is [P, {prompt.shape[1]}], but {loaded.name} needs [P, {loaded.hidden_size}]")
@@ -132,7 +132,7 @@ def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
     pool, provenance = item_pool(run)
     items = tuple(pool[i] for i in sample_items(len(pool), config.items, config.seed))
     examples = tuple(run.examples[i] for i in items)
-    template = Template(run.info.probe_config.template if run.info.probe_config is not None and run.info.probe_config.template else "auto")
+    template = run_template(run)
     rows = _encode(loaded, examples, template, prompt_len)
     others = alternatives(examples, run.examples)
     alt_examples = [Example(e.instruction, alt, e.meta, e.source) for e, alts in zip(examples, others or ()) for alt in alts]

@@ -20,6 +20,7 @@ from skn.errors import RunDirError
 from skn.folds import FoldStats
 from skn.groups import GroupSummaries, groups_from_json, groups_to_json
 from skn.holdout import HeldOutR, HoldoutResult
+from skn.layout import Template
 from skn.null import NullResult, PermutationMode
 from skn.predictivity import PredictivityCounts, predictivity_record
 from skn.rank import Neuron
@@ -27,8 +28,8 @@ from skn.replication import ALPHA, Replication
 from skn.result import ProbeResult, info_from_json, info_to_json
 from skn.partial import PartialResult
 from skn.rundir import (CONTROL_COLUMNS, EXAMPLES_FILE, PREDICTIVITY_FILE, PREDICTIVITY_JSON, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURON_COLUMNS, NEURONS_CSV,
-                        NEURONS_JSON, NULL_COLUMNS, RUN_FILE, STATS_FILE, TOP_ACTIVATIONS_FILE, load_tensors, read_json,
-                        require_file, write_json, write_tensors, write_text, json_safe)
+                        NEURONS_JSON, NULL_COLUMNS, PROMPT_FILE, RUN_FILE, STATS_FILE, TOP_ACTIVATIONS_FILE, PromptFile, load_tensors,
+                        read_json, read_prompt, require_file, write_json, write_tensors, write_text, json_safe)
 from skn.stats import PearsonStats
 from skn.version import __version__
 
@@ -231,6 +232,25 @@ def _check_neurons(neurons: Sequence[Neuron], corr: Tensor, path: Path) -> None:
                 f"{path}: rank {n.rank} names layer {n.layer}, position {n.position}, neuron {n.index}, "
                 f"outside the run's {layers} x {positions} x {width}"
             )
+
+
+def run_prompt(directory: Path, run: ProbeResult) -> PromptFile:
+    """The prompt a probe run used: its own prompt.safetensors when it trained one, else the --prompt file
+    or run directory that run.json names (a path as the probe was given it, so relative to where it ran)."""
+    directory = Path(directory)
+    if (directory / PROMPT_FILE).is_file() or run.info.prompt in ("", "trained"):
+        return read_prompt(directory)
+    named = Path(run.info.prompt)
+    if not (named.is_file() or (named / PROMPT_FILE).is_file()):
+        raise RunDirError(f"{directory}: no {PROMPT_FILE}, and the prompt its run.json names ({named}) is not "
+                          f"readable from here")
+    return read_prompt(named)
+
+
+def run_template(run: ProbeResult) -> Template:
+    """The chat template the run laid its examples out with (run.json's probe_config), else auto."""
+    settings = run.info.probe_config
+    return Template(settings.template if settings is not None and settings.template else "auto")
 
 
 def read_probe_run(directory: Path) -> ProbeResult:

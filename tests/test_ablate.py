@@ -27,12 +27,12 @@ from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ab
 from skn.api import ProbeConfig, encode, probe
 from skn.run import write_run
 from skn.data import Example
-from skn.errors import UsageError
+from skn.errors import RunDirError, UsageError
 from skn.layout import Template, make_batch, pad_id
 from skn.metrics import parse_metric
 from skn.prompt import init_prompt, splice
 from skn.rundir import PromptFile, write_prompt
-from skn.probe_files import read_probe_run
+from skn.probe_files import read_probe_run, run_prompt
 
 from helpers import ABLATION_P, ablation_data, examples, hooked_activations, plant_neuron, tiny_loaded
 
@@ -219,3 +219,23 @@ def test_holdout_run_ranks_on_selection_and_ablates_confirmation_items(tmp_path:
     indices = {row["index"] for row in record["per_example"]}  # type: ignore[attr-defined, index]
     assert len(indices) == 6 and indices <= confirmation
     assert "items (confirmation fold)" in describe(record)
+
+
+def test_a_run_that_reused_a_prompt_is_ablated_with_that_prompt(tmp_path: Path) -> None:
+    """A run probed with --prompt holds no prompt.safetensors; run.json names the prompt, and skn ablate
+    reads it from there (skn.probe_files.run_prompt); gone from there, one RunDirError saying so."""
+    loaded = tiny_loaded("qwen2", seed=0)
+    data = examples(12, seed=5)
+    prompt = init_prompt(loaded, P, seed=2)  # type: ignore[arg-type]
+    given = write_prompt(tmp_path / "given", PromptFile(prompt, "tiny", "plain"))
+    result = probe(loaded, prompt, data, "loss", ProbeConfig(batch_size=6, top_k=3))  # type: ignore[arg-type]
+    run_dir = tmp_path / "run"
+    write_run(run_dir, replace(result, info=replace(result.info, model="tiny", prompt=str(tmp_path / "given"))))
+    run = read_probe_run(run_dir)
+    assert not (run_dir / "prompt.safetensors").exists()
+    assert torch.equal(run_prompt(run_dir, run).prompt, prompt)
+    run_ablation(loaded, AblationRequest(run_dir, AblationConfig(n_controls=2, per_neuron=0, items=4, batch_size=4)))  # type: ignore[arg-type]
+    assert read_ablation(run_dir)["n_items"] == 4
+    given.unlink()
+    with pytest.raises(RunDirError, match="not readable from here"):
+        run_prompt(run_dir, run)

@@ -180,18 +180,17 @@ def check_run(run_dir: Path, model: Path, bigbench: Path, digits: Sequence[int],
     with its prompt, on the real BIG-bench items: each neuron's AUROC for no-shortcut vs shortcut items
     (activation * sign(r)), and the AUROC of the per-item loss under that prompt. Nothing is re-ranked."""
     from skn.api import encode
-    from skn.layout import Template, make_batch
+    from skn.layout import make_batch
     from skn.model import batch_pad_id, load_model
     from skn.probe import exemplar_pass
-    from skn.probe_files import read_probe_run
-    from skn.rundir import read_prompt
+    from skn.probe_files import read_probe_run, run_prompt, run_template
     from skn.scoring import completion_scores
     from skn.tasks.arithmetic import load_bigbench, to_example
 
     run = read_probe_run(run_dir)
-    prompt = read_prompt(run_dir).prompt
+    prompt = run_prompt(run_dir, run).prompt
     loaded = load_model(str(model), device="cpu")
-    template = Template(run.info.probe_config.template if run.info.probe_config and run.info.probe_config.template else "auto")
+    template = run_template(run)
     out: dict[str, object] = {"run": str(run_dir), "neurons": [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]}
     for d in digits:
         items = load_bigbench(bigbench / f"{d}_digit_multiplication" / "task.json")
