@@ -9,3 +9,22 @@
 
 Importing this package does not import triton; the kernel modules do (`skn.backend` picks them).
 """
+
+if __name__ == "kernels":
+    # This folder is skn.kernels. Where a checkout's root is first on sys.path (`python -m pytest`, `python -m skn`
+    # or a notebook started there), `import kernels` finds it instead of Hugging Face's `kernels` package, which
+    # transformers imports whenever that distribution is installed (recent transformers releases depend on it). Hand
+    # the name over to the real package, found on the rest of sys.path; without one, fail as a missing import.
+    import importlib.machinery as _machinery
+    import importlib.util as _util
+    import os as _os
+    import sys as _sys
+
+    _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    _rest = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _root]
+    _spec = _machinery.PathFinder.find_spec("kernels", _rest)
+    if _spec is None or _spec.loader is None:
+        raise ModuleNotFoundError("No module named 'kernels' (skn's kernels/ folder is skn.kernels)", name="kernels")
+    _real = _util.module_from_spec(_spec)
+    _sys.modules["kernels"] = _real  # the import system returns what sys.modules holds once this file has run
+    _spec.loader.exec_module(_real)
