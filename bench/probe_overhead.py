@@ -24,7 +24,15 @@ activations, the run directory written), one fresh process per measurement, best
 
 and prints, between the two sizes, slope = (t(N2) - t(N1)) / (t_bare(N2) - t_bare(N1)) so that
 process start-up cancels, and each process's peak RSS. Usage:
-    python bench/probe_overhead.py --end-to-end [--sizes 256,2048] [--repeats 2]
+    python bench/probe_overhead.py --end-to-end [--sizes 256,2048] [--repeats 2] [--kinds label,loss]
+
+--in-pass: one process, `skn.api.probe` with the default config (null 100, holdout, the store) for `loss` and a
+label, --repeats rounds; a timer around each part of the pass's own work (the prompt rows' gather, the folds'
+moments, the null, the store) says how much of the pass it took. pass/rest = the pass over the pass less those
+parts (the forward and the hooks' plumbing): the statistics' cost as a multiple of the forward, measured at
+every layer of every batch, so a noisy machine's drift hits both alike (a lower bound: what the parts do to the
+forward's caches is not counted; --end-to-end counts everything).
+    python bench/probe_overhead.py --in-pass [--sizes 512] [--repeats 3]
 
 --real-bare RUN: the bare forward of a real probe run (its model, prompt, template, batch size and
 validation examples, read from the run directory): completion_scores over the same batches, no hooks, best
@@ -154,12 +162,76 @@ def whole_process(kind: str, n: int) -> dict[str, object]:
     return {"kind": kind, "n": n, "seconds": time.perf_counter() - start, **extra}
 
 
-def end_to_end(sizes: list[int], repeats: int) -> None:
+def in_pass(n: int, repeats: int) -> None:
+    """The probe pass's own statistics work against the rest of the pass, timed inside one pass."""
+    from collections import Counter
+
+    import skn.api
+    import skn.exemplar_store
+    import skn.folds
+    import skn.layout
+    import skn.null
+    import skn.stats
+    from skn.api import ProbeConfig, probe
+    from skn.data import Example
+    from skn.layout import Template
+    from skn.model import LoadedModel
+
+    spent: Counter[str] = Counter()
+    depth = [0]
+
+    def timed(owner: object, name: str, part: str) -> None:
+        inner = getattr(owner, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:  # an outer part's time includes what it calls
+                    spent[part] += time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+
+    for owner, name, part in ((getattr(skn.layout, "PromptRowBuffer", None), "gather", "gather"),
+                              (skn.folds.FoldAccumulator, "add_layer", "moments"),
+                              (skn.folds.FoldAccumulator, "finish_batch", "moments"),
+                              (skn.stats.StatsAccumulator, "add_layer", "moments"),
+                              (skn.stats.StatsAccumulator, "finish_batch", "moments"),
+                              (skn.null.SelectedRows, "add_layer", "null"),
+                              (skn.null.NullAccumulator, "add_layer", "null"),
+                              (skn.exemplar_store.ActivationStore, "add_layer", "store"),
+                              (skn.exemplar_store.ActivationStore, "finish_batch", "store")):
+        if owner is not None and hasattr(owner, name):  # an older skn lacks some (bench it with PYTHONPATH)
+            timed(owner, name, part)
+    loaded, rows, _, prompt = build(n)
+    assert isinstance(loaded, LoadedModel)
+    skn.api.encode = lambda loaded, examples, template, prompt_len: tuple(rows)  # type: ignore[assignment]
+    labelled = [Example("", "", {"grp": "a" if i % 3 == 0 else "b"}, f"bench:{i}") for i in range(n)]
+    parts = ("gather", "moments", "null", "store")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, N = {n}, batch 16; each part's share of "
+          "the rest of the pass (the forward)", flush=True)
+    print(f"{'metric':>7} {'round':>5} {'pass s':>7} {'parts s':>7} {'pass/rest':>9} " + " ".join(f"{p:>8}" for p in parts))
+    for round_ in range(repeats):
+        for metric in ("loss", "grp==a"):
+            spent.clear()
+            result = probe(loaded, prompt, labelled, metric, ProbeConfig(batch_size=16, top_k=10, template=Template.PLAIN))
+            total = float(result.info.timings["probe_pass_s"])
+            own = sum(spent.values())
+            rest = total - own
+            print(f"{'loss' if metric == 'loss' else 'label':>7} {round_ + 1:>5} {total:>7.2f} {own:>7.2f} {total / rest:>9.3f} "
+                  + " ".join(f"{100 * spent[p] / rest:>7.1f}%" for p in parts), flush=True)
+
+
+def end_to_end(sizes: list[int], repeats: int, kinds: tuple[str, ...] = KINDS) -> None:
     print(f"torch {torch.__version__}, whole processes, best of {repeats}", flush=True)
+    kinds = tuple(dict.fromkeys(k for kind in kinds for k in (BARE_OF.get(kind, kind), kind)))  # each with its bare
     best: dict[tuple[str, int], dict[str, object]] = {}
     for n in sizes:
         for _ in range(repeats):
-            for kind in KINDS:  # in turn, so that machine noise hits every kind alike
+            for kind in kinds:  # in turn, so that machine noise hits every kind alike
                 out = subprocess.run([sys.executable, __file__, "--whole", kind, "--child", str(n)],
                                      check=True, capture_output=True, text=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -170,7 +242,7 @@ def end_to_end(sizes: list[int], repeats: int) -> None:
     lo, hi = sizes[0], sizes[-1]
     print(f"{'kind':>12} " + " ".join(f"{'s@' + str(n):>9} {'RSS MB@' + str(n):>11}" for n in sizes)
           + f" {'slope vs bare':>13} {'RSS ratio':>9}")
-    for kind in KINDS:
+    for kind in kinds:
         t = {n: float(best[(kind, n)]["seconds"]) for n in sizes}  # type: ignore[arg-type]
         rss = {n: float(best[(kind, n)]["peak_rss_mb"]) for n in sizes}  # type: ignore[arg-type]
         bare = BARE_OF.get(kind, kind)
@@ -215,6 +287,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", type=int, default=0)
     parser.add_argument("--end-to-end", action="store_true")
+    parser.add_argument("--in-pass", action="store_true", help="one process: the pass's statistics parts timed inside it")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="--end-to-end: the kinds to run (each with its bare)")
     parser.add_argument("--whole", default="")
     parser.add_argument("--real-bare", default="", help="a probe run directory: time its bare forward")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -228,8 +302,12 @@ def main() -> None:
         print(json.dumps({**whole_process(args.whole, args.child),
                           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
+    if args.in_pass:
+        for n in (int(v) for v in args.sizes.split(",")):
+            in_pass(n, args.repeats)
+        return
     if args.end_to_end:
-        end_to_end([int(s) for s in args.sizes.split(",")], args.repeats)
+        end_to_end([int(s) for s in args.sizes.split(",")], args.repeats, tuple(args.kinds.split(",")))
         return
     if args.child:
         print(json.dumps(measure(args.child, args.repeats)))

@@ -42,6 +42,7 @@ from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult, ProbeSettings, RunInfo
 from skn.rundir import PromptFile, write_prompt
+from skn.scratch import ROW_BUFFER_BYTES
 from skn.stats import correlation
 from skn.trainer import TrainConfig, TrainResult, train_prompt
 from skn.version import __version__
@@ -203,7 +204,9 @@ def probe(
     if z is not None and spec.known_before_pass:
         check_metric_residual(spec.text, names, z, metric_before_pass(spec, examples))
     ranked_z = z if z is None or confirm is None else z[~confirm]
-    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device, ranked_z)]
+    # on a CPU the null collects rows before each product (skn.null.buffer_rows); a GPU's memory needs no buffer
+    null_buffer = ROW_BUFFER_BYTES if loaded.device.type == "cpu" else 0
+    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device, ranked_z, null_buffer)]
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
     observers: list[PassObserver] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.errors import InternalError, UsageError
-from skn.layout import gather_prompt_rows
+from skn.scratch import Scratch
 from skn.stats import LayerUpdate, PearsonStats, StatsAccumulator, merge
 
 AUTO_FRACTION = 0.5
@@ -117,7 +117,7 @@ class FoldStats:
 
 class FoldAccumulator:
     """Two `StatsAccumulator`s fed by one pass. Call `begin_batch(first, size)` for each batch, then per layer
-    `add_layer(layer, acts [B, P, m], y)` or `add_rows(layer, x [B, T, m], offsets, y)`, then `finish_batch(y)`."""
+    `add_layer(layer, acts [B, P, m], y)`, then `finish_batch(y)`."""
 
     def __init__(
         self,
@@ -138,6 +138,7 @@ class FoldAccumulator:
             Fold.SELECTION: StatsAccumulator(layers, positions, width, device, update_layer),
             Fold.CONFIRMATION: StatsAccumulator(layers, positions, width, device, update_layer),
         }
+        self._fold_rows = Scratch()  # one fold's rows of the current layer
         self._rows: dict[Fold, Tensor] = {}
         self._within: dict[Fold, Tensor] = {}
         # example i's number within its own fold: the count of earlier examples of the same fold
@@ -186,11 +187,12 @@ class FoldAccumulator:
             if rows.numel() == acts.shape[0]:
                 accumulator.add_layer(layer, acts, y)
             else:
-                accumulator.add_layer(layer, acts.index_select(0, rows.to(acts.device)), y.index_select(0, rows.to(y.device)))
+                accumulator.add_layer(layer, self._select(acts, rows), y.index_select(0, rows.to(y.device)))
 
-    def add_rows(self, layer: int, x: Tensor, offsets: Tensor, y: Tensor) -> None:
-        """One layer's down-projection input [B, T, m]: its prompt rows (from offsets [B]) are gathered once, then routed."""
-        self.add_layer(layer, gather_prompt_rows(x, offsets, self._positions), y)
+    def _select(self, acts: Tensor, rows: Tensor) -> Tensor:
+        """acts[rows], copied into the reused buffer (valid until the next call)."""
+        out = self._fold_rows.take((int(rows.numel()), *acts.shape[1:]), acts.dtype, acts.device)
+        return torch.index_select(acts, 0, rows.to(acts.device), out=out)
 
     def finish_batch(self, y: Tensor) -> None:
         for fold, accumulator in self._accumulators.items():

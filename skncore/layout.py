@@ -21,6 +21,7 @@ from torch import Tensor
 
 from skn.data import Example
 from skn.errors import DataError, InternalError, UsageError
+from skn.scratch import Scratch
 from skn.tokenizer import Tokenizer
 
 
@@ -151,3 +152,19 @@ def gather_prompt_rows(x: Tensor, offsets: Tensor, positions: int) -> Tensor:
     """x [B, T, m] -> [B, P, m]: row b keeps x[b, offsets[b] : offsets[b] + P]."""
     index = offsets.to(x.device)[:, None] + torch.arange(positions, device=x.device)
     return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
+
+
+class PromptRowBuffer:
+    """`gather_prompt_rows` into one buffer kept between calls (skn.scratch): the result is valid until the next call."""
+
+    def __init__(self) -> None:
+        self._scratch = Scratch()
+
+    def gather(self, x: Tensor, offsets: Tensor, positions: int) -> Tensor:
+        """x [B, T, m] -> [B, P, m], the values of `gather_prompt_rows(x, offsets, positions)`."""
+        batch, length, width = (int(v) for v in x.shape)
+        starts = torch.arange(batch, device=x.device) * length + offsets.to(x.device)
+        index = (starts[:, None] + torch.arange(positions, device=x.device)).reshape(-1)
+        out = self._scratch.take((batch * positions, width), x.dtype, x.device)
+        torch.index_select(x.reshape(batch * length, width), 0, index, out=out)
+        return out.view(batch, positions, width)

@@ -13,7 +13,9 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
   reduction at the end, about three float64 copies of R L P m (measured: tests/test_memory.py); with q
   covariates (--control, skn.partial) their float64 co-moments, 8 q L P m per fold, and with a metric known
   after the pass the Freedman-Lane null's q more blocks of permuted rows, 4 q (R + 1) L P m, and the
-  float64 reduction of one chunk of permutations (at most 2^24 cells: 2 x 8 x 2^24);
+  float64 reduction of one chunk of permutations (at most 2^24 cells: 2 x 8 x 2^24); on a CPU the null's
+  row buffer (skn.null.buffer_rows: float32 rows, 4 L P m bytes each, up to 64 within 64 MiB, never more
+  than the N examples);
 - probe batch: one layer's transients, B * T * (4H + 3m) * b, the attention scores B * h * T^2 * b,
   the prompt rows kept for a metric known after the pass, L * B * P * m * b, and the logits,
   B * K * V * (b + 8) (the model's and float32 log-softmax and its gradient's worth);
@@ -42,6 +44,7 @@ from skn.layout import Template, encode_all
 from skn.model import DType, pick_device, pick_dtype
 from skn.partial import covariate_bytes
 from skn.quantize import Quantize, require
+from skn.scratch import ROW_BUFFER_BYTES, rows_within
 
 GIB = 1024**3
 FACTOR = 1.0  # allocator slack on top of the tensors counted
@@ -74,6 +77,7 @@ class Workload:
     null_permutations: int = 0  # R of the permutation null (skn.null); 0 = off
     folds: bool = False  # a holdout: one more set of moments (skn.folds)
     covariates: int = 0  # q of --control (skn.partial)
+    probe_examples: int = 0  # N of the probe pass: the null's CPU row buffer never holds more rows (0 = unknown)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
     cells = L * P * m
     null = (4 * (work.null_permutations + 1) + 24 * work.null_permutations) * cells if work.null_permutations else 0
     stats = 3 * cells * 8 * (2 if work.folds else 1) + B * P * m * 8 + null
+    if device.type == "cpu" and work.null_permutations:
+        stats += null_buffer_bytes(work, cells)
     if work.covariates:
         stats += covariate_bytes(work.covariates, cells, work.folds)
         if work.null_permutations:
@@ -178,10 +184,17 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
                       peak, free_bytes)
 
 
+def null_buffer_bytes(work: Workload, cells: int) -> int:
+    """The null's row buffer on a CPU (skn.null.buffer_rows): float32 rows of L P m, up to 64 within 64 MiB;
+    only the rows written take memory, so N bounds them too."""
+    rows = rows_within(ROW_BUFFER_BYTES, 4 * cells)
+    return (min(rows, work.probe_examples) if work.probe_examples else rows) * 4 * cells
+
+
 def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DType, quantize: Quantize,
                      examples: Sequence[Example], template: Template, prompt_len: int, batch_size: int, *,
                      training: bool, gradient_checkpointing: bool, metric_after_pass: bool, null_permutations: int = 0,
-                     folds: bool = False, covariates: int = 0) -> tuple[MemoryPlan, Workload]:
+                     folds: bool = False, covariates: int = 0, probe_examples: int = 0) -> tuple[MemoryPlan, Workload]:
     """The plan of a run on model `name`: its config and tokenizer are read (no weights), the examples
     tokenized for the longest sequence and the scored tail (right-padded batches: T - shortest prefix + 1)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -207,7 +220,7 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
     work = Workload(batch_size=batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
                     prompt_len=prompt_len, training=training, gradient_checkpointing=gradient_checkpointing,
                     metric_after_pass=metric_after_pass, null_permutations=null_permutations, folds=folds,
-                    covariates=covariates)
+                    covariates=covariates, probe_examples=probe_examples)
     return plan(model_shape(config), work, dtype, quantize, device, free_memory(device)), work
 
 

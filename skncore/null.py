@@ -68,6 +68,7 @@ from torch import Tensor
 from skn.errors import InternalError, UsageError
 from skn.partial import CovariateStats, permuted_partial, regression, residuals
 from skn.rank import Neuron, Reduce, best_scores
+from skn.scratch import rows_within
 from skn.stats import STAT_DTYPE, PearsonStats
 
 NULL_DTYPE = torch.float32
@@ -104,6 +105,14 @@ def check_null_config(config: NullConfig) -> None:
         )
 
 
+def buffer_rows(buffer_bytes: int, layers: int, cells: int) -> int:
+    """How many rows per layer the null buffers before one product (skn.scratch.rows_within): the
+    [R(+1), B] x [B, P*m] product of a batch reads and writes the whole [R(+1), P*m] co-moment block to add B
+    rows, so on a CPU the pass collects up to 64 rows first (a float32 copy of each, within `buffer_bytes`
+    for all layers together); 0 = each batch's rows go in at once (what a GPU does: its memory is fast)."""
+    return rows_within(buffer_bytes, 4 * layers * cells)
+
+
 @dataclass(frozen=True)
 class NullState:
     """What the pass streamed: float32 co-moments [L, R(+1), P*m] (row 0 is the identity when within batch)."""
@@ -131,9 +140,10 @@ class NullAccumulator:
     """
 
     def __init__(self, layers: int, positions: int, width: int, config: NullConfig, device: torch.device | str = "cpu",
-                 covariates: Tensor | None = None) -> None:
+                 covariates: Tensor | None = None, buffer_bytes: int = 0) -> None:
         """`covariates` [n, q] (in this accumulator's numbering of the examples): permute the metric's residual
-        on them (Freedman-Lane) instead of the metric."""
+        on them (Freedman-Lane) instead of the metric. `buffer_bytes`: the row buffer's size (0 = none; see
+        `buffer_rows`)."""
         if config.permutations < 1:
             raise InternalError("a NullAccumulator needs at least one permutation")
         self._layers, self._positions, self._width = layers, positions, width
@@ -144,6 +154,7 @@ class NullAccumulator:
         self._comoments = torch.empty(0)
         self._used = torch.empty(0)
         self._shift = torch.zeros(layers, positions * width, dtype=STAT_DTYPE, device=self._device)
+        self._shift32 = self._shift.to(NULL_DTYPE)  # the same, rounded once, for float32 and narrower inputs
         self._shifted = [False] * layers
         self._whole: Tensor = torch.empty(0)  # [R, N] permuted centred metric (whole-set mode)
         self._batch_first = -1
@@ -157,6 +168,10 @@ class NullAccumulator:
             self._zc = z - z.mean(dim=0)
         self._perm_y = torch.zeros(config.permutations, q, dtype=STAT_DTYPE)
         self._perm_z = torch.zeros(config.permutations, q, q, dtype=STAT_DTYPE)
+        self._buffer_rows = buffer_rows(buffer_bytes, layers, positions * width)
+        self._rows_buffer = torch.empty(0)  # [L, rows, P*m] float32: centred rows not yet in the co-moments
+        self._weights_buffer = torch.empty(0)  # [L, R(+1), rows] float32: their weights
+        self._filled = [0] * layers
 
     def _project(self, first: int, order: Tensor, centred: Tensor) -> None:
         """Advance Y_r - Y_0 and G_r (the module docstring) by the rows first .. first + B - 1 under `order`
@@ -192,6 +207,10 @@ class NullAccumulator:
         self._comoments = torch.zeros(self._layers, rows, self._positions * self._width, dtype=NULL_DTYPE, device=self._device)
         # the weights applied so far, summed per layer (skn.distributed re-centres a rank's co-moments with them)
         self._used = torch.zeros(self._layers, rows, dtype=STAT_DTYPE, device=self._device)
+        cells = self._positions * self._width
+        self._rows_buffer = torch.empty(self._layers, self._buffer_rows, cells, dtype=NULL_DTYPE, device=self._device)
+        self._weights_buffer = torch.empty(self._layers, rows, self._buffer_rows, dtype=NULL_DTYPE, device=self._device)
+        self._filled = [0] * self._layers
 
     def _weights(self, first: int, y: Tensor) -> Tensor:
         """[R(+1), B]: the centred permuted metric of this batch's rows."""
@@ -216,20 +235,57 @@ class NullAccumulator:
         return self._batch_weights
 
     def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None:
+        self.add_rows(layer, first, acts, torch.arange(int(acts.shape[0]), device=acts.device), y)
+
+    def add_rows(self, layer: int, first: int, acts: Tensor, rows: Tensor, y: Tensor) -> None:
+        """The rows `rows` [b] of a batch's acts [B, P, m], with their metric y [b]; they are this accumulator's
+        examples first .. first + b - 1 (skn.null.SelectedRows passes one fold's rows so, without a copy)."""
         if self._mode is None:
             raise InternalError("NullAccumulator.begin was not called")
-        batch = int(acts.shape[0])
-        # the shift is subtracted before rounding to float32 when the input is float64 (a 1e6 offset would
-        # otherwise swamp the signal); model activations are float32 or narrower, exact in float32 anyway
-        work = STAT_DTYPE if acts.dtype == STAT_DTYPE else NULL_DTYPE
-        x = acts.detach().reshape(batch, -1).to(self._device, work)
+        count = int(rows.numel())
+        flat = acts.detach().reshape(int(acts.shape[0]), -1).to(self._device)
+        rows = rows.to(flat.device)
         if not self._shifted[layer]:
-            self._shift[layer] = x.to(STAT_DTYPE).mean(dim=0)
+            self._shift[layer] = flat.index_select(0, rows).to(STAT_DTYPE).mean(dim=0)
+            self._shift32[layer] = self._shift[layer]
             self._shifted[layer] = True
-        centred = (x - self._shift[layer].to(work)).to(NULL_DTYPE)
         weights = self._weights(first, y)
-        self._comoments[layer].addmm_(weights, centred)
         self._used[layer] += weights.to(STAT_DTYPE).sum(dim=1)
+        if count > self._buffer_rows:
+            self._flush(layer)
+            self._comoments[layer].addmm_(weights, self._centred(layer, flat, rows, torch.empty(count, flat.shape[1],
+                                                                                             dtype=NULL_DTYPE, device=flat.device)))
+            return
+        if self._filled[layer] + count > self._buffer_rows:
+            self._flush(layer)
+        start = self._filled[layer]
+        self._centred(layer, flat, rows, self._rows_buffer[layer, start : start + count])
+        self._weights_buffer[layer, :, start : start + count] = weights
+        self._filled[layer] = start + count
+
+    def _centred(self, layer: int, flat: Tensor, rows: Tensor, out: Tensor) -> Tensor:
+        """The rows of flat [B, P*m] less the layer's shift, in float32, written into out [b, P*m]. The shift is
+        subtracted before rounding to float32 when the input is float64 (a 1e6 offset would otherwise swamp the
+        signal); model activations are float32 or narrower, exact in float32 anyway."""
+        if flat.dtype == STAT_DTYPE:
+            return torch.sub(flat.index_select(0, rows), self._shift[layer], out=out)
+        if flat.dtype == NULL_DTYPE:
+            torch.index_select(flat, 0, rows, out=out)
+        else:
+            out.copy_(flat.index_select(0, rows))
+        return out.sub_(self._shift32[layer])
+
+    def _flush(self, layer: int) -> None:
+        """Add the buffered rows of `layer` to its co-moments: one product of [R(+1), rows] x [rows, P*m]."""
+        filled = self._filled[layer]
+        if filled:
+            self._comoments[layer].addmm_(self._weights_buffer[layer, :, :filled], self._rows_buffer[layer, :filled])
+            self._filled[layer] = 0
+
+    def flush(self) -> None:
+        """Every buffered row into the co-moments (before they are read)."""
+        for layer in range(self._layers):
+            self._flush(layer)
 
     def finish_batch(self, first: int, y: Tensor) -> None:
         """Nothing is left to do per batch: the weights of the next batch are drawn when it comes."""
@@ -243,6 +299,7 @@ class NullAccumulator:
         state and the permutations drawn so far (concatenated along the examples, with their sizes)."""
         if self._mode is None:
             raise InternalError("NullAccumulator.begin was not called")
+        self.flush()
         orders = torch.cat(self._orders, dim=1) if self._orders else torch.zeros(self._config.permutations, 0, dtype=torch.long)
         return {
             "mode": torch.tensor(0 if self._mode is PermutationMode.WHOLE_SET else 1, dtype=torch.int64),
@@ -264,7 +321,9 @@ class NullAccumulator:
             raise InternalError(f"saved null state ({mode.value}, {tuple(state['comoments'].shape)}) does not fit this pass "
                                 f"({self._mode.value}, {tuple(self._comoments.shape)})")
         self._comoments.copy_(state["comoments"])
+        self._filled = [0] * self._layers  # rows buffered after the state was taken are dropped with it
         self._shift.copy_(state["shift"])
+        self._shift32.copy_(self._shift)
         self._used.copy_(state["used"])
         self._shifted = [bool(v) for v in state["shifted"].tolist()]
         self._generator.set_state(state["generator"].to(torch.uint8))
@@ -275,6 +334,7 @@ class NullAccumulator:
     def snapshot(self) -> NullState:
         if self._mode is None:
             raise InternalError("NullAccumulator.begin was not called")
+        self.flush()
         return NullState(self._mode, self._comoments.clone(), self._positions, self._width, self._q,
                          self._perm_y.clone(), self._perm_z.clone())
 
@@ -417,8 +477,7 @@ class SelectedRows:
     def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None:
         rows = self._rows(first, acts.shape[0])
         if rows.numel():
-            index = rows.to(acts.device)
-            self.inner.add_layer(layer, int(self._before[first]), acts.index_select(0, index), y.index_select(0, index.to(y.device)))
+            self.inner.add_rows(layer, int(self._before[first]), acts, rows, y.index_select(0, rows.to(y.device)))
 
     def state(self) -> dict[str, Tensor]:
         return self.inner.state()

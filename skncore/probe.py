@@ -32,7 +32,7 @@ from skn.data import Example
 from skn.errors import InternalError
 from skn.folds import FoldAccumulator, FoldStats
 from skn.scoring import completion_scores
-from skn.layout import Batch, Encoded, check_offsets, gather_prompt_rows, make_batch
+from skn.layout import Batch, Encoded, PromptRowBuffer, check_offsets, gather_prompt_rows, make_batch
 from skn.oom_retry import run_batches
 from skn.pass_checkpoint import Checkpointable, PassCheckpoint, PassSaver, fingerprint
 from skn.metrics import MetricKind, MetricSpec, check_metric, load_function, metric_after_pass, metric_before_pass
@@ -90,7 +90,8 @@ class PassObserver(Protocol):
     """An extra statistic streamed beside the main one (e.g. `skn.null.NullAccumulator`), fed the same
     batches: `begin` once (known: the metric [N] float64 when it is known before the pass, else None), then
     per batch `add_layer` for every layer with that layer's prompt rows [B, P, m] and `finish_batch`.
-    `first` is the index of the batch's first example."""
+    `first` is the index of the batch's first example. `acts` is lent for the call only: the in-pass mode
+    gathers every layer into the same buffer, so an observer copies what it keeps."""
 
     def begin(self, count: int, known: Tensor | None) -> None: ...
 
@@ -169,6 +170,7 @@ def statistics_pass(
         if checkpoint is not None else None
     start, values = saver.start() if saver is not None else (0, [])
     retry = (loaded.device.type == "cuda" if retry_oom is None else retry_oom) and all(isinstance(p, Checkpointable) for p in parts)
+    prompt_rows = PromptRowBuffer()  # the in-pass mode's gathered rows: valid during one layer's hook only
     with progress.task("probing", len(rows)) as advance, torch.no_grad():
         advance(start)
 
@@ -184,14 +186,15 @@ def statistics_pass(
                 offsets = batch.prompt_start.to(loaded.device)
 
                 def merge_rows(layer: int, x: Tensor) -> None:
+                    if isinstance(accumulator, StatsAccumulator):
+                        rows_update(accumulator.moments(layer), x, offsets, y)  # in place, from x itself
+                        if not observers:
+                            return
+                    acts = prompt_rows.gather(x, offsets, prompt_len)  # one gather for the folds and every observer
                     if isinstance(accumulator, FoldAccumulator):
-                        accumulator.add_rows(layer, x, offsets, y)
-                    else:
-                        rows_update(accumulator.moments(layer), x, offsets, y)
-                    if observers:
-                        acts = gather_prompt_rows(x, offsets, prompt_len)
-                        for observer in observers:
-                            observer.add_layer(layer, first, acts, y)
+                        accumulator.add_layer(layer, acts, y)
+                    for observer in observers:
+                        observer.add_layer(layer, first, acts, y)
 
                 if fused_in_pass and isinstance(accumulator, StatsAccumulator):
                     plain = accumulator

@@ -163,7 +163,7 @@ def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPl
         gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass,
         null_permutations=request.probe.null.permutations,
         folds=plan_holdout(request.probe.holdout, len(chosen.split.val)).on,
-        covariates=len(parse_controls(request.probe.control)))
+        covariates=len(parse_controls(request.probe.control)), probe_examples=len(chosen.split.val))
 
 
 def memory_plan(request: ProbeRequest) -> MemoryPlan:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from skn.errors import InternalError
+from skn.scratch import Scratch
 
 STAT_DTYPE = torch.float64
 
@@ -96,36 +97,41 @@ def update_layer_torch_(moments: LayerMoments, acts: Tensor, y: Tensor) -> None:
 
 def _merge_centred_(moments: LayerMoments, x: Tensor, y: Tensor) -> None:
     """The arithmetic of `update_layer_torch_` on x, a float64 copy of the batch that it overwrites."""
-    mean_x, m2_x, c_xy, count, mean_y = moments.mean_x, moments.m2_x, moments.c_xy, moments.count, moments.mean_y
     batch = x.shape[0]
     mean_b = x.mean(dim=0)
     y = y.to(device=x.device, dtype=STAT_DTYPE)
     mean_yb = y.mean()
     dy = y - mean_yb
-    n = count + batch
-    weight = count * batch / n
-    delta_x = mean_b - mean_x
-    delta_y = mean_yb - mean_y
     # centred before the product: sum_b dy_b x_b would lose |x| * |sum_b dy_b| to cancellation
     # (tests/test_stats.py::test_large_offset_keeps_accuracy fails that way)
     dx = x.sub_(mean_b).reshape(batch, -1)
-    c_xy.add_((dy @ dx).reshape(c_xy.shape)).add_(delta_x * (delta_y * weight))
-    m2_x.add_(dx.square_().sum(dim=0).reshape(m2_x.shape)).add_(delta_x.square() * weight)
-    mean_x.add_(delta_x * (batch / n))
+    c_b = (dy @ dx).reshape(moments.c_xy.shape)
+    m2_b = dx.square_().sum(dim=0).reshape(moments.m2_x.shape)
+    merge_batch_moments_(moments, batch, mean_b, m2_b, c_b, mean_yb)
+
+
+def merge_batch_moments_(moments: LayerMoments, batch: int, mean_b: Tensor, m2_b: Tensor, c_b: Tensor,
+                         mean_yb: Tensor | float) -> None:
+    """Chan's merge of one batch's own moments (`batch` rows: their means mean_b [P, m] and mean_yb, centred
+    sums of squares m2_b and co-moments c_b [P, m]) into the running moments, in place, with one temporary."""
+    mean_x, m2_x, c_xy, count, mean_y = moments.mean_x, moments.m2_x, moments.c_xy, moments.count, moments.mean_y
+    n = count + batch
+    weight = count * batch / n
+    delta_x = mean_b - mean_x
+    delta_y = float(mean_yb) - mean_y  # a scalar (on a GPU this waits for y's mean: the torch path only)
+    c_xy.add_(c_b).add_(delta_x, alpha=delta_y * weight)
+    m2_x.add_(m2_b).addcmul_(delta_x, delta_x, value=weight)
+    mean_x.add_(delta_x, alpha=batch / n)
 
 
 class TorchLayerUpdate:
-    """`update_layer_torch_` with one float64 workspace kept between calls: on a CPU a fresh
-    multi-megabyte buffer per layer and batch (page faults, zeroing) costs as much as the arithmetic."""
+    """`update_layer_torch_` with one float64 workspace kept between calls (skn.scratch)."""
 
     def __init__(self) -> None:
-        self._work = torch.empty(0, dtype=STAT_DTYPE)
+        self._work = Scratch()
 
     def __call__(self, moments: LayerMoments, acts: Tensor, y: Tensor) -> None:
-        size = acts.numel()
-        if self._work.numel() < size or self._work.device != acts.device:
-            self._work = torch.empty(size, dtype=STAT_DTYPE, device=acts.device)
-        x = self._work[:size].view(acts.shape).copy_(acts)
+        x = self._work.take(tuple(acts.shape), STAT_DTYPE, acts.device).copy_(acts)
         _merge_centred_(moments, x, y)
 
 

@@ -11,6 +11,7 @@ import torch
 from skn.data import Example
 from skn.errors import UsageError
 from skn.folds import MIN_AUTO_FOLD, Fold, FoldAccumulator, assign_folds, plan_holdout
+from skn.layout import PromptRowBuffer
 from skn.stats import PearsonStats, StatsAccumulator
 
 from helpers import reference_r
@@ -61,6 +62,7 @@ def drive(acts: torch.Tensor, y: torch.Tensor, confirm: torch.Tensor, sizes: lis
     """Feed [N, L, P, m] through a FoldAccumulator in ragged batches, as the pass does."""
     n, layers, positions, width = acts.shape
     folds = FoldAccumulator(confirm, layers, positions, width)
+    gathered = PromptRowBuffer()  # one buffer for every layer and batch, as the pass keeps it
     first = 0
     for size in sizes:
         folds.begin_batch(first, size)
@@ -70,7 +72,7 @@ def drive(acts: torch.Tensor, y: torch.Tensor, confirm: torch.Tensor, sizes: lis
                 offsets = torch.arange(size, dtype=torch.int64) % 3
                 x = torch.randn(size, positions + 3, width, dtype=acts.dtype)
                 x[torch.arange(size)[:, None], offsets[:, None] + torch.arange(positions)] = batch[:, layer]
-                folds.add_rows(layer, x, offsets, yb)
+                folds.add_layer(layer, gathered.gather(x, offsets, positions), yb)
             else:
                 folds.add_layer(layer, batch[:, layer], yb)
         folds.finish_batch(yb)
@@ -116,3 +118,54 @@ def test_rows_of_the_current_batch_are_the_seam() -> None:
     assert folds.within(Fold.SELECTION).tolist() == [1]  # example 2 is the second selection example (after 1)
     assert folds.within(Fold.CONFIRMATION).tolist() == [1, 2]  # examples 3, 4 follow example 0 in their fold
     assert folds.fold_size(Fold.SELECTION) == 2 and folds.fold_size(Fold.CONFIRMATION) == 3
+
+
+def fold_moments_np(acts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two-pass float64 mean, M2 and co-moment of acts [n, L, P, m] against y [n]."""
+    x = acts.astype(np.float64)
+    mean = x.mean(axis=0)
+    xc = x - mean
+    return mean, (xc * xc).sum(axis=0), np.einsum("n,nlpm->lpm", y - y.mean(), xc)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_fold_moments_match_numpy_on_awkward_batches(dtype: torch.dtype) -> None:
+    """Each fold's moments against float64 numpy, through the reused buffers (the fold rows, the float64
+    workspace) and through the plain update without them: a 1e6 offset (float64 only: narrower types cannot hold
+    it), a constant cell, ragged batches with one fold only, single rows of a fold."""
+    from skn.stats import update_layer_torch_
+
+    gen = torch.Generator().manual_seed(4)
+    n = 61
+    offset = 1e6 if dtype == torch.float64 else 8.0
+    acts = (torch.randn(n, 2, 3, 4, generator=gen, dtype=torch.float64) * 1.5 + offset).to(dtype)
+    acts[:, 1, 2, 3] = acts[0, 1, 2, 3]  # a constant cell: M2 stays 0, r NaN
+    y = torch.randn(n, generator=gen, dtype=torch.float64) + 0.4 * acts[:, 0, 0, 0].double()
+    confirm = torch.rand(n, generator=gen) < 0.4
+    confirm[:5] = True  # batch 0..4 holds the confirmation fold only
+    confirm[5:12] = torch.tensor([False, True, False, False, False, False, False])  # one confirmation row in 5..11
+    sizes = [5, 7, 1, 16, 13, 19]
+    buffered = drive(acts, y, confirm, sizes, rows_mode=False).snapshot()
+    layers, positions, width = acts.shape[1:]
+    per_fold = FoldAccumulator(confirm, layers, positions, width, update_layer=update_layer_torch_)
+    first = 0
+    for size in sizes:
+        per_fold.begin_batch(first, size)
+        for layer in range(layers):
+            per_fold.add_layer(layer, acts[first : first + size, layer], y[first : first + size])
+        per_fold.finish_batch(y[first : first + size])
+        first += size
+    other = per_fold.snapshot()
+    x, yv = acts.double().numpy(), y.numpy()
+    for fold, mask in ((Fold.SELECTION, ~confirm), (Fold.CONFIRMATION, confirm)):
+        got, alt = buffered.of(fold), other.of(fold)
+        mean, m2, c = fold_moments_np(x[mask.numpy()], yv[mask.numpy()])
+        scale = np.abs(x).max()
+        np.testing.assert_allclose(got.mean_x.numpy(), mean, rtol=1e-14, atol=1e-13 * scale)
+        np.testing.assert_allclose(got.m2_x.numpy(), m2, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got.c_xy.numpy(), c, rtol=1e-9, atol=1e-9)
+        if dtype != torch.float64:  # a model's activations: their batch sums are exact in float64, so is M2 = 0
+            assert float(got.m2_x[1, 2, 3]) == 0.0
+        for name in ("mean_x", "m2_x", "c_xy"):
+            torch.testing.assert_close(getattr(got, name), getattr(alt, name), rtol=1e-10, atol=1e-9)
+        assert got.count == alt.count == int(mask.sum())

@@ -46,6 +46,15 @@ def test_plan_sums_and_options() -> None:
     assert full.peak_bytes == full.weights_bytes + max(full.train_bytes, full.probe_bytes)
     assert full.train_checkpointed_bytes < full.train_plain_bytes == full.train_bytes
     assert full.stats_bytes == 3 * shape.layers * 5 * shape.width * 8 + 4 * 5 * shape.width * 8
+    # the null adds its co-moments and reduction, and on a CPU its row buffer: 64 rows (the 64 MiB bound is
+    # far), or as many as the examples
+    row = shape.layers * 5 * shape.width
+    for examples, rows in ((0, 64), (100, 64), (10, 10)):
+        work = Workload(4, 50, 6, 5, True, False, True, null_permutations=9, probe_examples=examples)
+        on_cpu = plan(shape, work, torch.float32, Quantize.NONE, cpu, None)
+        on_gpu = plan(shape, work, torch.float32, Quantize.NONE, torch.device("cuda"), None)
+        assert on_gpu.stats_bytes == full.stats_bytes + (4 * 10 + 24 * 9) * row
+        assert on_cpu.stats_bytes == on_gpu.stats_bytes + rows * 4 * row
     half = plan(shape, WORK, torch.bfloat16, Quantize.NONE, cpu, None)
     assert half.weights_bytes == 2 * shape.parameters
     q8 = plan(shape, WORK, torch.bfloat16, Quantize.BIT8, cpu, None)

@@ -19,7 +19,8 @@ from skn.report import render_report
 from skn.probe_files import read_probe_run
 
 from skn.errors import UsageError
-from skn.null import NullAccumulator, NullConfig, NullResult, PermutationMode, check_null_config, null_result, verdict
+from skn.null import (NullAccumulator, NullConfig, NullResult, PermutationMode, SelectedRows, buffer_rows, check_null_config,
+                      null_result, verdict)
 from skn.rank import Neuron, Reduce, rank_neurons
 from skn.stats import StatsAccumulator, correlation
 
@@ -33,11 +34,12 @@ def batches(n: int, size: int) -> Iterator[slice]:
 
 
 def stream(acts: torch.Tensor, y: torch.Tensor, size: int, known: bool, permutations: int = 99, seed: int = 0,
-           reduce: Reduce = Reduce.ABS, top_k: int = 5, alpha: float = 0.05) -> tuple[NullResult, tuple[Neuron, ...], NullAccumulator]:
+           reduce: Reduce = Reduce.ABS, top_k: int = 5, alpha: float = 0.05,
+           buffer_bytes: int = 0) -> tuple[NullResult, tuple[Neuron, ...], NullAccumulator]:
     """Drive the statistics API as the probe pass does: acts [N, L, P, m], y [N] float64."""
     n, layers, positions, width = acts.shape
     main = StatsAccumulator(layers, positions, width)
-    null = NullAccumulator(layers, positions, width, NullConfig(permutations, alpha, seed))
+    null = NullAccumulator(layers, positions, width, NullConfig(permutations, alpha, seed), buffer_bytes=buffer_bytes)
     null.begin(n, y if known else None)
     for chunk in batches(n, size):
         for layer in range(layers):
@@ -68,13 +70,16 @@ def reduced_max(r: np.ndarray, reduce: Reduce) -> float:
 
 @pytest.mark.parametrize("known", [True, False])
 @pytest.mark.parametrize("reduce", [Reduce.ABS, Reduce.MAX])
-def test_maxima_equal_a_brute_force_recomputation(known: bool, reduce: Reduce) -> None:
+@pytest.mark.parametrize("buffer_bytes", [0, 2400, 1 << 20])  # no row buffer; 20 rows (flushed mid-pass); 64
+def test_maxima_equal_a_brute_force_recomputation(known: bool, reduce: Reduce, buffer_bytes: int) -> None:
     gen = torch.Generator().manual_seed(1)
     n, layers, positions, width, size = 37, 2, 3, 5, 8  # ragged: the last batch holds 5
     acts = torch.randn(n, layers, positions, width, generator=gen, dtype=torch.float64) * 3.0 + 1e6
     acts[:, 1, 2] += torch.linspace(0, 2, n, dtype=torch.float64)[:, None]  # a cell with real signal
     y = torch.distributions.Exponential(1.0).sample((n,)).to(torch.float64) + 5.0
-    result, neurons, null = stream(acts, y, size, known, permutations=20, reduce=reduce, top_k=4, alpha=0.2)
+    result, neurons, null = stream(acts, y, size, known, permutations=20, reduce=reduce, top_k=4, alpha=0.2,
+                                   buffer_bytes=buffer_bytes)
+    assert buffer_rows(buffer_bytes, layers, positions * width) == {0: 0, 2400: 20, 1 << 20: 64}[buffer_bytes]
     orders = null.orders()
     a, yv = acts.numpy(), y.numpy()
     expected, cells = [], []
@@ -94,6 +99,43 @@ def test_maxima_equal_a_brute_force_recomputation(known: bool, reduce: Reduce) -
     reached = (np.array(expected)[:, None] >= observed).sum(axis=0)
     np.testing.assert_allclose(result.p_adjusted, (1 + reached) / 21)
     assert result.threshold == pytest.approx(sorted(expected, reverse=True)[math.floor(0.2 * 21) - 1], abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("known", [True, False])
+def test_row_buffer_gives_the_unbuffered_comoments(dtype: torch.dtype, known: bool) -> None:
+    """Model dtypes through the buffer (a float32 copy, or a conversion), one fold's rows picked by SelectedRows
+    without a copy, and a rollback to a state saved mid-pass, as after an out-of-memory batch (state() flushes;
+    load_state drops what was buffered since)."""
+    gen = torch.Generator().manual_seed(11)
+    n, layers, positions, width, size = 45, 2, 3, 4, 7
+    acts = (torch.randn(n, layers, positions, width, generator=gen) * 2 + 50).to(dtype)
+    y = torch.randn(n, generator=gen, dtype=torch.float64)
+    keep = torch.rand(n, generator=gen) < 0.6
+
+    def run(buffer_bytes: int, rollback_at: int) -> torch.Tensor:
+        observer = SelectedRows(NullAccumulator(layers, positions, width, NullConfig(9, 0.1, 0), buffer_bytes=buffer_bytes), keep)
+        observer.begin(n, y if known else None)
+        chunks = list(batches(n, size))
+        if rollback_at >= 0:  # two batches fed (and buffered) after a saved state, then rolled back and fed again
+            chunks = chunks[:rollback_at + 2] + chunks[rollback_at:]
+        saved, replayed = observer.state(), False
+        for step, chunk in enumerate(chunks):
+            if rollback_at >= 0 and step == rollback_at:
+                saved = observer.state()
+            if rollback_at >= 0 and step == rollback_at + 2 and not replayed:
+                observer.load_state(saved)
+                replayed = True
+            for layer in range(layers):
+                observer.add_layer(layer, chunk.start, acts[chunk, layer], y[chunk])
+            observer.finish_batch(chunk.start, y[chunk])
+        return observer.inner.snapshot().comoments
+
+    plain = run(0, -1)
+    assert plain.abs().max() > 0
+    for buffer_bytes in (4 * layers * positions * width * 10, 1 << 20):
+        for rollback_at in (-1, 3):
+            torch.testing.assert_close(run(buffer_bytes, rollback_at), plain, rtol=1e-5, atol=1e-4)
 
 
 def test_permutations_are_seeded() -> None:
