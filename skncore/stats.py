@@ -105,22 +105,14 @@ def _merge_centred_(moments: LayerMoments, x: Tensor, y: Tensor) -> None:
     # centred before the product: sum_b dy_b x_b would lose |x| * |sum_b dy_b| to cancellation
     # (tests/test_stats.py::test_large_offset_keeps_accuracy fails that way)
     dx = x.sub_(mean_b).reshape(batch, -1)
-    c_b = (dy @ dx).reshape(moments.c_xy.shape)
-    m2_b = dx.square_().sum(dim=0).reshape(moments.m2_x.shape)
-    merge_batch_moments_(moments, batch, mean_b, m2_b, c_b, mean_yb)
-
-
-def merge_batch_moments_(moments: LayerMoments, batch: int, mean_b: Tensor, m2_b: Tensor, c_b: Tensor,
-                         mean_yb: Tensor | float) -> None:
-    """Chan's merge of one batch's own moments (`batch` rows: their means mean_b [P, m] and mean_yb, centred
-    sums of squares m2_b and co-moments c_b [P, m]) into the running moments, in place, with one temporary."""
     mean_x, m2_x, c_xy, count, mean_y = moments.mean_x, moments.m2_x, moments.c_xy, moments.count, moments.mean_y
     n = count + batch
     weight = count * batch / n
     delta_x = mean_b - mean_x
     delta_y = float(mean_yb) - mean_y  # a scalar (on a GPU this waits for y's mean: the torch path only)
-    c_xy.add_(c_b).add_(delta_x, alpha=delta_y * weight)
-    m2_x.add_(m2_b).addcmul_(delta_x, delta_x, value=weight)
+    # Chan's merge in place, with delta_x the one temporary
+    c_xy.add_((dy @ dx).reshape(c_xy.shape)).add_(delta_x, alpha=delta_y * weight)
+    m2_x.add_(dx.square_().sum(dim=0).reshape(m2_x.shape)).addcmul_(delta_x, delta_x, value=weight)
     mean_x.add_(delta_x, alpha=batch / n)
 
 
