@@ -57,6 +57,14 @@ def layer_update(backend: Backend, device: torch.device) -> LayerUpdate:
     return update_layer_triton_
 
 
+def fold_update(backend: Backend, device: torch.device) -> LayerUpdate | None:
+    """The holdout folds' update: None on the torch path, whose folds add shifted sums (skn.fold_sums), else
+    the Triton post-pass update merging each fold's rows."""
+    if resolve_backend(backend, device) is Backend.TORCH:
+        return None
+    return layer_update(backend, device)
+
+
 def gathered_update(backend: Backend, device: torch.device) -> GatheredUpdate:
     """The in-pass update reading the prompt rows of x [B, T, m] at per-row offsets, for a backend."""
     if resolve_backend(backend, device) is Backend.TORCH:

@@ -8,10 +8,11 @@ the round(F * N) examples with the smallest keys form the confirmation fold (tie
 The fold of an example depends on the seed and its own text only: not on its metric, not on where it sits
 in the file (shuffling the validation set moves no example to the other fold).
 
-Moments (`FoldAccumulator`): one `StatsAccumulator` per fold; each batch's rows are routed to their fold. The
-full-set moments are the Chan merge of the two (`skn.stats.merge`), so nothing is computed twice. A batch may
-hold rows of one fold only, or a single row of a fold: a fold with no row in the batch is skipped, and a
-fold with one row merges it as a batch of one (its centred moments are zero, the merge adds the rest).
+Moments (`FoldAccumulator`): each batch's rows are routed to their fold. On the torch path both folds' moments
+come from shifted sums, one set of operations per layer and batch (`skn.fold_sums`); with another update (the
+Triton kernels) one `StatsAccumulator` per fold merges its rows (`PerFoldMoments`). The full-set moments are the
+Chan merge of the two (`skn.stats.merge`), so nothing is computed twice. A batch may hold rows of one fold only,
+or a single row of a fold: a fold with no row in the batch is skipped.
 
 Seam for other per-pass accumulators (the permutation null must be computed on the selection fold, the fold
 that chose): `FoldAccumulator.rows(fold)` is the index tensor of the current batch's rows in that fold, on
@@ -32,7 +33,8 @@ import torch
 from torch import Tensor
 
 from skn.data import Example
-from skn.errors import InternalError, UsageError
+from skn.errors import InternalError, RunDirError, UsageError
+from skn.fold_sums import FoldSums
 from skn.scratch import Scratch
 from skn.stats import LayerUpdate, PearsonStats, StatsAccumulator, merge
 
@@ -115,9 +117,61 @@ class FoldStats:
         return self.selection if fold is Fold.SELECTION else self.confirmation
 
 
+class PerFoldMoments:
+    """One `StatsAccumulator` per fold, each merging its rows of every batch with `update_layer` (Chan's merge)."""
+
+    def __init__(self, layers: int, positions: int, width: int, device: torch.device, update_layer: LayerUpdate) -> None:
+        # the folds may share one backend (and its workspace): each call finishes before the next begins
+        self._accumulators = (StatsAccumulator(layers, positions, width, device, update_layer),
+                              StatsAccumulator(layers, positions, width, device, update_layer))
+        self._fold_rows = Scratch()  # one fold's rows of the current layer
+        self._rows: tuple[Tensor, ...] = ()
+
+    def begin_batch(self, selection: Tensor, confirmation: Tensor) -> None:
+        self._rows = (selection, confirmation)
+
+    def add_layer(self, layer: int, acts: Tensor, y: Tensor) -> None:
+        for accumulator, rows in zip(self._accumulators, self._rows):
+            if rows.numel() == 0:
+                continue
+            if rows.numel() == acts.shape[0]:
+                accumulator.add_layer(layer, acts, y)
+            else:
+                accumulator.add_layer(layer, self._select(acts, rows), y.index_select(0, rows.to(y.device)))
+
+    def _select(self, acts: Tensor, rows: Tensor) -> Tensor:
+        """acts[rows], copied into the reused buffer (valid until the next call)."""
+        out = self._fold_rows.take((int(rows.numel()), *acts.shape[1:]), acts.dtype, acts.device)
+        return torch.index_select(acts, 0, rows.to(acts.device), out=out)
+
+    def finish_batch(self, y: Tensor) -> None:
+        for accumulator, rows in zip(self._accumulators, self._rows):
+            if rows.numel():
+                accumulator.finish_batch(y.index_select(0, rows.to(y.device)))
+        self._rows = ()
+
+    def state(self) -> dict[str, Tensor]:
+        """Keyed `selection.NAME`, `confirmation.NAME` (NAME: `StatsAccumulator.state`'s)."""
+        return {f"{fold.value}.{name}": value for fold, accumulator in zip(Fold, self._accumulators)
+                for name, value in accumulator.state().items()}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        for fold, accumulator in zip(Fold, self._accumulators):
+            prefix = f"{fold.value}."
+            mine = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if "mean_x" not in mine:
+                raise RunDirError("--resume: the checkpoint's holdout moments are of another layout (written by "
+                                  "another version of skn, or another backend?); --overwrite to start afresh")
+            accumulator.load_state(mine)
+
+    def snapshot(self) -> tuple[PearsonStats, PearsonStats]:
+        return self._accumulators[0].snapshot(), self._accumulators[1].snapshot()
+
+
 class FoldAccumulator:
-    """Two `StatsAccumulator`s fed by one pass. Call `begin_batch(first, size)` for each batch, then per layer
-    `add_layer(layer, acts [B, P, m], y)`, then `finish_batch(y)`."""
+    """Both folds' moments, fed by one pass. Call `begin_batch(first, size)` for each batch, then per layer
+    `add_layer(layer, acts [B, P, m], y)`, then `finish_batch(y)`. `update_layer` None: the torch path's shifted
+    sums (skn.fold_sums); else that update merges each fold's rows (`PerFoldMoments`, the Triton kernels)."""
 
     def __init__(
         self,
@@ -131,14 +185,10 @@ class FoldAccumulator:
         if confirm.dim() != 1 or confirm.dtype != torch.bool:
             raise InternalError(f"the fold mask must be [N] bool, got {tuple(confirm.shape)} {confirm.dtype}")
         self._confirm = confirm.to("cpu")
-        self._positions = positions
         self._device = torch.device(device)
-        # the folds may share one backend (and its workspace): each call finishes before the next begins
-        self._accumulators = {
-            Fold.SELECTION: StatsAccumulator(layers, positions, width, device, update_layer),
-            Fold.CONFIRMATION: StatsAccumulator(layers, positions, width, device, update_layer),
-        }
-        self._fold_rows = Scratch()  # one fold's rows of the current layer
+        self._moments: FoldSums | PerFoldMoments = (
+            FoldSums(layers, positions, width, self._device) if update_layer is None
+            else PerFoldMoments(layers, positions, width, self._device, update_layer))
         self._rows: dict[Fold, Tensor] = {}
         self._within: dict[Fold, Tensor] = {}
         # example i's number within its own fold: the count of earlier examples of the same fold
@@ -153,9 +203,11 @@ class FoldAccumulator:
             raise InternalError(f"batch {first}..{first + size - 1} outside the {self._confirm.numel()} examples")
         mask = self._confirm[first : first + size]
         index = torch.arange(size)
+        selection, confirmation = index[~mask], index[mask]
+        self._moments.begin_batch(selection, confirmation)
         self._rows = {
-            Fold.SELECTION: index[~mask].to(self._device),
-            Fold.CONFIRMATION: index[mask].to(self._device),
+            Fold.SELECTION: selection.to(self._device),
+            Fold.CONFIRMATION: confirmation.to(self._device),
         }
         self._within = {
             fold: self._rank_in_fold[fold][first : first + size][fold_mask].to(self._device)
@@ -180,39 +232,22 @@ class FoldAccumulator:
 
     def add_layer(self, layer: int, acts: Tensor, y: Tensor) -> None:
         """One layer's prompt activations [B, P, m] of the current batch."""
-        for fold, accumulator in self._accumulators.items():
-            rows = self.rows(fold)
-            if rows.numel() == 0:
-                continue
-            if rows.numel() == acts.shape[0]:
-                accumulator.add_layer(layer, acts, y)
-            else:
-                accumulator.add_layer(layer, self._select(acts, rows), y.index_select(0, rows.to(y.device)))
-
-    def _select(self, acts: Tensor, rows: Tensor) -> Tensor:
-        """acts[rows], copied into the reused buffer (valid until the next call)."""
-        out = self._fold_rows.take((int(rows.numel()), *acts.shape[1:]), acts.dtype, acts.device)
-        return torch.index_select(acts, 0, rows.to(acts.device), out=out)
+        if not self._rows:
+            raise InternalError("FoldAccumulator.add_layer before begin_batch")
+        self._moments.add_layer(layer, acts, y)
 
     def finish_batch(self, y: Tensor) -> None:
-        for fold, accumulator in self._accumulators.items():
-            rows = self.rows(fold)
-            if rows.numel():
-                accumulator.finish_batch(y.index_select(0, rows.to(y.device)))
+        self._moments.finish_batch(y)
         self._rows = {}
         self._within = {}
 
     def state(self) -> dict[str, Tensor]:
-        """Both folds' running moments (skn.pass_checkpoint), keyed `selection.NAME`, `confirmation.NAME`."""
-        return {f"{fold.value}.{name}": value for fold, accumulator in self._accumulators.items()
-                for name, value in accumulator.state().items()}
+        """Both folds' running state (skn.pass_checkpoint), exactly."""
+        return self._moments.state()
 
     def load_state(self, state: Mapping[str, Tensor]) -> None:
-        for fold, accumulator in self._accumulators.items():
-            prefix = f"{fold.value}."
-            accumulator.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        self._moments.load_state(state)
 
     def snapshot(self) -> FoldStats:
-        return FoldStats(
-            self._accumulators[Fold.SELECTION].snapshot(), self._accumulators[Fold.CONFIRMATION].snapshot(), self._confirm.clone()
-        )
+        selection, confirmation = self._moments.snapshot()
+        return FoldStats(selection, confirmation, self._confirm.clone())

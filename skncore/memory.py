@@ -8,8 +8,9 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
 - weights: the parameter count of the model built on the meta device (transformers' `num_parameters`,
   tied weights counted once) times b; with --quantize the decoder's linear weights take 0.5625 (4-bit:
   half a byte and a float32 scale per 64) or 1.0625 bytes (8-bit) and the rest keeps b;
-- statistics: 3 float64 moments of L * P * m (twice with a holdout's folds), and the float64 workspace of
-  one layer's batch, B * P * m; with the permutation null its float32 co-moments, 4 (R + 1) L P m, and the
+- statistics: 3 float64 moments of L * P * m (with a holdout's folds 8: skn.fold_sums' shifts and sums of
+  both folds), and the float64 workspace of one layer's batch, B * P * m (with the folds also its rows in fold
+  order, B * P * m * b); with the permutation null its float32 co-moments, 4 (R + 1) L P m, and the
   reduction at the end, about three float64 copies of R L P m (measured: tests/test_memory.py); with q
   covariates (--control, skn.partial) their float64 co-moments, 8 q L P m per fold, and with a metric known
   after the pass the Freedman-Lane null's q more blocks of permuted rows, 4 q (R + 1) L P m, and the
@@ -160,7 +161,7 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
         weights = int(shape.linear_parameters * quantize.weight_bytes) + (shape.parameters - shape.linear_parameters) * b
     cells = L * P * m
     null = (4 * (work.null_permutations + 1) + 24 * work.null_permutations) * cells if work.null_permutations else 0
-    stats = 3 * cells * 8 * (2 if work.folds else 1) + B * P * m * 8 + null
+    stats = (8 if work.folds else 3) * cells * 8 + B * P * m * (8 + (b if work.folds else 0)) + null
     if device.type == "cpu" and work.null_permutations:
         stats += null_buffer_bytes(work, cells)
     if work.covariates:

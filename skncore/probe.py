@@ -25,7 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from skn.backend import Backend, gated_update, gathered_update, layer_update
+from skn.backend import Backend, fold_update, gated_update, gathered_update, layer_update
 from skn.fused_mlp import capture_gated, unsupported_reason
 from skn.kernels.reference import gated_activation, update_layer_gated_torch_
 from skn.data import Example
@@ -152,7 +152,7 @@ def statistics_pass(
     elif confirm.shape != (len(rows),):
         raise InternalError(f"fold mask of shape {tuple(confirm.shape)} for {len(rows)} examples")
     else:  # a holdout: the rows of each batch go to their fold's moments (skn.folds)
-        accumulator = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
+        accumulator = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, fold_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
     fused_mlp = fused_mlp and not unsupported_reason(loaded)  # elsewhere the plain path (skn.run says so)
     gated = gated_update(backend, loaded.device) if fused_mlp else update_layer_gated_torch_
