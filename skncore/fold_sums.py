@@ -57,7 +57,6 @@ class FoldSums:
         self._sum_y = [0.0] * FOLDS
         self._mean_y = [0.0] * FOLDS
         self._m2_y = [0.0] * FOLDS
-        self._rows: tuple[Tensor, ...] = ()  # the batch's rows of each fold, on the device
         self._order = torch.empty(0, dtype=torch.int64)  # both folds' rows, selection first
         self._in_order = True  # the batch's rows are in fold order already: no copy
         self._spans: tuple[tuple[int, int], ...] = ()  # each fold's rows within the fold-ordered batch
@@ -67,7 +66,6 @@ class FoldSums:
 
     def begin_batch(self, selection: Tensor, confirmation: Tensor) -> None:
         """The current batch's rows (int64 indices into its B rows, ascending) of each fold."""
-        self._rows = (selection.to(self._device), confirmation.to(self._device))
         b_sel, b_conf = int(selection.numel()), int(confirmation.numel())
         self._spans = ((0, b_sel), (b_sel, b_sel + b_conf))
         order = torch.cat([selection.to("cpu"), confirmation.to("cpu")])
@@ -116,17 +114,16 @@ class FoldSums:
         return self._weights
 
     def finish_batch(self, y: Tensor) -> None:
-        values = y.detach().to(self._device, STAT_DTYPE)
-        for fold, rows in enumerate(self._rows):
-            if rows.numel() == 0:
+        """After every layer's `add_layer` (which took the metric's shift of a fold's first batch)."""
+        values = y.detach().to(self._device, STAT_DTYPE).index_select(0, self._order)
+        for fold, (low, high) in enumerate(self._spans):
+            if high == low:
                 continue
-            mine = values.index_select(0, rows)
-            if self._count[fold] == 0 and self._weights is None:  # a batch with no layer: take the shift here
-                self._shift_y[fold] = float(mine[0])
+            mine = values[low:high]
             self._sum_y[fold] += float((mine - self._shift_y[fold]).sum())
             self._count[fold], self._mean_y[fold], self._m2_y[fold] = merge_metric(
                 self._count[fold], self._mean_y[fold], self._m2_y[fold], mine)
-        self._rows, self._spans, self._weights = (), (), None
+        self._spans, self._weights = (), None
 
     def snapshot(self) -> tuple[PearsonStats, PearsonStats]:
         """(selection, confirmation): each fold's moments read off its sums (new tensors)."""

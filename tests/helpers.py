@@ -91,6 +91,14 @@ def reference_r(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
     return r
 
 
+def reference_moments(acts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two-pass float64 mean, M2 and co-moment with y [N] per column of acts [N, L, P, m]."""
+    x = acts.astype(np.float64)
+    mean = x.mean(axis=0)
+    xc = x - mean
+    return mean, (xc * xc).sum(axis=0), np.einsum("n,nlpm->lpm", y - y.mean(), xc)
+
+
 def reference_metrics(loaded: Any, prompt: torch.Tensor, rows: Any) -> dict[str, np.ndarray]:
     """loss, confidence and correct per example, from a float64 copy of the model, one unpadded sequence
     per example laid out here (instruction | prompt | completion), with nothing of skn's batching or scoring:

@@ -11,7 +11,7 @@ from skn.fold_sums import FoldSums
 from skn.folds import FoldAccumulator
 from skn.stats import PearsonStats, correlation, update_layer_torch_
 
-from helpers import reference_r
+from helpers import reference_moments, reference_r
 
 
 def feed(sums: FoldSums, acts: torch.Tensor, y: torch.Tensor, confirm: torch.Tensor, sizes: list[int]) -> None:
@@ -28,15 +28,8 @@ def feed(sums: FoldSums, acts: torch.Tensor, y: torch.Tensor, confirm: torch.Ten
     assert first == acts.shape[0]
 
 
-def moments_np(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two-pass float64 mean, M2 and co-moment of x [n, L, P, m] against y [n]."""
-    mean = x.mean(axis=0)
-    xc = x - mean
-    return mean, (xc * xc).sum(axis=0), np.einsum("n,nlpm->lpm", y - y.mean(), xc)
-
-
 def check_fold(got: PearsonStats, x: np.ndarray, y: np.ndarray) -> None:
-    mean, m2, c = moments_np(x, y)
+    mean, m2, c = reference_moments(x, y)
     assert got.count == x.shape[0]
     np.testing.assert_allclose(got.mean_x.numpy(), mean, rtol=1e-13, atol=1e-13 * np.abs(x).max())
     np.testing.assert_allclose(got.m2_x.numpy(), m2, rtol=1e-9, atol=0)

@@ -14,7 +14,7 @@ from skn.folds import MIN_AUTO_FOLD, Fold, FoldAccumulator, assign_folds, plan_h
 from skn.layout import PromptRowBuffer
 from skn.stats import PearsonStats, StatsAccumulator
 
-from helpers import reference_r
+from helpers import reference_moments, reference_r
 
 
 def make_examples(n: int, seed: int = 0) -> list[Example]:
@@ -120,18 +120,10 @@ def test_rows_of_the_current_batch_are_the_seam() -> None:
     assert folds.fold_size(Fold.SELECTION) == 2 and folds.fold_size(Fold.CONFIRMATION) == 3
 
 
-def fold_moments_np(acts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two-pass float64 mean, M2 and co-moment of acts [n, L, P, m] against y [n]."""
-    x = acts.astype(np.float64)
-    mean = x.mean(axis=0)
-    xc = x - mean
-    return mean, (xc * xc).sum(axis=0), np.einsum("n,nlpm->lpm", y - y.mean(), xc)
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_fold_moments_match_numpy_on_awkward_batches(dtype: torch.dtype) -> None:
-    """Each fold's moments against float64 numpy, through the reused buffers (the fold rows, the float64
-    workspace) and through the plain update without them: a 1e6 offset (float64 only: narrower types cannot hold
+    """Each fold's moments against float64 numpy, through the shifted sums (the torch path, skn.fold_sums) and
+    through the per-fold Chan merge (the update the Triton backend plugs in): a 1e6 offset (float64 only: narrower types cannot hold
     it), a constant cell, ragged batches with one fold only, single rows of a fold."""
     from skn.stats import update_layer_torch_
 
@@ -159,7 +151,7 @@ def test_fold_moments_match_numpy_on_awkward_batches(dtype: torch.dtype) -> None
     x, yv = acts.double().numpy(), y.numpy()
     for fold, mask in ((Fold.SELECTION, ~confirm), (Fold.CONFIRMATION, confirm)):
         got, alt = buffered.of(fold), other.of(fold)
-        mean, m2, c = fold_moments_np(x[mask.numpy()], yv[mask.numpy()])
+        mean, m2, c = reference_moments(x[mask.numpy()], yv[mask.numpy()])
         scale = np.abs(x).max()
         np.testing.assert_allclose(got.mean_x.numpy(), mean, rtol=1e-14, atol=1e-13 * scale)
         np.testing.assert_allclose(got.m2_x.numpy(), m2, rtol=1e-9, atol=1e-9)
