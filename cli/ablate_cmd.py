@@ -10,19 +10,23 @@ from rich.console import Console
 
 from skn import zoo
 from skn.ablate import AblationConfig
+from skn.ablate_test import DepartureTest, parse_test
 from skn.intervention import parse_value, parse_values, parse_wheres
 from skn.ablate_curve import parse_scales
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, AblationRequest, read_ablation, read_curve, run_ablation, run_curve
 from skn.ablate_view import ablation_figure, curve_figure
+from skn.console import say
+from skn.checks import seed_value, thread_count
 from skn.errors import UsageError
 from skn.plots import PLOTS_DIR, png_bytes
+from skn.probe_files import read_probe_run
 from skn.progress import RichProgress
 from skn.request import ModelRequest
 from skn.run import load_requested_model, set_threads
 from skn.rundir import RUN_FILE, read_json, write_bytes
 
 from skn.cli.ablate_render import ablation_tables, curve_tables
-from skn.cli.options import model_options
+from skn.cli.options import model_options, threads_option
 
 
 def _model_request(model: ModelRequest, run: Path) -> ModelRequest:
@@ -48,6 +52,11 @@ def _model_request(model: ModelRequest, run: Path) -> ModelRequest:
               help="Rank by the consensus of a `skn compare` folder (its compare.json) instead of the run's r; each neuron "
                    "at this run's best slot for it.")
 @click.option("--controls", default=20, show_default=True, help="Random sets of the same size, layers and slots.")
+@click.option("--test", "test", default=DepartureTest.AUTO.value, show_default=True,
+              type=click.Choice([t.value for t in DepartureTest]),
+              help="The set against its controls: empirical (rank; needs C >= G / 0.05 - 1 over G points), log-t (a "
+                   "prediction-interval t test on log |effect|; ~10 controls suffice), auto = empirical where it can "
+                   "reach 0.05, else log-t.")
 @click.option("--per-neuron", default=10, show_default=True, help="Ablate this many neurons of the set one at a time.")
 @click.option("--items", default=0, show_default=True, help="Sample this many validation items (seeded; 0 = all).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the item sample and the controls.")
@@ -59,9 +68,9 @@ def _model_request(model: ModelRequest, run: Path) -> ModelRequest:
 @click.option("--k", "k_grid", default="", metavar="K,K,...", help="The curve's K grid [default: 1,3,10,30,... up to every neuron].")
 @click.option("--scales", default="", metavar="S,S,...",
               help="A curve over S instead: the set (top K or --neurons) steered by scale:S for each S, same controls.")
-@click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = torch's default).")
+@threads_option
 def ablate_command(run: Path, model: ModelRequest, neurons: str, top_k: int, value: str, where: str, consensus: str,
-                   controls: int, per_neuron: int, items: int, seed: int, batch_size: int, share: int, curve: bool,
+                   controls: int, test: str, per_neuron: int, items: int, seed: int, batch_size: int, share: int, curve: bool,
                    k_grid: str, scales: str, threads: int) -> None:
     """Does a neuron matter? Re-run a probe run's validation items with its top neurons replaced by their
     validation mean (or 0) and compare the change in loss, metric and accuracy with random neuron sets.
@@ -78,6 +87,8 @@ def ablate_command(run: Path, model: ModelRequest, neurons: str, top_k: int, val
       skn ablate runs/stories/seed-0 --curve --consensus runs/stories  # `skn probe --seeds` wrote compare.json
       skn ablate runs/stories --top-k 30 --scales 0,0.5,2,4,8
     """
+    seed_value("--seed", seed)
+    thread_count("--threads", threads)
     set_threads(threads)
     factors = parse_scales(scales) if scales else ()
     if k_grid and not curve:
@@ -89,24 +100,26 @@ def ablate_command(run: Path, model: ModelRequest, neurons: str, top_k: int, val
     if not (curve or factors) and (len(values) > 1 or len(wheres) > 1):
         raise UsageError("several --value or --where measure one curve each: add --curve (or --scales for --where)")
     config = AblationConfig(value=values[0] if values else parse_value("mean"), where=wheres[0], n_controls=controls,
-                            per_neuron=per_neuron, items=items, seed=seed, batch_size=batch_size, share=share)
+                            per_neuron=per_neuron, items=items, seed=seed, batch_size=batch_size, share=share,
+                            test=parse_test(test))
     request = AblationRequest(run, config, neurons, top_k, consensus)
-    read_json(run / RUN_FILE)  # a missing run fails before the model loads
+    read_probe_run(run)  # a missing run, or files of two runs, fail before the model loads
     loaded = load_requested_model(_model_request(model, run))
     console = Console()
     if curve or factors:
-        run_curve(loaded, request, k_grid, factors, RichProgress(), values if len(values) > 1 else (), wheres)
+        run_curve(loaded, request, k_grid, factors, RichProgress(), values if len(values) > 1 else (), wheres,
+                  lambda line: say(console, line))
         curve_record = read_curve(run)
         for table in curve_tables(curve_record):
             console.print(table)
         path = run / PLOTS_DIR / "ablation_curve.png"
         write_bytes(path, png_bytes(curve_figure(curve_record)))
-        console.print(f"wrote {run / CURVE_FILE} and {path}", highlight=False, markup=False, soft_wrap=True)
+        say(console, f"wrote {run / CURVE_FILE} and {path}")
         return
-    run_ablation(loaded, request, RichProgress())
+    run_ablation(loaded, request, RichProgress(), lambda line: say(console, line))
     record = read_ablation(run)
     for table in ablation_tables(record):
         console.print(table)
     figure = run / PLOTS_DIR / "ablation.png"
     write_bytes(figure, png_bytes(ablation_figure(record)))
-    console.print(f"wrote {run / ABLATION_FILE} and {figure}", highlight=False, markup=False, soft_wrap=True)
+    say(console, f"wrote {run / ABLATION_FILE} and {figure}")

@@ -1,13 +1,16 @@
-"""Rich tables of RUN/ablation.json: the ablated set against its controls, and each neuron alone."""
+"""Rich tables of RUN/ablation.json: the ablated set against its controls, and each neuron alone.
+
+ablation.json is read back from disk, so every string from it (its description, measures, labels) is
+shown through `skn.console.plain`: never markup, control characters as escapes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from rich.table import Table
-from rich.text import Text
 
 from skn.ablate_view import curve_rows, curve_views, describe, describe_curve, effect_rows, set_effects
+from skn.console import plain
 
 
 def _fmt(value: float | None, signed: bool = True) -> str:
@@ -15,12 +18,12 @@ def _fmt(value: float | None, signed: bool = True) -> str:
 
 
 def ablation_tables(record: Mapping[str, object]) -> list[Table]:
-    summary = Table(title=Text(f"ablation: {describe(record)}"), title_justify="left")
+    summary = Table(title=plain(f"ablation: {describe(record)}"), title_justify="left")
     for name in ("measure", "unablated", "ablated effect", "controls mean", "controls std", "p"):
         summary.add_column(name, justify="left" if name == "measure" else "right", no_wrap=True)
     for r in effect_rows(record):
-        summary.add_row(r.measure, _fmt(r.base, False), _fmt(r.effect), _fmt(r.control_mean), _fmt(r.control_std, False),
-                        _fmt(r.p, False))
+        summary.add_row(plain(r.measure), _fmt(r.base, False), _fmt(r.effect), _fmt(r.control_mean),
+                        _fmt(r.control_std, False), _fmt(r.p, False))
     tables = [summary]
     singles = set_effects(record, "per_neuron")
     if singles:
@@ -28,7 +31,7 @@ def ablation_tables(record: Mapping[str, object]) -> list[Table]:
         per.add_column("neuron (layer.index@slot)", justify="right")
         per.add_column("loss effect", justify="right")
         for label, value in singles:
-            per.add_row(Text(label), _fmt(value))
+            per.add_row(plain(label), _fmt(value))
         tables.append(per)
     return tables
 
@@ -36,7 +39,7 @@ def ablation_tables(record: Mapping[str, object]) -> list[Table]:
 def curve_table(record: Mapping[str, object]) -> Table:
     """One row per grid point: the set's loss effect, the random sets' median and 5-95%, p and Holm's p."""
     axis = "K" if record.get("axis") == "k" else "S"
-    table = Table(title=Text(f"ablation curve: {describe_curve(record)}"), title_justify="left")
+    table = Table(title=plain(f"ablation curve: {describe_curve(record)}"), title_justify="left")
     for name in (axis, "set effect", "random median", "random 5%", "random 95%", "p", "Holm p"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in curve_rows(record):

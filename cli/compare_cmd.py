@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from skn.compare import Comparison, compare_runs, passing_line, write_comparison
 from skn.compare_report import write_compare_report
+from skn.console import plain
 
 
 def pair_table(comparison: Comparison) -> Table:
@@ -40,11 +40,11 @@ def consensus_table(comparison: Comparison) -> Table:
 def print_comparison(console: Console, comparison: Comparison) -> None:
     """The runs (with the r each is compared on), the pair table, the consensus table, the passing counts."""
     for i, run in enumerate(comparison.runs):
-        console.print(Text(f"run {i}: {run.name} (r on its {run.scored_on})"))
+        console.print(plain(f"run {i}: {run.name} (r on its {run.scored_on})"))
     console.print(pair_table(comparison))
     console.print(consensus_table(comparison))
-    console.print(Text(passing_line(comparison)))
-    console.print(Text(f"mean Jaccard {comparison.mean_jaccard:.3f} against {comparison.pairs[0].jaccard_chance:.2g} by chance"))
+    console.print(plain(passing_line(comparison)))
+    console.print(plain(f"mean Jaccard {comparison.mean_jaccard:.3f} against {comparison.pairs[0].jaccard_chance:.2g} by chance"))
 
 
 @click.command("compare")
@@ -69,4 +69,4 @@ def compare_command(runs: tuple[Path, ...], top_k: int, report: bool, out: str) 
         paths = (*paths, write_compare_report(folder, comparison))
     console = Console()
     print_comparison(console, comparison)
-    console.print(Text("wrote " + ", ".join(str(p) for p in paths)))
+    console.print(plain("wrote " + ", ".join(str(p) for p in paths)))

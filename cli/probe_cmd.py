@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.text import Text
 
 from skn.api import ProbeConfig, Score
 from skn.backend import Backend
@@ -17,6 +16,7 @@ from skn.progress import RichProgress
 from skn.rank import Reduce
 from skn.report import write_report
 from skn.compare_report import write_compare_report
+from skn.console import plain
 from skn.distributed import from_environment
 from skn.errors import UsageError
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
@@ -79,6 +79,9 @@ def probe_command(
                 --metric loss --out RUN
       skn probe --task arithmetic --metric loss --control instruction_tokens,digits
     """
+    seed_list = parse_seeds(seeds) if seeds else ()
+    for each in seed_list:
+        replace(train, seed=each)  # TrainSettings checks each seed now, before any training
     request = ProbeRequest(
         model=model,
         data=replace(data, task=task, train_size=train_size, val_size=val_size),
@@ -109,28 +112,28 @@ def probe_command(
     run_dir = Path(request.out)
     console = Console()
     if seeds:
-        _probe_seeds(console, request, parse_seeds(seeds), n_exemplars, report)
+        _probe_seeds(console, request, seed_list, n_exemplars, report)
         return
     notices = Console(stderr=True)
-    result = run_probe(request, RichProgress(), notify=lambda line: notices.print(Text(line, style="yellow"), soft_wrap=True))
+    result = run_probe(request, RichProgress(), notify=lambda line: notices.print(plain(line, style="yellow"), soft_wrap=True))
     print_result(console, result, n_exemplars)
     if result.groups is not None:
         print_groups(console, result.groups)
     if report:
-        console.print(Text("report: ") + Text(str(write_report(run_dir, exemplar_count=n_exemplars)), style="bold"))
-    console.print(Text("run directory: ") + Text(str(run_dir), style="bold"))
+        console.print(plain("report: ") + plain(str(write_report(run_dir, exemplar_count=n_exemplars)), style="bold"))
+    console.print(plain("run directory: ") + plain(str(run_dir), style="bold"))
 
 
 def _probe_seeds(console: Console, request: ProbeRequest, seeds: tuple[int, ...], n_exemplars: int, report: bool) -> None:
     done = run_seeds(request, seeds, RichProgress())
     out = Path(request.out)
     for seed, result in zip(done.seeds, done.outcomes, strict=True):
-        console.print(Text(f"seed {seed}", style="bold"))
+        console.print(plain(f"seed {seed}", style="bold"))
         print_result(console, result, n_exemplars)
         if report:
-            console.print(Text(f"report: {write_report(subrun_dir(out, seed), exemplar_count=n_exemplars)}"))
+            console.print(plain(f"report: {write_report(subrun_dir(out, seed), exemplar_count=n_exemplars)}"))
     if done.comparison is not None:
         if report:
-            console.print(Text(f"report: {write_compare_report(out, done.comparison)}"))
+            console.print(plain(f"report: {write_compare_report(out, done.comparison)}"))
         print_comparison(console, done.comparison)
-    console.print(Text(f"run directory: {out} (one seed-S/ per seed)"))
+    console.print(plain(f"run directory: {out} (one seed-S/ per seed)"))

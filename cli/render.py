@@ -1,9 +1,9 @@
 """Rich rendering of results: the top-neuron table with its exemplars, and the group tables.
 
-Every cell is a `rich.text.Text` (data is never read as markup). The number columns (rank, layer,
-neuron, pos, r) are as wide as their widest value and never shrink; the text columns take what is
-left of the console's width (80 when output goes to a file, or $COLUMNS), so the tables read at 60,
-80 or 200 columns and in a log file alike. Group tables that would not fit are split into several
+Every cell is a `rich.text.Text` made by `skn.console.plain` (data is never read as markup, and its control
+characters are shown as escapes). The number columns (rank, layer, neuron, pos, r) are as wide as their
+widest value and never shrink; the text columns take what is left of the console's width (80 when output
+goes to a file, or $COLUMNS), so the tables read at 60, 80 or 200 columns and in a log file alike. Group tables that would not fit are split into several
 tables over the same neurons, a slice of the groups each.
 """
 
@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from torch import Tensor
 
-from skn.console import bold, text
+from skn.console import bold, plain, text, visible
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, value_label
 from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
@@ -32,7 +32,7 @@ MIN_TEXT = 12  # below this per text column, most and least activating share one
 
 
 def _short(value: str, width: int = 48) -> str:
-    flat = " ".join(value.split())
+    flat = visible(" ".join(value.split()))
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
 
 
@@ -108,7 +108,7 @@ def neuron_table(
     """rank, layer, neuron, position, r, (with the null) the adjusted p, (with a holdout) r held out with its
     95% interval, and the most/least activating examples (activation: text); `combined` puts both lists in
     one column (most first, then least) for narrow consoles."""
-    table = Table(title=Text(title), title_justify="left", show_lines=True, caption=Text(caption) if caption else None,
+    table = Table(title=plain(title), title_justify="left", show_lines=True, caption=plain(caption) if caption else None,
                   caption_justify="left")
     names, number_rows = number_columns(neurons, null, held_out, raw_r)
     _add_number_columns(table, _widths(names, number_rows), names)
@@ -121,11 +121,11 @@ def neuron_table(
         def lines(indices: Sequence[int], sign: str = "") -> list[str]:
             return [_short(f"{sign}{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices]
 
-        cells = [Text(c) for c in number_rows[k]]
+        cells = [plain(c) for c in number_rows[k]]
         if combined:
-            cells.append(Text("\n".join(lines(chosen.most) + lines(chosen.least))))
+            cells.append(plain("\n".join(lines(chosen.most) + lines(chosen.least))))
         else:
-            cells += [Text("\n".join(lines(chosen.most))), Text("\n".join(lines(chosen.least)))]
+            cells += [plain("\n".join(lines(chosen.most))), plain("\n".join(lines(chosen.least)))]
         table.add_row(*cells)
     return table
 
@@ -145,7 +145,7 @@ def summary_line(info: RunInfo) -> Text:
     line = text("model ", bold(info.model), "  metric ", bold(info.metric),
                 f"  N={info.n_val}  layers={info.layers} x {info.width} neurons")
     if info.weights:
-        line.append(f"\n{info.weights}", style="dim")
+        line.append(plain(f"\n{info.weights}", style="dim"))
     return line
 
 
@@ -191,7 +191,7 @@ def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activa
         caption = control_line(partial) + ("\n" + caption if caption else "")
     console.print(neuron_table(neurons, activations, examples, n_exemplars, title or f"top {len(neurons)} neurons", width,
                                combined, null, held_out, caption, raw_r))
-    console.print(Text(null_line(null, len(neurons))))
+    console.print(plain(null_line(null, len(neurons))))
 
 
 def print_result(console: Console, result: ProbeResult, n_exemplars: int, title: str = "") -> None:
@@ -229,9 +229,9 @@ def group_tables(summaries: GroupSummaries, width: int | None = None) -> list[Ta
             table = Table(title=text(f"activation by {field}{suffix}"), title_justify="left")
             _add_number_columns(table, fixed)
             for j in chunk:
-                table.add_column(Text(headers[j]), justify="right", no_wrap=True, width=col_widths[j], min_width=col_widths[j])
+                table.add_column(plain(headers[j]), justify="right", no_wrap=True, width=col_widths[j], min_width=col_widths[j])
             for g, row in zip(summaries.neurons, cells, strict=True):
-                table.add_row(*(Text(c) for c in _number_cells(g.neuron)), *(Text(row[j]) for j in chunk))
+                table.add_row(*(plain(c) for c in _number_cells(g.neuron)), *(plain(row[j]) for j in chunk))
             tables.append(table)
     return tables
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.text import Text
 
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.compare import compare_runs, seed_subruns
+from skn.console import plain
 from skn.probe_files import read_probe_run
 
 from skn.cli.ablate_render import ablation_tables, curve_tables
@@ -35,11 +35,11 @@ def show_seeds(console: Console, subruns: tuple[Path, ...], n_exemplars: int) ->
     """Each seed's run (its top neurons, the holdout and the null), then the comparison of the seeds (recomputed
     from the sub-runs' files: the same figures as RUN/compare.json, with the runs' own top K)."""
     for sub in subruns:
-        console.print(Text(f"{sub.name} ({sub})", style="bold"))
+        console.print(plain(f"{sub.name} ({sub})", style="bold"))
         show_run(console, sub, n_exemplars)
     if len(subruns) > 1:
         top_k = len(read_probe_run(subruns[0]).neurons)
-        console.print(Text(f"comparison of the {len(subruns)} seeds", style="bold"))
+        console.print(plain(f"comparison of the {len(subruns)} seeds", style="bold"))
         print_comparison(console, compare_runs(subruns, top_k))
 
 

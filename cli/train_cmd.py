@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.text import Text
 
 from skn.progress import RichProgress
 from skn.rundir import PROMPT_FILE
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
 from skn.distributed import from_environment
 from skn.run import run_train
+from skn.console import plain
 
 from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
 
@@ -32,10 +32,10 @@ def train_command(model: ModelRequest, data: DataRequest, train: TrainSettings, 
     notices = Console(stderr=True)
     result, run_dir = run_train(ProbeRequest(model=model, data=data, train=train, out=out, threads=threads,
                                                 overwrite=overwrite), RichProgress(),
-                                notify=lambda line: notices.print(Text(line, style="yellow"), soft_wrap=True))
+                                notify=lambda line: notices.print(plain(line, style="yellow"), soft_wrap=True))
     if not from_environment().leader:  # under torchrun only rank 0 prints
         return
-    Console().print(Text(
+    Console().print(plain(
         f"best validation loss {result.best_val_loss:.4f} at step {result.best_step} "
         f"({result.steps_done} steps, {result.seconds:.1f} s) -> {run_dir / PROMPT_FILE}"
     ))

@@ -40,9 +40,10 @@ from torch import Tensor
 from skn.data import Example
 from skn.errors import UsageError
 from skn.scoring import CompletionScores, completion_scores
-from skn.layout import Batch, Encoded, make_batch, pad_id
+from skn.layout import Encoded, make_batch
 from skn.metrics import MetricKind, MetricSpec, load_function, metric_after_pass
-from skn.model import LoadedModel
+from skn.model import LoadedModel, batch_pad_id
+from skn.ablate_test import DepartureTest, empirical_p, log_t_p, resolve_test  # noqa: F401  (empirical_p: re-exported)
 from skn.intervention import Intervention, Target, Value, ValueKind, Where, build_intervention, intervened
 from skn.progress import Advance, ProgressSink, SilentProgress
 
@@ -151,7 +152,7 @@ def _slice(scores: CompletionScores, lo: int, hi: int) -> CompletionScores:
 def _scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Intervention | None]) -> Iterator[tuple[int, int, list[CompletionScores]]]:
     """Per batch of items (first index, count): each set's scores, all sets in one forward (the items
     repeated once per set along the batch)."""
-    pad = pad_id(data.loaded.tokenizer)
+    pad = batch_pad_id(data.loaded)
     prompt_len = int(data.prompt.shape[0])
     sets = len(stack)
     for first in range(0, len(rows), data.batch_size):
@@ -231,52 +232,52 @@ def draw_controls(
     targets: Sequence[Target], width: int, count: int, seed: int, fallback: bool = False
 ) -> tuple[tuple[Target, ...], ...]:
     """`count` random sets like `targets`: per layer, as many distinct neurons as the set has there, drawn
-    uniformly from those of the layer not in the set, and given the set's slots of that layer in order.
-    A layer with too few neurons outside the set is an error, or with `fallback` (a curve up to every
-    neuron) drawn from every neuron of the layer."""
+    uniformly from those of the layer not in the set, each given the slots of one of the set's neurons (a
+    neuron listed at every slot is one neuron, and so is each of its controls). A layer with too few
+    neurons outside the set is an error, or with `fallback` (a curve up to every neuron) drawn from every
+    neuron of the layer."""
     rng = np.random.default_rng(seed)
-    slots: dict[int, list[int]] = {}
+    slots: dict[int, dict[int, list[int]]] = {}  # layer -> neuron -> its slots
     for t in targets:
-        slots.setdefault(t.layer, []).append(t.slot)
+        slots.setdefault(t.layer, {}).setdefault(t.neuron, []).append(t.slot)
+    # per layer, the set's neurons' slot lists in a fixed order (by slots): control neuron j takes list j
+    shapes = {layer: sorted(sorted(s) for s in by_neuron.values()) for layer, by_neuron in slots.items()}
     pools = {}
-    for layer, taken in sorted(slots.items()):
-        used = {t.neuron for t in targets if t.layer == layer}
-        if fallback and width - len(used) < len(taken):
+    for layer, by_neuron in sorted(slots.items()):
+        used = set(by_neuron)
+        if fallback and width - len(used) < len(used):
             used = set()
         pools[layer] = np.array(sorted(set(range(width)) - used), dtype=np.int64)
-        if len(pools[layer]) < len(taken):
-            raise UsageError(f"layer {layer} has {len(pools[layer])} neurons outside the set, fewer than the {len(taken)} a control needs")
+        if len(pools[layer]) < len(by_neuron):
+            raise UsageError(f"layer {layer} has {len(pools[layer])} neurons outside the set, fewer than the "
+                             f"{len(by_neuron)} a control needs")
     sets = []
     for _ in range(count):
         drawn: list[Target] = []
-        for layer, taken in sorted(slots.items()):
-            picks = rng.choice(pools[layer], size=len(taken), replace=False).tolist()
-            drawn.extend(Target(layer, int(i), slot) for i, slot in zip(picks, sorted(taken)))
+        for layer, lists in sorted(shapes.items()):
+            picks = rng.choice(pools[layer], size=len(lists), replace=False).tolist()
+            drawn.extend(Target(layer, int(i), slot) for i, slot_list in zip(picks, lists) for slot in slot_list)
         sets.append(tuple(drawn))
     return tuple(sets)
-
-
-def empirical_p(effect: float | None, controls: Sequence[float | None]) -> float | None:
-    """(1 + #{|c| >= |effect|}) / (C + 1), over the controls where the measure exists."""
-    values = [c for c in controls if c is not None]
-    if effect is None or not values:
-        return None
-    return (1 + sum(1 for c in values if abs(c) >= abs(effect))) / (len(values) + 1)
 
 
 @dataclass(frozen=True)
 class Spread:
     mean: float | None
     std: float | None  # sample std (n-1); None for fewer than 2 controls
-    p: float | None
+    p: float | None  # the chosen test's (skn.ablate_test)
+    p_empirical: float | None = None
+    p_t: float | None = None  # the log-t test's
 
 
-def spread(effect: float | None, controls: Sequence[float | None]) -> Spread:
+def spread(effect: float | None, controls: Sequence[float | None], test: DepartureTest = DepartureTest.EMPIRICAL) -> Spread:
+    """The controls' mean and spread, and the set's p under both tests (`p` under `test`, resolved)."""
     values = [c for c in controls if c is not None]
     if not values:
         return Spread(None, None, None)
     std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return Spread(float(np.mean(values)), std, empirical_p(effect, values))
+    empirical, t = empirical_p(effect, values), log_t_p(effect, values)
+    return Spread(float(np.mean(values)), std, t if test is DepartureTest.LOG_T else empirical, empirical, t)
 
 
 @dataclass(frozen=True)
@@ -298,23 +299,13 @@ class Comparison:
     summary: Mapping[str, Spread]  # by measure: loss, metric, accuracy
 
 
-def comparison_of(base: Measures, label: str, sets: Sequence[Sequence[Target]], measures: Sequence[Measures]) -> Comparison:
-    """The first set (the one under test) against the others (its controls), from their measures."""
+def comparison_of(base: Measures, label: str, sets: Sequence[Sequence[Target]], measures: Sequence[Measures],
+                  test: DepartureTest = DepartureTest.EMPIRICAL) -> Comparison:
+    """The first set (the one under test) against the others (its controls), from their measures; `p` under `test`."""
     ablated = SetEffect(label, tuple(sets[0]), effect_of(base, measures[0]))
     controls = tuple(SetEffect(f"control {c}", tuple(t), effect_of(base, m)) for c, (t, m) in enumerate(zip(sets[1:], measures[1:], strict=True), start=1))
-    summary = {m: spread(ablated.effect.get(m), [s.effect.get(m) for s in controls]) for m in MEASURES}
+    summary = {m: spread(ablated.effect.get(m), [s.effect.get(m) for s in controls], test) for m in MEASURES}
     return Comparison(ablated, measures[0], controls, summary)
-
-
-def compare(
-    data: AblationData, base: Measures, targets: Sequence[Target], value: Value, where: Where, mean_x: Tensor,
-    n_controls: int, seed: int, label: str = "ablated", advance: Advance | None = None, fallback: bool = False,
-    share: int = 1,
-) -> Comparison:
-    """The effect of `targets` and of `n_controls` random sets like it, `share` sets per pass."""
-    sets = (tuple(targets), *draw_controls(targets, data.loaded.sites.width, n_controls, seed, fallback))
-    measures = measure_many(data, [build_intervention(t, value, where, mean_x) for t in sets], share, advance)
-    return comparison_of(base, label, sets, measures)
 
 
 # ---------------------------------------------------------------- the whole ablation
@@ -330,6 +321,7 @@ class AblationConfig:
     seed: int = 0
     batch_size: int = 16
     share: int = 1  # sets measured together in one forward (the items repeated once per set)
+    test: DepartureTest = DepartureTest.AUTO  # the set against its controls (skn.ablate_test)
 
     def __post_init__(self) -> None:
         if self.n_controls < 0:
@@ -383,7 +375,8 @@ def ablate(
         stack = [None, *(build_intervention(t, config.value, config.where, mean_x) for t in sets)]
         measured = measure_many(data, stack, config.share, advance)
     base = measured[0]
-    comparison = comparison_of(base, "ablated", sets[: 1 + config.n_controls], measured[1 : 2 + config.n_controls])
+    comparison = comparison_of(base, "ablated", sets[: 1 + config.n_controls], measured[1 : 2 + config.n_controls],
+                               resolve_test(config.test, config.n_controls, 1))
     per_neuron = []
     for group, measures in zip(singles, measured[2 + config.n_controls :], strict=True):
         label = group[0].text if len(group) == 1 else f"{group[0].layer}.{group[0].neuron}@{len(group)} slots"

@@ -35,6 +35,7 @@ from enum import Enum
 import torch
 
 from skn.ablate import MEASURES, AblationConfig, AblationData, Comparison, Measures, comparison_of, draw_controls, measure_many, passes
+from skn.ablate_test import resolve_test
 from skn.intervention import Target, Value, ValueKind, Where, build_intervention
 from skn.errors import UsageError
 from skn.progress import ProgressSink, SilentProgress
@@ -151,8 +152,11 @@ def _measure_points(
         measured = measure_many(data, stack, share, advance)
     base, at = measured[0], 1
     raw: list[list[tuple[int, float | None, Comparison]]] = [[] for _ in configs]
+    family = [sum(1 for p in points if p.curve == c) for c in range(len(configs))]
+    tests = [resolve_test(config.test, config.n_controls, g) for config, g in zip(configs, family, strict=True)]
     for p in points:
-        raw[p.curve].append((p.k, p.scale, comparison_of(base, p.label, p.sets, measured[at : at + len(p.sets)])))
+        measures = measured[at : at + len(p.sets)]
+        raw[p.curve].append((p.k, p.scale, comparison_of(base, p.label, p.sets, measures, tests[p.curve])))
         at += len(p.sets)
     seconds = time.perf_counter() - start
     curves = []

@@ -14,7 +14,7 @@ on items that did not choose them. ablation.json and ablation_curve.json record 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from skn.ablate import (
     AblationConfig,
     AblationData,
     AblationResult,
+    Comparison,
     Effect,
     Measures,
     SetEffect,
@@ -36,6 +37,7 @@ from skn.ablate import (
 )
 from skn.intervention import Target, Value, Where, parse_targets
 from skn.ablate_consensus import consensus_targets
+from skn.ablate_test import cannot_depart, resolve_test
 from skn.ablate_curve import Curve, combinations, default_grid, k_curves, parse_grid, scale_curves
 from skn.data import Example
 from skn.errors import RunDirError, UsageError
@@ -43,7 +45,7 @@ from skn.layout import Encoded, Template
 from skn.metrics import parse_metric
 from skn.model import LoadedModel
 from skn.progress import ProgressSink, SilentProgress
-from skn.rank import Reduce, rank_neurons
+from skn.rank import rank_neurons
 from skn.result import ProbeResult
 from skn.rundir import read_json, write_json
 from skn.probe_files import read_probe_run, run_prompt, run_template
@@ -143,10 +145,24 @@ def _setup(loaded: LoadedModel, request: AblationRequest) -> _Setup:
     return _Setup(run, data, items, prompt_len, len(alt_rows), provenance)
 
 
-def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress()) -> AblationResult:
-    """Ablate and write RUN/ablation.json; returns the result."""
+def _no_notice(line: str) -> None:
+    """Where a caller gives no `notify`, notices are not shown."""
+
+
+def _warn_if_powerless(config: AblationConfig, family: int, notify: Callable[[str], None]) -> None:
+    """Say before any pass when no p can reach alpha (skn.ablate_test.cannot_depart)."""
+    reason = cannot_depart(config.test, config.n_controls, family)
+    if reason:
+        notify(f"note: {reason}; the p-values are still measured and written, but none can say yes")
+
+
+def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress(),
+                 notify: Callable[[str], None] = _no_notice) -> AblationResult:
+    """Ablate and write RUN/ablation.json; returns the result. `notify` hears, before any pass, when the
+    configuration cannot give p < alpha."""
     setup = _setup(loaded, request)
     targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
+    _warn_if_powerless(request.config, 1, notify)
     result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress)
     write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows, setup.provenance)
     return result
@@ -155,6 +171,7 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
 def run_curve(
     loaded: LoadedModel, request: AblationRequest, k_grid: str = "", scales: Sequence[float] = (),
     progress: ProgressSink = SilentProgress(), values: Sequence[Value] = (), wheres: Sequence[Where] = (),
+    notify: Callable[[str], None] = _no_notice,
 ) -> tuple[Curve, ...]:
     """With `scales`: the chosen set (as for `run_ablation`) steered by each S; else the top K (of the run,
     or of --consensus) over a grid of K (`k_grid` "1,10,..." or the default grid up to every ranked
@@ -167,6 +184,7 @@ def run_curve(
             raise UsageError("--scales sets the value (scale:S): leave --value out")
         targets = run_targets(run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
         configs = combinations(request.config, (), wheres)
+        _warn_if_powerless(request.config, len(scales), notify)
         curves = scale_curves(setup.data, targets, scales, mean_x, configs, setup.items, progress)
     else:
         if request.neurons:
@@ -178,6 +196,7 @@ def run_curve(
         total = len(ranked)
         grid = parse_grid(k_grid, total) if k_grid else default_grid(total)
         configs = combinations(request.config, values, wheres)
+        _warn_if_powerless(request.config, len(grid), notify)
         curves = k_curves(setup.data, ranked, grid, mean_x, configs, setup.items, progress)
     write_curve(Path(request.run_dir), curves, loaded.name, request.consensus, setup.provenance)
     return curves
@@ -206,6 +225,12 @@ def _means(m: Measures) -> dict[str, float | None]:
     }
 
 
+def _summaries(comp: Comparison) -> dict[str, dict[str, float | None]]:
+    """Per measure: the controls' mean and std, the set's p under the chosen test and under each test."""
+    return {m: {"mean": _num(v.mean), "std": _num(v.std), "p": _num(v.p), "p_empirical": _num(v.p_empirical),
+                "p_t": _num(v.p_t)} for m, v in comp.summary.items()}
+
+
 def ablation_record(result: AblationResult, model: str, alternative_rows: int,
                     provenance: Provenance = WHOLE_SET) -> dict[str, object]:
     """The content of ablation.json."""
@@ -225,7 +250,8 @@ def ablation_record(result: AblationResult, model: str, alternative_rows: int,
         "model": model,
         "metric": result.metric,
         "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "per_neuron": c.per_neuron,
-                   "items": c.items, "seed": c.seed, "batch_size": c.batch_size, "share": c.share},
+                   "items": c.items, "seed": c.seed, "batch_size": c.batch_size, "share": c.share, "test": c.test.value},
+        "test": resolve_test(c.test, c.n_controls, 1).value,
         "n_items": len(result.items), "sets": result.sets,
         "ranked_on": provenance.ranked_on, "items_from": provenance.items_from,
         "alternative_rows": alternative_rows,
@@ -235,7 +261,7 @@ def ablation_record(result: AblationResult, model: str, alternative_rows: int,
         "base": _means(base),
         "ablated": _means(ablated),
         "effect": _effect(comp.ablated.effect),
-        "controls_summary": {m: {"mean": _num(s.mean), "std": _num(s.std), "p": _num(s.p)} for m, s in comp.summary.items()},
+        "controls_summary": _summaries(comp),
         "controls": [_set(s) for s in comp.controls],
         "per_neuron": [_set(s) for s in result.per_neuron],
         "per_example": per_example,
@@ -268,6 +294,11 @@ def read_ablation(run_dir: Path) -> dict[str, object]:
 
 # ---------------------------------------------------------------- ablation_curve.json
 
+
+def _curve_test(curve: Curve) -> str:
+    """The test that gave the curve's p (skn.ablate_test): its config's, resolved over its grid."""
+    return resolve_test(curve.config.test, curve.config.n_controls, len(curve.points)).value
+
 CURVE_FILE = "ablation_curve.json"
 
 
@@ -283,7 +314,7 @@ def _curve_points(curve: Curve) -> tuple[list[dict[str, object]], dict[str, obje
         points.append({
             "k": point.k, "scale": point.scale, "effect": _effect(comp.ablated.effect),
             "ablated": _means(comp.measures),
-            "controls_summary": {m: {"mean": _num(s.mean), "std": _num(s.std), "p": _num(s.p)} for m, s in comp.summary.items()},
+            "controls_summary": _summaries(comp),
             "p_holm": {m: _num(v) for m, v in point.p_holm.items()},
             "band": band, "controls": controls,
         })
@@ -307,12 +338,13 @@ def curve_record(curves: Curve | Sequence[Curve], model: str, consensus: str = "
     for curve in group:
         points, departure = _curve_points(curve)
         entries.append({"config": {"value": curve.config.value.text, "where": curve.config.where.value},
-                        "points": points, "departure": departure})
+                        "test": _curve_test(curve), "points": points, "departure": departure})
     c = first.config
     return {
         "skn_version": __version__, "model": model, "metric": first.metric, "axis": first.axis.value,
         "config": {"value": c.value.text, "where": c.where.value, "controls": c.n_controls, "items": c.items,
-                   "seed": c.seed, "batch_size": c.batch_size, "share": c.share},
+                   "seed": c.seed, "batch_size": c.batch_size, "share": c.share, "test": c.test.value},
+        "test": _curve_test(first),
         "ranking": f"consensus of {consensus} (each neuron at this run's best slot)" if consensus else "this run's |r|",
         "ranked_on": "consensus" if consensus else provenance.ranked_on, "items_from": provenance.items_from,
         "correction": "holm", "correction_family": "each curve's grid", "alpha": 0.05, "n_items": len(first.items),

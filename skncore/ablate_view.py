@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
+from skn.ablate_test import DepartureTest, cannot_depart, parse_test
 from skn.plots import new_figure, png_bytes
 
 NDArrayF = NDArray[np.float64]
@@ -175,18 +176,26 @@ def departure_text(record: Mapping[str, object], note: bool = True) -> str:
     where = (f"departs from random at {axis} = {departure.get('k') if axis == 'K' else departure.get('scale')} "
              f"(loss effect {_fmt(_float(departure.get('effect_loss')))}, Holm p {departure.get('p_holm')})"
              if departure else "never departs from random (Holm, alpha 0.05)")
-    return where + (power_note(record) if note else "")
+    return where + f"{test_text(record)}" + (power_note(record) if note else "")
+
+
+def test_text(record: Mapping[str, object]) -> str:
+    """"; p: the log-t test" (or empirical) where the file says which test gave p; "" for older files."""
+    test = record.get("test")
+    return f"; p from the {test} test" if isinstance(test, str) else ""
 
 
 def power_note(record: Mapping[str, object]) -> str:
-    """" (with C controls G points cannot depart: ...)" when the grid is too long for the controls, else ""."""
+    """" (with C controls G points cannot depart: ...)" when the test can never reach alpha, else ""."""
     config = _map(record.get("config"))
     points = record.get("points")
     g = len(points) if isinstance(points, Sequence) else 0
     c = config.get("controls")
-    if isinstance(c, int) and g and g / (c + 1) >= 0.05:  # Holm's smallest adjusted p is G / (C + 1)
-        return f" (with {c} controls {g} points cannot depart: Holm needs C >= {math.ceil(g / 0.05)})"
-    return ""
+    test = record.get("test", DepartureTest.EMPIRICAL.value)  # files before the log-t test used the empirical p
+    if not isinstance(c, int) or not g or not isinstance(test, str):
+        return ""
+    reason = cannot_depart(parse_test(test), c, g)
+    return f" ({reason})" if reason else ""
 
 
 def cost_text(record: Mapping[str, object]) -> str:
@@ -214,7 +223,7 @@ def curve_views(record: Mapping[str, object]) -> tuple[Mapping[str, object], ...
     for entry in curves:
         e = _map(entry)
         views.append({**record, "config": {**_map(record.get("config")), **_map(e.get("config"))},
-                      "points": e.get("points"), "departure": e.get("departure")})
+                      "points": e.get("points"), "departure": e.get("departure"), "test": e.get("test", record.get("test"))})
     return tuple(views)
 
 

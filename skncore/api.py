@@ -23,12 +23,13 @@ from torch import Tensor
 
 from skn.backend import Backend, resolve_backend
 from skn.data import Example
+from skn.example_order import ORDER_NAME, inverse, pass_order
 from skn.errors import MetricError, UsageError
 from skn.exemplar_store import DEFAULT_STORE_BYTES, ActivationStore, ExemplarsPass, check_store_budget, top_activations
 from skn.folds import HoldoutPlan, assign_folds, plan_holdout
 from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
-from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
+from skn.metrics import MetricSpec, check_metric, for_statistics, metric_before_pass, parse_metric, unscaled
 from skn.model import LoadedModel
 from skn.distributed import Ranks
 from skn.pass_checkpoint import PassCheckpoint
@@ -72,7 +73,7 @@ class ProbeConfig:
     null: NullConfig = NullConfig()  # the permutation null (skn.null): R = null.permutations, 0 = off
     score: Score = field(default=Score.PEARSON, metadata={"help": (
         "Rank by Pearson r, or by Wang et al.'s predictivity (binary metrics; needs training examples; "
-        "no holdout).")})
+        "ranks on all validation examples: no holdout).")})
     fused_mlp: bool = field(default=False, metadata={"help": (
         "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
     checkpoint_every: int = field(default=0, metadata={"help": (
@@ -102,6 +103,17 @@ class ProbeConfig:
             parse_controls(self.control)  # a bad name fails where the config is made
             if self.score is Score.PREDICTIVITY:
                 raise UsageError("--control ranks by the partial r; it does not apply to --score predictivity")
+        if self.score is Score.PREDICTIVITY and self.holdout is not None and self.holdout != 0.0:
+            raise UsageError(f"--holdout {self.holdout:g} does not apply to --score predictivity, which ranks on all "
+                             "validation examples: drop --holdout, or rank by --score pearson")
+
+
+def holdout_plan(config: ProbeConfig, n: int) -> HoldoutPlan:
+    """The holdout a probe of `n` examples runs: --holdout's (skn.folds.plan_holdout), or none with --score
+    predictivity, which ranks on all examples (a --holdout F with it is refused where the config is made)."""
+    if config.score is Score.PREDICTIVITY:
+        return HoldoutPlan(0.0, f"holdout off: --score predictivity ranks the neurons on all {n} validation examples")
+    return plan_holdout(config.holdout, n)
 
 
 class MetricFailure(MetricError):
@@ -160,7 +172,7 @@ def control_values(loaded: LoadedModel | None, examples: Sequence[Example], conf
             return None  # checked again once the model is loaded
         rows = encode(loaded, examples, config.template, prompt_len)
     z = covariate_values(covariates, examples, rows)
-    plan = plan_holdout(config.holdout, len(examples))
+    plan = holdout_plan(config, len(examples))
     check_controls([c.text for c in covariates], z, assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None)
     return z
 
@@ -189,14 +201,54 @@ def probe(
 
     With `ranks` of several processes (skn.distributed) each rank passes over its shard of `examples`;
     the moments, the null, the metric and the exemplars are merged, so every rank returns the whole result.
+
+    The pass takes the examples in a seeded order that follows their content (skn.example_order), so the
+    batches, and with them the within-batch null, do not depend on the file's order; every output is in
+    `examples`' order.
     """
-    spec = parse_metric(metric) if isinstance(metric, str) else metric
+    examples = tuple(examples)
+    # a field metric spread less than skn.metrics.SMALL_SPREAD is scaled by a power of two for the statistics
+    spec = for_statistics(parse_metric(metric) if isinstance(metric, str) else metric, examples)
+    order = pass_order(examples, config.null.seed)
+    back = list(inverse(order))
+    try:
+        result = _probe_in_pass_order(loaded, prompt, tuple(examples[i] for i in order), spec, config, progress,
+                                      train_examples, out, resume, ranks)
+    except MetricFailure as failure:
+        raise MetricFailure(failure, unscaled(spec, failure.values[back])) from None
+    return in_file_order(replace(result, metric=unscaled(spec, result.metric)), examples, back, config.null.seed)
+
+
+def in_file_order(result: ProbeResult, examples: tuple[Example, ...], back: Sequence[int], seed: int) -> ProbeResult:
+    """A result computed in pass order, with every per-example output back in `examples`' order
+    (`back[i]`: where example i sat in the pass)."""
+    holdout = result.holdout
+    if holdout is not None:
+        folds = replace(holdout.folds, confirm=holdout.folds.confirm[back])
+        holdout = replace(holdout, folds=folds)
+    info = replace(result.info, extra={**result.info.extra, "pass_order": {"batches": ORDER_NAME, "seed": seed}})
+    return replace(result, examples=examples, metric=result.metric[back], top_activations=result.top_activations[:, back],
+                   holdout=holdout, info=info)
+
+
+def _probe_in_pass_order(
+    loaded: LoadedModel,
+    prompt: Tensor,
+    examples: tuple[Example, ...],
+    spec: MetricSpec,
+    config: ProbeConfig,
+    progress: ProgressSink,
+    train_examples: Sequence[Example],
+    out: Path | None,
+    resume: bool,
+    ranks: Ranks,
+) -> ProbeResult:
+    """`probe` on examples already in pass order."""
     if prompt.dim() != 2 or prompt.shape[1] != loaded.hidden_size:
         raise UsageError(f"the prompt is {tuple(prompt.shape)}, but this model needs [P, {loaded.hidden_size}]")
     prompt_len = int(prompt.shape[0])
-    examples = tuple(examples)
     rows = encode(loaded, examples, config.template, prompt_len)
-    plan = plan_holdout(0.0 if config.score is Score.PREDICTIVITY else config.holdout, len(examples))
+    plan = holdout_plan(config, len(examples))
     confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
     sites = loaded.sites
     z = control_values(loaded, examples, config, prompt_len, rows)

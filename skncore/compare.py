@@ -8,7 +8,9 @@ too, whose ranking is not an r). Then, for every pair of runs, the top-K Jaccard
 expectation and Spearman's rho of the scores over all neurons; over all runs, the consensus ranking
 (skn.overlap). With the null, each run's count of neurons passing its family-wise threshold (skn.passing)
 and the neurons that pass in every run with one sign. Runs must share the model, the metric and the shape
-[L, P, m] is free in P but not in L and m.
+[L, P, m] is free in P but not in L and m. Each run counts once: a run named both by itself and through its
+`skn probe --seeds` folder (or through two seeds folders), or two copies of one run (one run id, two
+places), is refused with one line; naming the very same directory twice compares a run with itself.
 
 Files in the output folder: `compare.json` (runs, pairs, consensus top K), `compare.csv` (the consensus top
 K, one row per neuron with each run's score) and `compare.png` (run A's scores against run B's, the first
@@ -67,6 +69,7 @@ class RunScores:
     position: Array  # [L, m] the best position of each neuron in this run
     scored_on: str = "examples (all)"  # which r: "selection fold (n examples)" for a holdout run, else "n examples (all)"
     passes: NDArray[np.bool_] | None = None  # [L, m]: |score| > the run's family-wise threshold; None without a null
+    run_id: str = ""  # the run's id (skn.rundir); "" for a run of an older skn
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def run_scores(run: ProbeResult, name: str) -> RunScores:
         position=best.position.to(torch.float64).numpy(),
         scored_on=scored_on,
         passes=passes,
+        run_id=run.info.run_id,
     )
 
 
@@ -141,12 +145,47 @@ def seed_subruns(path: Path) -> tuple[Path, ...]:
     return tuple(sorted(subs, key=seed))
 
 
-def expand_runs(paths: Sequence[Path]) -> tuple[Path, ...]:
+@dataclass(frozen=True)
+class NamedRun:
+    """A run directory to compare, and the seeds folder that named it (None: named by itself)."""
+
+    path: Path
+    folder: Path | None = None
+
+
+def named_runs(paths: Sequence[Path]) -> tuple[NamedRun, ...]:
     """Each path is a run directory, or a folder of `skn probe --seeds` sub-runs (seed-N/), which stand for it."""
-    out: list[Path] = []
+    out: list[NamedRun] = []
     for path in paths:
-        out.extend(seed_subruns(path) or (Path(path),))
+        subs = seed_subruns(path)
+        if subs:
+            out.extend(NamedRun(sub, Path(path)) for sub in subs)
+        else:
+            out.append(NamedRun(Path(path)))
     return tuple(out)
+
+
+def _how(named: NamedRun) -> str:
+    return f"{named.path} (from {named.folder})" if named.folder is not None else str(named.path)
+
+
+def check_each_once(runs: Sequence[NamedRun], run_ids: Sequence[str]) -> None:
+    """A run must not count twice: the same directory reached through a seeds folder and otherwise, or two
+    copies of one run (one run id in two directories), is a UsageError naming both. The same directory named
+    twice by itself is a run compared with itself, and allowed."""
+    seen_paths: dict[Path, NamedRun] = {}
+    seen_ids: dict[str, NamedRun] = {}
+    for named, run_id in zip(runs, run_ids, strict=True):
+        where = named.path.resolve()
+        first = seen_paths.get(where)
+        if first is not None and (first.folder is not None or named.folder is not None):
+            raise UsageError(f"compare: {_how(named)} is {_how(first)} again: each run counts once, so name it once")
+        if first is None and run_id and run_id in seen_ids:
+            raise UsageError(f"compare: {_how(named)} and {_how(seen_ids[run_id])} are copies of one run (run id "
+                             f"{run_id}): each run counts once, so name one of them")
+        seen_paths.setdefault(where, named)
+        if run_id:
+            seen_ids.setdefault(run_id, named)
 
 
 def compare_scores(runs: Sequence[RunScores], top_k: int) -> Comparison:
@@ -193,9 +232,11 @@ def compare_scores(runs: Sequence[RunScores], top_k: int) -> Comparison:
 
 
 def compare_runs(paths: Sequence[Path], top_k: int = 10) -> Comparison:
-    """Read the run directories (seed folders expanded) and compare them."""
-    expanded = expand_runs(paths)
-    return compare_scores([run_scores(read_probe_run(p), str(p)) for p in expanded], top_k)
+    """Read the run directories (seed folders expanded, each run once: `check_each_once`) and compare them."""
+    runs = named_runs(paths)
+    scores = [run_scores(read_probe_run(named.path), str(named.path)) for named in runs]
+    check_each_once(runs, [r.run_id for r in scores])
+    return compare_scores(scores, top_k)
 
 
 def scored_on_line(comparison: Comparison) -> str:

@@ -5,6 +5,12 @@ in Llama-2 chat format (`[INST] ... [/INST]`), a path like `runs/x[/y]` or skn's
 `pip install 'skn[datasets]'` would crash the printer or lose text. Everything printed goes through a
 `rich.text.Text` built here, so no byte of user text is ever parsed.
 
+Text from data can also hold terminal control sequences: a window title (`ESC ] 0 ; ... BEL`), a
+hyperlink, a colour or a cursor move (`ESC [ ...`) in an instruction, a field name or a path would act on
+the user's terminal. `visible()` shows every control character as a `\\xNN` escape instead (C0 but newline
+and tab, DEL, C1), so what was there is seen and nothing reaches the terminal; `text`, `bold`, `plain`
+and `error_line` apply it to every plain string they are given.
+
 `quiet_transformers()` hides transformers' own progress bars ("Loading weights") for skn's own calls
 and restores the caller's setting afterwards; transformers' warnings are left as they are.
 """
@@ -18,16 +24,33 @@ from rich.console import Console
 from rich.text import Text
 
 
+_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
+_KEPT = (ord("\n"), ord("\t"))  # layout: cells and messages of several lines
+_VISIBLE = {code: f"\\x{code:02x}" for code in _CONTROLS if code not in _KEPT}
+
+
+def visible(value: str) -> str:
+    """`value` with each control character but newline and tab written as `\\xNN` (ESC as `\\x1b`, BEL as
+    `\\x07`), so that it is seen and never acts on the terminal."""
+    return value.translate(_VISIBLE)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """One piece of text from data or the user (a cell, a title, a path): never markup, no control characters."""
+    return Text(visible(str(value)), style=style)
+
+
 def text(*parts: str | Text, style: str = "") -> Text:
-    """Plain strings and Texts joined into one Text; plain strings are never parsed as markup."""
+    """Plain strings and Texts joined into one Text; plain strings are never parsed as markup and their
+    control characters are shown as escapes (a Text given is taken as it is)."""
     out = Text(style=style)
     for part in parts:
-        out.append(part if isinstance(part, Text) else Text(str(part)))
+        out.append(part if isinstance(part, Text) else plain(part))
     return out
 
 
 def bold(value: object) -> Text:
-    return Text(str(value), style="bold")
+    return plain(value, style="bold")
 
 
 def say(console: Console, *parts: str | Text) -> None:
@@ -57,4 +80,4 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-__all__ = ["bold", "error_line", "quiet_transformers", "say", "text"]
+__all__ = ["bold", "error_line", "plain", "quiet_transformers", "say", "text", "visible"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from skn.errors import DataError
+from skn.strict_json import parse_json
 
 JSONValue = object  # what json.loads can return; kept opaque on purpose
 
@@ -87,10 +87,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Mapping[str, JSONValue]]]:
         where = f"{path}:{number}"
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        record = parse_json(line, str(path), number)  # a duplicate key or a lone surrogate fails here
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield where, record
@@ -100,6 +97,7 @@ def _csv_records(path: Path) -> Iterator[tuple[str, Mapping[str, JSONValue]]]:
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     if reader.fieldnames is None:
         return
+    check_header(reader.fieldnames, f"{path}:{reader.line_num}")
     for row in reader:
         where = f"{path}:{reader.line_num}"
         if None in row:
@@ -108,6 +106,15 @@ def _csv_records(path: Path) -> Iterator[tuple[str, Mapping[str, JSONValue]]]:
         if missing:
             raise DataError(f"{where}: fewer values than columns (no value for {', '.join(missing)})")
         yield where, {k: v for k, v in row.items()}
+
+
+def check_header(columns: Sequence[str], where: str) -> None:
+    """A CSV/TSV header that names a column twice would keep only the last one's values: refuse it."""
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise DataError(f"{where}: the header names column '{column}' twice; give each column its own name")
+        seen.add(column)
 
 
 def open_hf_dataset(spec: str, name: str, split: str) -> Any:

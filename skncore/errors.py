@@ -49,6 +49,12 @@ class TrainingError(SknError):
     exit_code = 2
 
 
+class StorageError(SknError):
+    """The machine refused a file: disk or quota full, file size limit, read-only, no permission, too many open files."""
+
+    exit_code = 2
+
+
 class InternalError(SknError):
     """A broken invariant inside skn: a bug, please report it."""
 

@@ -43,12 +43,13 @@ from typing import IO
 import torch
 from torch import Tensor
 
-from skn.errors import InternalError, UsageError
+from skn.errors import InternalError, StorageError, UsageError
 from skn.layout import Encoded
 from skn.model import LoadedModel
 from skn.probe import exemplar_pass
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Neuron
+from skn.stage import storage_error
 
 GIB = 1 << 30
 DEFAULT_STORE_BYTES = 8 * GIB
@@ -172,7 +173,18 @@ class ActivationStore:
         fit = self.layers if per_layer == 0 else min(self.layers, self.budget // per_layer)
         self.kept = tuple(range(self.layers - fit, self.layers))
         if self.kept and per_layer:
-            self._file = tempfile.TemporaryFile(mode="w+b", buffering=0, prefix="skn-exemplars-", dir=self._directory)
+            try:
+                self._file = tempfile.TemporaryFile(mode="w+b", buffering=0, prefix="skn-exemplars-", dir=self._directory)
+            except OSError as err:
+                self._refused(err)
+                raise
+
+    def _refused(self, err: OSError) -> None:
+        """Raises a full or limited scratch folder (TMPDIR) as one line that names it and the way around it;
+        returns for any other OSError (the caller re-raises it)."""
+        refused = storage_error(err, f"the activation store's scratch file in {self._directory or tempfile.gettempdir()}")
+        if refused is not None:
+            raise StorageError(f"{refused} (point TMPDIR at a folder with room, or pass --exemplars-pass always)") from err
 
     def _write(self, first: int, layer: int, acts: Tensor) -> None:
         if self._file is None:
@@ -188,7 +200,11 @@ class ActivationStore:
         self._blocks[(first, layer)] = (self.bytes_written, rows)
         view: memoryview = data.data
         while view.nbytes:
-            done = self._file.write(view)
+            try:
+                done = self._file.write(view)
+            except OSError as err:
+                self._refused(err)
+                raise
             if not done:
                 raise InternalError("activation store: the scratch file took no bytes (disk full?)")
             view = view[done:]

@@ -3,10 +3,10 @@
 Why: the top neuron is the largest |r| among 10^4-10^6 cells, so its r on the examples that chose it is biased
 upward (the winner's curse). Its r on examples that played no part in choosing it is not.
 
-Assignment (`assign_folds`): every example gets the key sha256(f"{seed}|{instruction}|{completion}|{source}");
-the round(F * N) examples with the smallest keys form the confirmation fold (ties, i.e. duplicates, by index).
-The fold of an example depends on the seed and its own text only: not on its metric, not on where it sits
-in the file (shuffling the validation set moves no example to the other fold).
+Assignment (`assign_folds`): every example gets a key, sha256 of the seed and its instruction and completion
+(skn.example_order.content_key); the round(F * N) examples with the smallest keys form the confirmation fold
+(ties, i.e. duplicates, by index). The fold of an example depends on the seed and its own text only: not on its metric, not on where it sits in the file (shuffling the validation set moves no
+example to the other fold; before issue #32 the key held the example's FILE:LINE, so it did).
 
 Moments (`FoldAccumulator`): each batch's rows are routed to their fold. On the torch path both folds' moments
 come from shifted sums, one set of operations per layer and batch (`skn.fold_sums`); with another update (the
@@ -23,7 +23,6 @@ permutation of that fold's metric values is applied at), and `fold_size(fold)` i
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 
 from skn.data import Example
+from skn.example_order import FOLD_SALT, keyed_order
 from skn.errors import InternalError, RunDirError, UsageError
 from skn.fold_sums import FoldSums
 from skn.scratch import Scratch
@@ -85,18 +85,11 @@ def plan_holdout(requested: float | None, n: int) -> HoldoutPlan:
     return HoldoutPlan(requested, f"holdout {requested:g}: {n - confirm} selection, {confirm} confirmation examples")
 
 
-def _key(seed: int, example: Example) -> bytes:
-    text = f"{seed}|{example.instruction}|{example.completion}|{example.source}"
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-
 def assign_folds(examples: Sequence[Example], fraction: float, seed: int) -> Tensor:
     """[N] bool, True for the confirmation fold: the round(fraction * N) examples with the smallest seeded keys."""
-    n = len(examples)
-    confirm = torch.zeros(n, dtype=torch.bool)
-    count = round(fraction * n)
-    order = sorted(range(n), key=lambda i: (_key(seed, examples[i]), i))
-    confirm[order[:count]] = True
+    confirm = torch.zeros(len(examples), dtype=torch.bool)
+    order = keyed_order(examples, seed, FOLD_SALT)
+    confirm[list(order[: round(fraction * len(examples))])] = True
     return confirm
 
 

@@ -34,7 +34,7 @@ class GgufFile:
 def find_gguf(name: str) -> GgufFile | None:
     """The GGUF file `name` points to: a `.gguf` path, or a folder with exactly one `.gguf` and no
     Hugging Face `config.json`. None when `name` is no GGUF model (a hub id, a plain model folder)."""
-    path = Path(name)
+    path = Path(name).expanduser()
     if path.suffix.lower() == SUFFIX:
         if not path.is_file():
             raise ModelError(f"{path}: no such GGUF file")

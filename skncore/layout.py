@@ -6,7 +6,7 @@
     tokenizer(completion, no special) + EOS EOS where the tokenizer has one
 
 Rows are right-padded; positions run on continuously through the prompt. The per-example loss is
-the mean NLL over the completion tokens, EOS included. Outside tools rely on this: keep the README
+the mean NLL over the completion tokens, EOS included. Outside tools rely on this: keep docs/definitions.md
 in step with it.
 """
 

@@ -1,7 +1,8 @@
 """A memory plan before any weights load: will this run fit its device, and if not, what would.
 
 Everything comes from the model's config, the tokenized examples and the run's options; no weight is
-read. With b the bytes per element of the model's dtype, B the batch size, T the longest sequence
+read. With b the bytes per element of the model's dtype, B the batch size (never more than the examples a
+batch is drawn from: the training examples for training, the N probe examples for the pass), T the longest sequence
 (instruction + P prompt vectors + completion), K the scored tail (the completion positions, the only
 logits computed), H the hidden size, m the FFN width, L the layers, V the vocabulary, h the heads:
 
@@ -27,6 +28,11 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
 The peak is weights + the larger of training and probing (the statistics live only while probing).
 `FACTOR` (measured on CPU, see tests/test_memory.py) covers allocator slack. These are estimates: the
 test holds them within 20% of a real run's peak RSS on CPU.
+
+A run that does not fit stops before a weight loads, with advice naming what would fit (the permutation
+null first when it takes most of the memory): on CUDA whenever the plan exceeds the free memory, on a CPU
+(where swap and memory-mapped weights absorb an overshoot) only when it needs more than
+`CPU_REFUSE_RATIO` times the available memory plus `CPU_REFUSE_SLACK`; a smaller overshoot is a warning.
 """
 
 from __future__ import annotations
@@ -42,13 +48,20 @@ from skn.data import Example
 from skn.errors import ModelError, UsageError
 from skn.gguf import find_gguf, require_gguf_support
 from skn.layout import Template, encode_all
-from skn.model import DType, pick_device, pick_dtype
+from skn.load_checks import refuse_non_causal
+from skn.model import DTypeLike, pick_device, pick_dtype
 from skn.partial import covariate_bytes
 from skn.quantize import Quantize, require
 from skn.scratch import ROW_BUFFER_BYTES, rows_within
 
 GIB = 1024**3
 FACTOR = 1.0  # allocator slack on top of the tensors counted
+CPU_REFUSE_RATIO = 2  # on a CPU a plan this many times the available memory (plus the slack) is refused
+CPU_REFUSE_SLACK = GIB
+
+
+class PlanUnavailable(ModelError):
+    """The model cannot be built on the meta device (its own code needs real tensors): no plan, the run goes on."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,17 @@ class Workload:
     folds: bool = False  # a holdout: one more set of moments (skn.folds)
     covariates: int = 0  # q of --control (skn.partial)
     probe_examples: int = 0  # N of the probe pass: the null's CPU row buffer never holds more rows (0 = unknown)
+    train_examples: int = 0  # the training examples a training batch is drawn from (0 = unknown)
+
+    @property
+    def probe_batch(self) -> int:
+        """The probe pass's largest batch: --batch-size, never more than the N examples probed."""
+        return min(self.batch_size, self.probe_examples) if self.probe_examples else self.batch_size
+
+    @property
+    def train_batch(self) -> int:
+        """Training's largest batch: --batch-size, never more than the training examples."""
+        return min(self.batch_size, self.train_examples) if self.train_examples else self.batch_size
 
 
 @dataclass(frozen=True)
@@ -94,6 +118,7 @@ class MemoryPlan:
     train_checkpointed_bytes: int
     peak_bytes: int
     free_bytes: int | None  # what the device has free now; None when unknown
+    null_bytes: int = 0  # the permutation null's part of stats_bytes
 
     @property
     def fits(self) -> bool:
@@ -105,9 +130,10 @@ class MemoryPlan:
         quant = f" ({self.quantize})" if self.quantize != Quantize.NONE.value else ""
         train = (f"training {gib(self.train_bytes)} (plain {gib(self.train_plain_bytes)}, "
                  f"checkpointed {gib(self.train_checkpointed_bytes)})") if self.train_bytes else "no training"
+        null = f" (permutation null {gib(self.null_bytes)})" if self.null_bytes else ""
         return (f"memory plan on {self.device}: peak {gib(self.peak_bytes)}{free} = weights {gib(self.weights_bytes)} "
                 f"{self.dtype}{quant} + max({train}, probe {gib(self.probe_bytes)} with statistics "
-                f"{gib(self.stats_bytes)})")
+                f"{gib(self.stats_bytes)}{null})")
 
     def to_json(self) -> str:
         record = {
@@ -124,16 +150,22 @@ def gib(n: int) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
-def model_shape(config: object) -> ModelShape:
+def model_shape(config: object, neuron_module: str = "", trust_remote_code: bool = False) -> ModelShape:
     """Build the model on the meta device (no memory, no weights; what accelerate's `init_empty_weights`
-    does) and count its parameters with transformers' own `num_parameters`."""
+    does) and count its parameters with transformers' own `num_parameters`; its neurons are found as the
+    load will find them (`--neuron-module` when given)."""
     from transformers import AutoModelForCausalLM
 
     from skn.model import find_sites
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
-    sites = find_sites(model, str(getattr(config, "model_type", "")))
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)  # type: ignore[no-untyped-call]
+    except Exception as err:  # a model's own code may need real tensors to be built
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        raise PlanUnavailable(f"no memory plan: {type(config).__name__} cannot be built on the meta device "
+                              f"({type(err).__name__}: {first})") from None
+    sites = find_sites(model, str(getattr(config, "model_type", "")), neuron_module)
     hidden = int(model.get_input_embeddings().weight.shape[1])
     vocab = int(model.get_input_embeddings().weight.shape[0])
     heads = int(getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 0) or 1)
@@ -153,7 +185,8 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
          free_bytes: int | None) -> MemoryPlan:
     """The estimate of the module docstring."""
     b = element_bytes(dtype)
-    B, T, K, P = work.batch_size, work.seq_len, work.scored_len, work.prompt_len
+    T, K, P = work.seq_len, work.scored_len, work.prompt_len
+    B, Bt = work.probe_batch, work.train_batch
     H, m, L, V, h = shape.hidden, shape.width, shape.layers, shape.vocab, shape.heads
     if quantize is Quantize.NONE:
         weights = shape.parameters * b
@@ -161,28 +194,29 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
         weights = int(shape.linear_parameters * quantize.weight_bytes) + (shape.parameters - shape.linear_parameters) * b
     cells = L * P * m
     null = (4 * (work.null_permutations + 1) + 24 * work.null_permutations) * cells if work.null_permutations else 0
-    stats = (8 if work.folds else 3) * cells * 8 + B * P * m * (8 + (b if work.folds else 0)) + null
     if device.type == "cpu" and work.null_permutations:
-        stats += null_buffer_bytes(work, cells)
+        null += null_buffer_bytes(work, cells)
+    if work.covariates and work.null_permutations:
+        null += 2 * 8 * min(cells * work.null_permutations, 1 << 24)  # the float64 partial r of one chunk
+        if work.metric_after_pass:
+            null += 4 * work.covariates * (work.null_permutations + 1) * cells
+    stats = (8 if work.folds else 3) * cells * 8 + B * P * m * (8 + (b if work.folds else 0)) + null
     if work.covariates:
         stats += covariate_bytes(work.covariates, cells, work.folds)
-        if work.null_permutations:
-            stats += 2 * 8 * min(cells * work.null_permutations, 1 << 24)  # the float64 partial r of one chunk
-            if work.metric_after_pass:
-                stats += 4 * work.covariates * (work.null_permutations + 1) * cells
     logits = B * K * V * (b + 8)
     attention = B * h * T * T * b
     layer_transients = B * T * (4 * H + 3 * m) * b + attention
     slab = L * B * P * m * b if work.metric_after_pass else 0
     probe = stats + layer_transients + slab + logits
-    saved_layer = B * T * (6 * H + 3 * m) * b + attention
-    train_plain = L * saved_layer + 2 * logits
-    train_checkpointed = L * B * T * H * b + saved_layer + 2 * logits
+    train_logits = Bt * K * V * (b + 8)
+    saved_layer = Bt * T * (6 * H + 3 * m) * b + Bt * h * T * T * b
+    train_plain = L * saved_layer + 2 * train_logits
+    train_checkpointed = L * Bt * T * H * b + saved_layer + 2 * train_logits
     train = (train_checkpointed if work.gradient_checkpointing else train_plain) if work.training else 0
     peak = int(FACTOR * (weights + max(train, probe)))
     return MemoryPlan(str(device), str(dtype).replace("torch.", ""), quantize.value, int(weights), stats, probe,
                       train, train_plain if work.training else 0, train_checkpointed if work.training else 0,
-                      peak, free_bytes)
+                      peak, free_bytes, null)
 
 
 def null_buffer_bytes(work: Workload, cells: int) -> int:
@@ -192,12 +226,15 @@ def null_buffer_bytes(work: Workload, cells: int) -> int:
     return (min(rows, work.probe_examples) if work.probe_examples else rows) * 4 * cells
 
 
-def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DType, quantize: Quantize,
+def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DTypeLike, quantize: Quantize,
                      examples: Sequence[Example], template: Template, prompt_len: int, batch_size: int, *,
                      training: bool, gradient_checkpointing: bool, metric_after_pass: bool, null_permutations: int = 0,
-                     folds: bool = False, covariates: int = 0, probe_examples: int = 0) -> tuple[MemoryPlan, Workload]:
+                     folds: bool = False, covariates: int = 0, probe_examples: int = 0, train_examples: int = 0,
+                     neuron_module: str = "") -> tuple[MemoryPlan, Workload]:
     """The plan of a run on model `name`: its config and tokenizer are read (no weights), the examples
-    tokenized for the longest sequence and the scored tail (right-padded batches: T - shortest prefix + 1)."""
+    tokenized for the longest sequence and the scored tail (right-padded batches: T - shortest prefix + 1).
+    A model that is no decoder-only causal LM is refused here (skn.model.refuse_non_causal); one that cannot
+    be built on the meta device raises `PlanUnavailable`."""
     from transformers import AutoConfig, AutoTokenizer
 
     device = pick_device(device_name)
@@ -213,6 +250,7 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
     except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
         raise ModelError(f"cannot load the config or tokenizer of '{name}': {err}") from None
+    refuse_non_causal(name, config, registered=gguf is None)
     rows = encode_all(tokenizer, examples, template, 0, prompt_len)
     if not rows:
         raise UsageError("no examples to plan the memory of")
@@ -221,8 +259,9 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
     work = Workload(batch_size=batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
                     prompt_len=prompt_len, training=training, gradient_checkpointing=gradient_checkpointing,
                     metric_after_pass=metric_after_pass, null_permutations=null_permutations, folds=folds,
-                    covariates=covariates, probe_examples=probe_examples)
-    return plan(model_shape(config), work, dtype, quantize, device, free_memory(device)), work
+                    covariates=covariates, probe_examples=probe_examples, train_examples=train_examples)
+    shape = model_shape(config, neuron_module, trust_remote_code)
+    return plan(shape, work, dtype, quantize, device, free_memory(device)), work
 
 
 def free_memory(device: torch.device) -> int | None:
@@ -239,17 +278,34 @@ def free_memory(device: torch.device) -> int | None:
     return None
 
 
+def null_advice(memory: MemoryPlan, work: Workload, free: int) -> str:
+    """`--null` with fewer permutations: how many would fit, where the rest of the plan fits at all (the
+    null's bytes grow in proportion to R)."""
+    now = work.null_permutations
+    room = free - (memory.peak_bytes - int(FACTOR * memory.null_bytes))
+    fitting = int(now * room / (FACTOR * memory.null_bytes)) if room > 0 and memory.null_bytes else 0
+    hint = f"; about {fitting} would fit" if 0 < fitting < now else ""
+    return f"fewer permutations in --null (now {now}, {gib(memory.null_bytes)}{hint})"
+
+
 def advice(memory: MemoryPlan, work: Workload) -> str:
-    """What would fit, when the plan does not: the cheapest changes first."""
+    """What would fit, when the plan does not: the cheapest changes first, and the permutation null first of
+    all when it takes most of the memory."""
     if memory.fits or memory.free_bytes is None:
         return ""
     free = memory.free_bytes
     rest = memory.peak_bytes - max(memory.train_bytes, memory.probe_bytes)
     ideas: list[str] = []
+    null_dominates = memory.null_bytes * 2 > memory.peak_bytes
+    if work.null_permutations and null_dominates:
+        ideas.append(null_advice(memory, work, free))
     if work.training and not work.gradient_checkpointing and rest + max(memory.train_checkpointed_bytes, memory.probe_bytes) <= free:
         ideas.append("--gradient-checkpointing")
-    if work.batch_size > 1:
-        ideas.append(f"a smaller --batch-size (now {work.batch_size})")
+    batch = max(work.probe_batch, work.train_batch if work.training else 0)
+    if batch > 1:
+        ideas.append(f"a smaller --batch-size (now {batch})")
+    if work.null_permutations and not null_dominates:
+        ideas.append(null_advice(memory, work, free))
     if memory.dtype == "float32":
         ideas.append("--dtype bfloat16 (half the weights)")
     if memory.quantize == Quantize.NONE.value:
@@ -260,12 +316,18 @@ def advice(memory: MemoryPlan, work: Workload) -> str:
 
 
 def check_fits(memory: MemoryPlan, work: Workload) -> None:
-    """On CUDA a run that will not fit stops here, before it loads a weight, saying what would fit.
-    On a CPU (swap, memory-mapped weights) the advice is only a warning, given by the caller."""
+    """On CUDA a run that will not fit stops here, before it loads a weight, saying what would fit. On a CPU
+    (swap, memory-mapped weights) so does one that needs far more than the memory available
+    (`CPU_REFUSE_RATIO`, `CPU_REFUSE_SLACK`); a smaller overshoot is only a warning, given by the caller."""
     text = advice(memory, work)
-    if text and memory.device.startswith("cuda"):
+    if not text:
+        return
+    if memory.device.startswith("cuda"):
         raise UsageError(text)
+    if memory.device == "cpu" and memory.free_bytes is not None and \
+            memory.peak_bytes > CPU_REFUSE_RATIO * memory.free_bytes + CPU_REFUSE_SLACK:
+        raise UsageError(f"{text} (a CPU run needing over {CPU_REFUSE_RATIO}x the available memory is refused)")
 
 
-__all__ = ["FACTOR", "MemoryPlan", "ModelShape", "Workload", "advice", "check_fits", "free_memory",
-           "model_shape", "plan", "plan_from_config"]
+__all__ = ["CPU_REFUSE_RATIO", "CPU_REFUSE_SLACK", "FACTOR", "MemoryPlan", "ModelShape", "PlanUnavailable", "Workload",
+           "advice", "check_fits", "free_memory", "model_shape", "null_advice", "plan", "plan_from_config"]

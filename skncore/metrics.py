@@ -8,14 +8,22 @@
     python:MOD:FUNC      FUNC(example, outputs) -> float, per example; MOD is a module name or a .py path
 
 Label and field metrics are known before the forward pass; the others only after it.
+
+A value must be a finite float64: a field of NaN, inf or an integer beyond 1.8e308 is an error naming the
+example's FILE:LINE. A metric whose values spread less than SMALL_SPREAD (say 1e-170 apart) would lose
+its variance in the streamed float64 moments (and the null's float32 products): the probe multiplies
+such a field metric by a power of two (`MetricSpec.scale`, exact, so every r is what the unscaled values
+give), and refuses such a metric from the outputs (python:) with a line that says to rescale it. The
+moments written to stats.safetensors are those of the scaled metric; examples.jsonl holds the values.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -38,6 +46,10 @@ class MetricKind(Enum):
 
 _RESERVED = {"loss": MetricKind.LOSS, "confidence": MetricKind.CONFIDENCE, "correct": MetricKind.CORRECT}
 
+SMALL_SPREAD = 2.0**-64  # about 5e-20: below it the metric's squared spread and its float32 products with
+# activations in the null fall towards the bottom of their formats; such a metric is scaled (or refused)
+MAX_SCALE_EXPONENT = 1000  # 2^1000 is the largest scale used (a finite float64)
+
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -47,6 +59,7 @@ class MetricSpec:
     value: str = ""
     module: str = ""
     function: str = ""
+    scale: float = 1.0  # a power of two the statistics multiply the values by (`for_statistics`); 1.0 = as read
 
     @property
     def known_before_pass(self) -> bool:
@@ -98,20 +111,39 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+def _shown(value: object) -> str:
+    """A field value for a message: an integer of many digits by its length, long text cut short."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"a {len(str(abs(value)))}-digit integer"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
+
+
 def _as_number(value: object, example: Example, name: str) -> float:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+    number = math.nan
+    if isinstance(value, int):
+        number = float(value) if abs(value) < 2**1024 else math.inf  # float() of a larger int raises OverflowError
+    elif isinstance(value, float):
+        number = value
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
-    raise DataError(
-        f"{example.source}: field '{name}' = {value!r} is not a number "
-        f"(for a label write --metric '{name}==VALUE')"
-    )
+            raise DataError(
+                f"{example.source}: field '{name}' = {_shown(value)} is not a number "
+                f"(for a label write --metric '{name}==VALUE')"
+            ) from None
+    else:
+        raise DataError(
+            f"{example.source}: field '{name}' = {_shown(value)} is not a number "
+            f"(for a label write --metric '{name}==VALUE')"
+        )
+    if not math.isfinite(number):
+        raise DataError(f"{example.source}: field '{name}' = {_shown(value)} is not a finite float64 number "
+                        "(|x| up to 1.8e308; no NaN or infinity): a metric needs one on every example")
+    return number
 
 
 def metric_before_pass(spec: MetricSpec, examples: Sequence[Example]) -> Tensor:
@@ -122,7 +154,47 @@ def metric_before_pass(spec: MetricSpec, examples: Sequence[Example]) -> Tensor:
         values = [_as_number(_field(e, spec.field), e, spec.field) for e in examples]
     else:
         raise MetricError(f"metric '{spec.text}' is known only after the forward pass")
-    return torch.tensor(values, dtype=torch.float64)
+    return _scaled(spec, torch.tensor(values, dtype=torch.float64))
+
+
+def _returned(value: object, example: Example, spec: MetricSpec) -> float:
+    """A python: metric's value as a float (non-finite ones are refused after the pass, by check_metric)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (Exception, SystemExit) as err:
+        if isinstance(value, int) and isinstance(err, OverflowError):
+            raise MetricError(f"{example.source}: metric {spec.text} returned {_shown(value)}, which does not "
+                              "fit a float64 (|x| up to 1.8e308)") from None
+        raise MetricError(f"{example.source}: metric {spec.text} failed: {type(err).__name__}: {err}") from None
+
+
+def _scaled(spec: MetricSpec, values: Tensor) -> Tensor:
+    return values if spec.scale == 1.0 else values * spec.scale
+
+
+def unscaled(spec: MetricSpec, values: Tensor) -> Tensor:
+    """The metric's own values from the scaled ones the statistics saw (exact: the scale is a power of two)."""
+    return values if spec.scale == 1.0 else values / spec.scale
+
+
+def for_statistics(spec: MetricSpec, examples: Sequence[Example]) -> MetricSpec:
+    """`spec` with the power of two that brings a field metric spread less than SMALL_SPREAD to a spread in
+    [0.5, 1); every other metric unchanged (its statistics bitwise as before). Exact: r is scale-free."""
+    if not spec.known_before_pass or spec.scale != 1.0:
+        return spec
+    values = metric_before_pass(spec, examples)
+    finite = values[torch.isfinite(values)]
+    scale = _scale_for(float(finite.max() - finite.min()) if finite.numel() >= 2 else 0.0)
+    return spec if scale is None else replace(spec, scale=scale)
+
+
+def _scale_for(spread: float) -> float | None:
+    """The power of two that brings a spread in (0, SMALL_SPREAD) to [0.5, 1); None for any other spread,
+    and for one below 2^-MAX_SCALE_EXPONENT (1e-301: refused by check_metric)."""
+    if not 0.0 < spread < SMALL_SPREAD:
+        return None
+    exponent = -math.frexp(spread)[1]  # spread = m 2^e with 0.5 <= m < 1
+    return math.ldexp(1.0, exponent) if exponent <= MAX_SCALE_EXPONENT else None
 
 
 MetricFunction = Callable[[Example, ExampleOutputs], float]
@@ -174,10 +246,10 @@ def metric_after_pass(
             )
             try:
                 value = function(example, outputs)
-                values.append(float(value))
             except (Exception, SystemExit) as err:  # sys.exit(0) in a metric is a failure, not success
                 raise MetricError(f"{example.source}: metric {spec.text} failed: {type(err).__name__}: {err}") from None
-        return torch.tensor(values, dtype=torch.float64)
+            values.append(_returned(value, example, spec))
+        return _scaled(spec, torch.tensor(values, dtype=torch.float64))
     return metric_before_pass(spec, examples)
 
 
@@ -189,8 +261,17 @@ def check_metric(spec: MetricSpec, values: Tensor, examples: Sequence[Example]) 
         raise MetricError(f"metric '{spec.text}' is NaN or infinite on {len(bad)} validation examples (first: {first})")
     if values.numel() < 2:
         raise MetricError(f"metric '{spec.text}': need at least 2 validation examples, got {values.numel()}")
-    if bool((values == values[0]).all()):
+    if bool((values == values[0]).all()):  # exactly equal: a metric of any scale that varies at all is not constant
         raise MetricError(
-            f"metric '{spec.text}' is constant ({float(values[0]):g}) over all {values.numel()} validation "
-            "examples: there is nothing to correlate with"
+            f"metric '{spec.text}' is constant ({float(unscaled(spec, values[:1])[0]):g}) over all {values.numel()} "
+            "validation examples: there is nothing to correlate with"
+        )
+    spread = float(values.max() - values.min())
+    scalable = spec.known_before_pass and _scale_for(spread) is not None  # the probe scales it (for_statistics)
+    if spread < SMALL_SPREAD and not scalable:
+        fix = " (multiply it by a power of ten, e.g. 1e20, in the function)" if spec.kind is MetricKind.PYTHON else ""
+        shown = spread / spec.scale  # the metric's own spread, as `unscaled` gives its values
+        raise MetricError(
+            f"metric '{spec.text}' varies by only {shown:.3g} over the {values.numel()} validation examples, "
+            f"too little for the float64 statistics{fix}"
         )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Union
 
 import torch
 from torch import nn
 
 from skn.errors import ModelError, UsageError
+from skn.load_checks import LOADING_INFO, loaded_with_info, read_config, refuse_non_causal
 from skn.gguf import GgufFile, describe, find_gguf, require_gguf_support
 from skn.placement import Placement, from_pretrained_kwargs, statistics_device
 from skn.tokenizer import Tokenizer
@@ -61,6 +63,35 @@ class DType(Enum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
     BFLOAT16 = "bfloat16"
+
+
+# What a caller may pass as a dtype: the enum, a name transformers takes ("bf16", "torch.float16", ...) or a torch dtype.
+DTypeLike = Union[DType, str, torch.dtype]
+
+_DTYPE_NAMES = {
+    "auto": DType.AUTO,
+    "float32": DType.FLOAT32, "fp32": DType.FLOAT32, "float": DType.FLOAT32,
+    "float16": DType.FLOAT16, "fp16": DType.FLOAT16, "half": DType.FLOAT16,
+    "bfloat16": DType.BFLOAT16, "bf16": DType.BFLOAT16,
+}
+_TORCH_DTYPES = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16}
+
+
+def as_dtype(value: DTypeLike) -> DType:
+    """The DType of `value`: a DType, a name ("bfloat16", "bf16", "torch.float16", "fp32", "auto", ...) or
+    torch.float32 / float16 / bfloat16; anything else is refused by name."""
+    if isinstance(value, DType):
+        return value
+    if isinstance(value, torch.dtype):
+        found = _TORCH_DTYPES.get(value)
+    elif isinstance(value, str):
+        found = _DTYPE_NAMES.get(value.strip().lower().removeprefix("torch."))
+    else:
+        found = None
+    if found is None:
+        raise UsageError(f"dtype {value!r}: expected auto, float32 (fp32), float16 (fp16), bfloat16 (bf16) "
+                         "or the torch dtype of one of them")
+    return found
 
 
 @dataclass(frozen=True)
@@ -120,7 +151,8 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
+def pick_dtype(choice: DTypeLike, device: torch.device) -> torch.dtype:
+    dtype = as_dtype(choice)
     if dtype is DType.FLOAT32:
         return torch.float32
     if dtype is DType.FLOAT16:
@@ -224,6 +256,7 @@ def wrap_loaded(
     """Freeze an already built model (a notebook's, a test's) and find its neurons."""
     config = getattr(model, "config", None)
     model_type = str(getattr(config, "model_type", ""))
+    refuse_non_causal(name, config)
     freeze(model)
     sites = find_sites(model, model_type, neuron_module)
     dtype = next(model.parameters()).dtype
@@ -232,7 +265,7 @@ def wrap_loaded(
 
 def load_model(
     name: str,
-    dtype: DType = DType.AUTO,
+    dtype: DTypeLike = DType.AUTO,
     device: str = "auto",
     trust_remote_code: bool = False,
     neuron_module: str = "",
@@ -247,19 +280,21 @@ def load_model(
     gguf = find_gguf(name)
     if gguf is not None:
         return _load_gguf(name, gguf, torch_dtype, torch_device, neuron_module)
+    config = read_config(name, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
         raise ModelError(f"cannot load the tokenizer of '{name}': {err}") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=torch_dtype, trust_remote_code=trust_remote_code, **from_pretrained_kwargs(placement)
+        result = AutoModelForCausalLM.from_pretrained(
+            name, config=config, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            **from_pretrained_kwargs(placement), **LOADING_INFO,
         )
     except Exception as err:
         raise ModelError(f"cannot load the model '{name}': {err}") from None
-    module: nn.Module = model
+    module = loaded_with_info(result, name)
     if placement.spread:
-        torch_device = statistics_device(dict(getattr(model, "hf_device_map", {})))
+        torch_device = statistics_device(dict(getattr(module, "hf_device_map", {})))
     else:
         module.to(torch_device)
     return wrap_loaded(name, module, tokenizer, torch_device, neuron_module)
@@ -275,10 +310,11 @@ def _load_gguf(name: str, gguf: GgufFile, dtype: torch.dtype, device: torch.devi
     except Exception as err:
         raise ModelError(f"cannot read the tokenizer of {gguf.path}: {err}") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.folder), gguf_file=gguf.name, dtype=torch.float32)
+        result = AutoModelForCausalLM.from_pretrained(str(gguf.folder), gguf_file=gguf.name, dtype=torch.float32,
+                                                      **LOADING_INFO)
     except Exception as err:
         raise ModelError(f"cannot load the GGUF model {gguf.path}: {err}") from None
-    module: nn.Module = model
+    module = loaded_with_info(result, str(gguf.path))
     module.to(device=device, dtype=dtype)
     loaded = wrap_loaded(name, module, tokenizer, device, neuron_module)
     return replace(loaded, weights=describe(gguf))

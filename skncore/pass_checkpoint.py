@@ -31,10 +31,10 @@ from torch import Tensor
 
 from skn.errors import RunDirError, UsageError
 from skn.layout import Encoded
+from skn.rundir import PASS_CHECKPOINT_FILE as PASS_CHECKPOINT_FILE  # the name lives with the others
 from skn.rundir import load_tensors, write_tensors
 from skn.version import __version__
 
-PASS_CHECKPOINT_FILE = "pass_checkpoint.safetensors"
 
 
 @runtime_checkable

@@ -30,8 +30,8 @@ from torch import Tensor
 
 from skn.errors import UsageError
 from skn.layout import gather_prompt_rows
-from skn.layout import Encoded, make_batch, pad_id
-from skn.model import LoadedModel
+from skn.layout import Encoded, make_batch
+from skn.model import LoadedModel, batch_pad_id
 from skn.probe import capture_activations
 from skn.prompt import splice
 from skn.rank import Neuron, rank_neurons
@@ -67,7 +67,7 @@ def binary_labels(values: Tensor) -> Tensor:
 
 def _prompt_passes(loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], batch_size: int) -> Iterator[tuple[int, Tensor]]:
     """Yields (first, batch, acts [L, B, P, m] as float64 on the model's device) per batch."""
-    pad = pad_id(loaded.tokenizer)
+    pad = batch_pad_id(loaded)
     prompt_len = int(prompt.shape[0])
     layers = list(range(loaded.sites.num_layers))
     for first in range(0, len(rows), batch_size):

@@ -4,8 +4,8 @@ at once, naming the flag, instead of after minutes of training.
     check_validation_size   at least MIN_VAL_EXAMPLES validation examples (any metric)
     check_python_metric     a python:MODULE:FUNCTION metric imports and names a function
     check_backend           --backend triton needs CUDA (or TRITON_INTERPRET=1, as the tests run it)
-    check_model_path        a --model that looks like a path must be a folder ("no such folder" at once,
-                            not a 49 s hub lookup)
+    check_model_path        a --model that looks like a path must be a folder, or a .gguf file (skn.gguf)
+                            ("no such folder" at once, not a 49 s hub lookup)
     check_prompt_model      a --prompt file trained on another model is refused unless asked for
 
 (--lr, --steps and the other training numbers are checked where they are made: TrainSettings.__post_init__.)
@@ -22,6 +22,7 @@ import torch
 from skn.backend import Backend
 from skn.data import Example
 from skn.errors import MetricError, ModelError, UsageError
+from skn.gguf import SUFFIX as GGUF_SUFFIX
 from skn.metrics import MetricKind, MetricSpec, load_function
 
 # With N = 2 every Pearson r is exactly +1 or -1 (two points always lie on a line); 3 is the least N
@@ -56,16 +57,22 @@ def looks_like_path(name: str) -> bool:
 
 
 def check_model_path(name: str) -> None:
-    if name and looks_like_path(name) and not Path(name).expanduser().is_dir():
+    if not name or not looks_like_path(name):
+        return
+    path = Path(name).expanduser()
+    if path.suffix.lower() == GGUF_SUFFIX:
+        if not path.is_file():
+            raise ModelError(f"--model {name}: no such GGUF file")
+    elif not path.is_dir():
         raise ModelError(f"--model {name}: no such folder")
 
 
 def same_model(a: str, b: str) -> bool:
-    """The same name, or two spellings of one local folder (relative and absolute)."""
+    """The same name, or two spellings of one local folder or GGUF file (relative and absolute)."""
     if a == b:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def check_prompt_model(prompt_model: str, model: str, prompt_path: str, allowed: bool) -> None:

@@ -10,6 +10,7 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,11 +26,14 @@ from skn.null import NullResult, PermutationMode
 from skn.predictivity import PredictivityCounts, predictivity_record
 from skn.rank import Neuron
 from skn.replication import ALPHA, Replication
-from skn.result import ProbeResult, info_from_json, info_to_json
+from skn.preflight import same_model
+from skn.result import ProbeResult, info_from_json, info_to_json, new_run_id
+from skn.run_integrity import check_group_neurons, check_metric_files, check_ranked_r, check_sizes
 from skn.partial import PartialResult
 from skn.rundir import (CONTROL_COLUMNS, EXAMPLES_FILE, PREDICTIVITY_FILE, PREDICTIVITY_JSON, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURON_COLUMNS, NEURONS_CSV,
-                        NEURONS_JSON, NULL_COLUMNS, PROMPT_FILE, RUN_FILE, STATS_FILE, TOP_ACTIVATIONS_FILE, PromptFile, load_tensors,
-                        read_json, read_prompt, require_file, write_json, write_tensors, write_text, json_safe)
+                        NEURONS_JSON, NULL_COLUMNS, PROMPT_FILE, RUN_FILE, RUN_ID, STATS_FILE, TOP_ACTIVATIONS_FILE, PromptFile,
+                        check_one_run, load_tensors, read_json, read_metadata, read_prompt, require_file, write_json,
+                        write_tensors, write_text, json_safe)
 from skn.stats import PearsonStats
 from skn.version import __version__
 
@@ -124,7 +128,8 @@ def _holdout_tensors(holdout: HoldoutResult) -> dict[str, Tensor]:
     return tensors
 
 
-def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> None:
+def write_examples(path: Path, examples: Sequence[Example], metric: Tensor, run_id: str = "") -> None:
+    """examples.jsonl: one record per example, each with the run id when there is one."""
     lines = []
     for index, (example, value) in enumerate(zip(examples, metric.tolist(), strict=True)):
         record = {
@@ -134,17 +139,22 @@ def write_examples(path: Path, examples: Sequence[Example], metric: Tensor) -> N
             "meta": dict(example.meta),
             "source": example.source,
             "metric": json_safe(float(value)),
+            **({RUN_ID: run_id} if run_id else {}),
         }
         lines.append(json.dumps(record, ensure_ascii=False))
     write_text(path, "\n".join(lines) + "\n")
 
 
-def write_probe_run(directory: Path, run: ProbeResult) -> None:
+def write_probe_run(directory: Path, run: ProbeResult) -> ProbeResult:
     """Write every probe file of the contract into `directory` (the prompt is written by training);
-    groups.json too when the result has group summaries."""
+    groups.json too when the result has group summaries. Every file carries the run's id (a new one when
+    `run.info` has none); returns the run with it."""
     directory = Path(directory)
+    if not run.info.run_id:
+        run = replace(run, info=replace(run.info, run_id=new_run_id()))
     info = run.info
-    metadata = {"model": info.model, "metric": info.metric, "data": info.val_data, "skn_version": __version__}
+    metadata = {"model": info.model, "metric": info.metric, "data": info.val_data, "skn_version": __version__,
+                RUN_ID: info.run_id}
     stats = run.stats
     write_tensors(
         directory / STATS_FILE,
@@ -172,14 +182,22 @@ def write_probe_run(directory: Path, run: ProbeResult) -> None:
         {"activations": run.top_activations.to(torch.float32), "metric": run.metric.to(torch.float64)},
         metadata,
     )
-    write_examples(directory / EXAMPLES_FILE, run.examples, run.metric)
+    write_examples(directory / EXAMPLES_FILE, run.examples, run.metric, info.run_id)
     if run.groups is not None:
-        write_groups(directory, run.groups)
+        write_groups(directory, run.groups, info.run_id)
     write_json(directory / RUN_FILE, info_to_json(info))
+    return run
 
 
 def read_examples(path: Path) -> tuple[tuple[Example, ...], list[float]]:
+    examples, metric, _ = read_examples_file(path)
+    return examples, metric
+
+
+def read_examples_file(path: Path) -> tuple[tuple[Example, ...], list[float], str]:
+    """examples.jsonl: the examples, their metric values and the run id the records carry ("" for none)."""
     examples, metric = [], []
+    run_id: tuple[int, str] | None = None  # the first record's line and id
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -197,9 +215,17 @@ def read_examples(path: Path) -> tuple[tuple[Example, ...], list[float]]:
             examples.append(Example(record["instruction"], record["completion"], meta, str(record.get("source", ""))))
             value = record.get("metric")
             metric.append(math.nan if value is None else float(value))
+            mine = record.get(RUN_ID, "")
+            if not isinstance(mine, str):
+                raise TypeError(f"'{RUN_ID}' must be text")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise RunDirError(f"{path}:{number}: not an example record ({type(err).__name__}: {err})") from None
-    return tuple(examples), metric
+        if run_id is None:
+            run_id = (number, mine)
+        elif mine != run_id[1]:
+            raise RunDirError(f"{path}:{number}: run id {mine or 'none'}, but line {run_id[0]} has "
+                              f"{run_id[1] or 'none'}: examples of two runs")
+    return tuple(examples), metric, run_id[1] if run_id is not None else ""
 
 
 def _stats_from(tensors: Mapping[str, Tensor], path: Path) -> PearsonStats:
@@ -236,10 +262,16 @@ def _check_neurons(neurons: Sequence[Neuron], corr: Tensor, path: Path) -> None:
 
 def run_prompt(directory: Path, run: ProbeResult) -> PromptFile:
     """The prompt a probe run used: its own prompt.safetensors when it trained one, else the --prompt file
-    or run directory that run.json names (a path as the probe was given it, so relative to where it ran)."""
+    or run directory that run.json names (a path as the probe was given it, so relative to where it ran).
+    A prompt the run trained must name the run's model (a prompt.safetensors copied in from another run is
+    refused); one given with --prompt was checked by the probe, which --any-prompt-model let through."""
     directory = Path(directory)
     if (directory / PROMPT_FILE).is_file() or run.info.prompt in ("", "trained"):
-        return read_prompt(directory)
+        prompt = read_prompt(directory)
+        if run.info.prompt in ("", "trained") and prompt.model and not same_model(prompt.model, run.info.model):
+            raise RunDirError(f"{directory / PROMPT_FILE}: a prompt for model '{prompt.model}', but {directory / RUN_FILE} "
+                              f"names '{run.info.model}': the prompt of another run")
+        return prompt
     named = Path(run.info.prompt)
     if not (named.is_file() or (named / PROMPT_FILE).is_file()):
         raise RunDirError(f"{directory}: no {PROMPT_FILE}, and the prompt its run.json names ({named}) is not "
@@ -254,15 +286,16 @@ def run_template(run: ProbeResult) -> Template:
 
 
 def read_probe_run(directory: Path) -> ProbeResult:
-    """Read a run directory written by `write_probe_run`, checking that its files agree."""
+    """Read a run directory written by `write_probe_run`, checking that its files are of one run and agree."""
     directory = Path(directory)
     if not directory.is_dir():
         raise RunDirError(f"{directory}: no such run directory")
-    stats_t = load_tensors(require_file(directory, STATS_FILE))
+    stats_path = require_file(directory, STATS_FILE)
+    stats_t = load_tensors(stats_path)
     missing = {"corr", "count", "mean_x", "m2_x", "c_xy", "mean_y", "m2_y"} - set(stats_t)
     if missing:
-        raise RunDirError(f"{directory / STATS_FILE}: missing tensors {', '.join(sorted(missing))}")
-    stats = _stats_from(stats_t, directory / STATS_FILE)
+        raise RunDirError(f"{stats_path}: missing tensors {', '.join(sorted(missing))}")
+    stats = _stats_from(stats_t, stats_path)
     raw_neurons = read_json(require_file(directory, NEURONS_JSON))
     if not isinstance(raw_neurons, list):
         raise RunDirError(f"{directory / NEURONS_JSON}: expected a JSON list")
@@ -274,11 +307,19 @@ def read_probe_run(directory: Path) -> ProbeResult:
         )
     except (KeyError, TypeError, ValueError) as err:
         raise RunDirError(f"{directory / NEURONS_JSON}: malformed neuron record ({err})") from None
-    top = load_tensors(require_file(directory, TOP_ACTIVATIONS_FILE))
+    top_path = require_file(directory, TOP_ACTIVATIONS_FILE)
+    top = load_tensors(top_path)
     if "activations" not in top or "metric" not in top:
-        raise RunDirError(f"{directory / TOP_ACTIVATIONS_FILE}: needs tensors 'activations' and 'metric'")
-    examples, _ = read_examples(require_file(directory, EXAMPLES_FILE))
-    info = info_from_json(read_json(require_file(directory, RUN_FILE)), str(directory / RUN_FILE))
+        raise RunDirError(f"{top_path}: needs tensors 'activations' and 'metric'")
+    examples_path = require_file(directory, EXAMPLES_FILE)
+    examples, example_metric, examples_id = read_examples_file(examples_path)
+    run_path = require_file(directory, RUN_FILE)
+    info = info_from_json(read_json(run_path), str(run_path))
+    groups, groups_id = _read_groups_file(directory) if (directory / GROUPS_FILE).is_file() else (None, "")
+    check_one_run(run_path, info.run_id, [
+        (stats_path, read_metadata(stats_path).get(RUN_ID, "")), (top_path, read_metadata(top_path).get(RUN_ID, "")),
+        (examples_path, examples_id), *([(directory / GROUPS_FILE, groups_id)] if groups is not None else []),
+    ])
     activations, metric = top["activations"], top["metric"]
     if activations.shape != (len(neurons), len(examples)) or metric.shape != (len(examples),):
         raise RunDirError(
@@ -286,12 +327,17 @@ def read_probe_run(directory: Path) -> ProbeResult:
             f"{len(neurons)} neurons x {len(examples)} examples"
         )
     _check_neurons(neurons, stats_t["corr"], directory / NEURONS_JSON)
-    groups = read_groups(directory) if (directory / GROUPS_FILE).is_file() else None
+    check_sizes(directory, info, stats_t["corr"], stats.count, len(examples))
+    check_metric_files(examples_path, example_metric, top_path, metric)
     holdout = _read_holdout(directory, stats_t, raw_neurons, info.extra) if "confirm" in stats_t else None
     null = _read_null(directory, stats_t, raw_neurons, info.extra)
     partial = _read_partial(directory, stats_t, raw_neurons, info.extra) if "corr_raw" in stats_t else None
-    return ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null,
-                       partial=partial)
+    run = ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null,
+                      partial=partial)
+    check_ranked_r(directory, run)
+    if groups is not None:
+        check_group_neurons(directory, groups, neurons)
+    return run
 
 
 def _read_partial(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: list[object],
@@ -366,14 +412,19 @@ def _read_holdout(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: l
 # ---------------------------------------------------------------- groups.json
 
 
-def write_groups(directory: Path, summaries: GroupSummaries) -> Path:
-    """Write `groups.json` into a run directory (atomically)."""
+def write_groups(directory: Path, summaries: GroupSummaries, run_id: str = "") -> Path:
+    """Write `groups.json` into a run directory (atomically), with the run id when there is one."""
     path: Path = Path(directory) / GROUPS_FILE
-    write_json(path, groups_to_json(summaries))
+    write_json(path, {**groups_to_json(summaries), **({RUN_ID: run_id} if run_id else {})})
     return path
 
 
 def read_groups(directory: Path) -> GroupSummaries:
+    return _read_groups_file(directory)[0]
+
+
+def _read_groups_file(directory: Path) -> tuple[GroupSummaries, str]:
+    """groups.json: the summaries and the run id it carries ("" for none)."""
     path: Path = Path(directory) / GROUPS_FILE
     if not path.is_file():
         raise RunDirError(f"{path}: no such file (the probe writes it when --group-by fields are set)")
@@ -383,7 +434,11 @@ def read_groups(directory: Path) -> GroupSummaries:
         raise RunDirError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise RunDirError(f"{path}: not readable ({err})") from None
-    return groups_from_json(value, str(path))
+    summaries = groups_from_json(value, str(path))
+    run_id = value.get(RUN_ID, "") if isinstance(value, dict) else ""
+    if not isinstance(run_id, str):
+        raise RunDirError(f"{path}: '{RUN_ID}' should be text, got {run_id!r}")
+    return summaries, run_id
 
 
 # ---------------------------------------------------------------- predictivity (--score predictivity)

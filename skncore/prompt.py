@@ -1,6 +1,6 @@
 """The soft prompt: P trainable vectors spliced in after the instruction.
 
-Initialisation (documented in the README): the embeddings of P vocabulary tokens drawn uniformly,
+Initialisation (documented in docs/definitions.md): the embeddings of P vocabulary tokens drawn uniformly,
 without replacement where the vocabulary allows, from the non-special tokens by a generator seeded
 with `seed`; or P copies of one named token's embedding.
 """
@@ -35,6 +35,9 @@ def init_prompt(loaded: LoadedModel, prompt_len: int, seed: int, init: PromptIni
         unk = getattr(loaded.tokenizer, "unk_token_id", None)
         if not isinstance(token_id, int) or token_id < 0 or (token_id == unk and init.token != getattr(loaded.tokenizer, "unk_token", None)):
             raise UsageError(f"--prompt-init: '{init.token}' is not a token of this tokenizer")
+        if token_id >= int(weight.shape[0]):  # a token the tokenizer added past the model's embeddings
+            raise UsageError(f"--prompt-init: '{init.token}' is token {token_id}, but the model embeds only "
+                             f"tokens 0 to {int(weight.shape[0]) - 1}; pick a token the model has an embedding for")
         rows = torch.full((prompt_len,), token_id, dtype=torch.int64)
     else:
         vocab = int(weight.shape[0])

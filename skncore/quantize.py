@@ -14,7 +14,8 @@ from enum import Enum
 import torch
 
 from skn.errors import ModelError, UsageError
-from skn.model import DType, LoadedModel, pick_device, pick_dtype, wrap_loaded
+from skn.load_checks import loaded_with_info, read_config
+from skn.model import DTypeLike, LoadedModel, pick_device, pick_dtype, wrap_loaded
 from skn.tokenizer import Tokenizer
 
 
@@ -60,18 +61,18 @@ def load_quantized(name: str, quantize: Quantize, dtype: torch.dtype, device: to
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4")  # type: ignore[no-untyped-call]
     else:
         config = BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
+    read_config(name, trust_remote_code)  # an encoder, or no config at all, refused before bitsandbytes runs
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, quantization_config=config,
-                                                     device_map={"": device.index or 0},
-                                                     trust_remote_code=trust_remote_code)
+        result = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, quantization_config=config,
+                                                      device_map={"": device.index or 0},
+                                                      trust_remote_code=trust_remote_code, output_loading_info=True)
     except Exception as err:  # transformers raises OSError, ValueError, ImportError, ...
         raise ModelError(f"cannot load '{name}' in {quantize.value}: {err}") from None
-    module: torch.nn.Module = model
-    return module, tokenizer
+    return loaded_with_info(result, name), tokenizer  # weights missing or left over: refused, named
 
 
-def load_quantized_model(name: str, quantize: Quantize, dtype: DType, device: str, trust_remote_code: bool,
+def load_quantized_model(name: str, quantize: Quantize, dtype: DTypeLike, device: str, trust_remote_code: bool,
                          neuron_module: str = "") -> LoadedModel:
     """`skn.model.load_model` in 4 or 8 bits: frozen, with its tokenizer and neuron sites."""
     torch_device = pick_device(device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 
 from skn.api import ProbeConfig
-from skn.checks import at_least, between, positive
+from skn.checks import SEED_MAX, THREADS_PER_CORE, at_least, between, count, finite, positive, seed_value, thread_count
 from skn.errors import UsageError
 from skn.layout import Template
 from skn.model import DType
@@ -65,16 +65,18 @@ class DataRequest:
     instruction_field: str = field(default="instruction", metadata=_help("The field holding the instruction."))
     completion_field: str = field(default="completion", metadata=_help("The field holding the completion."))
     template: Template = field(default=Template.AUTO, metadata=_help("auto = the chat template when the tokenizer has one."))
-    seed: int = field(default=0, metadata=_help("Seeds the split, the prompt initialisation and the batch order."))
+    seed: int = field(default=0, metadata=_help(
+        f"Seeds the split, the prompt initialisation and the batch order (0 to {SEED_MAX})."))
     task: str = field(default="", metadata=_help("A built-in task (see `skn tasks`): reads --data/--val-data in its format."))
     train_size: int | None = field(default=None, metadata=_help("Sample this many training examples (seeded; stratified for tasks)."))
     val_size: int | None = field(default=None, metadata=_help("Sample this many validation examples (seeded; stratified for tasks)."))
 
     def __post_init__(self) -> None:
         between("--val-fraction", self.val_fraction, 0.0, 1.0)
+        seed_value("--seed", self.seed)
         for flag, size in (("--train-size", self.train_size), ("--val-size", self.val_size)):
             if size is not None:
-                at_least(flag, size, 1)
+                count(flag, size, 1)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ class TrainSettings:
     prompt_len: int = field(default=TrainConfig.prompt_len, metadata=_help("Number of soft-prompt vectors P."))
     steps: int | None = field(default=None, metadata=_help(
         f"Optimiser steps (ignored with --epochs) [default: {TrainConfig.steps}; {BUNDLED_STEPS} on the bundled model]."))
-    epochs: float = field(default=0.0, metadata=_help("Train for this many passes over the data instead of --steps."))
+    epochs: float = field(default=0.0, metadata=_help(
+        "Train for this many passes over the data instead of --steps (0 = use --steps)."))
     lr: float = field(default=TrainConfig.lr, metadata=_help("AdamW learning rate."))
     batch_size: int = field(default=TrainConfig.batch_size, metadata=_help("Examples per batch (training and probing)."))
     grad_accum: int = field(default=TrainConfig.grad_accum, metadata=_help("Micro-batches per optimiser step."))
@@ -100,12 +103,15 @@ class TrainSettings:
     def __post_init__(self) -> None:
         for flag, value in (("--prompt-len", self.prompt_len), ("--batch-size", self.batch_size),
                             ("--grad-accum", self.grad_accum), ("--eval-every", self.eval_every)):
-            at_least(flag, value, 1)
+            count(flag, value, 1)
         if self.steps is not None:
-            at_least("--steps", self.steps, 1)
+            count("--steps", self.steps, 1)
+        finite("--epochs", self.epochs)
         at_least("--epochs", self.epochs, 0.0)
-        at_least("--patience", self.patience, 0)
+        count("--patience", self.patience, 0)
         positive("--lr", self.lr)
+        if self.seed is not None:
+            seed_value("--seeds", self.seed)  # set from --seeds (skn.seeds)
 
 
 @dataclass(frozen=True)
@@ -121,12 +127,13 @@ class ProbeRequest:
     prompt: str = field(default="", metadata=_help("Use this prompt.safetensors (or run directory) instead of training one."))
     group_by: tuple[str, ...] = field(default=(), metadata=_help("Summarise top-neuron activations per value of this field [default: the task's]."))
     out: str = field(default="", metadata=_help("Run directory to write [default: runs/YYYYMMDD-HHMMSS]."))
-    threads: int = field(default=0, metadata=_help("CPU threads for torch (0 = torch's default: every core)."))
+    threads: int = field(default=0, metadata=_help(
+        f"CPU threads for torch (0 = torch's default: every core; at most {THREADS_PER_CORE} per core)."))
     overwrite: bool = field(default=False, metadata=_help("Replace the run in a non-empty --out (removes the files skn wrote there)."))
     any_prompt_model: bool = field(default=False, metadata=_help("Accept a --prompt file trained on another model."))
 
     def __post_init__(self) -> None:
-        at_least("--threads", self.threads, 0)
+        thread_count("--threads", self.threads)
 
 
 def default_of(cls: type, name: str) -> object:

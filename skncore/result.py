@@ -9,6 +9,7 @@ or added by a capability of its own) are kept in `extra` and written back unchan
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -82,6 +83,7 @@ class RunInfo:
     group_by: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, object] = field(default_factory=dict)
+    run_id: str = ""  # drawn once per run (`new_run_id`) and carried by every file; "" for a run of an older skn
 
     @property
     def reduce(self) -> Reduce:
@@ -140,8 +142,13 @@ class ProbeResult:
 _KNOWN = (
     "model", "metric", "data", "val_data", "n_train", "device", "dtype", "layers", "width", "neuron_module", "weights",
     "prompt", "probe_config", "seed", "versions", "train_config", "train_history", "train_best_val_loss",
-    "train_best_step", "task", "data_summary", "group_by", "timings", "n_val", "top_k",
+    "train_best_step", "task", "data_summary", "group_by", "timings", "n_val", "top_k", "run_id",
 )
+
+
+def new_run_id() -> str:
+    """A run's id: random, so that files of two runs never agree by chance (see skn.rundir)."""
+    return uuid.uuid4().hex
 
 
 def _finite(value: float | None) -> float | None:
@@ -190,6 +197,8 @@ def info_to_json(info: RunInfo) -> dict[str, object]:
     out["timings"] = {k: _finite(v) for k, v in info.timings.items()}
     out["n_val"] = info.n_val
     out["top_k"] = info.top_k
+    if info.run_id:
+        out["run_id"] = info.run_id
     return out
 
 
@@ -292,4 +301,5 @@ def info_from_json(value: object, where: str) -> RunInfo:
         group_by=tuple(group_by),
         timings={str(k): float(v) for k, v in timings.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         extra={k: v for k, v in value.items() if k not in _KNOWN},
+        run_id=read.text("run_id"),
     )

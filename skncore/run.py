@@ -14,22 +14,23 @@ default and help text) from its options and calls `run_probe` / `run_train`.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 from skn import zoo
-from skn.api import MetricFailure, ProbeConfig, Score, control_values, probe, train
+from skn.api import MetricFailure, ProbeConfig, Score, control_values, holdout_plan, probe, train
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
 from skn.exemplar_store import exemplar_line
 from skn.folds import plan_holdout
 from skn.fused_mlp import unsupported_reason
 from skn.groups import field_values, group_summaries
-from skn.memory import MemoryPlan, Workload, advice, check_fits, plan_from_config
+from skn.memory import MemoryPlan, PlanUnavailable, Workload, advice, check_fits, plan_from_config
 from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metric
 from skn.partial import check_metric_residual, parse_controls
 from skn.model import LoadedModel, load_model
@@ -45,15 +46,18 @@ from skn.preflight import (check_backend, check_model_path, check_prompt_model, 
 from skn.rundir import (
     SKN_NAMES,
     EXAMPLES_FILE,
+    PASS_CHECKPOINT_FILE,
     PROMPT_FILE,
+    RUN_ID,
     TRAINING_NAMES,
     fresh_run_directory,
     prepare_run_directory,
     read_prompt,
 )
 from skn.distributed import Ranks, check_supported, discard_run, from_environment, rank_device
-from skn.pass_checkpoint import PASS_CHECKPOINT_FILE, remove_checkpoint
+from skn.pass_checkpoint import remove_checkpoint
 from skn.probe_files import write_examples, write_predictivity, write_probe_run
+from skn import run_claim
 from skn.stage import stage
 from skn.tasks import get_task, load_task, sample
 from skn.trainer import TrainConfig, TrainResult, with_steps_from_epochs
@@ -162,8 +166,9 @@ def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPl
         request.train.prompt_len, request.train.batch_size, training=not request.prompt,
         gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass,
         null_permutations=request.probe.null.permutations,
-        folds=plan_holdout(request.probe.holdout, len(chosen.split.val)).on,
-        covariates=len(parse_controls(request.probe.control)), probe_examples=len(chosen.split.val))
+        folds=holdout_plan(request.probe, len(chosen.split.val)).on,
+        covariates=len(parse_controls(request.probe.control)), probe_examples=len(chosen.split.val),
+        train_examples=len(chosen.split.train), neuron_module=model.neuron_module)
 
 
 def memory_plan(request: ProbeRequest) -> MemoryPlan:
@@ -172,20 +177,36 @@ def memory_plan(request: ProbeRequest) -> MemoryPlan:
 
 
 def _announce_plan(request: ProbeRequest, chosen: ChosenExamples, notify: Callable[[str], None]) -> None:
-    memory, work = plan_memory(request, chosen)
+    try:
+        memory, work = plan_memory(request, chosen)
+    except PlanUnavailable as unavailable:  # a model built by its own code, not on the meta device
+        notify(str(unavailable))
+        return
     notify(memory.line())
-    check_fits(memory, work)  # on CUDA a run that will not fit stops here
+    check_fits(memory, work)  # a run that will not fit (on CUDA, or far from it on a CPU) stops here
     text = advice(memory, work)
     if text:
         notify(text)
 
 
-def run_directory(out: str, overwrite: bool = False, keep: tuple[str, ...] = ()) -> Path:
-    """The run directory: `out` (empty, or emptied by `overwrite`; see skn.rundir), or a fresh
-    runs/YYYYMMDD-HHMMSS when none is given."""
+def run_directory(out: str, overwrite: bool = False, keep: tuple[str, ...] = (), resume: bool = False) -> Path:
+    """The run directory: `out` (empty, or emptied by `overwrite`, or an unfinished run's with `resume`; see
+    skn.rundir), or a fresh runs/YYYYMMDD-HHMMSS when none is given."""
     if not out:
         return fresh_run_directory(Path("runs"), time.strftime("%Y%m%d-%H%M%S"))
-    return prepare_run_directory(Path(out), overwrite, keep)
+    return prepare_run_directory(Path(out), overwrite, keep, resume)
+
+
+@contextmanager
+def claimed_run_directory(request: ProbeRequest, ranks: Ranks) -> Iterator[Path | None]:
+    """Rank 0's run directory (`run_directory`), claimed before it is checked and for as long as the run
+    lives (skn.run_claim): a second run on the same --out is refused; None on the other ranks."""
+    if not ranks.leader:
+        yield None
+        return
+    target = Path(request.out) if request.out else run_directory("")
+    with run_claim.hold(target):
+        yield run_directory(str(target), request.overwrite, kept_files(request), request.train.resume)
 
 
 def kept_files(request: ProbeRequest) -> tuple[str, ...]:
@@ -299,75 +320,78 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
     _announce_plan(request, chosen, notify)
     train_config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
     given = read_prompt(Path(request.prompt)) if request.prompt else None
-    out = run_directory(request.out, request.overwrite, kept_files(request)) if ranks.leader else None
-    if out is not None and ranks.active:
-        claimed.append(out)
-    with stage("loading the model", out):
-        loaded = load_requested_model(request.model)
-    if any(c.needs_tokens for c in parse_controls(probe_config.control)):
-        check_controls_early(loaded, chosen.split.val, spec, probe_config, request.train.prompt_len)
-    if probe_config.fused_mlp and unsupported_reason(loaded):
-        notify(f"--fused-mlp: {unsupported_reason(loaded)}; using the plain path (the down projection's input)")
-    trained: TrainResult | None = None
-    if given is not None:
-        check_prompt_model(given.model, loaded.name, request.prompt, request.any_prompt_model)
-        prompt = given.prompt
-        prompt_source = request.prompt
-    else:
-        with stage("training the prompt", out):
-            trained = train(loaded, chosen.split.train, chosen.split.val, train_config, probe_config.template, out,
-                            request.train.resume, progress, ranks)
-        prompt = trained.prompt
-        prompt_source = "trained"
-    try:
-        with stage("probing", out):
-            result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train, out,
-                           request.train.resume, ranks)
-    except MetricFailure as failure:
-        if out is not None and not ranks.active:  # several ranks: nothing of a failed run is kept
-            write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
-        raise
-    exemplars_line = exemplar_line(result.info.extra.get("exemplars"), result.info.timings.get("exemplar_pass_s", 0.0))
-    if exemplars_line:
-        notify(exemplars_line)
-    timings = dict(result.info.timings)
-    timings["total_s"] = time.perf_counter() - start
-    if trained is not None:
-        timings["train_s"] = trained.seconds
-    info = replace(
-        result.info,
-        data=chosen.data_label,
-        val_data=chosen.val_label,
-        n_train=len(chosen.split.train),
-        prompt=prompt_source,
-        seed=train_config.seed,
-        train_config=_train_record(train_config) if trained is not None else None,
-        train_history=_history(trained) if trained is not None else (),
-        train_best_val_loss=trained.best_val_loss if trained is not None else None,
-        train_best_step=trained.best_step if trained is not None else None,
-        task=chosen.task,
-        data_summary=chosen.summary if chosen.task else "",
-        group_by=group_by,
-        timings=timings,
-        extra={**result.info.extra, **({"train_step_forward": trained.step_forward,
-                                        "train_step_forward_note": trained.step_forward_note} if trained is not None else {})},
-    )
-    groups = group_summaries(result.top_activations, result.neurons, result.examples, group_by) if group_by else None
-    result = replace(result, info=info, groups=groups)
-    if out is None:  # a rank other than 0: the result, no files
+    with claimed_run_directory(request, ranks) as out:
+        if out is not None and ranks.active:
+            claimed.append(out)
+        with stage("loading the model", out):
+            loaded = load_requested_model(request.model)
+        if any(c.needs_tokens for c in parse_controls(probe_config.control)):
+            check_controls_early(loaded, chosen.split.val, spec, probe_config, request.train.prompt_len)
+        if probe_config.fused_mlp and unsupported_reason(loaded):
+            notify(f"--fused-mlp: {unsupported_reason(loaded)}; using the plain path (the down projection's input)")
+        trained: TrainResult | None = None
+        if given is not None:
+            check_prompt_model(given.model, loaded.name, request.prompt, request.any_prompt_model)
+            prompt = given.prompt
+            prompt_source = request.prompt
+        else:
+            with stage("training the prompt", out):
+                trained = train(loaded, chosen.split.train, chosen.split.val, train_config, probe_config.template, out,
+                                request.train.resume, progress, ranks)
+            prompt = trained.prompt
+            prompt_source = "trained"
+        try:
+            with stage("probing", out):
+                result = probe(loaded, prompt, chosen.split.val, spec, probe_config, progress, chosen.split.train, out,
+                               request.train.resume, ranks)
+        except MetricFailure as failure:
+            if out is not None and not ranks.active:  # several ranks: nothing of a failed run is kept
+                write_examples(out / EXAMPLES_FILE, chosen.split.val, failure.values)
+            raise
+        exemplars_line = exemplar_line(result.info.extra.get("exemplars"), result.info.timings.get("exemplar_pass_s", 0.0))
+        if exemplars_line:
+            notify(exemplars_line)
+        timings = dict(result.info.timings)
+        timings["total_s"] = time.perf_counter() - start
+        if trained is not None:
+            timings["train_s"] = trained.seconds
+        info = replace(
+            result.info,
+            data=chosen.data_label,
+            val_data=chosen.val_label,
+            n_train=len(chosen.split.train),
+            prompt=prompt_source,
+            seed=train_config.seed,
+            train_config=_train_record(train_config) if trained is not None else None,
+            train_history=_history(trained) if trained is not None else (),
+            train_best_val_loss=trained.best_val_loss if trained is not None else None,
+            train_best_step=trained.best_step if trained is not None else None,
+            task=chosen.task,
+            data_summary=chosen.summary if chosen.task else "",
+            group_by=group_by,
+            timings=timings,
+            extra={**result.info.extra, **({"train_step_forward": trained.step_forward,
+                                            "train_step_forward_note": trained.step_forward_note} if trained is not None else {})},
+        )
+        groups = group_summaries(result.top_activations, result.neurons, result.examples, group_by) if group_by else None
+        result = replace(result, info=info, groups=groups)
+        if out is None:  # a rank other than 0: the result, no files
+            return result
+        with stage("writing the run directory", out):
+            result = write_run(out, result)
+        remove_checkpoint(out)  # the run is complete: nothing left to resume
         return result
-    with stage("writing the run directory", out):
-        write_run(out, result)
-    remove_checkpoint(out)  # the run is complete: nothing left to resume
-    return result
 
 
-def write_run(out: Path, result: ProbeResult) -> None:
-    """Every file of a probe's result: the run directory's (skn.rundir) and, with --score predictivity, its own."""
-    write_probe_run(out, result)
+def write_run(out: Path, result: ProbeResult) -> ProbeResult:
+    """Every file of a probe's result: the run directory's (skn.rundir) and, with --score predictivity, its own;
+    returns the result with the run id its files carry."""
+    result = write_probe_run(out, result)
     if result.predictivity is not None:
-        metadata = {"model": result.info.model, "metric": result.info.metric, "skn_version": __version__}
+        metadata = {"model": result.info.model, "metric": result.info.metric, "skn_version": __version__,
+                    RUN_ID: result.info.run_id}
         write_predictivity(out, result.predictivity, result.corr, result.neurons, Score.PREDICTIVITY.value, metadata)
+    return result
 
 
 def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
@@ -389,14 +413,14 @@ def _run_train(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
     if chosen.notice:
         notify(chosen.notice)
     config = train_config_for(request.train, request.data.seed, len(chosen.split.train), bundled)
-    out = run_directory(request.out, request.overwrite, kept_files(request)) if ranks.leader else None
-    if out is not None and ranks.active:
-        claimed.append(out)
-    with stage("loading the model", out):
-        loaded = load_requested_model(request.model)
-    with stage("training the prompt", out):
-        trained = train(loaded, chosen.split.train, chosen.split.val, config, request.data.template, out,
-                        request.train.resume, progress, ranks)
+    with claimed_run_directory(request, ranks) as out:
+        if out is not None and ranks.active:
+            claimed.append(out)
+        with stage("loading the model", out):
+            loaded = load_requested_model(request.model)
+        with stage("training the prompt", out):
+            trained = train(loaded, chosen.split.train, chosen.split.val, config, request.data.template, out,
+                            request.train.resume, progress, ranks)
     return trained, out if out is not None else Path(request.out)
 
 
@@ -404,6 +428,7 @@ __all__ = [
     "ChosenExamples",
     "NO_DATA_TASK",
     "choose_examples",
+    "claimed_run_directory",
     "kept_files",
     "load_requested_model",
     "memory_plan",

@@ -11,7 +11,10 @@
     groups.json                 per-group activation summaries (tasks with metadata)
 
 Every file is written to a temporary name, fsynced and renamed, so a run directory never holds half a
-file.
+file. Each run draws a run id (a random hex string) that run.json (`run_id`), the safetensors' metadata
+(`run_id`), every record of examples.jsonl and groups.json carry; readers refuse files whose ids differ
+(a file copied in from another run), and neurons.json is held to stats.safetensors by its r. Files of an
+older skn have no id: two files without one are not compared.
 
 One directory, one run. `skn probe` and `skn train` refuse a non-empty `--out` unless `--overwrite` is
 given, which first removes everything skn writes there (the files above, checkpoint.safetensors,
@@ -22,7 +25,11 @@ training (`--resume`) or probes with that prompt (`--prompt RUN`). Without `--ou
 fresh `runs/YYYYMMDD-HHMMSS` (with `-2`, `-3`, ... when that second is taken). run.json is written
 last: a run killed part way (even by kill -9) leaves a directory without run.json, which `skn show`
 refuses ("missing run.json") instead of pairing files of two runs, and the next run there needs
-`--overwrite` (or `--resume`). Viewers read only what is here, and check that the files agree.
+`--overwrite`, or `--resume` where a checkpoint is there to resume from (the unfinished run's other files
+are then recomputed). Viewers read only what is here, and check that the files agree.
+
+A run claims its directory for as long as it lives (skn.run_claim, the hidden file `.skn-claim`): a second
+run on the same `--out` is refused while the first lives, and a claim left by a killed run is taken over.
 
 This module holds the names, the atomic writes, the directory rules and the prompt file; the probe's
 files (neurons, stats, top activations, examples, groups, predictivity) are `skn.probe_files`'.
@@ -56,6 +63,9 @@ EXAMPLES_FILE = "examples.jsonl"
 RUN_FILE = "run.json"
 GROUPS_FILE = "groups.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+PASS_CHECKPOINT_FILE = "pass_checkpoint.safetensors"  # the probe pass's (skn.pass_checkpoint)
+CLAIM_FILE = ".skn-claim"  # held by the run that writes the directory (skn.run_claim)
+RUN_ID = "run_id"  # the key of the run id in run.json, the safetensors' metadata and the JSON records
 PREDICTIVITY_JSON = "predictivity.json"  # with --score predictivity (skn.predictivity)
 PREDICTIVITY_FILE = "predictivity.safetensors"
 
@@ -100,35 +110,62 @@ def _fsync(path: Path) -> None:
 SKN_NAMES = (PROMPT_FILE, STATS_FILE, NEURONS_JSON, NEURONS_CSV, TOP_ACTIVATIONS_FILE, EXAMPLES_FILE, RUN_FILE,
              GROUPS_FILE, CHECKPOINT_FILE, "report.html", "plots", "error.log", PREDICTIVITY_FILE, PREDICTIVITY_JSON,
              "ablation.json", "ablation_curve.json", "seeds.json", "compare.json", "compare.csv", "compare.png",
-             "compare.html", "pass_checkpoint.safetensors")
+             "compare.html", PASS_CHECKPOINT_FILE)
 TRAINING_NAMES = (PROMPT_FILE, CHECKPOINT_FILE)
+CHECKPOINT_NAMES = (CHECKPOINT_FILE, PASS_CHECKPOINT_FILE)  # what --resume continues from
 
 
 def _is_stray_tmp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-def prepare_run_directory(path: Path, overwrite: bool = False, keep: Sequence[str] = ()) -> Path:
-    """Make `path` ready for one new run (see the module docstring): create it, or check it is empty but
-    for `keep`, or with `overwrite` remove what skn wrote there before; then check it is writable."""
+def make_run_directory(path: Path) -> Path:
+    """Create the run directory `path` (and its parents); a file in the way is a RunDirError."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path}: exists and is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        present = sorted(p.name for p in path.iterdir())
     except OSError as err:
         raise RunDirError(f"--out {path}: cannot create the run directory ({err.strerror or err})") from None
+    return path
+
+
+def _not_empty(path: Path, present: Sequence[str], resume: bool) -> RunDirError:
+    """Why a run cannot start in `path`, naming only flags that would work there."""
+    shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+    finished = RUN_FILE in present
+    resumable = not finished and any((path / name).is_file() for name in CHECKPOINT_NAMES)
+    if resume and finished:
+        why = "it holds a finished run (run.json) and --resume continues an unfinished one"
+    elif resume and resumable:
+        why = "files that are not skn's are in the way"
+    elif resume:
+        why = "no checkpoint to resume from"
+    else:
+        why = ""
+    hint = "pass --overwrite to replace the run there" + (", --resume to continue it" if resumable and not resume else "")
+    return RunDirError(f"--out {path}: not empty (holds {shown}){'; ' + why if why else ''}; {hint}, or choose another --out")
+
+
+def prepare_run_directory(path: Path, overwrite: bool = False, keep: Sequence[str] = (), resume: bool = False) -> Path:
+    """Make `path` ready for one new run (see the module docstring): create it, or check it is empty but
+    for `keep` (and the run's claim), or with `overwrite` remove what skn wrote there before, or with `resume`
+    and a checkpoint among `keep` remove what an unfinished run (no run.json) left beside it; then check it
+    is writable."""
+    path = make_run_directory(path)
+    try:
+        present = sorted(p.name for p in path.iterdir())
+    except OSError as err:
+        raise RunDirError(f"--out {path}: cannot read the run directory ({err.strerror or err})") from None
     for name in present:
         if _is_stray_tmp(name):  # left by a killed run: never half a file, but not ours to keep either
             (path / name).unlink(missing_ok=True)
-    present = [n for n in present if not _is_stray_tmp(n) and n not in keep]
-    if present and not overwrite:
-        shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
-        raise RunDirError(
-            f"--out {path}: not empty (holds {shown}); pass --overwrite to replace the run there, "
-            "--resume to continue its training, or choose another --out"
-        )
+    present = [n for n in present if not _is_stray_tmp(n) and n not in keep and n != CLAIM_FILE]
+    leftovers = (resume and RUN_FILE not in present and all(n in SKN_NAMES for n in present)
+                 and any((path / n).is_file() for n in keep if n in CHECKPOINT_NAMES))
+    if present and not (overwrite or leftovers):
+        raise _not_empty(path, present, resume)
     for name in present:
         target = path / name
         if name in SKN_NAMES:
@@ -138,7 +175,8 @@ def prepare_run_directory(path: Path, overwrite: bool = False, keep: Sequence[st
                 else:
                     target.unlink()
             except OSError as err:
-                raise RunDirError(f"--overwrite: cannot remove {target} ({err.strerror or err})") from None
+                flag = "--overwrite" if overwrite else "--resume"
+                raise RunDirError(f"{flag}: cannot remove {target} ({err.strerror or err})") from None
     probe_file = path / ".skn-write-check.tmp"
     try:
         probe_file.write_bytes(b"")
@@ -268,6 +306,24 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
         return load_file(str(path))
     except Exception as err:
         raise RunDirError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file ({} when it has none)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as err:
+        raise RunDirError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def check_one_run(reference: Path, run_id: str, files: Sequence[tuple[Path, str]]) -> None:
+    """Every file's run id must be `reference`'s (run.json's): a file copied in from another run is refused,
+    naming both. "" is a file of an older skn, which wrote none: two of them are not compared."""
+    for path, other in files:
+        if other != run_id:
+            raise RunDirError(f"{path} and {reference} are files of two runs ({path.name}: run id {other or 'none'}; "
+                              f"{reference.name}: run id {run_id or 'none'}); a run directory holds one run's files")
 
 
 def read_json(path: Path) -> object:

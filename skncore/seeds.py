@@ -23,6 +23,7 @@ from skn.progress import ProgressSink, SilentProgress
 from skn.result import ProbeResult
 from skn.request import ProbeRequest
 from skn.run import run_probe
+from skn.stage import storage_error
 from skn.rundir import write_json
 
 SEEDS_FILE = "seeds.json"
@@ -66,10 +67,11 @@ def run_seeds(request: ProbeRequest, seeds: Sequence[int], progress: ProgressSin
         seeded = replace(request, out=str(sub), train=replace(request.train, seed=seed))
         try:
             outcomes.append(run_probe(seeded, progress))
-        except SknError as err:
-            raise type(err)(f"seed {seed} ({sub}): {err}{_kept(done)}") from err
         except Exception as err:
-            raise InternalError(f"seed {seed} ({sub}): {type(err).__name__}: {err}{_kept(done)}") from err
+            known = err if isinstance(err, SknError) else storage_error(err, sub)
+            if known is None:
+                raise InternalError(f"seed {seed} ({sub}): {type(err).__name__}: {err}{_kept(done)}") from err
+            raise _reworded(known, f"seed {seed} ({sub}): {known}{_kept(done)}") from err
         done.append({"seed": seed, "run": sub.name})
         write_json(out / SEEDS_FILE, {"seeds": list(seeds), "done": done})
     comparison = None
@@ -77,6 +79,16 @@ def run_seeds(request: ProbeRequest, seeds: Sequence[int], progress: ProgressSin
         comparison = compare_runs([subrun_dir(out, s) for s in seeds], request.probe.top_k)
         write_comparison(out, comparison)
     return SeedsOutcome(tuple(seeds), tuple(outcomes), comparison)
+
+
+def _reworded(err: SknError, message: str) -> SknError:
+    """`err` with another message: the same class (so its exit code and what callers catch), the same
+    attributes (a StageFailure's stage and log, a MetricFailure's values), without calling its __init__,
+    whose arguments differ from class to class."""
+    cls = type(err)
+    new = cls.__new__(cls, message)
+    new.__dict__.update(err.__dict__)
+    return new
 
 
 def _kept(done: Sequence[dict[str, object]]) -> str:

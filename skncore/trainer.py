@@ -363,4 +363,7 @@ def train_prompt(
 def with_steps_from_epochs(config: TrainConfig, epochs: float, n_train: int) -> TrainConfig:
     """The number of optimiser steps that covers `epochs` passes over `n_train` examples."""
     per_step = config.batch_size * config.grad_accum
-    return replace(config, steps=max(1, math.ceil(epochs * n_train / per_step)))
+    steps = epochs * n_train / per_step
+    if not math.isfinite(steps):  # --epochs is finite (TrainSettings), but its product can overflow
+        raise UsageError(f"--epochs {epochs} over {n_train} training examples is more steps than can be counted")
+    return replace(config, steps=max(1, math.ceil(steps)))

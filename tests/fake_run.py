@@ -64,5 +64,4 @@ def make_run(directory: Path, *, metric: str = "heuristic==lexical_overlap", ext
                         "n_significant": null.n_significant, "top_k": len(neurons)}
     run = ProbeResult(neurons, corr_t, stats, torch.tensor(activations, dtype=torch.float32), metric_values, tuple(examples),
                       info_from_json(info, "fake run.json"), null=null)
-    write_probe_run(directory, run)
-    return run
+    return write_probe_run(directory, run)  # with the run id its files carry

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,7 +51,9 @@ def test_planted_neuron_beats_every_control() -> None:
     effect = result.comparison.ablated.effect.loss
     controls = [abs(c.effect.loss) for c in result.comparison.controls]
     assert abs(effect) > 10 * max(controls), (effect, controls)
-    assert result.comparison.summary["loss"].p == pytest.approx(1 / 10)
+    summary = result.comparison.summary["loss"]
+    assert summary.p_empirical == pytest.approx(1 / 10)  # the rank test's floor with 9 controls: it cannot say yes
+    assert summary.p == summary.p_t and summary.p_t is not None and summary.p_t < 0.01  # auto: the log-t test can
     assert result.per_neuron[0].effect.loss == pytest.approx(effect)
     # controls keep the layers and slots, never the ablated neuron
     for c in result.comparison.controls:
@@ -239,3 +242,34 @@ def test_a_run_that_reused_a_prompt_is_ablated_with_that_prompt(tmp_path: Path) 
     given.unlink()
     with pytest.raises(RunDirError, match="not readable from here"):
         run_prompt(run_dir, run)
+
+
+def test_controls_match_a_neuron_given_at_every_slot() -> None:
+    """`--neurons 2.11` stands at every slot: one neuron, so each control is one other neuron at every slot
+    (before issue #32 each control was 20 different neurons, one per slot)."""
+    every_slot = [Target(2, 11, k) for k in range(20)]
+    controls = draw_controls(every_slot, 172, 30, seed=3)
+    for control in controls:
+        assert len({(t.layer, t.neuron) for t in control}) == 1
+        assert sorted(t.slot for t in control) == list(range(20))
+        assert control[0].neuron != 11
+    assert len({c[0].neuron for c in controls}) > 1  # drawn, not fixed
+
+
+def test_controls_keep_each_neurons_slot_structure() -> None:
+    """Two neurons of a layer, one at slots 0-2 and one at slot 5: each control has two distinct neurons of
+    that layer, one at 0-2 and one at 5; a set of one slot per neuron draws as it always did."""
+    targets = [Target(1, 4, 0), Target(1, 4, 1), Target(1, 4, 2), Target(1, 9, 5)]
+    for control in draw_controls(targets, 40, 20, seed=1):
+        by_neuron: dict[int, list[int]] = {}
+        for t in control:
+            assert t.layer == 1
+            by_neuron.setdefault(t.neuron, []).append(t.slot)
+        assert sorted(sorted(s) for s in by_neuron.values()) == [[0, 1, 2], [5]]
+        assert not {4, 9} & set(by_neuron)
+    single = [Target(0, 1, 3), Target(0, 2, 0), Target(1, 1, 2)]
+    rng = np.random.default_rng(9)
+    first = draw_controls(single, 5, 1, seed=9)[0]
+    expected_layer0 = rng.choice(np.array([0, 3, 4]), size=2, replace=False).tolist()
+    assert [t.neuron for t in first if t.layer == 0] == expected_layer0
+    assert [t.slot for t in first if t.layer == 0] == [0, 3]

@@ -1,4 +1,4 @@
-"""The notebook path of the README: the top-level `skn` API on a model folder and JSONL files."""
+"""The notebook path of docs/python-api.md: the top-level `skn` API on a model folder and JSONL files."""
 
 from __future__ import annotations
 

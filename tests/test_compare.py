@@ -60,7 +60,7 @@ def test_consensus_min_needs_agreeing_signs() -> None:
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Run 0 with a holdout (12 select, 12 confirm), run 1 on all 24 examples; both with the null."""
     loaded = tiny_loaded("qwen2")
-    data = examples(24, seed=4)
+    data = examples(24, seed=9)  # some neurons pass the null in both runs, fewer than in either (the batches follow the text since #32)
     paths = []
     for seed in (0, 1):
         out = tmp_path_factory.mktemp(f"seed{seed}")

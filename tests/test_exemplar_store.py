@@ -174,6 +174,17 @@ def _exemplars(activations: object) -> list[object]:
     return [exemplars(row, 5) for row in activations]
 
 
+def assert_same_exemplars(got: torch.Tensor, want: torch.Tensor) -> None:
+    """The exemplars chosen from `got` are as extreme in `want` as `want`'s own, to POST_PASS_RTOL: the data
+    repeat three texts, whose rows tie up to float rounding, so which of the tied items is shown may differ
+    with the batches' padding."""
+    tol = POST_PASS_RTOL * float(want.abs().max())
+    for k in range(want.shape[0]):
+        mine, best = exemplars(got[k], 5), exemplars(want[k], 5)
+        for picked, right in ((mine.most, best.most), (mine.least, best.least)):
+            assert bool(((want[k][list(picked)] - want[k][list(right)]).abs() <= tol).all()), (k, picked, right)
+
+
 def test_cli_tiny_store_says_it_took_the_second_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = _cli_probe(tmp_path, capsys, "tiny", ["--exemplar-store", "1000"], [])
     summary = run["exemplars"]
@@ -211,7 +222,7 @@ def test_stories_model_one_pass_equals_always(tmp_path: Path, capsys: pytest.Cap
     assert auto["exemplars"]["second_pass"] is False  # type: ignore[index]
     assert auto["_neurons"] == always["_neurons"]
     assert_same(auto["_activations"], always["_activations"], metric)  # type: ignore[arg-type]
-    assert _exemplars(auto["_activations"]) == _exemplars(always["_activations"])
+    assert_same_exemplars(auto["_activations"], always["_activations"])  # type: ignore[arg-type]
 
 
 def test_a_negative_budget_is_refused() -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from skn.probe_files import write_probe_run
+from skn.example_order import pass_order
 from skn.api import ProbeConfig, encode, probe
 from skn.folds import assign_folds
 from skn.layout import Template
@@ -53,8 +54,9 @@ def test_holdout_zero_is_todays_corr_exactly() -> None:
     loaded = tiny_loaded("llama")
     data = examples(30, seed=2)
     prompt = init_prompt(loaded, P, seed=0)  # type: ignore[arg-type]
-    rows = list(encode(loaded, data, Template.AUTO, P))  # type: ignore[arg-type]
-    today = correlation(statistics_pass(loaded, prompt, rows, data, parse_metric("score"), batch_size=16).stats)  # type: ignore[arg-type]
+    in_pass = [data[i] for i in pass_order(data, 0)]  # the probe's batches follow the examples' content keys
+    rows = list(encode(loaded, in_pass, Template.AUTO, P))  # type: ignore[arg-type]
+    today = correlation(statistics_pass(loaded, prompt, rows, in_pass, parse_metric("score"), batch_size=16).stats)  # type: ignore[arg-type]
     for holdout in (0.0, None):  # None: the default, off below 100 examples per fold
         result = probe(loaded, prompt, data, "score", ProbeConfig(top_k=4, holdout=holdout, batch_size=16))  # type: ignore[arg-type]
         assert result.holdout is None and "holdout off" in result.holdout_note

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from skn.data import Example
+from skn.data import Example, read_text
 from skn.errors import DataError, UsageError
+from skn.strict_json import parse_json
 
 WORDS = ("banana", "house")  # BIG-bench's two non-numeric choices, in every example
 NUMERIC = re.compile(r"[-+]?\d+")
@@ -156,13 +157,10 @@ def _item(example: object, where: str) -> ArithmeticItem:
 
 def _read_task(path: Path) -> tuple[ArithmeticItem, ...]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # UTF-8, or an error naming the line
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        task = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    task = parse_json(text, str(path))  # a syntax error, a duplicate key or a lone surrogate names its line
     if not isinstance(task, dict):
         raise DataError(f"{path}: expected a BIG-bench task object, got {type(task).__name__}")
     examples = task.get("examples")

@@ -9,11 +9,12 @@ installed.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from skn.data import Example, open_hf_dataset
+from skn.data import Example, check_header, open_hf_dataset, read_text
 from skn.errors import DataError
 
 LABELS = ("entailment", "non-entailment")
@@ -68,7 +69,7 @@ def _item(row: Mapping[str, str], where: str) -> HansItem:
 
 def _tsv_rows(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        handle = io.StringIO(read_text(path), newline="")  # UTF-8, or an error naming the line
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
     with handle:
@@ -80,6 +81,7 @@ def _tsv_rows(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             cells = line.split("\t")
             if not header:
                 header = [c.strip() for c in cells]
+                check_header(header, f"{path}:{number}")
                 missing = [c for c in REQUIRED if c not in header]
                 if missing:
                     raise DataError(

@@ -11,12 +11,13 @@ CSV with `instruction`, `completion` and a `skill` field) are read as they are.
 from __future__ import annotations
 
 import csv
+import io
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from skn.data import Example, load_examples
+from skn.data import Example, check_header, load_examples, read_text
 from skn.errors import DataError, UsageError
 
 SPATIAL = "spatial reasoning"
@@ -311,12 +312,13 @@ def load_skills(path: Path) -> tuple[Skill, ...]:
     """Skill-Mix's `skills.csv` (columns category, skill, definition, example; others ignored)."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        text = read_text(path)  # UTF-8, or an error naming the line
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
-    with handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
+        check_header(header, f"{path}:1")
         missing = [c for c in ("category", "skill", "definition", "example") if c not in header]
         if missing:
             raise DataError(f"{path}:1: the header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})")
@@ -337,7 +339,7 @@ def load_skills(path: Path) -> tuple[Skill, ...]:
 def load_topics(path: Path) -> tuple[str, ...]:
     """One topic a line (Skill-Mix's `topics.txt`); blank lines skipped."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_text(Path(path)).splitlines()
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
     topics = tuple(line.strip() for line in lines if line.strip())
@@ -350,7 +352,7 @@ def is_skills_file(path: Path) -> bool:
     """A CSV whose header names `skill` and `definition` (and not `instruction`)."""
     if Path(path).suffix.lower() != ".csv" or not Path(path).is_file():
         return False
-    with Path(path).open(encoding="utf-8", newline="") as handle:
+    with Path(path).open(encoding="utf-8", errors="replace", newline="") as handle:  # a sniff: the reader names bad bytes
         header = next(csv.reader(handle), [])
     return "skill" in header and "definition" in header and "instruction" not in header
 
