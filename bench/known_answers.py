@@ -8,8 +8,8 @@ on nothing? Every number comes from skn's own functions on a real model with one
 The model and items: stories260K (../shared/models/stories260K-hf, 5 layers x 172 neurons) or
 SmolLM2-135M-Instruct (../shared, 30 x 1536), on real HANS items (../shared/data/hans). The labelled
 feature is `mentions_doctor` (the premise or hypothesis names a doctor; about 18% of items): text the
-model can see, which its slot inputs carry only partly (a ridge read of it reaches r 0.6 on held-out items
-at stories260K's last layer). Prompts are fixed random initialisations (seeds 0, 1, 2), not trained: the
+model can see, which its slot inputs carry only partly (a ridge read of it, fitted under the three prompts
+at stories260K's middle layer, reaches r 0.38-0.49 on held-out items, one r per prompt). Prompts are fixed random initialisations (seeds 0, 1, 2), not trained: the
 checks under test are the statistics, and a fixed prompt keeps a repetition to one probe pass.
 
 Sections (each row is appended to OUT/rows.jsonl as soon as it is measured; a rerun skips what is there):
@@ -51,8 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MODELS = {"stories": SHARED / "models" / "stories260K-hf", "smollm2": SHARED / "models" / "smollm2-135m-instruct"}
 HANS = SHARED / "data" / "hans" / "heuristics_evaluation_set.derived.tsv"
-SECTIONS = ("power", "control", "ablation", "fwer", "ablate_fp")
-READS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+SECTIONS = ("power", "control", "fwer", "ablation", "ablate_fp")
+READS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 WRITES = (0.0, 0.25, 0.5, 1.0, 2.0)
 PROMPT_SEEDS = (0, 1, 2)
 PROMPT_LEN = 20
@@ -86,14 +86,14 @@ def hans_examples(n: int, seed: int) -> list[object]:
     return out
 
 
-def setup(model: str, n_train: int, n_val: int) -> Setup:
+def setup(model: str, n_train: int, n_val: int, layer: int) -> Setup:
     from skn.model import load_model
     from skn.prompt import init_prompt
 
     loaded = load_model(str(MODELS[model]), device="cpu")
     examples = hans_examples(n_train + n_val, seed=0)
     prompts = tuple(init_prompt(loaded, PROMPT_LEN, seed) for seed in PROMPT_SEEDS)
-    layer = loaded.sites.num_layers - 1  # the last layer: where the slot inputs carry the feature best
+    layer = layer if layer >= 0 else loaded.sites.num_layers // 2
     return Setup(loaded, tuple(examples[:n_train]), tuple(examples[n_train:]), prompts, layer)
 
 
@@ -480,9 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="Repetitions per cell of power, control and ablation.")
     parser.add_argument("--fwer-reps", type=int, default=500)
     parser.add_argument("--fp-reps", type=int, default=200)
-    parser.add_argument("--train", type=int, default=600, help="Items that fit the read directions.")
+    parser.add_argument("--train", type=int, default=1500, help="Items that fit the read directions.")
+    parser.add_argument("--layer", type=int, default=-1, help="The plant layer [default: the middle one: where a "
+                        "read of the feature under the three prompts held out best on stories260K, r 0.38-0.49].")
     parser.add_argument("--val", type=int, default=400, help="Items probed.")
-    parser.add_argument("--items", type=int, default=100, help="Items of each ablation.")
+    parser.add_argument("--items", type=int, default=64, help="Items of each ablation.")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--summary", action="store_true", help="Only rewrite README.md and summary.json from the rows.")
     args = parser.parse_args(argv)
@@ -495,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"needs {MODELS[args.model]} and {HANS}", file=sys.stderr)
             return 2
         torch.set_num_threads(args.threads)
-        s = setup(args.model, args.train, args.val)
+        s = setup(args.model, args.train, args.val, args.layer)
         chosen = [x.strip() for x in args.sections.split(",") if x.strip()]
         runs: dict[str, Callable[[], None]] = {
             "power": lambda: power(s, rows, args.reps), "control": lambda: control(s, rows, args.reps),

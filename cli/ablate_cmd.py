@@ -17,9 +17,11 @@ from skn.ablate_run import ABLATION_FILE, CURVE_FILE, AblationRequest, read_abla
 from skn.ablate_view import ablation_figure, curve_figure
 from skn.console import say
 from skn.checks import seed_value, thread_count
-from skn.errors import UsageError
+from skn.errors import ModelError, UsageError
 from skn.plots import PLOTS_DIR, png_bytes
 from skn.probe_files import read_probe_run
+from skn.model import REVISION_KEY
+from skn.preflight import looks_like_path
 from skn.progress import RichProgress
 from skn.request import ModelRequest
 from skn.run import load_requested_model, set_threads
@@ -29,13 +31,23 @@ from skn.cli.ablate_render import ablation_tables, curve_tables
 from skn.cli.options import model_options, threads_option
 
 
-def _model_request(model: ModelRequest, run: Path) -> ModelRequest:
-    """--model, else run.json's model (the bundled one by its name)."""
+def _model_request(model: ModelRequest, run: Path) -> tuple[ModelRequest, str]:
+    """--model, else run.json's model (the bundled one by its name; a hub id at run.json's revision), and
+    where the name came from, for messages. A relative path an older skn recorded that does not resolve from
+    here is refused naming run.json's field, not as a --model the user never passed."""
     if model.name:
-        return model
+        return model, "--model"
     info = read_json(run / RUN_FILE)
-    name = str(info.get("model", "")) if isinstance(info, dict) else ""
-    return replace(model, name="" if name == zoo.BUNDLED_NAME else name)
+    record = info if isinstance(info, dict) else {}
+    name = str(record.get("model", ""))
+    if name == zoo.BUNDLED_NAME:
+        return replace(model, name=""), "--model"
+    source = f"{run / RUN_FILE}: model"
+    if looks_like_path(name) and not Path(name).expanduser().exists():
+        raise ModelError(f"{source} '{name}' is not a folder or file from here (a relative path is read from where "
+                         "you run skn); pass --model PATH")
+    revision = str(record.get(REVISION_KEY, "")) if not model.revision else model.revision
+    return replace(model, name=name, revision=revision), source
 
 
 @click.command("ablate")
@@ -104,7 +116,7 @@ def ablate_command(run: Path, model: ModelRequest, neurons: str, top_k: int, val
                             test=parse_test(test))
     request = AblationRequest(run, config, neurons, top_k, consensus)
     read_probe_run(run)  # a missing run, or files of two runs, fail before the model loads
-    loaded = load_requested_model(_model_request(model, run))
+    loaded = load_requested_model(*_model_request(model, run))
     console = Console()
     if curve or factors:
         run_curve(loaded, request, k_grid, factors, RichProgress(), values if len(values) > 1 else (), wheres,

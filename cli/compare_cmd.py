@@ -13,36 +13,38 @@ from skn.compare import Comparison, compare_runs, passing_line, write_comparison
 from skn.compare_report import write_compare_report
 from skn.console import plain
 
-
-def pair_table(comparison: Comparison) -> Table:
-    table = Table(title=f"top-{comparison.top_k} overlap of {comparison.neurons} neurons, and rank correlation", title_justify="left")
-    for name in ("run a", "run b", "overlap", "by chance", "Jaccard", "by chance", "Spearman"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for p in comparison.pairs:
-        table.add_row(str(p.a), str(p.b), str(p.overlap), f"{p.overlap_chance:.3g}", f"{p.jaccard:.3f}",
-                      f"{p.jaccard_chance:.2g}", f"{p.spearman:+.3f}")
-    return table
+from skn.cli.render import number_tables
 
 
-def consensus_table(comparison: Comparison) -> Table:
-    table = Table(title=f"consensus top {comparison.top_k} (min |score| with signs agreeing; mean)", title_justify="left")
+def pair_tables(comparison: Comparison, width: int | None = None) -> list[Table]:
+    """A row per pair of runs: overlap and Jaccard of their top K (each beside its value by chance) and the
+    Spearman rank correlation; split over several tables (run a and run b in each) when wider than `width`."""
+    names = ("run a", "run b", "overlap", "by chance", "Jaccard", "by chance", "Spearman")
+    rows = [(str(p.a), str(p.b), str(p.overlap), f"{p.overlap_chance:.3g}", f"{p.jaccard:.3f}", f"{p.jaccard_chance:.2g}",
+             f"{p.spearman:+.3f}") for p in comparison.pairs]
+    return number_tables(f"top-{comparison.top_k} overlap of {comparison.neurons} neurons, and rank correlation", names, rows,
+                         2, width)
+
+
+def consensus_tables(comparison: Comparison, width: int | None = None) -> list[Table]:
+    """A row per consensus neuron: min and mean score, (with the null) whether it passes in every run, and
+    each run's score at its own best position; split over several tables (rank, layer, neuron in each) when
+    wider than `width`."""
     marked = comparison.passing_all is not None
-    for name in ("rank", "layer", "neuron", "min", "mean", *(f"run {i} (pos)" for i in range(len(comparison.runs))),
-                 *(("passes all",) if marked else ())):
-        table.add_column(name, justify="right", no_wrap=True)
-    for c in comparison.consensus:
-        table.add_row(str(c.rank), str(c.layer), str(c.index), f"{c.consensus_min:+.3f}", f"{c.consensus_mean:+.3f}",
-                      *(f"{s:+.3f} ({p})" for s, p in zip(c.scores, c.positions, strict=True)),
-                      *(("yes" if c.passes_all else "no",) if marked else ()))
-    return table
+    names = ("rank", "layer", "neuron", "min", "mean", *(("passes all",) if marked else ()),
+             *(f"run {i} (pos)" for i in range(len(comparison.runs))))
+    rows = [(str(c.rank), str(c.layer), str(c.index), f"{c.consensus_min:+.3f}", f"{c.consensus_mean:+.3f}",
+             *(("yes" if c.passes_all else "no",) if marked else ()),
+             *(f"{s:+.3f} ({p})" for s, p in zip(c.scores, c.positions, strict=True))) for c in comparison.consensus]
+    return number_tables(f"consensus top {comparison.top_k} (min |score| with signs agreeing; mean)", names, rows, 3, width)
 
 
 def print_comparison(console: Console, comparison: Comparison) -> None:
     """The runs (with the r each is compared on), the pair table, the consensus table, the passing counts."""
     for i, run in enumerate(comparison.runs):
         console.print(plain(f"run {i}: {run.name} (r on its {run.scored_on})"))
-    console.print(pair_table(comparison))
-    console.print(consensus_table(comparison))
+    for table in (*pair_tables(comparison, console.width), *consensus_tables(comparison, console.width)):
+        console.print(table)
     console.print(plain(passing_line(comparison)))
     console.print(plain(f"mean Jaccard {comparison.mean_jaccard:.3f} against {comparison.pairs[0].jaccard_chance:.2g} by chance"))
 

@@ -27,6 +27,7 @@ def _register() -> None:
     # Imported here, not at module top, so `skn --help` stays fast and each command stays in its file.
     from skn.cli.compare_cmd import compare_command
     from skn.cli.ablate_cmd import ablate_command
+    from skn.cli.activations_cmd import activations_command
     from skn.cli.plot_cmd import plot_command
     from skn.cli.probe_cmd import probe_command
     from skn.cli.report_cmd import report_command
@@ -42,6 +43,7 @@ def _register() -> None:
     cli.add_command(tasks_command)
     cli.add_command(compare_command)
     cli.add_command(ablate_command)
+    cli.add_command(activations_command)
 
 
 _register()

@@ -22,44 +22,49 @@ from skn.errors import UsageError
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
 from skn.run import memory_plan, run_directory, run_probe
 from skn.seeds import parse_seeds, run_seeds, subrun_dir
+from skn.verdict import next_line
 
 from skn.cli.compare_cmd import print_comparison
-from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
-from skn.cli.render import print_groups, print_result
+from skn.cli.options import (ByteSize, Section, SectionedCommand, data_options, model_options, option, out_option,
+                             section_option, threads_option, train_options)
+from skn.cli.render import print_result, print_verdict
 
 
-@click.command("probe")
+@click.command("probe", cls=SectionedCommand)
 @model_options
 @data_options
 @train_options
-@option("--prompt", ProbeRequest, "prompt", metavar="FILE")
-@option("--metric", ProbeRequest, "metric")
+@option("--prompt", ProbeRequest, "prompt", Section.TRAINING, metavar="FILE")
+@option("--metric", ProbeRequest, "metric", Section.PROBE)
 @option("--task", DataRequest, "task", metavar="NAME")
 @option("--train-size", DataRequest, "train_size", type=int)
 @option("--val-size", DataRequest, "val_size", type=int)
-@option("--group-by", ProbeRequest, "group_by", metavar="FIELD")
+@option("--group-by", ProbeRequest, "group_by", Section.PROBE, metavar="FIELD")
 @option("--top-k", ProbeConfig, "top_k")
 @option("--exemplars", ProbeConfig, "n_exemplars")
 @option("--reduce", ProbeConfig, "reduce", type=click.Choice([r.value for r in Reduce]))
 @option("--backend", ProbeConfig, "backend", type=click.Choice([b.value for b in Backend]))
-@option("--holdout", ProbeConfig, "holdout", type=float, metavar="F")
+@option("--holdout", ProbeConfig, "holdout", Section.STATISTICS, type=float, metavar="F")
 @option("--score", ProbeConfig, "score", type=click.Choice([sc.value for sc in Score]))
-@click.option("--null", "null_permutations", default=NullConfig.permutations, show_default=True, metavar="R",
-              help="Permutations of the metric for the family-wise null (p-values, threshold); 0 = off.")
-@click.option("--alpha", default=NullConfig.alpha, show_default=True, help="Family-wise error rate of the null's threshold.")
-@click.option("--seeds", default="", metavar="S,S,...",
-              help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
+@section_option("--null", "null_permutations", section=Section.STATISTICS, default=NullConfig.permutations, show_default=True,
+                metavar="R", help="Permutations of the metric for the family-wise null (p-values, threshold); 0 = off.")
+@section_option("--alpha", section=Section.STATISTICS, default=NullConfig.alpha, show_default=True,
+                help="Family-wise error rate of the null's threshold.")
+@section_option("--seeds", section=Section.TRAINING, default="", metavar="S,S,...",
+                help="Train and probe one prompt per seed (e.g. 0,1,2) into RUN/seed-S/, then compare them.")
 @option("--fused-mlp", ProbeConfig, "fused_mlp")
 @option("--checkpoint-every", ProbeConfig, "checkpoint_every", metavar="N")
 @option("--exemplars-pass", ProbeConfig, "exemplars_pass", type=click.Choice([e.value for e in ExemplarsPass]))
-@option("--exemplar-store", ProbeConfig, "exemplar_store", metavar="BYTES", type=click.IntRange(min=0))
-@option("--control", ProbeConfig, "control", metavar="NAME[,NAME...]")
+@option("--exemplar-store", ProbeConfig, "exemplar_store", metavar="SIZE", type=ByteSize())
+@option("--control", ProbeConfig, "control", Section.STATISTICS, metavar="NAME[,NAME...]")
 @threads_option
-@click.option("--dry-run", is_flag=True, help="Print the memory plan (no weight loads) and exit.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as one JSON object (peak_bytes = the estimated peak).")
+@section_option("--dry-run", section=Section.OUTPUT, is_flag=True, help="Print the memory plan (no weight loads) and exit.")
+@section_option("--json", "as_json", section=Section.OUTPUT, is_flag=True,
+                help="With --dry-run: the plan as one JSON object (peak_bytes = the estimated peak).")
 @option("--overwrite", ProbeRequest, "overwrite")
-@option("--any-prompt-model", ProbeRequest, "any_prompt_model")
-@click.option("--report", is_flag=True, help="Also write RUN/report.html (figures and exemplars, one offline page).")
+@option("--any-prompt-model", ProbeRequest, "any_prompt_model", Section.TRAINING)
+@section_option("--report", section=Section.OUTPUT, is_flag=True,
+                help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @out_option
 def probe_command(
     model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
@@ -117,11 +122,11 @@ def probe_command(
     notices = Console(stderr=True)
     result = run_probe(request, RichProgress(), notify=lambda line: notices.print(plain(line, style="yellow"), soft_wrap=True))
     print_result(console, result, n_exemplars)
-    if result.groups is not None:
-        print_groups(console, result.groups)
-    if report:
-        console.print(plain("report: ") + plain(str(write_report(run_dir, exemplar_count=n_exemplars)), style="bold"))
+    page = str(write_report(run_dir, exemplar_count=n_exemplars)) if report else ""
+    if page:
+        console.print(plain("report: ") + plain(page, style="bold"))
     console.print(plain("run directory: ") + plain(str(run_dir), style="bold"))
+    print_verdict(console, result, str(run_dir), page)
 
 
 def _probe_seeds(console: Console, request: ProbeRequest, seeds: tuple[int, ...], n_exemplars: int, report: bool) -> None:
@@ -132,8 +137,11 @@ def _probe_seeds(console: Console, request: ProbeRequest, seeds: tuple[int, ...]
         print_result(console, result, n_exemplars)
         if report:
             console.print(plain(f"report: {write_report(subrun_dir(out, seed), exemplar_count=n_exemplars)}"))
+        print_verdict(console, result)
     if done.comparison is not None:
         if report:
             console.print(plain(f"report: {write_compare_report(out, done.comparison)}"))
         print_comparison(console, done.comparison)
     console.print(plain(f"run directory: {out} (one seed-S/ per seed)"))
+    if done.seeds:
+        console.print(plain(next_line(str(subrun_dir(out, done.seeds[0])))))

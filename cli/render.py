@@ -1,10 +1,17 @@
-"""Rich rendering of results: the top-neuron table with its exemplars, and the group tables.
+"""Rich rendering of results: the top-neuron table, its exemplars, the group tables and the verdict.
 
 Every cell is a `rich.text.Text` made by `skn.console.plain` (data is never read as markup, and its control
-characters are shown as escapes). The number columns (rank, layer, neuron, pos, r) are as wide as their
-widest value and never shrink; the text columns take what is left of the console's width (80 when output
-goes to a file, or $COLUMNS), so the tables read at 60, 80 or 200 columns and in a log file alike. Group tables that would not fit are split into several
-tables over the same neurons, a slice of the groups each.
+characters are shown as escapes). Laid out for the console's width (80 when output goes to a pipe or a
+file, or $COLUMNS), so that everything reads at 60, 80 or 200 columns and in a log file alike:
+
+- number cells (rank, layer, neuron, pos, r, p, r held out, group means) never wrap, shrink or get cut:
+  each column is as wide as its widest value; a table whose number columns do not fit the console is split
+  into several tables over the same rows, the identifying columns (rank, layer, neuron, pos, r) in each;
+- text wraps instead of being cut: the exemplars are a table of their own, one row per example (rank,
+  most/least, activation, instruction), the instruction taking the rest of the width over as many lines as
+  it needs (an instruction over EXEMPLAR_CHARS characters is cut there, with "…");
+- the notes on a table (holdout, passing counts, covariates) are printed below it as plain lines;
+- a run's output ends with its verdict (skn.verdict) and what to run next.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ from skn.passing import PassingCounts
 from skn.partial import PartialResult, control_line
 from skn.rank import Neuron, exemplars
 from skn.result import ProbeResult, RunInfo
+from skn.verdict import next_line, verdict_lines
 
 NUMBER_COLUMNS = ("rank", "layer", "neuron", "pos", "r")
-MIN_TEXT = 12  # below this per text column, most and least activating share one column
+EXEMPLAR_CHARS = 240  # an exemplar's instruction is shown up to this many characters (a few lines at 80 columns)
+EXEMPLAR_NEURONS = 3  # the terminal shows the exemplars of this many top neurons (the files and the report: all)
+MIN_TEXT = 16  # the instruction column never gets narrower than this
 
 
-def _short(value: str, width: int = 48) -> str:
+def _short(value: str, width: int = EXEMPLAR_CHARS) -> str:
     flat = visible(" ".join(value.split()))
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
 
@@ -89,55 +99,71 @@ def table_width(widths: Sequence[int]) -> int:
 
 def _add_number_columns(table: Table, widths: Sequence[int], names: Sequence[str] = NUMBER_COLUMNS) -> None:
     for name, width in zip(names, widths, strict=True):
-        table.add_column(name, justify="right", no_wrap=True, width=width, min_width=width)
+        table.add_column(plain(name), justify="right", no_wrap=True, width=width, min_width=width)
 
 
-def neuron_table(
-    neurons: Sequence[Neuron],
-    activations: Tensor,
-    examples: Sequence[Example],
-    n_exemplars: int,
-    title: str,
-    text_width: int = 48,
-    combined: bool = False,
-    null: NullResult | None = None,
-    held_out: Sequence[HeldOutR] = (),
-    caption: str = "",
-    raw_r: Sequence[float] = (),
-) -> Table:
-    """rank, layer, neuron, position, r, (with the null) the adjusted p, (with a holdout) r held out with its
-    95% interval, and the most/least activating examples (activation: text); `combined` puts both lists in
-    one column (most first, then least) for narrow consoles."""
-    table = Table(title=plain(title), title_justify="left", show_lines=True, caption=plain(caption) if caption else None,
-                  caption_justify="left")
-    names, number_rows = number_columns(neurons, null, held_out, raw_r)
-    _add_number_columns(table, _widths(names, number_rows), names)
-    headers = ("most / least activating",) if combined else ("most activating", "least activating")
-    for name in headers:
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=text_width, min_width=text_width)
+def fit_chunks(fixed: Sequence[int], widths: Sequence[int], console_width: int | None) -> list[list[int]]:
+    """The indices of the columns `widths`, split into runs that each fit `console_width` beside the `fixed`
+    columns (one column at least per run, so a column wider than the console still gets a table)."""
+    chunks: list[list[int]] = [[]]
+    for j, w in enumerate(widths):
+        used = table_width([*fixed, *(widths[i] for i in chunks[-1]), w])
+        if chunks[-1] and console_width is not None and used > console_width:
+            chunks.append([])
+        chunks[-1].append(j)
+    return chunks
+
+
+def number_tables(title: str | Text, names: Sequence[str], rows: Sequence[Sequence[str]], fixed: int,
+                  console_width: int | None, show_lines: bool = False) -> list[Table]:
+    """Tables of right-aligned cells that never wrap, shrink or get cut: the first `fixed` columns in every
+    table, the others split over as many tables as it takes to fit `console_width` (titled "(1/2)", ...)."""
+    widths = _widths(names, rows)
+    chunks = fit_chunks(widths[:fixed], widths[fixed:], console_width) if len(names) > fixed else [[]]
+    tables = []
+    for part, chunk in enumerate(chunks):
+        columns = [*range(fixed), *(fixed + j for j in chunk)]
+        suffix = f" ({part + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+        table = Table(title=text(title, suffix), title_justify="left", show_lines=show_lines)
+        _add_number_columns(table, [widths[i] for i in columns], [names[i] for i in columns])
+        for row in rows:
+            table.add_row(*(plain(row[i]) for i in columns))
+        tables.append(table)
+    return tables
+
+
+def neuron_tables(neurons: Sequence[Neuron], title: str, console_width: int | None = None, null: NullResult | None = None,
+                  held_out: Sequence[HeldOutR] = (), raw_r: Sequence[float] = ()) -> list[Table]:
+    """rank, layer, neuron, position, r, (with --control) raw r, (with the null) the adjusted p and (with a
+    holdout) r held out with its 95% interval: one table, or on too narrow a console several over the same rows."""
+    names, rows = number_columns(neurons, null, held_out, raw_r)
+    return number_tables(title, names, rows, len(NUMBER_COLUMNS), console_width, show_lines=bool(held_out))
+
+
+def exemplar_table(neurons: Sequence[Neuron], activations: Tensor, examples: Sequence[Example], n_exemplars: int) -> Table:
+    """Each top neuron's most and least activating examples, one row each: the neuron's rank, most/least, the
+    activation (never cut) and the instruction, which wraps over as many lines as it needs."""
+    rows: list[list[tuple[str, str, str, str]]] = []
     for k, neuron in enumerate(neurons):
         chosen = exemplars(activations[k], n_exemplars)
-
-        def lines(indices: Sequence[int], sign: str = "") -> list[str]:
-            return [_short(f"{sign}{float(activations[k, i]):+.3g}  {examples[i].instruction}", text_width) for i in indices]
-
-        cells = [plain(c) for c in number_rows[k]]
-        if combined:
-            cells.append(plain("\n".join(lines(chosen.most) + lines(chosen.least))))
-        else:
-            cells += [plain("\n".join(lines(chosen.most))), plain("\n".join(lines(chosen.least)))]
-        table.add_row(*cells)
+        block: list[tuple[str, str, str, str]] = []
+        for label, indices in (("most", chosen.most), ("least", chosen.least)):
+            for j, i in enumerate(indices):
+                block.append(("" if block else str(neuron.rank), "" if j else label, f"{float(activations[k, i]):+.3g}",
+                              _short(examples[i].instruction)))
+        rows.append(block)
+    cells = [row for block in rows for row in block]
+    widths = _widths(("rank", "", "activation"), cells)
+    table = Table(title=plain("most and least activating examples of each neuron"),
+                  title_justify="left", expand=True)
+    table.add_column("rank", justify="right", no_wrap=True, min_width=widths[0])
+    table.add_column("", no_wrap=True, min_width=widths[1])
+    table.add_column("activation", justify="right", no_wrap=True, min_width=widths[2])
+    table.add_column("instruction", overflow="fold", min_width=MIN_TEXT, ratio=1)
+    for block in rows:
+        for j, row in enumerate(block):
+            table.add_row(*(plain(c) for c in row), end_section=j == len(block) - 1)
     return table
-
-
-def text_layout(console_width: int, neurons: Sequence[Neuron], null: NullResult | None = None,
-                held_out: Sequence[HeldOutR] = (), raw_r: Sequence[float] = ()) -> tuple[int, bool]:
-    """(width of each text column, combined?) so that the whole table fits `console_width`."""
-    fixed = table_width(_widths(*number_columns(neurons, null, held_out, raw_r)))  # includes the rule after the last number column
-    two = (console_width - fixed) // 2 - 3  # each text column adds padding 2 and one rule
-    if two >= MIN_TEXT:
-        return min(two, 72), False
-    return max(console_width - fixed - 3, 4), True
 
 
 def summary_line(info: RunInfo) -> Text:
@@ -159,7 +185,7 @@ def null_line(null: NullResult | None, top_k: int) -> str:
 
 
 def holdout_caption(holdout: HoldoutResult | None, note: str) -> str:
-    """The line under the table: which r is which, and the cross-fitted replication rate."""
+    """The lines under the table: which r is which, and the cross-fitted replication rate."""
     if holdout is None:
         return note
     rep = holdout.replication
@@ -181,23 +207,43 @@ def print_run(console: Console, info: RunInfo, neurons: Sequence[Neuron], activa
               examples: Sequence[Example], n_exemplars: int, holdout: HoldoutResult | None = None,
               null: NullResult | None = None, passing: PassingCounts | None = None, partial: PartialResult | None = None,
               title: str = "") -> None:
+    """The summary line, the top-neuron table and the notes under it, the null's line, then the exemplars."""
     console.print(summary_line(info))
     held_out = holdout.per_neuron if holdout is not None else ()
     raw_r = partial.raw_r if partial is not None else ()
     note = str(summary_from_info(info.extra).get("note", ""))
-    width, combined = text_layout(console.width, neurons, null, held_out, raw_r)
+    for table in neuron_tables(neurons, title or f"top {len(neurons)} neurons", console.width, null, held_out, raw_r):
+        console.print(table)
     caption = table_caption(holdout, note, passing)
     if partial is not None:
         caption = control_line(partial) + ("\n" + caption if caption else "")
-    console.print(neuron_table(neurons, activations, examples, n_exemplars, title or f"top {len(neurons)} neurons", width,
-                               combined, null, held_out, caption, raw_r))
+    if caption:
+        console.print(plain(caption))
     console.print(plain(null_line(null, len(neurons))))
+    if n_exemplars > 0 and neurons:
+        console.print(exemplar_table(neurons, activations, examples, n_exemplars))
 
 
-def print_result(console: Console, result: ProbeResult, n_exemplars: int, title: str = "") -> None:
-    """A run's summary line, its top-neuron table (holdout and passing counts in the caption) and the null's line."""
-    print_run(console, result.info, result.neurons, result.top_activations, result.examples, n_exemplars, result.holdout,
+def print_result(console: Console, result: ProbeResult, n_exemplars: int, title: str = "",
+                 exemplar_neurons: int = EXEMPLAR_NEURONS) -> None:
+    """A run's summary line, its top-neuron table (holdout and passing counts below it), the null's line, the
+    group tables (the numbers together), then the exemplars of the first `exemplar_neurons` neurons (0: all)."""
+    print_run(console, result.info, result.neurons, result.top_activations, result.examples, 0, result.holdout,
               result.null, result.passing, result.partial, title)
+    if result.groups is not None:
+        print_groups(console, result.groups)
+    if n_exemplars > 0 and result.neurons:
+        shown = len(result.neurons) if exemplar_neurons <= 0 else min(exemplar_neurons, len(result.neurons))
+        console.print(exemplar_table(result.neurons[:shown], result.top_activations[:shown], result.examples, n_exemplars))
+        if shown < len(result.neurons):
+            console.print(plain(f"(exemplars of the top {shown} shown; all {len(result.neurons)}: skn show RUN "
+                                "--exemplar-neurons 0, or the report)"))
+
+
+def print_verdict(console: Console, result: ProbeResult, run: str = "", report: str = "", ablated: bool = False) -> None:
+    """The run's verdict in plain words (skn.verdict) and, given its directory `run`, what to run next."""
+    lines = verdict_lines(result) + ((next_line(run, report, ablated),) if run else ())
+    console.print(plain("\n".join(lines)))
 
 
 def _group_cell(s: Summary) -> str:
@@ -211,28 +257,12 @@ def group_tables(summaries: GroupSummaries, width: int | None = None) -> list[Ta
     """Per field, Rich tables with a row per top neuron and a column per value (mean ± std; n in the
     header). With `width`, the value columns are split over as many tables as it takes to fit."""
     tables = []
-    neurons = [g.neuron for g in summaries.neurons]
-    fixed = number_widths(neurons)
     for field in summaries.fields:
         first = summaries.neurons[0].by_field[field] if summaries.neurons else ()
         headers = [_short(f"{value_label(group.value)} (n={group.stats.count})", 40) for group in first]
-        cells = [[_group_cell(group.stats) for group in g.by_field[field]] for g in summaries.neurons]
-        col_widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(headers)]
-        chunks: list[list[int]] = [[]]
-        for j, w in enumerate(col_widths):
-            used = table_width([*fixed, *(col_widths[i] for i in chunks[-1]), w])
-            if chunks[-1] and width is not None and used > width:
-                chunks.append([])
-            chunks[-1].append(j)
-        for part, chunk in enumerate(chunks):
-            suffix = f" ({part + 1}/{len(chunks)})" if len(chunks) > 1 else ""
-            table = Table(title=text(f"activation by {field}{suffix}"), title_justify="left")
-            _add_number_columns(table, fixed)
-            for j in chunk:
-                table.add_column(plain(headers[j]), justify="right", no_wrap=True, width=col_widths[j], min_width=col_widths[j])
-            for g, row in zip(summaries.neurons, cells, strict=True):
-                table.add_row(*(plain(c) for c in _number_cells(g.neuron)), *(plain(row[j]) for j in chunk))
-            tables.append(table)
+        rows = [_number_cells(g.neuron) + tuple(_group_cell(group.stats) for group in g.by_field[field])
+                for g in summaries.neurons]
+        tables += number_tables(text(f"activation by {field}"), (*NUMBER_COLUMNS, *headers), rows, len(NUMBER_COLUMNS), width)
     return tables
 
 

@@ -21,8 +21,9 @@ from skn.report import REPORT_FILE, write_report
               help="Most and least activating examples shown per neuron.")
 def report_command(run: Path, out: Path | None, group_by: str | None, examples: int) -> None:
     """Write one HTML file with the run's summary, training curve, figures, the sortable table of top
-    neurons, and each neuron's most and least activating examples. Figures are embedded; it needs no
-    network and works offline in any browser.
+    neurons, and each neuron's figures (densities per group; against the metric when it is continuous) and
+    most and least activating examples. Figures are embedded; it needs no network and works offline in any
+    browser.
 
     \b
     Example:

@@ -12,10 +12,10 @@ from skn.distributed import from_environment
 from skn.run import run_train
 from skn.console import plain
 
-from skn.cli.options import data_options, model_options, option, out_option, threads_option, train_options
+from skn.cli.options import SectionedCommand, data_options, model_options, option, out_option, threads_option, train_options
 
 
-@click.command("train")
+@click.command("train", cls=SectionedCommand)
 @model_options
 @data_options
 @train_options

@@ -9,14 +9,20 @@ or stage by stage:
     loaded = skn.load_model("Qwen/Qwen1.5-1.8B-Chat")
     trained = skn.train(loaded, skn.load_examples("train.jsonl"), skn.load_examples("val.jsonl"))
     result = skn.probe(loaded, trained.prompt, skn.load_examples("val.jsonl"), "loss")
+
+any neuron on any text (one prompt-only pass), and a model already in memory:
+
+    acts = skn.neuron_activations(loaded, trained.prompt, ["some text"], [(0, 5)], run=result)  # [K, N]
+    loaded = skn.wrap_loaded("my-model", model, tokenizer)
 """
 
+from skn.activations import neuron_activations, run_activations
 from skn.api import ProbeConfig, probe, train
 from skn.compare import Comparison, compare_runs, write_comparison
 from skn.data import Example, Split, load_examples
 from skn.folds import FoldAccumulator, FoldStats, assign_folds, plan_holdout
 from skn.holdout import HeldOutR, HoldoutResult, rank_with_holdout
-from skn.model import LoadedModel, load_model
+from skn.model import LoadedModel, load_model, wrap_loaded
 from skn.passing import PassingCounts, count_passing
 from skn.rank import Neuron, Reduce
 from skn.result import ProbeResult, RunInfo
@@ -58,13 +64,16 @@ __all__ = [
     "load_examples",
     "load_model",
     "merge",
+    "neuron_activations",
     "plan_holdout",
     "probe",
     "rank_with_holdout",
     "read_probe_run",
+    "run_activations",
     "run_probe",
     "run_seeds",
     "run_train",
     "train",
+    "wrap_loaded",
     "write_comparison",
 ]

@@ -170,7 +170,6 @@ def curve_rows(record: Mapping[str, object], measure: str = "loss") -> tuple[Cur
 
 def departure_text(record: Mapping[str, object], note: bool = True) -> str:
     """Where the curve departs from random (or that it never does, and, with `note`, why it could not)."""
-    config = _map(record.get("config"))
     departure = _map(record.get("departure"))
     axis = "K" if record.get("axis") == "k" else "S"
     where = (f"departs from random at {axis} = {departure.get('k') if axis == 'K' else departure.get('scale')} "

@@ -155,7 +155,8 @@ def train(
     val_rows = encode(loaded, val_examples, template, config.prompt_len)
     result = train_prompt(loaded, train_rows, val_rows, config, out, resume, progress, ranks)
     if out is not None:
-        write_prompt(out, PromptFile(result.prompt, loaded.name, resolve_template(template, loaded.tokenizer).value))
+        write_prompt(out, PromptFile(result.prompt, loaded.name, resolve_template(template, loaded.tokenizer).value,
+                                     loaded.fingerprint))
     return result
 
 
@@ -370,7 +371,8 @@ def _probe_with(
         examples=examples,
         info=replace(
             probe_info(loaded, spec, config, len(examples), len(neurons), timings),
-            extra={"holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
+            extra={**loaded.identity(),  # the weights' fingerprint and hub revision (skn.model.LoadedModel.identity)
+                   "holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
                    else {"fraction": 0.0, "note": plan.note},
                    "null": null_summary(null), "exemplars": source.summary(),
                    **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {}),

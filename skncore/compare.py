@@ -13,8 +13,8 @@ and the neurons that pass in every run with one sign. Runs must share the model,
 places), is refused with one line; naming the very same directory twice compares a run with itself.
 
 Files in the output folder: `compare.json` (runs, pairs, consensus top K), `compare.csv` (the consensus top
-K, one row per neuron with each run's score) and `compare.png` (run A's scores against run B's, the first
-two runs, every neuron, the consensus top K marked).
+K, one row per neuron with each run's score) and `compare.png` (one panel per pair of runs: run a's scores
+against run b's, every neuron, the consensus top K marked).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from skn.overlap import (
     top_k_flat,
 )
 from skn.passing import passing_mask
-from skn.plots import new_figure, png_bytes
+from skn.plots import legend_above, new_figure, png_bytes, set_caption
 from skn.rank import best_scores
 from skn.result import ProbeResult
 from skn.rundir import write_bytes, write_json, write_text
@@ -295,31 +294,49 @@ def to_csv(comparison: Comparison) -> str:
     return buffer.getvalue()
 
 
-def scatter_figure(comparison: Comparison, a: int = 0, b: int = 1) -> Figure:
-    """Run a's score against run b's for every neuron (gid "neurons"), the consensus top K marked (gid "consensus")."""
-    figure = new_figure(5.6, 5.0)
-    ax = figure.add_subplot()
-    x, y = comparison.runs[a].score.reshape(-1), comparison.runs[b].score.reshape(-1)
-    keep = np.isfinite(x) & np.isfinite(y)
-    ax.scatter(x[keep], y[keep], s=4, color="0.55", alpha=0.5, linewidths=0, gid="neurons", label=f"{int(keep.sum())} neurons")
+def _panels(pairs: int) -> tuple[int, int, float]:
+    """Columns, rows and the panel size (inches) of the scatter figure's grid for `pairs` pairs."""
+    if pairs == 1:
+        return 1, 1, 5.0
+    columns = 3 if pairs <= 9 else 4
+    columns = min(columns, pairs)
+    return columns, math.ceil(pairs / columns), 3.6 if pairs <= 9 else 3.0
+
+
+def scatter_figure(comparison: Comparison) -> Figure:
+    """One panel per pair of runs (a, b): run a's score against run b's for every neuron (gid "neurons"),
+    the consensus top K marked (gid "consensus"); the pair's Spearman and Jaccard in the panel's title."""
+    columns, rows, size = _panels(len(comparison.pairs))
+    figure = new_figure(max(5.2, size * columns), size * rows + 1.3)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
     width = comparison.runs[0].score.shape[1]
-    cx = [x[c.layer * width + c.index] for c in comparison.consensus]
-    cy = [y[c.layer * width + c.index] for c in comparison.consensus]
-    ax.scatter(cx, cy, s=28, color="C3", edgecolors="white", linewidths=0.6, gid="consensus",
-               label=f"consensus top {comparison.top_k} (min, signs agree)")
-    ax.axhline(0.0, color="0.8", lw=0.8)
-    ax.axvline(0.0, color="0.8", lw=0.8)
-    pair = next(p for p in comparison.pairs if (p.a, p.b) == (a, b))
-    ax.set_title(f"Neuron scores in two runs: Spearman {pair.spearman:.3f}, top-{comparison.top_k} Jaccard "
-                 f"{pair.jaccard:.2f} (chance {pair.jaccard_chance:.3f})", fontsize=9)
-    ax.set_xlabel(f"score in run {a} (r at its best position)")
-    ax.set_ylabel(f"score in run {b}")
-    ax.legend(fontsize=8, loc="upper left", frameon=False)
-    ax.grid(alpha=0.25)
-    names = f"run {a}: {comparison.runs[a].name}; run {b}: {comparison.runs[b].name}"
-    text = (f"model: {comparison.runs[0].model}  \u00b7  metric: {comparison.runs[0].metric}  \u00b7  "
-            f"neurons = {comparison.neurons}  \u00b7  {names}")
-    figure.supxlabel("\n".join(textwrap.wrap(text, 110)), fontsize=7.5, color="0.35", x=0.01, ha="left")
+    flat = [c.layer * width + c.index for c in comparison.consensus]
+    every = np.concatenate([r.score.reshape(-1) for r in comparison.runs])
+    finite = np.abs(every[np.isfinite(every)])
+    limit = (float(finite.max()) if finite.size else 1.0) * 1.06 + 1e-12  # one scale for every panel
+    for ax, pair in zip(axes, comparison.pairs):
+        x, y = comparison.runs[pair.a].score.reshape(-1), comparison.runs[pair.b].score.reshape(-1)
+        keep = np.isfinite(x) & np.isfinite(y)
+        ax.scatter(x[keep], y[keep], s=4, color="0.55", alpha=0.5, linewidths=0, gid="neurons",
+                   label="every neuron with a score in both runs")
+        ax.scatter(x[flat], y[flat], s=26, color="C3", edgecolors="white", linewidths=0.6, gid="consensus",
+                   label=f"consensus top {comparison.top_k} (min |score|, signs agree)")
+        ax.axhline(0.0, color="0.8", lw=0.8)
+        ax.axvline(0.0, color="0.8", lw=0.8)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_title(f"run {pair.a} against run {pair.b}: Spearman {pair.spearman:.3f}\ntop-{comparison.top_k} "
+                     f"Jaccard {pair.jaccard:.2f} (chance {pair.jaccard_chance:.3f})", fontsize=8.5)
+        ax.set_xlabel(f"score in run {pair.a}", fontsize=9)
+        ax.set_ylabel(f"score in run {pair.b}", fontsize=9)
+        ax.grid(alpha=0.25)
+    for ax in axes[len(comparison.pairs):]:
+        figure.delaxes(ax)
+    legend_above(figure, axes[0], chars=80, ncols=2 if columns > 1 else 1, title_size=10,
+                 title=f"Neuron scores of {len(comparison.runs)} runs, pair by pair (r at each run's own best position)")
+    names = "; ".join(f"run {i}: {r.name}" for i, r in enumerate(comparison.runs))
+    set_caption(figure, f"model: {comparison.runs[0].model}  \u00b7  metric: {comparison.runs[0].metric}  \u00b7  "
+                        f"neurons = {comparison.neurons}  \u00b7  {names}")
     return figure
 
 

@@ -1,5 +1,6 @@
 """The comparison of several runs as one self-contained HTML page (`skn compare --report`, `skn probe --seeds
---report`): the runs, the pairwise overlap and rank correlation, the consensus table and the scatter figure.
+--report`): the runs, the pairwise overlap and rank correlation, the consensus table and the scatter figure
+(one panel per pair).
 Same style and escaping as skn.report; nothing is fetched."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import math
 from pathlib import Path
 
 from skn.compare import Comparison, passing_line, scatter_figure, scored_on_line
-from skn.report import STYLE, _img, _num_cell, _r_cell, esc
+from skn.report import STYLE, _img, _num_cell, _r_cell, esc, scrolling
 from skn.rundir import write_bytes
 from skn.version import __version__
 
@@ -43,19 +44,19 @@ def compare_section(comparison: Comparison) -> str:
         for c in comparison.consensus
     )
 
-    def head(names: tuple[str, ...] | list[str]) -> str:
-        return "".join(f"<th>{esc(h)}</th>" for h in names)
+    def table(names: tuple[str, ...] | list[str], body: str) -> str:
+        head = "".join(f"<th>{esc(h)}</th>" for h in names)
+        return scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     return (
         f'<section class="card" id="compare"><h2>Across runs: top-{comparison.top_k} overlap and consensus</h2>'
         f'<p class="sub">Each neuron (layer, index) at each run\'s own best position; chance: two random top-'
         f"{comparison.top_k} sets of {comparison.neurons} neurons.</p>"
         f'<p class="sub">{esc(scored_on_line(comparison))}. {esc(passing_line(comparison))}.</p>'
-        f"<table><thead><tr><th>run</th><th>directory</th><th>r compared</th><th>neurons passing</th></tr></thead>"
-        f"<tbody>{runs}</tbody></table>"
-        f"<h4>Pairs</h4><table><thead><tr>{head(pair_heads)}</tr></thead><tbody>{pairs}</tbody></table>"
-        f"<h4>Consensus</h4><table><thead><tr>{head(heads)}</tr></thead><tbody>{rows}</tbody></table>"
-        f"<h4>Run 0 against run 1</h4>{_img(scatter_figure(comparison), 'scores of run 0 against run 1', 'fig')}</section>"
+        f"{table(('run', 'directory', 'r compared', 'neurons passing'), runs)}"
+        f"<h4>Pairs</h4>{table(pair_heads, pairs)}"
+        f"<h4>Consensus</h4>{table(heads, rows)}"
+        f"<h4>Every pair of runs</h4>{_img(scatter_figure(comparison), 'neuron scores of every pair of runs', 'fig')}</section>"
     )
 
 

@@ -11,14 +11,18 @@ the user's terminal. `visible()` shows every control character as a `\\xNN` esca
 and tab, DEL, C1), so what was there is seen and nothing reaches the terminal; `text`, `bold`, `plain`
 and `error_line` apply it to every plain string they are given.
 
-`quiet_transformers()` hides transformers' own progress bars ("Loading weights") for skn's own calls
-and restores the caller's setting afterwards; transformers' warnings are left as they are.
+`quiet_transformers()` hides third-party progress bars (transformers' "Loading weights", huggingface_hub's
+downloads, the GGUF dequantization bar) for skn's own calls and restores the caller's settings afterwards;
+transformers' warnings are left as they are.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -65,19 +69,45 @@ def error_line(message: str, label: str = "error") -> Text:
 
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """transformers' progress bars off inside the block, the caller's setting back after it."""
+    """Third-party progress bars off inside the block, each caller's setting back after it: transformers' own
+    ("Loading weights"), huggingface_hub's (downloads) and the tqdm bar of transformers' GGUF dequantization,
+    which neither switch reaches (it is made hidden by `disable=True` for the block)."""
     try:
+        from huggingface_hub.utils import (  # type: ignore[attr-defined]  # re-exported without __all__
+            are_progress_bars_disabled, disable_progress_bars, enable_progress_bars)
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - transformers is a dependency
         yield
         return
     was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hub_was_disabled = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # also huggingface_hub's
+    gguf_module, gguf_bar = _gguf_progress()
+    if gguf_module is not None:
+        setattr(gguf_module, "tqdm", functools.partial(gguf_bar, disable=True))
     try:
         yield
     finally:
+        if gguf_module is not None:
+            setattr(gguf_module, "tqdm", gguf_bar)
         if was_enabled:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        if hub_was_disabled:
+            disable_progress_bars()
+        else:
+            enable_progress_bars()
+
+
+def _gguf_progress() -> tuple[ModuleType | None, Any]:
+    """transformers' GGUF loader and the tqdm it draws its dequantization bar with (None where it has none)."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_module
+    except ImportError:  # pragma: no cover - an older transformers without GGUF support
+        return None, None
+    bar = getattr(gguf_module, "tqdm", None)
+    if bar is None or isinstance(bar, functools.partial):  # none, or already hidden by an enclosing block
+        return None, None
+    return gguf_module, bar
 
 
 __all__ = ["bold", "error_line", "plain", "quiet_transformers", "say", "text", "visible"]

@@ -117,32 +117,56 @@ def check_header(columns: Sequence[str], where: str) -> None:
         seen.add(column)
 
 
-def open_hf_dataset(spec: str, name: str, split: str) -> Any:
+HF_FORMS = "hf:NAME, hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT"
+DEFAULT_HF_SPLIT = "train"
+
+
+@dataclass(frozen=True)
+class HfDataset:
+    """One split of a Hugging Face dataset, as `hf:NAME[:SPLIT]` or `hf:NAME:CONFIG:SPLIT` names it."""
+
+    name: str
+    split: str
+    config: str = ""  # the dataset's configuration (subset), "" = its default
+
+
+def parse_hf_spec(spec: str, default_split: str = DEFAULT_HF_SPLIT) -> HfDataset:
+    """`hf:NAME` (the default split), `hf:NAME:SPLIT`, or `hf:NAME:CONFIG:SPLIT` (an empty part takes its default:
+    `hf:NAME:CONFIG:` is the default split of CONFIG)."""
+    parts = spec.split(":")
+    if len(parts) > 4 or not parts[1:] or not parts[1]:
+        raise DataError(f"{spec}: write a Hugging Face dataset as {HF_FORMS}")
+    name = parts[1]
+    config = parts[2] if len(parts) == 4 else ""
+    split = parts[-1] if len(parts) > 2 else ""
+    return HfDataset(name, split or default_split, config)
+
+
+def open_hf_dataset(spec: str, name: str, split: str, config: str = "") -> Any:
     """One split of a Hugging Face dataset (needs the optional `datasets` package); `spec` names it in errors."""
     try:
         import datasets  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise DataError(f"{spec}: reading Hugging Face datasets needs `pip install 'skn[datasets]'`") from None
+    at = f"'{name}' configuration '{config}'" if config else f"'{name}'"
     try:
-        return datasets.load_dataset(name, split=split)
+        return datasets.load_dataset(name, config or None, split=split)
     except Exception as err:  # the datasets library raises many kinds; report any of them
-        raise DataError(f"{spec}: could not load dataset '{name}' split '{split}': {err}") from None
+        raise DataError(f"{spec}: could not load dataset {at} split '{split}': {err}") from None
 
 
 def _dataset_records(spec: str) -> Iterator[tuple[str, Mapping[str, JSONValue]]]:
-    """`hf:NAME[:SPLIT]`: a Hugging Face dataset, where the optional `datasets` package is installed."""
-    parts = spec.split(":")
-    name = parts[1] if len(parts) > 1 else ""
-    split = parts[2] if len(parts) > 2 else "train"
-    if not name:
-        raise DataError(f"{spec}: write a Hugging Face dataset as hf:NAME or hf:NAME:SPLIT")
-    table = open_hf_dataset(spec, name, split)
+    """`hf:NAME[:SPLIT]` or `hf:NAME:CONFIG:SPLIT`: a Hugging Face dataset, where the optional `datasets`
+    package is installed."""
+    wanted = parse_hf_spec(spec)
+    table = open_hf_dataset(spec, wanted.name, wanted.split, wanted.config)
     for index, record in enumerate(table):
         yield f"{spec}#{index}", dict(record)
 
 
 def load_examples(source: str | Path, names: FieldNames = FieldNames()) -> tuple[Example, ...]:
-    """Read every example of a `.jsonl` / `.json` (one object per line) or `.csv` file, or `hf:NAME[:SPLIT]`."""
+    """Read every example of a `.jsonl` / `.json` (one object per line) or `.csv` file, or a Hugging Face dataset
+    (`hf:NAME[:SPLIT]`, `hf:NAME:CONFIG:SPLIT`)."""
     text = str(source)
     if text.startswith("hf:"):
         records: Iterator[tuple[str, Mapping[str, JSONValue]]] = _dataset_records(text)

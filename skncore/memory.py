@@ -230,7 +230,7 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
                      examples: Sequence[Example], template: Template, prompt_len: int, batch_size: int, *,
                      training: bool, gradient_checkpointing: bool, metric_after_pass: bool, null_permutations: int = 0,
                      folds: bool = False, covariates: int = 0, probe_examples: int = 0, train_examples: int = 0,
-                     neuron_module: str = "") -> tuple[MemoryPlan, Workload]:
+                     neuron_module: str = "", revision: str = "") -> tuple[MemoryPlan, Workload]:
     """The plan of a run on model `name`: its config and tokenizer are read (no weights), the examples
     tokenized for the longest sequence and the scored tail (right-padded batches: T - shortest prefix + 1).
     A model that is no decoder-only causal LM is refused here (skn.model.refuse_non_causal); one that cannot
@@ -241,7 +241,7 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
     dtype = pick_dtype(dtype_choice, device)
     require(quantize, device)
     gguf = find_gguf(name)  # a GGUF file carries its config and tokenizer: read them from it
-    source, extra = name, dict[str, str]()
+    source, extra = name, ({"revision": revision} if revision else dict[str, str]())  # a hub model's branch, tag or commit
     if gguf is not None:
         require_gguf_support()
         source, extra = str(gguf.folder), {"gguf_file": gguf.name}

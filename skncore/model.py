@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from skn.errors import ModelError, UsageError
+from skn.fingerprint import FINGERPRINT_KEY, model_fingerprint
+from skn.hub import check_revision, recorded_name
 from skn.load_checks import LOADING_INFO, loaded_with_info, read_config, refuse_non_causal
 from skn.gguf import GgufFile, describe, find_gguf, require_gguf_support
 from skn.placement import Placement, from_pretrained_kwargs, statistics_device
@@ -56,6 +58,9 @@ ADAPTERS: dict[str, Adapter] = {
 
 # Names tried, in order, for a model_type without a record: the last part of a module path.
 _KNOWN_SUFFIXES = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "fc2", "mlp.fc_out", "feed_forward.w2")
+
+
+REVISION_KEY = "revision"  # the hub revision's name in run.json
 
 
 class DType(Enum):
@@ -121,6 +126,18 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     weights: str = ""  # how the weights were made, where that is not plain (a dequantized GGUF file)
+    revision: str = ""  # the hub revision asked for ("" = the hub's default, or a local model)
+
+    @property
+    def fingerprint(self) -> str:
+        """Which weights these are, wherever they were loaded from (skn.fingerprint), as they are now."""
+        return model_fingerprint(self.model)
+
+    def identity(self) -> dict[str, str]:
+        """What run.json records of the weights beside the model's name: their fingerprint and
+        the hub revision asked for (each only when there is one)."""
+        record = {FINGERPRINT_KEY: self.fingerprint, REVISION_KEY: self.revision}
+        return {key: value for key, value in record.items() if value}
 
     @property
     def hidden_size(self) -> int:
@@ -250,17 +267,36 @@ def batch_pad_id(loaded: LoadedModel) -> int:
     return 0
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a built model's statistics live: the first placed layer's device of a model spread by a device
+    map (skn.placement), else the device of its weights."""
+    device_map = getattr(model, "hf_device_map", None)
+    if isinstance(device_map, dict) and device_map:
+        return statistics_device(device_map)
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        raise ModelError(f"{type(model).__name__} has no parameters: not a language model")
+    return first.device
+
+
 def wrap_loaded(
-    name: str, model: nn.Module, tokenizer: Tokenizer, device: torch.device, neuron_module: str = ""
+    name: str, model: nn.Module, tokenizer: Tokenizer, device: torch.device | str | None = None, neuron_module: str = ""
 ) -> LoadedModel:
-    """Freeze an already built model (a notebook's, a test's) and find its neurons."""
+    """Freeze a model already in memory (a notebook's, a test's) and find its neurons:
+
+        model = AutoModelForCausalLM.from_pretrained("Qwen/Qwen2.5-0.5B")
+        loaded = skn.wrap_loaded("Qwen/Qwen2.5-0.5B", model, AutoTokenizer.from_pretrained("Qwen/Qwen2.5-0.5B"))
+
+    `name` is what run.json records as the model; `device` is where the statistics live (None: where the
+    model's weights are, see `model_device`); the model is not moved."""
     config = getattr(model, "config", None)
     model_type = str(getattr(config, "model_type", ""))
     refuse_non_causal(name, config)
+    where = model_device(model) if device is None else device if isinstance(device, torch.device) else pick_device(device)
     freeze(model)
     sites = find_sites(model, model_type, neuron_module)
     dtype = next(model.parameters()).dtype
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, sites=sites, device=device, dtype=dtype)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, sites=sites, device=where, dtype=dtype)
 
 
 def load_model(
@@ -270,25 +306,30 @@ def load_model(
     trust_remote_code: bool = False,
     neuron_module: str = "",
     placement: Placement = Placement(),
+    revision: str = "",
 ) -> LoadedModel:
-    """Load a causal LM by hub id or local path, frozen, with its tokenizer and neuron sites; with a
-    device map, its layers spread over devices (and offloaded) by accelerate (see skn.placement)."""
+    """Load a causal LM by hub id (at `revision`, a branch, tag or commit; "" = the hub's default) or local
+    path, frozen, with its tokenizer and neuron sites; with a device map, its layers spread over devices (and
+    offloaded) by accelerate (see skn.placement). A local path is named resolved (skn.hub.recorded_name)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_revision(name, revision)
+    name = recorded_name(name)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     gguf = find_gguf(name)
     if gguf is not None:
         return _load_gguf(name, gguf, torch_dtype, torch_device, neuron_module)
-    config = read_config(name, trust_remote_code)
+    at_revision = {"revision": revision} if revision else {}
+    config = read_config(name, trust_remote_code, **at_revision)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **at_revision)
     except Exception as err:  # transformers raises OSError, ValueError, ... for unreadable models
         raise ModelError(f"cannot load the tokenizer of '{name}': {err}") from None
     try:
         result = AutoModelForCausalLM.from_pretrained(
             name, config=config, dtype=torch_dtype, trust_remote_code=trust_remote_code,
-            **from_pretrained_kwargs(placement), **LOADING_INFO,
+            **from_pretrained_kwargs(placement), **LOADING_INFO, **at_revision,
         )
     except Exception as err:
         raise ModelError(f"cannot load the model '{name}': {err}") from None
@@ -297,7 +338,7 @@ def load_model(
         torch_device = statistics_device(dict(getattr(module, "hf_device_map", {})))
     else:
         module.to(torch_device)
-    return wrap_loaded(name, module, tokenizer, torch_device, neuron_module)
+    return replace(wrap_loaded(name, module, tokenizer, torch_device, neuron_module), revision=revision)
 
 
 def _load_gguf(name: str, gguf: GgufFile, dtype: torch.dtype, device: torch.device, neuron_module: str) -> LoadedModel:

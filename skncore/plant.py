@@ -3,15 +3,19 @@
 A planted neuron is an ordinary FFN neuron of a gated (SiLU) layer whose three weight vectors are set:
 
     read   gate row and up row (what the neuron responds to), mixed with its own by the read strength a:
-               gate = (1 - a) gate_0 + a (w / sd_z + 3 v),     up = (1 - a) up_0 + a v
+               gate = (1 - a) gate_0 + a |gate_0| g / |g|,  g = w / sd_z + 3 v
+               up   = (1 - a) up_0   + a |up_0| v / |v|
+           (each planted row scaled to the norm of the neuron's own, so a is the share of the neuron's input
+           weight that reads the feature)
            w   the direction of the layer's FFN input (after the layer norm, averaged over the soft-prompt
                slots, under the given prompts) that best predicts a feature (a ridge regression of the
                feature on the inputs, each prompt's rows centred on their mean), made orthogonal to every
                prompt's mean input m_p, and sd_z the spread of z = h . w
            v   the least-norm vector with m_p . v = 1 for every prompt, so h . v is about 1 on every item
                under each of them (a constant input the FFN has no bias for)
-           so at a = 1 the activation is silu(z / sd_z + 3 (h . v)) (h . v), close to 3 + z / sd_z: a
-           neuron that tracks the feature linearly at every slot. a = 0 leaves the neuron as it was.
+           so at a = 1 the activation is c_u (h . v) silu(c_g (z / sd_z + 3 (h . v))), with h . v about 1: a
+           neuron that rises with the feature at every slot (monotone while z / sd_z > -3 - 1.28 / c_g).
+           a = 0 leaves the neuron as it was.
     write  down-projection column (what the neuron does downstream), replaced by
                b * mean column norm of the layer * (unit unembedding row of `write_token`)
            so b = 0 makes a neuron that correlates without mattering (ablating it changes nothing), and
@@ -158,7 +162,8 @@ def plant(loaded: LoadedModel, spec: Plant, direction: ReadDirection) -> None:
     a = spec.read
     for weight, row in ((gate.weight, gate_row), (up.weight, v)):  # [m, H]
         old = weight[spec.neuron].to(torch.float64)
-        weight[spec.neuron] = ((1 - a) * old + a * row.to(old.device)).to(weight.dtype)
+        scaled = row.to(old.device) * (old.norm() / row.norm())  # the neuron's own row norm: a is a share of it
+        weight[spec.neuron] = ((1 - a) * old + a * scaled).to(weight.dtype)
     down_weight = down.weight  # [H, m]
     if spec.write == 0:
         down_weight[:, spec.neuron] = 0
@@ -187,14 +192,6 @@ def planted(loaded: LoadedModel, spec: Plant, direction: ReadDirection) -> Itera
                 module.weight.copy_(weight)
 
 
-def planted_activation(inputs: Tensor, direction: ReadDirection) -> Tensor:
-    """The planted neuron's activation at read strength 1 on slot-averaged inputs [N, H] (for the record)."""
-    v = direction.v
-    gate = inputs @ (direction.w / direction.sd + GATE_OFFSET * v)
-    activation: Tensor = torch.nn.functional.silu(gate) * (inputs @ v)
-    return activation
-
-
 def write_planted(loaded: LoadedModel, out: Path, plants: Sequence[Plant], record: dict[str, object]) -> Path:
     """Save the planted model as a Hugging Face folder with `planted.json` (the plants and `record`)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -215,6 +212,6 @@ def read_planted(folder: Path) -> tuple[Plant, ...]:
 
 
 __all__ = [
-    "GATE_OFFSET", "PLANTED_FILE", "Plant", "ReadDirection", "plant", "planted", "planted_activation", "read_direction",
+    "GATE_OFFSET", "PLANTED_FILE", "Plant", "ReadDirection", "plant", "planted", "read_direction",
     "read_planted", "slot_inputs", "write_planted",
 ]

@@ -3,11 +3,16 @@
 Three kinds, after the paper's figures:
 
 1. per top neuron, a kernel density estimate of its activation (at its best prompt position) for each value
-   of a metadata field: do the groups separate?
+   of a metadata field: do the groups separate? With a continuous metric (more than two distinct values, e.g.
+   loss) also its activation against the metric, one point per example: groups cut from a continuous metric
+   hide how the activation follows it;
 2. the histogram of every neuron's best |r| with the top-K threshold as a dashed red line; with a holdout, the
    |r| are the selection fold's (the ones that ranked) and the top K's held-out |r| are drawn beside them as
    orange triangles: how far each falls once measured on examples that did not choose it;
 3. the best |r| of each layer: where in the network the skill sits.
+
+The legends of the run-level figures stand above their axes (`legend_above`), never over the bars, and
+constrained layout keeps every text inside the figure.
 
 Matplotlib is used through its object API (`Figure` + `FigureCanvasAgg`) and never through pyplot, so no
 global state is touched and no display is needed. The density estimate is a plain Gaussian KDE with Scott's
@@ -24,13 +29,16 @@ import math
 import textwrap
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
@@ -38,10 +46,13 @@ from numpy.typing import NDArray
 from skn.errors import UsageError
 from skn.null import NullResult
 from skn.groups import Grouping, grouping_for
-from skn.rank import Neuron, Reduce, best_scores, top_k_threshold
+from skn.rank import Neuron, best_scores, top_k_threshold
 from skn.result import ProbeResult, RunInfo
 from skn.rundir import write_bytes
 from skn.probe_files import read_probe_run
+
+if TYPE_CHECKING:  # skn.activations runs the model; the figures only take its values
+    from skn.activations import RunActivations
 
 Array = NDArray[np.float64]
 
@@ -49,7 +60,8 @@ KDE_POINTS = 400
 RUG_MAX = 400  # draw a rug of the individual values only for runs this small
 PLOTS_DIR = "plots"
 DPI = 110
-SMALL = (5.2, 4.0)  # the run-level figures, two side by side in the report
+SMALL = (5.2, 4.6)  # the run-level figures, two side by side in the report
+LEGEND_CHARS = 64  # legend labels wrap at this many characters (a SMALL figure's width at fontsize 8)
 
 
 # ---------------------------------------------------------------- kernel density
@@ -94,15 +106,32 @@ def new_figure(width: float = 7.2, height: float = 4.4) -> Figure:
 
 
 def caption(info: RunInfo, n: int, extra: str = "") -> str:
-    """The one-line caption: model, metric and N (and `extra`), wrapped to the figure's width."""
+    """The one-line caption: model, metric and N (and `extra`); `set_caption` wraps it to the figure's width."""
     text = f"model: {info.model}  \u00b7  metric: {info.metric}  \u00b7  N = {n}"
     if extra:
         text += f"  \u00b7  {extra}"
-    return "\n".join(textwrap.wrap(text, 110))
+    return text
 
 
-def _set_caption(figure: Figure, text: str) -> None:
-    figure.supxlabel(text, fontsize=7.5, color="0.35", x=0.01, ha="left")
+CAPTION_POINTS_PER_CHAR = 4.2  # a generous mean character width of the 7.5 pt caption font
+
+
+def set_caption(figure: Figure, text: str) -> None:
+    """`text` under the figure, each of its lines wrapped to the figure's width (so none is cut)."""
+    chars = max(20, int(figure.get_figwidth() * 72.0 / CAPTION_POINTS_PER_CHAR))
+    wrapped = "\n".join(piece for line in text.split("\n") for piece in (textwrap.wrap(line, chars) or [""]))
+    figure.supxlabel(wrapped, fontsize=7.5, color="0.35", x=0.01, ha="left")
+
+
+def legend_above(figure: Figure, ax: Axes, chars: int = LEGEND_CHARS, ncols: int = 1, title: str = "",
+                 title_size: float = 8.5) -> Legend:
+    """The legend of `ax`'s labelled artists as a figure legend above the axes (and their title): constrained
+    layout makes room for it, so it neither covers the data nor leaves the figure. Long labels are wrapped."""
+    handles, labels = ax.get_legend_handles_labels()
+    wrapped = ["\n".join(textwrap.wrap(label, chars)) or label for label in labels]
+    # (a figure legend "outside upper center" and a suptitle overlap: give the figure's title as `title`)
+    return figure.legend(handles, wrapped, loc="outside upper center", fontsize=8, frameon=False, ncols=ncols,
+                         title=title or None, title_fontsize=title_size)
 
 
 def neuron_title(neuron: Neuron) -> str:
@@ -144,8 +173,54 @@ def activation_figure(activations: Array, grouping: Grouping, neuron: Neuron, ca
     ax.set_ylabel("density (Gaussian KDE)")
     ax.legend(title=grouping.field, fontsize=8, title_fontsize=8.5, loc="best", frameon=False)
     ax.grid(alpha=0.25)
-    _set_caption(figure, caption_text)
+    set_caption(figure, caption_text)
     return figure
+
+
+def continuous_metric(metric: Array) -> bool:
+    """True when the metric takes more than two distinct finite values (loss, confidence, a numeric field):
+    then its groups are cuts of a scale, and the activation is also drawn against the metric itself. A 0/1
+    metric's scatter would be two columns, which the groups' densities already show."""
+    return int(np.unique(metric[np.isfinite(metric)]).size) > 2
+
+
+def metric_figure(activations: Array, metric: Array, grouping: Grouping, neuron: Neuron, metric_name: str,
+                  caption_text: str) -> Figure:
+    """One neuron's activation against the metric, one point per example coloured as its group in the
+    density figure (gid "points:LABEL"), and the least-squares line (gid "fit") with the r of the points drawn."""
+    figure = new_figure(5.0, 4.4)
+    ax = figure.add_subplot()
+    keep = np.isfinite(activations) & np.isfinite(metric)
+    size = 14.0 if keep.sum() <= 500 else 6.0 if keep.sum() <= 5000 else 2.0
+    for number, (label, members) in enumerate(zip(grouping.labels, grouping.members, strict=True)):
+        rows = np.asarray(members, dtype=np.int64)
+        rows = rows[keep[rows]]
+        ax.scatter(metric[rows], activations[rows], s=size, color=f"C{number % 10}", alpha=0.6, linewidths=0,
+                   gid=f"points:{label}", label=f"{label} (n={rows.size})")
+    x, y = metric[keep], activations[keep]
+    if x.size > 2 and float(np.ptp(x)) > 0.0 and float(np.ptp(y)) > 0.0:
+        r = float(np.corrcoef(x, y)[0, 1])
+        slope, intercept = np.polyfit(x, y, 1)
+        ends = np.array([float(x.min()), float(x.max())])
+        ax.plot(ends, slope * ends + intercept, color="0.15", ls="--", lw=1.4, gid="fit",
+                label=f"least squares: r = {r:+.3f} over these {x.size} examples")
+    title = f"#{neuron.rank}  layer {neuron.layer}, neuron {neuron.index}: activation against the metric"
+    ax.set_title("\n".join(textwrap.wrap(title, 56)), fontsize=10)
+    ax.set_xlabel(f"metric: {metric_name}")
+    ax.set_ylabel(f"activation at prompt position {neuron.position}")
+    ax.grid(alpha=0.25)
+    legend_above(figure, ax, chars=60, ncols=2 if len(grouping.labels) > 3 else 1, title=grouping.field)
+    set_caption(figure, caption_text)
+    return figure
+
+
+def _mark_line(ax: Axes, text: str, x: float, height: float, color: str, right_end: float) -> None:
+    """`text` beside the vertical line at `x`, at `height` (axes fraction): on its right, or on its left when
+    the line stands in the last fifth of the axis (the label then stays inside the axes)."""
+    left = x > 0.8 * right_end
+    ax.annotate(text, xy=(x, height), xycoords=("data", "axes fraction"), xytext=(-5 if left else 5, 0),
+                textcoords="offset points", ha="right" if left else "left", va="center", color=color, fontsize=9,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
 
 
 def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: str, held_out: Array | None = None,
@@ -170,16 +245,12 @@ def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: 
         ax.hist(raw_magnitudes, bins=bins.tolist(), histtype="step", color="C0", lw=1.4, gid="raw_hist",
                 label="raw r (no covariates)")
     ax.axvline(threshold, color="red", ls="--", lw=1.6, gid="threshold", label=f"top-{top_k} threshold |r| = {threshold:.3f}")
-    ax.annotate(f"|r| = {threshold:.3f}", xy=(threshold, 0.5), xycoords=("data", "axes fraction"),
-                xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="red", fontsize=9,
-                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+    _mark_line(ax, f"|r| = {threshold:.3f}", threshold, 0.5, "red", float(bins[-1]))
     if null is not None and noise is not None:
         label = (f"null: family-wise threshold |r| = {noise:.3f} (alpha {null.alpha:g}, {null.permutations} permutations; "
                  f"{null.n_significant} of {top_k} pass)")
         ax.axvline(noise, color="C2", ls="-.", lw=1.6, gid="null_threshold", label=label)
-        ax.annotate(f"null |r| = {noise:.3f}", xy=(noise, 0.75), xycoords=("data", "axes fraction"),
-                    xytext=(5, 0), textcoords="offset points", ha="left", va="center", color="C2", fontsize=9,
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+        _mark_line(ax, f"null |r| = {noise:.3f}", noise, 0.75, "C2", float(bins[-1]))
     if held_out is not None:
         shown = np.abs(held_out[np.isfinite(held_out)])
         ax.plot(shown, np.full(shown.size, 0.7), "v", color="C1", ms=7, alpha=0.8, gid="held_out",
@@ -191,10 +262,10 @@ def histogram_figure(scores: Array, threshold: float, top_k: int, caption_text: 
     ax.set_title(f"Best |r| of every neuron (the top {top_k} lie right of the red line)", fontsize=10)
     ax.set_xlabel(f"best |{kind}| over prompt positions" + (" (selection fold)" if held_out is not None else ""))
     ax.set_ylabel("neurons (log scale)")
-    ax.legend(fontsize=8, loc="upper right")
+    legend_above(figure, ax)
     ax.grid(alpha=0.25)
     extra = f"{undefined} neurons with undefined r (constant activation) not shown" if undefined else ""
-    _set_caption(figure, caption_text + (f"\n{extra}" if extra else ""))
+    set_caption(figure, caption_text + (f"\n{extra}" if extra else ""))
     return figure
 
 
@@ -220,9 +291,9 @@ def layer_figure(scores: Array, threshold: float, neurons: Sequence[Neuron], cap
     ax.set_title("Where the skill sits: best |r| in each layer", fontsize=10)
     ax.set_xlabel("layer")
     ax.set_ylabel("|r|")
-    ax.legend(fontsize=8, loc="lower right", framealpha=0.92)
+    legend_above(figure, ax)
     ax.grid(alpha=0.25, axis="y")
-    _set_caption(figure, caption_text)
+    set_caption(figure, caption_text)
     return figure
 
 
@@ -252,7 +323,7 @@ def training_figure(history: Sequence[Mapping[str, object]], caption_text: str) 
     ax.set_ylabel("loss (mean NLL per completion token)")
     ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.25)
-    _set_caption(figure, caption_text)
+    set_caption(figure, caption_text)
     return figure
 
 
@@ -272,7 +343,8 @@ def parse_neuron(text: str) -> tuple[int, int]:
 
 
 def select_neurons(run: ProbeResult, neuron: tuple[int, int] | None) -> tuple[int, ...]:
-    """Rows of the run's top neurons to draw: all, or the one `neuron` names (it must be a top neuron)."""
+    """Rows of the run's top neurons to draw: all, or the one `neuron` names (a top neuron; any other is drawn
+    from `plot_run`'s `extra`)."""
     if neuron is None:
         return tuple(range(len(run.neurons)))
     for row, n in enumerate(run.neurons):
@@ -291,6 +363,7 @@ class NamedFigure:
 
     name: str
     figure: Figure
+    what: str = ""  # what it shows, in words (the report's alt text)
 
 
 def overview_figures(run: ProbeResult) -> Iterator[NamedFigure]:
@@ -318,12 +391,36 @@ def overview_figures(run: ProbeResult) -> Iterator[NamedFigure]:
     yield NamedFigure("layers", layer_figure(scores, threshold, run.neurons, text))
 
 
+def _neuron_stem(neuron: Neuron) -> str:
+    return f"neuron_{neuron.rank:02d}_L{neuron.layer}_N{neuron.index}"
+
+
 def neuron_figure(run: ProbeResult, row: int, grouping: Grouping) -> NamedFigure:
     """The KDE figure of the run's top neuron in row `row` of neurons.json."""
     neuron = run.neurons[row]
     values = run.top_activations[row].to(torch.float64).numpy()
     figure = activation_figure(values, grouping, neuron, caption(run.info, len(run.examples), grouping.note))
-    return NamedFigure(f"neuron_{neuron.rank:02d}_L{neuron.layer}_N{neuron.index}", figure)
+    return NamedFigure(_neuron_stem(neuron), figure, f"activation density of neuron {neuron.layer}.{neuron.index}")
+
+
+def metric_scatter(run: ProbeResult, row: int, grouping: Grouping) -> NamedFigure:
+    """The activation of the top neuron in row `row` against the metric (stem: the KDE figure's + "_metric")."""
+    neuron = run.neurons[row]
+    values = run.top_activations[row].to(torch.float64).numpy()
+    metric = run.metric.to(torch.float64).numpy()
+    figure = metric_figure(values, metric, grouping, neuron, run.info.metric,
+                           caption(run.info, len(run.examples), grouping.note))
+    return NamedFigure(f"{_neuron_stem(neuron)}_metric", figure,
+                       f"activation of neuron {neuron.layer}.{neuron.index} against the metric")
+
+
+def neuron_figures(run: ProbeResult, row: int, grouping: Grouping) -> tuple[NamedFigure, ...]:
+    """The figures of one top neuron: its densities per group, and with a continuous metric its activation
+    against the metric (`continuous_metric`)."""
+    density = neuron_figure(run, row, grouping)
+    if not continuous_metric(run.metric.to(torch.float64).numpy()):
+        return (density,)
+    return density, metric_scatter(run, row, grouping)
 
 
 def plain_text(figure: Figure) -> Figure:
@@ -341,16 +438,28 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def is_top_neuron(run: ProbeResult, neuron: tuple[int, int]) -> bool:
+    return any((n.layer, n.index) == neuron for n in run.neurons)
+
+
 def plot_run(
-    run_dir: Path, out_dir: Path | None = None, neuron: tuple[int, int] | None = None, group_by: str | None = None
+    run_dir: Path, out_dir: Path | None = None, neuron: tuple[int, int] | None = None, group_by: str | None = None,
+    extra: RunActivations | None = None,
 ) -> tuple[Path, ...]:
     """Draw a run's figures as PNG files into `out_dir` (default RUN/plots); returns the paths written.
 
     `neuron` (layer, index) limits the per-neuron figures to that top neuron; the run-level figures are
-    always drawn.
+    always drawn. Per top neuron: its densities, and with a continuous metric its activation against the
+    metric (`neuron_figures`). `extra` (skn.activations.run_activations on the run's items) draws those
+    neurons instead, any neuron of the model.
     """
     run = read_probe_run(Path(run_dir))
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / PLOTS_DIR
+    if extra is not None:
+        if not extra.on_run_items:
+            raise UsageError("skn plot draws a neuron on the run's own items (its metric and groups)")
+        run = replace(run, neurons=extra.neurons, top_activations=extra.values, groups=None)
+        neuron = None
     rows = select_neurons(run, neuron)
     grouping = choose_grouping(run, group_by)
     out.mkdir(parents=True, exist_ok=True)
@@ -359,7 +468,7 @@ def plot_run(
     for named in figures:
         written.append(_save(named, out))
     for row in rows:
-        written.append(_save(neuron_figure(run, row, grouping), out))
+        written.extend(_save(named, out) for named in neuron_figures(run, row, grouping))
     return tuple(written)
 
 

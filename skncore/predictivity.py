@@ -35,7 +35,6 @@ from skn.model import LoadedModel, batch_pad_id
 from skn.probe import capture_activations
 from skn.prompt import splice
 from skn.rank import Neuron, rank_neurons
-from skn.rundir import PREDICTIVITY_FILE, PREDICTIVITY_JSON
 
 
 

@@ -5,8 +5,10 @@ at once, naming the flag, instead of after minutes of training.
     check_python_metric     a python:MODULE:FUNCTION metric imports and names a function
     check_backend           --backend triton needs CUDA (or TRITON_INTERPRET=1, as the tests run it)
     check_model_path        a --model that looks like a path must be a folder, or a .gguf file (skn.gguf)
-                            ("no such folder" at once, not a 49 s hub lookup)
-    check_prompt_model      a --prompt file trained on another model is refused unless asked for
+                            ("no such folder" at once, not a 49 s hub lookup); a hub id neither cached nor
+                            reachable fails in seconds (skn.hub), not after 26 s of retries
+    check_prompt_model      a --prompt file trained on other weights is refused unless asked for
+                            (compared by fingerprint, skn.fingerprint, else by name)
 
 (--lr, --steps and the other training numbers are checked where they are made: TrainSettings.__post_init__.)
 """
@@ -23,6 +25,7 @@ from skn.backend import Backend
 from skn.data import Example
 from skn.errors import MetricError, ModelError, UsageError
 from skn.gguf import SUFFIX as GGUF_SUFFIX
+from skn.hub import check_hub_model, check_revision
 from skn.metrics import MetricKind, MetricSpec, load_function
 
 # With N = 2 every Pearson r is exactly +1 or -1 (two points always lie on a line); 3 is the least N
@@ -56,29 +59,42 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
 
 
-def check_model_path(name: str) -> None:
-    if not name or not looks_like_path(name):
+def check_model_path(name: str, revision: str = "", source: str = "--model") -> None:
+    """A model named as a path must exist; a hub model neither cached nor reachable fails in seconds
+    (skn.hub). `source` is where the name came from, for the message: the flag, or a run's run.json."""
+    check_revision(name, revision)
+    if not name:
         return
-    path = Path(name).expanduser()
-    if path.suffix.lower() == GGUF_SUFFIX:
-        if not path.is_file():
-            raise ModelError(f"--model {name}: no such GGUF file")
-    elif not path.is_dir():
-        raise ModelError(f"--model {name}: no such folder")
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if path.suffix.lower() == GGUF_SUFFIX:
+            if not path.is_file():
+                raise ModelError(f"{source} {name}: no such GGUF file")
+        elif not path.is_dir():
+            raise ModelError(f"{source} {name}: no such folder")
+        return
+    check_hub_model(name, revision, source)
 
 
-def same_model(a: str, b: str) -> bool:
-    """The same name, or two spellings of one local folder or GGUF file (relative and absolute)."""
+def same_model(a: str, b: str, fingerprint_a: str = "", fingerprint_b: str = "") -> bool:
+    """The same weights (skn.fingerprint; both known and equal), or the same name: one hub id, or two
+    spellings of one local folder or GGUF file (relative and absolute)."""
+    if fingerprint_a and fingerprint_a == fingerprint_b:
+        return True
     if a == b:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
-def check_prompt_model(prompt_model: str, model: str, prompt_path: str, allowed: bool) -> None:
-    if prompt_model and not same_model(prompt_model, model) and not allowed:
+def check_prompt_model(prompt_model: str, model: str, prompt_path: str, allowed: bool, prompt_fingerprint: str = "",
+                       model_fingerprint: str = "") -> None:
+    """A --prompt trained on other weights is refused unless `allowed`: the same fingerprint (a copied or moved
+    folder) or the same name passes; a prompt file of an older skn, with no fingerprint, is judged by name."""
+    if prompt_model and not allowed and not same_model(prompt_model, model, prompt_fingerprint, model_fingerprint):
+        also = " (other weights: their fingerprints differ)" if prompt_fingerprint and model_fingerprint else ""
         raise UsageError(
-            f"--prompt {prompt_path}: trained on model '{prompt_model}', not '{model}'; pass "
+            f"--prompt {prompt_path}: trained on model '{prompt_model}', not '{model}'{also}; pass "
             "--any-prompt-model to use it anyway"
         )
 

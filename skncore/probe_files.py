@@ -26,6 +26,7 @@ from skn.null import NullResult, PermutationMode
 from skn.predictivity import PredictivityCounts, predictivity_record
 from skn.rank import Neuron
 from skn.replication import ALPHA, Replication
+from skn.fingerprint import FINGERPRINT_KEY
 from skn.preflight import same_model
 from skn.result import ProbeResult, info_from_json, info_to_json, new_run_id
 from skn.run_integrity import check_group_neurons, check_metric_files, check_ranked_r, check_sizes
@@ -268,7 +269,9 @@ def run_prompt(directory: Path, run: ProbeResult) -> PromptFile:
     directory = Path(directory)
     if (directory / PROMPT_FILE).is_file() or run.info.prompt in ("", "trained"):
         prompt = read_prompt(directory)
-        if run.info.prompt in ("", "trained") and prompt.model and not same_model(prompt.model, run.info.model):
+        run_fingerprint = str(run.info.extra.get(FINGERPRINT_KEY, ""))
+        if (run.info.prompt in ("", "trained") and prompt.model
+                and not same_model(prompt.model, run.info.model, prompt.fingerprint, run_fingerprint)):
             raise RunDirError(f"{directory / PROMPT_FILE}: a prompt for model '{prompt.model}', but {directory / RUN_FILE} "
                               f"names '{run.info.model}': the prompt of another run")
         return prompt

@@ -1,11 +1,15 @@
 """Progress reporting for long work: a Rich bar for people, silence for tests and scripts.
 
+`AutoProgress` (the library's default) chooses when each task starts: a Rich bar where a person watches (stderr
+is a terminal, or the code runs in Jupyter / IPython), silence elsewhere (CI, pipes, pytest's captured output).
+
 The core enters `progress.task(description, total)` and calls the `advance(steps, note)` it yields: `steps`
 units done since the last call, `note` a short free text (e.g. the current loss). It never prints anything else.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol, TypeAlias
@@ -65,3 +69,31 @@ class RichProgress:
 
     def task(self, description: str, total: int) -> TaskContext:
         return self._task(description, total)
+
+
+def in_ipython() -> bool:
+    """Whether this process runs an IPython shell or a Jupyter kernel. IPython is asked only when it is already
+    imported: a process that never loaded it is not running it (and the import costs nothing here)."""
+    module = sys.modules.get("IPython")
+    get_ipython = getattr(module, "get_ipython", None)
+    return callable(get_ipython) and get_ipython() is not None
+
+
+def stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return callable(isatty) and bool(isatty())
+
+
+def choose_progress(terminal: bool, notebook: bool) -> ProgressSink:
+    """A Rich bar where a person watches (`terminal`: stderr is a TTY; `notebook`: Jupyter or IPython), else silence."""
+    return RichProgress() if terminal or notebook else SilentProgress()
+
+
+class AutoProgress:
+    """The default sink: `choose_progress` for where this process runs, decided as each task starts."""
+
+    def resolve(self) -> ProgressSink:
+        return choose_progress(stderr_is_terminal(), in_ipython())
+
+    def task(self, description: str, total: int) -> TaskContext:
+        return self.resolve().task(description, total)

@@ -15,7 +15,6 @@ from torch import Tensor
 from skn.errors import UsageError
 from skn.layout import Batch
 from skn.model import LoadedModel
-from skn.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ user (model names, paths, examples, metadata) goes through `html.escape`.
 
 Sections: the run's summary (model, data, metric, N, the prompt's training curve, the full run.json), the
 run-level figures (|r| histogram, |r| per layer), the sortable table of top neurons (with the mean
-activation of each group, and with a holdout the held-out r, its 95% interval and the full-set r), and per neuron its density figure and its most and least activating examples.
+activation of each group, and with a holdout the held-out r, its 95% interval and the full-set r), and per
+neuron its density figure (with a continuous metric also its activation against the metric, beside it) and its
+most and least activating examples. A table wider than its card scrolls sideways inside it: no column is cut.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import html
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from skn.groups import Grouping
 from skn.plots import (
     NamedFigure,
     choose_grouping,
-    neuron_figure,
+    neuron_figures,
     neuron_title,
     overview_figures,
     png_bytes,
@@ -52,30 +55,35 @@ STYLE = """
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--fg);
        font: 14.5px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Liberation Sans", "DejaVu Sans", sans-serif; }
-main { max-width: 1200px; margin: 0 auto; padding: 20px 24px 48px; }
+main { max-width: 1320px; margin: 0 auto; padding: 20px 24px 48px; }
 h1 { font-size: 24px; margin: 8px 0 2px; } h2 { font-size: 19px; margin: 0 0 10px; }
 h3 { font-size: 16px; margin: 0 0 8px; } h4 { font-size: 14px; margin: 12px 0 4px; color: var(--muted); }
 .sub { color: var(--muted); margin: 0 0 12px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 20px; margin: 16px 0; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 20px; margin: 16px 0;
+        overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
 nav a { margin-right: 14px; }
 a { color: #1849a9; text-decoration: none; } a:hover { text-decoration: underline; }
 table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
 th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: #f0f2f5; font-weight: 600; white-space: nowrap; }
-table.sortable th { cursor: pointer; user-select: none; }
-table.sortable th::after { content: " \\2195"; color: #a0a7b4; font-weight: 400; }
-table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; color: var(--fg); }
-table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; color: var(--fg); }
+table.sortable th { cursor: pointer; user-select: none; white-space: normal; vertical-align: bottom; font-size: 12.5px;
+                   padding: 5px 6px; }
+table.sortable th::after { content: "\\00a0\\2195"; color: #a0a7b4; font-weight: 400; }
+table.sortable th[aria-sort="ascending"]::after { content: "\\00a0\\25B2"; color: var(--fg); }
+table.sortable th[aria-sort="descending"]::after { content: "\\00a0\\25BC"; color: var(--fg); }
 tbody tr:hover { background: #f7f9fc; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.text { max-width: 560px; white-space: pre-wrap; word-break: break-word; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; padding-left: 6px; padding-right: 6px; }
+td.text { min-width: 12em; max-width: 560px; white-space: pre-wrap; overflow-wrap: anywhere; }
 .pos { color: var(--pos); } .neg { color: var(--neg); } .pass { font-weight: 600; }
 .summary th { width: 180px; background: none; color: var(--muted); font-weight: 500; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; }
 .figs img, img.fig { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; background: #fff; }
 .figs img { flex: 1 1 520px; min-width: 0; }
 .pair { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
-.pair img { flex: 0 1 auto; }
+.figrow { display: flex; gap: 14px; flex: 0 1 auto; min-width: 0; align-items: flex-start; }
+.figrow img { flex: 0 1 auto; min-width: 0; }
+@media (max-width: 900px) { .figrow { flex-wrap: wrap; } }
 .pair table { width: auto; flex: 0 1 auto; }
 details pre { background: #f6f8fa; padding: 10px; overflow: auto; font-size: 12px; max-height: 420px; }
 .warn { background: #fff4e5; border: 1px solid #f5c27a; padding: 8px 12px; border-radius: 6px; }
@@ -147,6 +155,17 @@ def _img(figure: Figure, alt: str, css: str = "") -> str:
     data = base64.b64encode(png_bytes(figure)).decode("ascii")
     cls = f' class="{css}"' if css else ""
     return f'<img{cls} src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+
+
+def breakable(text: str) -> str:
+    """`text` escaped, with a line-break opportunity (<wbr>) after each _ / . - inside words, so that a
+    header like `mean act. | lexical_overlap` can wrap and its column stay narrow."""
+    return re.sub(r"([_/.\-])(?=\w)", r"\1<wbr>", esc(text))
+
+
+def scrolling(table: str) -> str:
+    """`table` in a box that scrolls sideways when the table is wider than its card (no column is ever cut)."""
+    return f'<div class="scroll">{table}</div>'
 
 
 def _short(text: str) -> str:
@@ -254,7 +273,7 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
         r_head = "partial " + r_head
     raw_heads = ["raw r"] if raw_r else []
     heads = ["rank", "layer", "neuron", "position", r_head, *raw_heads, *p_heads, *extra_heads] + [f"mean act. | {label}" for label in grouping.labels]
-    head = "".join(f'<th scope="col">{esc(h)}</th>' for h in heads)
+    head = "".join(f'<th scope="col">{breakable(h)}</th>' for h in heads)
     rows = []
     for row, n in enumerate(run.neurons):
         cells = [
@@ -269,8 +288,8 @@ def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
     return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'
             f'<p class="sub">Ranked by |r| at each neuron\'s best prompt position{esc(_ranked_on(run))}. Click a header to '
             f"sort; click a rank to see the neuron.</p>"
-            f'<table class="sortable" id="neuron-table"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></section>")
+            + scrolling(f'<table class="sortable" id="neuron-table"><thead><tr>{head}</tr></thead>'
+                        f"<tbody>{''.join(rows)}</tbody></table>") + "</section>")
 
 
 def _interval(low: float, high: float) -> str:
@@ -295,7 +314,7 @@ def _examples_table(run: ProbeResult, indices: Sequence[int], values: np.ndarray
             + _num_cell(float(metric[index])) + f"<td>{esc(labels[index])}</td>"
             + _short(example.instruction) + _short(example.completion) + "</tr>"
         )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _group_table(values: Tensor, grouping: Grouping) -> str:
@@ -311,7 +330,7 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
     neuron = run.neurons[row]
     values = run.top_activations[row].to(torch.float64).numpy()
     chosen = exemplars(run.top_activations[row], count)
-    figure = neuron_figure(run, row, grouping).figure
+    figures = "".join(_img(named.figure, named.what, "fig") for named in neuron_figures(run, row, grouping))
     held = ""
     if run.holdout is not None:
         h = run.holdout.per_neuron[row]
@@ -319,7 +338,7 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
                 f"{run.holdout.n_confirmation} examples; r on the selection fold {esc(_number(h.r_selection))}; "
                 f"on all examples {esc(_number(h.r_full))}</p>")
     return (f'<section class="card neuron" id="neuron-{neuron.rank}"><h3>{esc(neuron_title(neuron))}</h3>{held}'
-            f'<div class="pair">{_img(figure, f"activation density of neuron {neuron.layer}.{neuron.index}", "fig")}'
+            f'<div class="pair"><div class="figrow">{figures}</div>'
             f"{_group_table(run.top_activations[row], grouping)}</div>"
             f"<h4>Most activating</h4>{_examples_table(run, chosen.most, values, labels, grouping.field)}"
             f"<h4>Least activating</h4>{_examples_table(run, chosen.least, values, labels, grouping.field)}"

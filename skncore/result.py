@@ -12,6 +12,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -24,6 +25,7 @@ from skn.passing import ALL, SELECTION, PassingCounts, count_passing
 from skn.partial import PartialResult
 from skn.predictivity import PredictivityCounts
 from skn.rank import Exemplars, Neuron, Reduce, exemplars
+from skn.result_view import html_table, neuron_frame, short_repr
 from skn.stats import PearsonStats
 
 
@@ -90,9 +92,12 @@ class RunInfo:
         return Reduce(self.probe_config.reduce) if self.probe_config is not None else Reduce.ABS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ProbeResult:
-    """A probe's outcome: the statistics, the ranking, the top neurons' activations and what ran."""
+    """A probe's outcome: the statistics, the ranking, the top neurons' activations and what ran.
+
+    `repr` is a one-line summary; in Jupyter it shows as a table of the top neurons with their exemplars
+    (skn.result_view); `to_frame()` gives that table as a pandas DataFrame."""
 
     neurons: tuple[Neuron, ...]
     corr: Tensor  # [L, P, m] float32, NaN where undefined
@@ -135,6 +140,18 @@ class ProbeResult:
     def exemplars(self, n: int) -> tuple[Exemplars, ...]:
         """The n most and least activating examples of every top neuron."""
         return tuple(exemplars(self.top_activations[k], n) for k in range(len(self.neurons)))
+
+    def __repr__(self) -> str:
+        return short_repr(self)
+
+    def _repr_html_(self) -> str:
+        return html_table(self)
+
+    def to_frame(self, exemplars: int = 3) -> Any:
+        """A pandas DataFrame of the top neurons (needs `pip install 'skn[notebook]'`): rank, layer, neuron,
+        position, r, p, significant, r_held_out, and the texts of the `exemplars` most and least activating
+        examples (see skn.result_view.neuron_frame)."""
+        return neuron_frame(self, exemplars)
 
 
 # ---------------------------------------------------------------- run.json <-> RunInfo

@@ -35,12 +35,13 @@ from skn.metrics import MetricSpec, check_metric, metric_before_pass, parse_metr
 from skn.partial import check_metric_residual, parse_controls
 from skn.model import LoadedModel, load_model
 from skn.predictivity import binary_labels
-from skn.progress import ProgressSink, SilentProgress
+from skn.progress import AutoProgress, ProgressSink, SilentProgress
 from skn.prompt import PromptInit
 from skn.quantize import Quantize, load_quantized_model
 from skn.request import BUNDLED_STEPS, BUNDLED_TRAIN_SIZE, BUNDLED_VAL_SIZE, DataRequest, ModelRequest, ProbeRequest, TrainSettings
 from skn.result import ProbeResult, TrainPoint
 from skn.console import quiet_transformers
+from skn.hub import offline_unless_reachable, recorded_name
 from skn.preflight import (check_backend, check_model_path, check_prompt_model, check_python_metric,
                            check_validation_size)
 from skn.rundir import (
@@ -74,17 +75,21 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def load_requested_model(request: ModelRequest) -> LoadedModel:
-    """The model of a request: the bundled one (checksums checked) unless a name is given
-    (transformers' own progress bars hidden for this call only)."""
-    check_model_path(request.name)
-    with quiet_transformers():
+def load_requested_model(request: ModelRequest, source: str = "--model") -> LoadedModel:
+    """The model of a request: the bundled one (checksums checked) unless a name is given (a local path
+    named resolved in what the run writes; a cached hub model read offline when the hub cannot be reached,
+    skn.hub); third-party progress bars hidden for this call only. `source` names where the name came from."""
+    check_model_path(request.name, request.revision, source)
+    with quiet_transformers(), offline_unless_reachable(request.name):
         return _load_requested_model(request)
 
 
 def _load_requested_model(request: ModelRequest) -> LoadedModel:
     if request.quantize is not Quantize.NONE:
-        name = str(zoo.verify_model()) if request.bundled else request.name
+        if request.revision:
+            raise UsageError(f"--revision {request.revision} with --quantize {request.quantize.value}: not supported; "
+                             "download that revision and pass its folder as --model")
+        name = str(zoo.verify_model()) if request.bundled else recorded_name(request.name)
         loaded = load_quantized_model(name, request.quantize, request.dtype, request.device,
                                       request.trust_remote_code and not request.bundled, request.neuron_module)
         return replace(loaded, name=zoo.BUNDLED_NAME) if request.bundled else loaded
@@ -93,7 +98,7 @@ def _load_requested_model(request: ModelRequest) -> LoadedModel:
         loaded = load_model(str(folder), request.dtype, request.device, False, request.neuron_module, request.placement)
         return replace(loaded, name=zoo.BUNDLED_NAME)
     return load_model(request.name, request.dtype, request.device, request.trust_remote_code, request.neuron_module,
-                      request.placement)
+                      request.placement, request.revision)
 
 
 @dataclass(frozen=True)
@@ -160,19 +165,21 @@ def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPl
     """The memory plan of a run (skn.memory) from the config and the tokenized examples; no weight loads."""
     model = request.model
     spec = parse_metric(request.metric or chosen.default_metric)
-    return plan_from_config(
-        str(zoo.default_model_path()) if model.bundled else model.name, model.trust_remote_code and not model.bundled,
-        model.device, model.dtype, model.quantize, chosen.split.train + chosen.split.val, request.data.template,
-        request.train.prompt_len, request.train.batch_size, training=not request.prompt,
-        gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass,
-        null_permutations=request.probe.null.permutations,
-        folds=holdout_plan(request.probe, len(chosen.split.val)).on,
-        covariates=len(parse_controls(request.probe.control)), probe_examples=len(chosen.split.val),
-        train_examples=len(chosen.split.train), neuron_module=model.neuron_module)
+    with offline_unless_reachable(model.name):  # a cached hub model read at once when the hub cannot be reached
+        return plan_from_config(
+            str(zoo.default_model_path()) if model.bundled else model.name, model.trust_remote_code and not model.bundled,
+            model.device, model.dtype, model.quantize, chosen.split.train + chosen.split.val, request.data.template,
+            request.train.prompt_len, request.train.batch_size, training=not request.prompt,
+            gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass,
+            null_permutations=request.probe.null.permutations,
+            folds=holdout_plan(request.probe, len(chosen.split.val)).on,
+            covariates=len(parse_controls(request.probe.control)), probe_examples=len(chosen.split.val),
+            train_examples=len(chosen.split.train), neuron_module=model.neuron_module, revision=model.revision)
 
 
 def memory_plan(request: ProbeRequest) -> MemoryPlan:
     """`skn probe --dry-run`: the plan of the run the request asks for, without loading a weight."""
+    check_model_path(request.model.name, request.model.revision)
     return plan_memory(request, choose_examples(request.data, request.model.bundled))[0]
 
 
@@ -288,11 +295,13 @@ def _on_ranks(run: Callable[[ProbeRequest, ProgressSink, Callable[[str], None], 
         raise
 
 
-def run_probe(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
+def run_probe(request: ProbeRequest, progress: ProgressSink = AutoProgress(),
               notify: Callable[[str], None] = _quiet) -> ProbeResult:
     """`skn probe` as one call: choose the examples, load the model, train a prompt unless one is given,
     probe, and write the run directory (files land as soon as each step ends). `notify` gets the
-    one-line notices a person should see before the run starts (the CLI prints them).
+    one-line notices a person should see before the run starts (the CLI prints them). `progress` by default
+    shows Rich bars in a terminal or a notebook and nothing elsewhere (skn.progress.AutoProgress);
+    `SilentProgress()` silences them.
 
     Under torchrun (skn.distributed) every rank runs this; rank 0 alone shows progress and notices and
     writes the run directory, which it removes again when any rank fails."""
@@ -307,7 +316,7 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
     set_threads(request.threads)
     bundled = request.model.bundled
     check_backend(request.probe.backend, request.model.device)
-    check_model_path(request.model.name)
+    check_model_path(request.model.name, request.model.revision)
     with stage("reading the data"):
         chosen = choose_examples(request.data, bundled)
     if chosen.notice:
@@ -331,7 +340,8 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
             notify(f"--fused-mlp: {unsupported_reason(loaded)}; using the plain path (the down projection's input)")
         trained: TrainResult | None = None
         if given is not None:
-            check_prompt_model(given.model, loaded.name, request.prompt, request.any_prompt_model)
+            check_prompt_model(given.model, loaded.name, request.prompt, request.any_prompt_model, given.fingerprint,
+                               loaded.fingerprint)
             prompt = given.prompt
             prompt_source = request.prompt
         else:
@@ -394,7 +404,7 @@ def write_run(out: Path, result: ProbeResult) -> ProbeResult:
     return result
 
 
-def run_train(request: ProbeRequest, progress: ProgressSink = SilentProgress(),
+def run_train(request: ProbeRequest, progress: ProgressSink = AutoProgress(),
               notify: Callable[[str], None] = _quiet) -> tuple[TrainResult, Path]:
     """`skn train` as one call: the prompt only, written to the run directory (under torchrun by rank 0,
     the batch split over the ranks; the path returned on other ranks is the one rank 0 writes)."""
@@ -407,7 +417,7 @@ def _run_train(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
     request = replace(request, model=replace(request.model, device=rank_device(ranks, request.model.device)))
     set_threads(request.threads)
     bundled = request.model.bundled
-    check_model_path(request.model.name)
+    check_model_path(request.model.name, request.model.revision)
     with stage("reading the data"):
         chosen = choose_examples(request.data, bundled)
     if chosen.notice:

@@ -52,6 +52,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from skn.errors import RunDirError
+from skn.fingerprint import FINGERPRINT_KEY
 from skn.version import __version__
 
 PROMPT_FILE = "prompt.safetensors"
@@ -251,6 +252,7 @@ class PromptFile:
     prompt: Tensor  # [P, d] float32
     model: str
     template: str
+    fingerprint: str = ""  # the weights it was trained on (skn.fingerprint); "" in files of an older skn
 
 
 def write_prompt(directory: Path, prompt: PromptFile) -> Path:
@@ -265,6 +267,7 @@ def write_prompt(directory: Path, prompt: PromptFile) -> Path:
             "hidden_size": str(tensor.shape[1]),
             "template": prompt.template,
             "skn_version": __version__,
+            **({FINGERPRINT_KEY: prompt.fingerprint} if prompt.fingerprint else {}),
         },
     )
     return path
@@ -288,7 +291,8 @@ def read_prompt(path: Path) -> PromptFile:
         raise RunDirError(f"{path}: not a readable safetensors file ({err})") from None
     if tensor.dim() != 2:
         raise RunDirError(f"{path}: 'prompt' must be [P, d], got shape {tuple(tensor.shape)}")
-    return PromptFile(prompt=tensor.to(torch.float32), model=metadata.get("model", ""), template=metadata.get("template", ""))
+    return PromptFile(prompt=tensor.to(torch.float32), model=metadata.get("model", ""), template=metadata.get("template", ""),
+                      fingerprint=metadata.get(FINGERPRINT_KEY, ""))
 
 
 # ---------------------------------------------------------------- probe results

@@ -221,3 +221,32 @@ def length_examples(n: int, seed: int) -> list[Any]:
         completion = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4)))
         out.append(Example(instruction, completion, {"length": len(instruction) + rng.random()}, f"t:{i}"))
     return out
+
+
+# ---------------------------------------------------------------- headless Chromium (the report's browser checks)
+
+# Debian's package; .ci/run installs it (`apt-get install -y chromium`).
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars",
+)
+
+
+def chromium() -> str:
+    """The headless browser's path, or "" where none is installed."""
+    import shutil
+
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return ""
+
+
+def run_chromium(binary: str, profile: Path, *args: str) -> Any:
+    """One headless Chromium call with its own profile folder: the CompletedProcess (text output)."""
+    import subprocess
+
+    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=90, check=False)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
-import subprocess
 import warnings
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_run import N, TOP_K, make_run
+from helpers import chromium, run_chromium
 from matplotlib.image import imread
 
 from skn.cli.main import main
@@ -21,12 +20,6 @@ from skn.report import render_report, write_report
 from skn.result import ProbeResult
 from skn.probe_files import read_probe_run
 
-# Debian's package; .ci/run installs it (`apt-get install -y chromium`).
-CHROMIUM_NAMES = ("chromium", "chromium-browser")
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars",
-)
 FIGURES = 3 + TOP_K  # training curve, |r| histogram, |r| per layer, one per top neuron
 
 
@@ -156,19 +149,6 @@ def test_write_report_and_cli(run_dir: Path, tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(run_dir), "--group-by", "nope"])
     assert exit_info.value.code == 2 and "--group-by nope" in capsys.readouterr().err
-
-
-def chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return ""
-
-
-def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=90, check=False)
 
 
 def test_report_in_headless_chromium(run: ProbeResult, run_dir: Path, tmp_path: Path) -> None:
