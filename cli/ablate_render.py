@@ -5,10 +5,10 @@ shown through `skn.console.plain`: never markup, control characters as escapes."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from rich.table import Table
 
+from skn.ablate_curve import Axis
+from skn.ablate_record import AblationRecord, CurveRecord
 from skn.ablate_view import curve_rows, curve_views, describe, describe_curve, effect_rows, set_effects
 from skn.console import plain
 
@@ -17,7 +17,7 @@ def _fmt(value: float | None, signed: bool = True) -> str:
     return "-" if value is None else (f"{value:+.4g}" if signed else f"{value:.4g}")
 
 
-def ablation_tables(record: Mapping[str, object]) -> list[Table]:
+def ablation_tables(record: AblationRecord) -> list[Table]:
     summary = Table(title=plain(f"ablation: {describe(record)}"), title_justify="left")
     for name in ("measure", "unablated", "ablated effect", "controls mean", "controls std", "p"):
         summary.add_column(name, justify="left" if name == "measure" else "right", no_wrap=True)
@@ -36,9 +36,9 @@ def ablation_tables(record: Mapping[str, object]) -> list[Table]:
     return tables
 
 
-def curve_table(record: Mapping[str, object]) -> Table:
+def curve_table(record: CurveRecord) -> Table:
     """One row per grid point: the set's loss effect, the random sets' median and 5-95%, p and Holm's p."""
-    axis = "K" if record.get("axis") == "k" else "S"
+    axis = "K" if record.axis is Axis.K else "S"
     table = Table(title=plain(f"ablation curve: {describe_curve(record)}"), title_justify="left")
     for name in (axis, "set effect", "random median", "random 5%", "random 95%", "p", "Holm p"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -47,6 +47,6 @@ def curve_table(record: Mapping[str, object]) -> Table:
     return table
 
 
-def curve_tables(record: Mapping[str, object]) -> list[Table]:
+def curve_tables(record: CurveRecord) -> list[Table]:
     """`curve_table` for each curve of the file (value x where)."""
     return [curve_table(view) for view in curve_views(record)]

@@ -20,9 +20,9 @@ from skn.progress import AutoProgress
 from skn.rank import Neuron, exemplars
 from skn.request import ModelRequest
 from skn.rundir import write_json
-from skn.run import load_requested_model, set_threads
+from skn.run import set_threads
+from skn.run_model import load_run_model
 
-from skn.cli.ablate_cmd import _model_request
 from skn.cli.options import model_options, threads_option
 
 TEXT_COLUMN = 60  # characters of an item's text shown in a table
@@ -104,7 +104,7 @@ def activations_command(run: Path, neurons: tuple[str, ...], texts: tuple[str, .
     chosen = run_neurons(result, ",".join(neurons))
     items: tuple[Item, ...] = tuple(texts) if texts else load_examples(data) if data else ()
     needs_pass = bool(items) or stored_activations(result, chosen) is None
-    loaded = load_requested_model(*_model_request(model, run)) if needs_pass else None
+    loaded = load_run_model(run, model) if needs_pass else None
     found = run_activations(loaded, run, chosen, items, batch_size, AutoProgress(), result)
     console = Console()
     if json_out == "-":

@@ -7,16 +7,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
-from skn.ablate_view import ablation_figure, curve_figure
+from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation_run, write_ablation_figures
 from skn.activations import run_activations
-from skn.plots import PLOTS_DIR, is_top_neuron, parse_neuron, plot_run, png_bytes
+from skn.plots import PLOTS_DIR, is_top_neuron, parse_neuron, plot_run
 from skn.probe_files import read_probe_run
-from skn.request import ModelRequest
-from skn.run import load_requested_model
-from skn.cli.ablate_cmd import _model_request
+from skn.run_model import load_run_model
 from skn.console import say
-from skn.rundir import write_bytes
 
 
 @click.command("plot")
@@ -40,17 +36,10 @@ def plot_command(run: Path, neuron: str | None, group_by: str | None, out: Path 
     chosen = parse_neuron(neuron) if neuron is not None else None
     extra = None
     if chosen is not None and not is_top_neuron(read_probe_run(run), chosen):
-        request, _ = _model_request(ModelRequest(), run)
-        extra = run_activations(load_requested_model(request), run, f"{chosen[0]}.{chosen[1]}")
+        extra = run_activations(load_run_model(run), run, f"{chosen[0]}.{chosen[1]}")
     paths = plot_run(run, out, neuron=chosen, group_by=group_by, extra=extra)
-    if (run / ABLATION_FILE).is_file():  # written by `skn ablate`
-        figure = (out if out is not None else run / PLOTS_DIR) / "ablation.png"
-        write_bytes(figure, png_bytes(ablation_figure(read_ablation(run))))
-        paths = (*paths, figure)
-    if (run / CURVE_FILE).is_file():  # written by `skn ablate --curve` or `--scales`
-        figure = (out if out is not None else run / PLOTS_DIR) / "ablation_curve.png"
-        write_bytes(figure, png_bytes(curve_figure(read_curve(run))))
-        paths = (*paths, figure)
+    if (run / ABLATION_FILE).is_file() or (run / CURVE_FILE).is_file():  # written by `skn ablate` (--curve, --scales)
+        paths = (*paths, *write_ablation_figures(run, read_ablation_run(run), out))
     console = Console()
     for path in paths:
         say(console, "wrote ", str(path))

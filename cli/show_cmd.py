@@ -11,13 +11,15 @@ from rich.console import Console
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.compare import compare_runs, seed_subruns
 from skn.console import plain
+from skn.activations import run_activations, run_neurons, stored_activations
 from skn.probe_files import read_probe_run
+from skn.run_model import load_run_model
 from skn.report import REPORT_FILE
 from skn.verdict import next_line
 
 from skn.cli.ablate_render import ablation_tables, curve_tables
 from skn.cli.compare_cmd import print_comparison
-from skn.cli.render import EXEMPLAR_NEURONS, print_result, print_verdict
+from skn.cli.render import EXEMPLAR_NEURONS, exemplar_table, print_result, print_verdict, summary_line
 
 
 def show_run(console: Console, run: Path, n_exemplars: int, next_steps: bool = True,
@@ -49,12 +51,30 @@ def show_seeds(console: Console, subruns: tuple[Path, ...], n_exemplars: int, ex
         console.print(plain(next_line(str(subruns[0]))))
 
 
+def show_neurons(console: Console, run: Path, neurons: str, n_exemplars: int) -> None:
+    """Named neurons' r, rank and exemplars on the run's items (skn.activations: stored for top neurons, else one
+    prompt-only pass of the run's model)."""
+    result = read_probe_run(run)
+    chosen = run_neurons(result, neurons)
+    loaded = None if stored_activations(result, chosen) is not None else load_run_model(run)
+    found = run_activations(loaded, run, chosen, result=result)
+    console.print(summary_line(result.info))
+    for n in found.neurons:
+        console.print(plain(f"neuron {n.layer}.{n.index} at position {n.position}: r {n.r:+.3f}, rank {n.rank} of "
+                            f"{result.corr.shape[0] * result.corr.shape[2]}"))
+    if n_exemplars > 0:
+        console.print(exemplar_table(found.neurons, found.values, found.examples, n_exemplars))
+
+
 @click.command("show")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--exemplars", "n_exemplars", type=click.IntRange(min=0), default=5, show_default=True, help="Most and least activating examples per neuron.")
 @click.option("--exemplar-neurons", type=click.IntRange(min=0), default=EXEMPLAR_NEURONS, show_default=True,
               help="Show the exemplars of this many top neurons (0 = all).")
-def show_command(run: Path, n_exemplars: int, exemplar_neurons: int) -> None:
+@click.option("--neuron", "neurons", metavar="L.I[@k],...", default="",
+              help="Show these neurons' exemplars instead, any neurons of the model (outside the top K: one prompt-only "
+                   "pass of the run's model; without @k a neuron's best position on the run).")
+def show_command(run: Path, n_exemplars: int, exemplar_neurons: int, neurons: str) -> None:
     """Print the top neurons of a run directory and their exemplars.
 
     A folder written by `skn probe --seeds` shows each seed's top neurons, then their comparison.
@@ -64,6 +84,9 @@ def show_command(run: Path, n_exemplars: int, exemplar_neurons: int) -> None:
       skn show RUN
     """
     console = Console()
+    if neurons:
+        show_neurons(console, run, neurons, n_exemplars)
+        return
     subruns = seed_subruns(run)
     if subruns:
         show_seeds(console, subruns, n_exemplars, exemplar_neurons)

@@ -313,15 +313,26 @@ def comparison_of(base: Measures, label: str, sets: Sequence[Sequence[Target]], 
 
 @dataclass(frozen=True)
 class AblationConfig:
-    value: Value = Value(ValueKind.MEAN)
-    where: Where = Where.PROMPT
-    n_controls: int = 20
-    per_neuron: int = 10  # the first this many neurons of the set, one at a time
-    items: int = 0  # 0 = every validation example; else a seeded sample of this many
-    seed: int = 0
-    batch_size: int = 16
-    share: int = 1  # sets measured together in one forward (the items repeated once per set)
-    test: DepartureTest = DepartureTest.AUTO  # the set against its controls (skn.ablate_test)
+    """How `ablate` measures a set; each field's `help` is its `skn ablate` option's (skn.cli.ablate_cmd)."""
+
+    value: Value = field(default=Value(ValueKind.MEAN), metadata={
+        "help": "mean (the neuron's validation mean at the slot), zero, or scale:S; with --curve several, e.g. mean,zero "
+                "(one curve each)."})
+    where: Where = field(default=Where.PROMPT, metadata={
+        "help": "prompt: the soft-prompt slots; all: every position of the sequence; with --curve or --scales both: "
+                "prompt,all."})
+    n_controls: int = field(default=20, metadata={"help": "Random sets of the same size, layers and slots."})
+    per_neuron: int = field(default=10, metadata={"help": "Ablate this many neurons of the set one at a time."})
+    items: int = field(default=0, metadata={"help": "Sample this many validation items (seeded; 0 = all)."})
+    seed: int = field(default=0, metadata={"help": "Seeds the item sample and the controls."})
+    batch_size: int = field(default=16, metadata={"help": "Items per forward (per set)."})
+    share: int = field(default=1, metadata={
+        "help": "Sets measured together in one forward (the items repeated once per set): ceil(sets / share) passes, "
+                "each forward share x --batch-size rows."})
+    test: DepartureTest = field(default=DepartureTest.AUTO, metadata={  # skn.ablate_test
+        "help": "The set against its controls: empirical (rank; needs C >= G / 0.05 - 1 over G points), log-t (a "
+                "prediction-interval t test on log |effect|; ~10 controls suffice), auto = empirical where it can "
+                "reach 0.05, else log-t."})
 
     def __post_init__(self) -> None:
         if self.n_controls < 0:

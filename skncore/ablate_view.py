@@ -7,8 +7,8 @@ import base64
 import html
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -16,19 +16,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
-from skn.ablate_test import DepartureTest, cannot_depart, parse_test
+from skn.ablate_curve import Axis
+from skn.ablate_record import AblationRecord, CurveRecord
+from skn.ablate_test import cannot_depart
 from skn.plots import new_figure, png_bytes
 
 NDArrayF = NDArray[np.float64]
 MEASURE_LABELS = {"loss": "loss", "metric": "metric", "accuracy": "accuracy"}
-
-
-def _map(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _float(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)
@@ -43,52 +37,45 @@ class EffectRow:
     p: float | None
 
 
-def effect_rows(record: Mapping[str, object]) -> tuple[EffectRow, ...]:
+def effect_rows(record: AblationRecord) -> tuple[EffectRow, ...]:
     """The measures that exist in this record (loss always; metric and accuracy where defined)."""
     rows = []
     for m in MEASURE_LABELS:
-        effect = _float(_map(record.get("effect")).get(m))
+        effect = record.effect.get(m)
         if effect is None:
             continue
-        spread = _map(_map(record.get("controls_summary")).get(m))
-        rows.append(EffectRow(m, _float(_map(record.get("base")).get(m)), effect, _float(spread.get("mean")),
-                              _float(spread.get("std")), _float(spread.get("p"))))
+        spread = record.controls_summary.get(m)
+        rows.append(EffectRow(m, record.base.get(m), effect, None if spread is None else spread.mean,
+                              None if spread is None else spread.std, None if spread is None else spread.p))
     return tuple(rows)
 
 
-def set_effects(record: Mapping[str, object], key: str, measure: str = "loss") -> tuple[tuple[str, float], ...]:
+def set_effects(record: AblationRecord, key: str, measure: str = "loss") -> tuple[tuple[str, float], ...]:
     """(label, effect) for each set under `key` ("controls" or "per_neuron") where the measure exists."""
-    out = []
-    sets = record.get(key)
-    for s in sets if isinstance(sets, Sequence) else ():
-        value = _float(_map(_map(s).get("effect")).get(measure))
-        if value is not None:
-            out.append((str(_map(s).get("label", "")), value))
-    return tuple(out)
+    sets = record.controls if key == "controls" else record.per_neuron
+    return tuple((s.label, value) for s in sets if (value := s.effect.get(measure)) is not None)
 
 
-def describe(record: Mapping[str, object]) -> str:
+def describe(record: AblationRecord) -> str:
     """One line: what was ablated, how, on how many items, at what cost."""
-    config = _map(record.get("config"))
-    neurons = record.get("neurons")
-    count = len(neurons) if isinstance(neurons, Sequence) else 0
-    return (f"{count} neuron-slot(s) set to {config.get('value', '?')} at {config.get('where', '?')} positions, "
-            f"{record.get('n_items', '?')} items{_items_from(record)}, {config.get('controls', '?')} random controls "
-            f"(seed {config.get('seed', '?')}), {record.get('forwards', '?')} passes")
+    config = record.config
+    return (f"{len(record.neurons)} neuron-slot(s) set to {config.value} at {config.where} positions, "
+            f"{record.n_items} items{_items_from(record.items_from)}, {config.controls} random controls "
+            f"(seed {config.seed}), {record.forwards} passes")
 
 
-def _items_from(record: Mapping[str, object]) -> str:
+def _items_from(items_from: str) -> str:
     """' (confirmation fold)' where the items did not choose the neurons; '' for the whole set or older files."""
-    return " (confirmation fold)" if record.get("items_from") == "confirmation" else ""
+    return " (confirmation fold)" if items_from == "confirmation" else ""
 
 
-def ablation_figure(record: Mapping[str, object]) -> Figure:
+def ablation_figure(record: AblationRecord) -> Figure:
     """Left: the control sets' loss effects (dots and box) with the ablated set's (red line, gid "ablated").
     Right: the loss effect of each neuron alone (bars, gid "neuron:LABEL")."""
     figure = new_figure(10.0, 4.0)
     left, right = figure.subplots(1, 2, width_ratios=(1, 1.4))
     controls = np.array([v for _, v in set_effects(record, "controls")], dtype=np.float64)
-    effect = _float(_map(record.get("effect")).get("loss"))
+    effect = record.effect.loss
     if controls.size:
         jitter = np.random.default_rng(0).uniform(-0.12, 0.12, controls.size)
         left.boxplot(controls, positions=[0.0], widths=0.5, showfliers=False)
@@ -96,7 +83,8 @@ def ablation_figure(record: Mapping[str, object]) -> Figure:
     if effect is not None:
         left.axhline(effect, color="red", lw=2.0, gid="ablated", label=f"ablated set: {effect:+.3g}")
     left.axhline(0.0, color="0.6", lw=0.8, ls=":")
-    p = _float(_map(_map(record.get("controls_summary")).get("loss")).get("p"))
+    spread = record.controls_summary.loss
+    p = None if spread is None else spread.p
     left.set_title(f"effect on the mean loss (p = {p:.3g})" if p is not None else "effect on the mean loss", fontsize=10)
     left.set_xticks([])
     left.set_ylabel("mean loss change (ablated - unablated)")
@@ -112,7 +100,7 @@ def ablation_figure(record: Mapping[str, object]) -> Figure:
     right.axhline(0.0, color="0.6", lw=0.8)
     right.set_title("each neuron alone (layer.neuron@slot)", fontsize=10)
     right.set_ylabel("mean loss change")
-    text = f"model: {record.get('model', '?')}  \u00b7  {describe(record)}"
+    text = f"model: {record.model}  \u00b7  {describe(record)}"
     figure.supxlabel("\n".join(textwrap.wrap(text, 150)), fontsize=7.5, color="0.35", x=0.01, ha="left")
     return figure
 
@@ -121,7 +109,7 @@ def _fmt(value: float | None) -> str:
     return "\u2013" if value is None else f"{value:+.4g}"
 
 
-def ablation_html(record: Mapping[str, object]) -> str:
+def ablation_html(record: AblationRecord) -> str:
     """The report's section: summary table and the figure (text escaped)."""
     esc = html.escape
     head = "<tr><th>measure</th><th>unablated</th><th>ablated effect</th><th>controls mean \u00b1 std</th><th>p</th></tr>"
@@ -153,87 +141,76 @@ class CurveRow:
     p_holm: float | None
 
 
-def curve_rows(record: Mapping[str, object], measure: str = "loss") -> tuple[CurveRow, ...]:
-    axis = str(record.get("axis", "k"))
+def curve_rows(record: CurveRecord, measure: str = "loss") -> tuple[CurveRow, ...]:
     rows = []
-    points = record.get("points")
-    for point in points if isinstance(points, Sequence) else ():
-        pt = _map(point)
-        band = _map(_map(pt.get("band")).get(measure))
-        x = _float(pt.get("scale")) if axis == "scale" else _float(pt.get("k"))
-        rows.append(CurveRow(x if x is not None else math.nan, _float(_map(pt.get("effect")).get(measure)),
-                             _float(band.get("median")), _float(band.get("q05")), _float(band.get("q95")),
-                             _float(_map(_map(pt.get("controls_summary")).get(measure)).get("p")),
-                             _float(_map(pt.get("p_holm")).get(measure))))
+    for point in record.points:
+        band = point.band.get(measure)
+        spread = point.controls_summary.get(measure)
+        x = point.x(record.axis)
+        rows.append(CurveRow(x if x is not None else math.nan, point.effect.get(measure),
+                             None if band is None else band.median, None if band is None else band.q05,
+                             None if band is None else band.q95, None if spread is None else spread.p,
+                             point.p_holm.get(measure)))
     return tuple(rows)
 
 
-def departure_text(record: Mapping[str, object], note: bool = True) -> str:
+def _axis_letter(record: CurveRecord) -> str:
+    return "K" if record.axis is Axis.K else "S"
+
+
+def departure_text(record: CurveRecord, note: bool = True) -> str:
     """Where the curve departs from random (or that it never does, and, with `note`, why it could not)."""
-    departure = _map(record.get("departure"))
-    axis = "K" if record.get("axis") == "k" else "S"
-    where = (f"departs from random at {axis} = {departure.get('k') if axis == 'K' else departure.get('scale')} "
-             f"(loss effect {_fmt(_float(departure.get('effect_loss')))}, Holm p {departure.get('p_holm')})"
-             if departure else "never departs from random (Holm, alpha 0.05)")
+    departure = record.departure
+    where = (f"departs from random at {_axis_letter(record)} = {departure.x(record.axis):g} "
+             f"(loss effect {_fmt(departure.effect_loss)}, Holm p {departure.p_holm})"
+             if departure is not None and departure.x(record.axis) is not None else "never departs from random (Holm, alpha 0.05)")
     return where + f"{test_text(record)}" + (power_note(record) if note else "")
 
 
-def test_text(record: Mapping[str, object]) -> str:
+def test_text(record: CurveRecord) -> str:
     """"; p: the log-t test" (or empirical) where the file says which test gave p; "" for older files."""
-    test = record.get("test")
-    return f"; p from the {test} test" if isinstance(test, str) else ""
+    return "" if record.test is None else f"; p from the {record.test.value} test"
 
 
-def power_note(record: Mapping[str, object]) -> str:
+def power_note(record: CurveRecord) -> str:
     """" (with C controls G points cannot depart: ...)" when the test can never reach alpha, else ""."""
-    config = _map(record.get("config"))
-    points = record.get("points")
-    g = len(points) if isinstance(points, Sequence) else 0
-    c = config.get("controls")
-    test = record.get("test", DepartureTest.EMPIRICAL.value)  # files before the log-t test used the empirical p
-    if not isinstance(c, int) or not g or not isinstance(test, str):
+    g = len(record.points)
+    if not g:
         return ""
-    reason = cannot_depart(parse_test(test), c, g)
+    reason = cannot_depart(record.test or record.config.test, record.config.controls, g)
     return f" ({reason})" if reason else ""
 
 
-def cost_text(record: Mapping[str, object]) -> str:
+def cost_text(record: CurveRecord) -> str:
     """Random sets per point, items, passes (and sets per forward where they share one)."""
-    config = _map(record.get("config"))
-    share = config.get("share", 1)
-    shared = f" ({record.get('sets', '?')} sets, {share} per forward)" if isinstance(share, int) and share > 1 else ""
-    return (f"{config.get('controls', '?')} random sets per point, {record.get('n_items', '?')} items{_items_from(record)}, "
-            f"{record.get('forwards', '?')} passes{shared}")
+    share = record.config.share
+    shared = f" ({record.sets} sets, {share} per forward)" if share > 1 else ""
+    return (f"{record.config.controls} random sets per point, {record.n_items} items{_items_from(record.items_from)}, "
+            f"{record.forwards} passes{shared}")
 
 
-def describe_curve(record: Mapping[str, object]) -> str:
-    config = _map(record.get("config"))
-    value = "scale:S" if record.get("axis") == "scale" else config.get("value", "?")
-    return f"{value} at {config.get('where', '?')} positions, {cost_text(record)}; {departure_text(record)}"
+def describe_curve(record: CurveRecord) -> str:
+    value = "scale:S" if record.axis is Axis.SCALE else record.config.value
+    return f"{value} at {record.config.where} positions, {cost_text(record)}; {departure_text(record)}"
 
 
-def curve_views(record: Mapping[str, object]) -> tuple[Mapping[str, object], ...]:
+def curve_views(record: CurveRecord) -> tuple[CurveRecord, ...]:
     """One record per curve (value x where): the file's fields with that curve's config, points and
     departure. A file with one curve (or written before several) is its own view."""
-    curves = record.get("curves")
-    if not isinstance(curves, Sequence) or not curves:
+    if not record.curves:
         return (record,)
-    views = []
-    for entry in curves:
-        e = _map(entry)
-        views.append({**record, "config": {**_map(record.get("config")), **_map(e.get("config"))},
-                      "points": e.get("points"), "departure": e.get("departure"), "test": e.get("test", record.get("test"))})
-    return tuple(views)
+    return tuple(replace(record, config=replace(record.config, value=e.value, where=e.where), points=e.points,
+                         departure=e.departure, test=e.test if e.test is not None else record.test, curves=())
+                 for e in record.curves)
 
 
-def curve_title(view: Mapping[str, object]) -> str:
+def curve_title(view: CurveRecord) -> str:
     """"mean at the prompt", "zero at all positions", "scale:S at the prompt"."""
-    config = _map(view.get("config"))
-    value = "scale:S" if view.get("axis") == "scale" else str(config.get("value", "?"))
-    return f"{value} at {'the prompt' if config.get('where') == 'prompt' else 'all positions'}"
+    value = "scale:S" if view.axis is Axis.SCALE else view.config.value
+    return f"{value} at {'the prompt' if view.config.where == 'prompt' else 'all positions'}"
 
 
-def _curve_panel(ax: Axes, view: Mapping[str, object], legend: bool) -> None:
+def _curve_panel(ax: Axes, view: CurveRecord, legend: bool) -> None:
     rows = curve_rows(view)
     xs = np.array([r.x for r in rows], dtype=np.float64)
 
@@ -243,11 +220,10 @@ def _curve_panel(ax: Axes, view: Mapping[str, object], legend: bool) -> None:
     ax.fill_between(xs, col([r.q05 for r in rows]), col([r.q95 for r in rows]), color="0.7", alpha=0.5, gid="band",
                     label="random sets: 5-95%")
     ax.plot(xs, col([r.median for r in rows]), color="0.35", ls="--", lw=1.4, gid="median", label="random sets: median")
-    axis_k = view.get("axis") == "k"
+    axis_k = view.axis is Axis.K
     ax.plot(xs, col([r.effect for r in rows]), "o-", color="red", lw=2.0, gid="top", label="top K" if axis_k else "the set")
-    departure = _map(view.get("departure"))
-    if departure:
-        x = _float(departure.get("k") if axis_k else departure.get("scale"))
+    if view.departure is not None:
+        x = view.departure.x(view.axis)
         if x is not None:
             ax.axvline(x, color="red", ls=":", lw=1.2, gid="departure", label="first departure (Holm)")
     if axis_k and xs.size and float(np.nanmin(xs)) > 0:
@@ -263,7 +239,7 @@ def _curve_panel(ax: Axes, view: Mapping[str, object], legend: bool) -> None:
     ax.grid(alpha=0.25)
 
 
-def curve_figure(record: Mapping[str, object]) -> Figure:
+def curve_figure(record: CurveRecord) -> Figure:
     """One panel per curve (value x where, in the file's order): the set's loss effect against K (log axis)
     or S, over the random sets' median (gid "median") and 5-95% band (gid "band"); the set's line has gid
     "top", the first departure "departure"."""
@@ -278,17 +254,17 @@ def curve_figure(record: Mapping[str, object]) -> Figure:
         else:
             ax.set_visible(False)
     if len(views) == 1:
-        text = f"model: {record.get('model', '?')}  \u00b7  {describe_curve(record)}"
+        text = f"model: {record.model}  \u00b7  {describe_curve(record)}"
     else:
-        text = (f"model: {record.get('model', '?')}  \u00b7  {cost_text(record)}, all curves together  \u00b7  "
+        text = (f"model: {record.model}  \u00b7  {cost_text(record)}, all curves together  \u00b7  "
                 + "; ".join(f"{curve_title(v)}: {departure_text(v, note=False)}" for v in views) + power_note(views[0]))
     figure.supxlabel("\n".join(textwrap.wrap(text, 120 if cols == 1 else 180)), fontsize=7, color="0.35", x=0.01, ha="left")
     return figure
 
 
-def curve_html(record: Mapping[str, object]) -> str:
+def curve_html(record: CurveRecord) -> str:
     esc = html.escape
-    axis = "K" if record.get("axis") == "k" else "S"
+    axis = _axis_letter(record)
     head = f"<tr><th>{axis}</th><th>set effect</th><th>random median</th><th>random 5-95%</th><th>p</th><th>Holm p</th></tr>"
     tables = []
     for view in curve_views(record):
@@ -300,7 +276,7 @@ def curve_html(record: Mapping[str, object]) -> str:
         )
         tables.append(f"<h3>{esc(curve_title(view))}</h3><p class=\"sub\">{esc(describe_curve(view))}</p><table>{head}{body}</table>")
     data = base64.b64encode(png_bytes(curve_figure(record))).decode("ascii")
-    ranking = str(record.get("ranking", "this run's |r|"))
+    ranking = record.ranking
     return (f'<section class="card" id="ablation-curve"><h2>Ablation curve</h2><p class="sub">ranking: {esc(ranking)}</p>'
             + "".join(tables)
             + f'<div class="figs"><img src="data:image/png;base64,{data}" alt="effect against {axis} over random sets"></div></section>')

@@ -26,6 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from skn.ablate_record import AblationRecord, CurveRecord
 from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.ablate_view import ablation_html, curve_html
 from skn.groups import Grouping
@@ -346,7 +347,7 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
 
 
 def render_report(run: ProbeResult, source: str = "", group_by: str | None = None, exemplar_count: int = 5,
-                  ablation: Mapping[str, object] | None = None, curve: Mapping[str, object] | None = None) -> str:
+                  ablation: AblationRecord | None = None, curve: CurveRecord | None = None) -> str:
     """The report's HTML for `run`; `source` names the run directory in the page's header; `ablation`
     (RUN/ablation.json's record, see skn.ablate_run) and `curve` (RUN/ablation_curve.json's) add their sections."""
     grouping = choose_grouping(run, group_by)

@@ -129,8 +129,8 @@ def test_mean_value_is_the_runs_own_validation_mean(tmp_path: Path) -> None:
     out = run_ablation(loaded, AblationRequest(tmp_path, AblationConfig(n_controls=3, per_neuron=2, items=8, batch_size=4)))  # type: ignore[arg-type]
     record = read_ablation(tmp_path)
     assert (tmp_path / ABLATION_FILE).is_file() and out.forwards == 1 + 1 + 3 + 2
-    assert record["n_items"] == 8 and len(record["controls"]) == 3 and len(record["per_neuron"]) == 2  # type: ignore[arg-type]
-    assert record["neurons"] == [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]
+    assert record.n_items == 8 and len(record.controls) == 3 and len(record.per_neuron) == 2
+    assert list(record.neurons) == [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]
     assert "NaN" not in (tmp_path / ABLATION_FILE).read_text()
     assert [r.measure for r in effect_rows(record)] == ["loss", "metric"]  # no choices, no labels: no accuracy
     assert 'id="ablation"' in ablation_html(record) and "<script" not in ablation_html(record)
@@ -217,9 +217,9 @@ def test_holdout_run_ranks_on_selection_and_ablates_confirmation_items(tmp_path:
     confirmation = {int(i) for i in torch.nonzero(run.holdout.folds.confirm).flatten()}
     run_ablation(loaded, AblationRequest(tmp_path, AblationConfig(n_controls=2, per_neuron=0, items=6, batch_size=4)))  # type: ignore[arg-type]
     record = read_ablation(tmp_path)
-    assert record["ranked_on"] == "selection" and record["items_from"] == "confirmation"
-    assert record["neurons"] == [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]
-    indices = {row["index"] for row in record["per_example"]}  # type: ignore[attr-defined, index]
+    assert record.ranked_on == "selection" and record.items_from == "confirmation"
+    assert list(record.neurons) == [f"{n.layer}.{n.index}@{n.position}" for n in run.neurons]
+    indices = {row.index for row in record.per_example}
     assert len(indices) == 6 and indices <= confirmation
     assert "items (confirmation fold)" in describe(record)
 
@@ -238,7 +238,7 @@ def test_a_run_that_reused_a_prompt_is_ablated_with_that_prompt(tmp_path: Path) 
     assert not (run_dir / "prompt.safetensors").exists()
     assert torch.equal(run_prompt(run_dir, run).prompt, prompt)
     run_ablation(loaded, AblationRequest(run_dir, AblationConfig(n_controls=2, per_neuron=0, items=4, batch_size=4)))  # type: ignore[arg-type]
-    assert read_ablation(run_dir)["n_items"] == 4
+    assert read_ablation(run_dir).n_items == 4
     given.unlink()
     with pytest.raises(RunDirError, match="not readable from here"):
         run_prompt(run_dir, run)

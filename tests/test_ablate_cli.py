@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from skn.ablate_run import read_ablation
 from skn.ablate_view import ablation_figure, effect_rows
 from skn.cli.main import cli
 
@@ -28,10 +29,11 @@ def test_ablate_show_report_plot(tmp_path: Path, saved_tiny_model: Path, capsys:
     record = json.loads((out / "ablation.json").read_text())
     assert record["model"] == str(saved_tiny_model) and record["n_items"] == 10 and len(record["neurons"]) == 5
     # the completions " a cat" / " a dog" / " a bird" are labels: accuracy is measured; confidence is an output metric
-    assert [r.measure for r in effect_rows(record)] == ["loss", "metric", "accuracy"]
+    typed = read_ablation(out)
+    assert [r.measure for r in effect_rows(typed)] == ["loss", "metric", "accuracy"]
     assert record["alternative_rows"] == 20 and len(record["per_example"]) == 10
     assert (out / "plots" / "ablation.png").is_file()
-    gids = {a.get_gid() for ax in ablation_figure(record).axes for a in (*ax.lines, *ax.patches)}
+    gids = {a.get_gid() for ax in ablation_figure(typed).axes for a in (*ax.lines, *ax.patches)}
     assert "ablated" in gids and any(str(g).startswith("neuron:") for g in gids)
 
     shown = runner.invoke(cli, ["show", str(out), "--exemplars", "0"])

@@ -16,6 +16,7 @@ import torch
 from skn.ablate import AblationConfig, Measures, measure, measure_many, measure_sets, passes, prepare
 from skn.ablate_consensus import consensus_targets
 from skn.ablate_curve import combinations, k_curves, scale_curves
+from skn.ablate_record import parse_curve
 from skn.ablate_run import curve_record
 from skn.ablate_view import curve_figure, curve_html, curve_views
 from skn.api import encode
@@ -123,12 +124,13 @@ def test_four_curves_in_one_call_share_the_controls(tmp_path: Path) -> None:
     assert all(single[0].points[1].comparison.controls[c].targets == single[3].points[1].comparison.controls[c].targets for c in range(3))
     assert single[0].points[1].comparison.ablated.effect.loss != single[3].points[1].comparison.ablated.effect.loss
 
-    record = json.loads(json.dumps(curve_record(single, "tiny")))
-    assert [(c["config"]["value"], c["config"]["where"]) for c in record["curves"]] == [
+    written = json.loads(json.dumps(curve_record(single, "tiny").to_json()))
+    assert [(c["config"]["value"], c["config"]["where"]) for c in written["curves"]] == [
         ("mean", "prompt"), ("mean", "all"), ("zero", "prompt"), ("zero", "all")]
-    assert record["points"] == record["curves"][0]["points"] and record["config"]["value"] == "mean"
+    assert written["points"] == written["curves"][0]["points"] and written["config"]["value"] == "mean"
+    record = parse_curve(Path("ablation_curve.json"), written)
     views = curve_views(record)
-    assert len(views) == 4 and views[3]["config"]["value"] == "zero" and views[3]["config"]["where"] == "all"  # type: ignore[index]
+    assert len(views) == 4 and views[3].config.value == "zero" and views[3].config.where == "all"
     figure = curve_figure(record)
     panels = [ax for ax in figure.axes if ax.get_visible()]
     assert len(panels) == 4 and all({a.get_gid() for a in ax.lines} >= {"top", "median"} for ax in panels)
@@ -136,7 +138,8 @@ def test_four_curves_in_one_call_share_the_controls(tmp_path: Path) -> None:
     plt.close(figure)
     assert len(curve_tables(record)) == 4 and curve_html(record).count("<table>") == 4
     # a file of one curve (or one written before there were several) is its own view
-    old = {k: v for k, v in curve_record(single[0], "tiny").items() if k != "curves"}
+    old = parse_curve(Path("ablation_curve.json"),
+                      {k: v for k, v in curve_record(single[0], "tiny").to_json().items() if k != "curves"})
     assert len(curve_views(old)) == 1 and len(curve_tables(old)) == 1
 
 

@@ -250,3 +250,18 @@ def test_skn_plot_draws_a_neuron_outside_the_top_k(tiny_run: tuple[Path, Path, s
     assert code == 0, text
     drawn = [p.name for p in (tmp_path / "p").iterdir() if p.name.startswith("neuron_")]
     assert drawn and all(f"_L{outside[0]}_N{outside[1]}" in name for name in drawn), drawn
+
+
+def test_skn_show_prints_any_neurons_exemplars(tiny_run: tuple[Path, Path, skn.ProbeResult],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`skn show RUN --neuron L.I`: its r, its rank among all neurons and its exemplars, top neuron or not."""
+    run_dir, _, result = tiny_run
+    top = {(n.layer, n.index) for n in result.neurons}
+    outside = next((0, index) for index in range(48) if (0, index) not in top)
+    first = result.neurons[0]
+    code, text = run_main(["show", str(run_dir), "--neuron", f"{outside[0]}.{outside[1]},{first.layer}.{first.index}",
+                           "--exemplars", "2"], capsys)
+    assert code == 0, text
+    assert f"neuron {outside[0]}.{outside[1]} at position" in text and f"neuron {first.layer}.{first.index}" in text
+    assert "rank 1 of" in text  # the top neuron, named, keeps its rank
+    assert "most and least activating" in text and "the " in text  # the items' text ("the cat is", ...)

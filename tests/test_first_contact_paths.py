@@ -109,9 +109,10 @@ def test_an_old_run_whose_relative_model_does_not_resolve_names_run_json(
     assert "--model ../shared" not in line  # never as a flag the user did not pass
 
 
-def test_a_hub_id_is_recorded_as_given() -> None:
+def test_a_hub_id_is_recorded_as_given(tmp_path: Path) -> None:
     assert skn.hub.recorded_name(FAKE_HUB_ID) == FAKE_HUB_ID
-    assert skn.hub.recorded_name(str(STORIES.parent / ".." / "models")) == str((STORIES.parent).resolve())
+    (tmp_path / "models").mkdir()  # a local folder, whether or not ../shared is here
+    assert skn.hub.recorded_name(str(tmp_path / "models" / ".." / "models")) == str((tmp_path / "models").resolve())
 
 
 # ---------------------------------------------------------------- 2. a prompt is recognised by its weights
