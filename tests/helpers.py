@@ -67,6 +67,37 @@ def tiny_loaded(arch: str, seed: int = 0, init_range: float = 0.02) -> Any:
 
 
 
+def save_model(model: torch.nn.Module, folder: Path) -> Path:
+    """A tiny model and the character tokenizer as a Hugging Face folder."""
+    model.save_pretrained(folder)  # type: ignore[operator]
+    char_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def model_folders(base: Path) -> tuple[Path, Path]:
+    """Two saved tiny Qwen2 folders: a plain one, and one whose tokenizer's pad id is one past the embeddings."""
+    model = save_model(tiny_model("qwen2"), base / "tiny-qwen2")
+    pad_model = base / "pad-qwen2"
+    tiny_model("qwen2").save_pretrained(pad_model)
+    tokenizer = char_tokenizer()
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    assert tokenizer.pad_token_id == VOCAB  # one past the embeddings
+    tokenizer.save_pretrained(pad_model)
+    return model, pad_model
+
+
+def one_error(output: str, code: int, expected: int, *needles: str) -> str:
+    """The bad-input matrix's checks on one CLI outcome: the exit code, no traceback, exactly one `error:` line
+    holding every needle; returns that line."""
+    assert code == expected, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
 def write_data(path: Path, n: int, seed: int) -> Path:
     """A .jsonl of n examples with an `animal` label and a numeric `size` field."""
     rng = random.Random(seed)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import VOCAB, char_tokenizer, tiny_model
+from helpers import VOCAB, model_folders
 from fake_run import make_run
 from helpers import run_main
 from skn.cli.main import main
@@ -55,15 +55,7 @@ def _write_data(path: Path, n: int, seed: int, extra: Callable[[int], dict[str, 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     base = tmp_path_factory.mktemp("matrix")
-    model = base / "tiny-qwen2"
-    tiny_model("qwen2").save_pretrained(model)
-    char_tokenizer().save_pretrained(model)  # type: ignore[attr-defined]
-    pad_model = base / "pad-qwen2"
-    tiny_model("qwen2").save_pretrained(pad_model)
-    tokenizer = char_tokenizer()
-    tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # type: ignore[attr-defined]
-    assert tokenizer.pad_token_id == VOCAB  # type: ignore[attr-defined]  # one past the embeddings
-    tokenizer.save_pretrained(pad_model)  # type: ignore[attr-defined]
+    model, pad_model = model_folders(base)
     train, val = _write_data(base / "train.jsonl", 16, 0), _write_data(base / "val.jsonl", 12, 1)
     run = base / "RUN"
     main(["probe", "--model", str(model), "--data", str(train), "--val-data", str(val), "--group-by", "animal",

@@ -19,7 +19,7 @@ import torch
 
 import skn.memory
 import skn.run
-from helpers import STORIES, char_tokenizer, run_main, tiny_model, write_data
+from helpers import STORIES, char_tokenizer, one_error, run_main, save_model, tiny_model, write_data
 from skn.cli.errors import ONE_LINE_LIMIT, one_line
 from skn.errors import ModelError, UsageError
 from skn.memory import MemoryPlan, Workload, advice, check_fits, model_shape, plan
@@ -33,23 +33,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = ["--steps", "2", "--eval-every", "2", "--prompt-len", "2", "--batch-size", "8", "--top-k", "3"]
 SMOL_FILE = STORIES.parent / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def one_error(output: str, code: int, expected: int, *needles: str) -> str:
-    """The checks of the bad-input matrix; returns the error line."""
-    assert code == expected, output
-    assert "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
-
-
-def save(model: torch.nn.Module, folder: Path) -> Path:
-    model.save_pretrained(folder)  # type: ignore[operator]
-    char_tokenizer().save_pretrained(folder)  # type: ignore[attr-defined]
-    return folder
 
 
 def edit_config(folder: Path, **changes: object) -> None:
@@ -78,20 +61,20 @@ def probe_args(model: Path, data: tuple[Path, Path], *extra: str) -> list[str]:
 
 
 def more_layers(tmp: Path) -> Path:
-    folder = save(tiny_model("llama"), tmp / "m")
+    folder = save_model(tiny_model("llama"), tmp / "m")
     edit_config(folder, num_hidden_layers=5)  # the checkpoint has 3
     return folder
 
 
 def other_architecture(tmp: Path) -> Path:
-    folder = save(tiny_model("gpt2"), tmp / "m")
-    llama = save(tiny_model("llama"), tmp / "llama")
+    folder = save_model(tiny_model("gpt2"), tmp / "m")
+    llama = save_model(tiny_model("llama"), tmp / "llama")
     shutil.copy(llama / "config.json", folder / "config.json")  # a Llama config over GPT-2 weights
     return folder
 
 
 def wider_ffn(tmp: Path) -> Path:
-    folder = save(tiny_model("llama"), tmp / "m")
+    folder = save_model(tiny_model("llama"), tmp / "m")
     edit_config(folder, intermediate_size=44)  # the checkpoint's is 40
     return folder
 
@@ -135,7 +118,7 @@ def test_checkpoint_that_does_not_fit_its_config_is_refused(make: object, needle
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2"])
 def test_saved_models_still_load(arch: str, tmp_path: Path) -> None:
     """save_pretrained folders (GPT-2 and Qwen2 with lm_head tied to the embeddings) load as before."""
-    loaded = load_model(str(save(tiny_model(arch), tmp_path / arch)), device="cpu")
+    loaded = load_model(str(save_model(tiny_model(arch), tmp_path / arch)), device="cpu")
     assert loaded.sites.num_layers == tiny_model(arch).config.num_hidden_layers  # type: ignore[union-attr]
 
 
@@ -164,7 +147,7 @@ def tiny_mpt(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=90, max_seq_len=256, expansion_ratio=2)
-    return save(AutoModelForCausalLM.from_config(config), folder)
+    return save_model(AutoModelForCausalLM.from_config(config), folder)
 
 
 def test_plan_uses_the_neuron_module_given(data: tuple[Path, Path], tmp_path: Path,
@@ -190,7 +173,7 @@ class TinyForCausalLM(LlamaForCausalLM):
 
 def test_plan_with_trust_remote_code(data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A model with its own code (auto_map), which loads only with --trust-remote-code: the plan builds it too."""
-    folder = save(tiny_model("llama"), tmp_path / "remote")
+    folder = save_model(tiny_model("llama"), tmp_path / "remote")
     (folder / "configuration_tiny.py").write_text(REMOTE_CONFIG)
     (folder / "modeling_tiny.py").write_text(REMOTE_MODEL)
     edit_config(folder, model_type="tinyremote", architectures=["TinyForCausalLM"],
@@ -274,7 +257,7 @@ def tiny_bert(folder: Path) -> Path:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=90, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=48, max_position_embeddings=256)
-    return save(BertForMaskedLM(config), folder)
+    return save_model(BertForMaskedLM(config), folder)
 
 
 def tiny_t5(folder: Path) -> Path:
@@ -282,7 +265,7 @@ def tiny_t5(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = T5Config(vocab_size=90, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, decoder_start_token_id=0)
-    return save(T5ForConditionalGeneration(config), folder)
+    return save_model(T5ForConditionalGeneration(config), folder)
 
 
 @pytest.mark.parametrize("command", ["train", "probe"])

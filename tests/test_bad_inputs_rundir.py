@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fake_run import make_run
-from helpers import ROOT, char_tokenizer, run_main, tiny_model, write_data
+from helpers import ROOT, run_main, save_model, tiny_model, write_data
 from skn.groups import group_summaries
 from skn.probe_files import read_probe_run, write_groups
 from skn.rundir import CLAIM_FILE, PromptFile, write_prompt
@@ -40,9 +40,7 @@ class Tiny:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     base = tmp_path_factory.mktemp("tiny")
-    model = base / "tiny-qwen2"
-    tiny_model("qwen2").save_pretrained(model)
-    char_tokenizer().save_pretrained(model)  # type: ignore[attr-defined]
+    model = save_model(tiny_model("qwen2"), base / "tiny-qwen2")
     return Tiny(model, write_data(base / "train.jsonl", 16, 0), write_data(base / "val.jsonl", 12, 1))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, VOCAB, char_tokenizer, run_main, tiny_model
+from helpers import ROOT, model_folders, run_main
 from skn import seeds
 from skn.api import MetricFailure
 from skn.errors import MetricError, StorageError
@@ -64,14 +64,7 @@ def _write(path: Path, n: int, seed: int, hostile: bool = False) -> Path:
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     base = tmp_path_factory.mktemp("terminal")
-    model, pad_model = base / "tiny-qwen2", base / "pad-qwen2"
-    tiny_model("qwen2").save_pretrained(model)
-    char_tokenizer().save_pretrained(model)  # type: ignore[attr-defined]
-    tiny_model("qwen2").save_pretrained(pad_model)
-    tokenizer = char_tokenizer()
-    tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # type: ignore[attr-defined]
-    assert tokenizer.pad_token_id == VOCAB  # type: ignore[attr-defined]  # one past the embeddings
-    tokenizer.save_pretrained(pad_model)  # type: ignore[attr-defined]
+    model, pad_model = model_folders(base)
     return Ctx(model, pad_model, _write(base / "train.jsonl", 16, 0), _write(base / "val.jsonl", 12, 1),
                _write(base / "hostile.jsonl", 12, 1, hostile=True))
 

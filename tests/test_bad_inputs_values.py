@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import VOCAB, char_tokenizer, run_main, tiny_model
+from helpers import VOCAB, model_folders, run_main
 from skn.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,15 +49,7 @@ def write_records(path: Path, records: list[dict[str, object]]) -> Path:
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     base = tmp_path_factory.mktemp("values")
-    model = base / "tiny-qwen2"
-    tiny_model("qwen2").save_pretrained(model)
-    char_tokenizer().save_pretrained(model)  # type: ignore[attr-defined]
-    pad_model = base / "pad-qwen2"
-    tiny_model("qwen2").save_pretrained(pad_model)
-    tokenizer = char_tokenizer()
-    tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # type: ignore[attr-defined]
-    assert tokenizer.pad_token_id == VOCAB  # type: ignore[attr-defined]
-    tokenizer.save_pretrained(pad_model)  # type: ignore[attr-defined]
+    model, pad_model = model_folders(base)
     train = write_records(base / "train.jsonl", [record(i, 0) for i in range(16)])
     val = write_records(base / "val.jsonl", [record(i, 1) for i in range(12)])
     return Ctx(model, pad_model, train, val)

@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 
 import skn.hub
-from helpers import STORIES, char_tokenizer, run_main, tiny_model, write_data
+from helpers import STORIES, one_error, run_main, save_model, tiny_model, write_data
 from skn.console import quiet_transformers
 from skn.data import HfDataset, load_examples, parse_hf_spec
 from skn.errors import DataError
@@ -35,22 +35,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["--steps", "2", "--eval-every", "2", "--prompt-len", "2", "--batch-size", "8", "--top-k", "3", "--threads", "1"]
 SMOL = STORIES.parent / "smollm2-135m-instruct"
 FAKE_HUB_ID = "skn-tests/no-such-model-anywhere"
-
-
-def one_error(output: str, code: int, expected: int, *needles: str) -> str:
-    assert code == expected, output
-    assert "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
-
-
-def save(model: torch.nn.Module, folder: Path) -> Path:
-    model.save_pretrained(folder)  # type: ignore[operator]
-    char_tokenizer().save_pretrained(folder)  # type: ignore[attr-defined]
-    return folder
 
 
 def prompt_metadata(path: Path) -> dict[str, str]:
@@ -129,7 +113,7 @@ def test_a_prompt_from_a_copied_model_folder_is_accepted_and_other_weights_refus
                           "--out", str(tmp_path / "R"), "--metric", "loss", *FAST], capsys)
     assert code == 0, out  # refused by path string before the fingerprint
     assert json.loads((tmp_path / "R" / "run.json").read_text())[FINGERPRINT_KEY] == fingerprint
-    other = save(tiny_model("qwen2", seed=1), tmp_path / "other-weights")
+    other = save_model(tiny_model("qwen2", seed=1), tmp_path / "other-weights")
     code, out = run_main(["probe", "--model", str(other), "--prompt", str(tmp_path / "P"), "--data", str(data),
                           "--out", str(tmp_path / "R2"), "--metric", "loss", *FAST], capsys)
     one_error(out, code, 2, "--prompt", "fingerprints differ", "--any-prompt-model")
@@ -308,7 +292,7 @@ def test_a_cached_hub_model_loads_offline_when_the_hub_cannot_be_reached(
 
     hub_id = "skn-tests/tiny-qwen2"
     repo = tmp_path / "hub" / ("models--" + hub_id.replace("/", "--"))
-    save(tiny_model("qwen2"), repo / "snapshots" / ("0" * 40))
+    save_model(tiny_model("qwen2"), repo / "snapshots" / ("0" * 40))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
