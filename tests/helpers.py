@@ -8,6 +8,7 @@ import copy
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,28 @@ def one_error(output: str, code: int, expected: int, *needles: str) -> str:
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
     return errors[0]
+
+
+ANIMALS = ("cat", "dog", "bird")
+
+
+def animal_word(i: int, seed: int) -> str:
+    """The animal of example i in `animal_data(..., seed)`: the three in turn, in a seeded phase."""
+    return ANIMALS[(i * 7 + seed) % 3]
+
+
+def animal_data(path: Path, n: int, seed: int, extra: Callable[[int], dict[str, object]] | None = None) -> Path:
+    """A .jsonl of n examples "the WORD is" / " a WORD" with an `animal` label and a `size` field in [0, 1), each
+    record updated by `extra(i)` where given (the bad-input suites' data)."""
+    with path.open("w") as f:
+        for i in range(n):
+            word = animal_word(i, seed)
+            record: dict[str, object] = {"instruction": f"the {word} is", "completion": f" a {word}", "animal": word,
+                                         "size": (i * 37 % 11) / 11}
+            if extra is not None:
+                record.update(extra(i))
+            f.write(json.dumps(record) + "\n")
+    return path
 
 
 def write_data(path: Path, n: int, seed: int) -> Path:

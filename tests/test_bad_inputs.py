@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import VOCAB, model_folders
+from helpers import VOCAB, animal_data, model_folders
 from fake_run import make_run
 from helpers import run_main
 from skn.cli.main import main
@@ -39,24 +39,11 @@ class Ctx:
     run: Path  # a finished probe run of `model` (group-by animal, with report and plots)
 
 
-def _write_data(path: Path, n: int, seed: int, extra: Callable[[int], dict[str, object]] | None = None) -> Path:
-    words = ["cat", "dog", "bird"]
-    with path.open("w") as f:
-        for i in range(n):
-            word = words[(i * 7 + seed) % 3]
-            record: dict[str, object] = {"instruction": f"the {word} is", "completion": f" a {word}", "animal": word,
-                                         "size": (i * 37 % 11) / 11}
-            if extra is not None:
-                record.update(extra(i))
-            f.write(json.dumps(record) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     base = tmp_path_factory.mktemp("matrix")
     model, pad_model = model_folders(base)
-    train, val = _write_data(base / "train.jsonl", 16, 0), _write_data(base / "val.jsonl", 12, 1)
+    train, val = animal_data(base / "train.jsonl", 16, 0), animal_data(base / "val.jsonl", 12, 1)
     run = base / "RUN"
     main(["probe", "--model", str(model), "--data", str(train), "--val-data", str(val), "--group-by", "animal",
           "--report", "--out", str(run), *FAST])
@@ -156,7 +143,7 @@ def resume(ctx: Ctx, tmp: Path, *extra: str, model: Path | None = None, data: Pa
 
 def other_data(ctx: Ctx, tmp: Path) -> None:
     checkpointed(ctx, tmp)
-    _write_data(tmp / "other.jsonl", 16, 2)
+    animal_data(tmp / "other.jsonl", 16, 2)
 
 
 def foreign_prompt(ctx: Ctx, tmp: Path) -> None:
@@ -211,7 +198,7 @@ CASES = [
     Case("markup-in-out-path", lambda c, t: probe(c, t, out="R[/y]"), 0, ("R[/y]",)),
     Case("hf-emoji-spec", lambda c, t: ["probe", "--model", str(c.model), "--data", "hf:x:", "--out", str(t / "R")], 2, ("hf:x:",)),
     Case("metric-label-brackets", lambda c, t: probe(c, t, "--metric", "label==[b]", val=t / "lab.jsonl"), 2, ("label==[b]",),
-         prepare=lambda c, t: (_write_data(t / "lab.jsonl", 12, 1, lambda i: {"label": "x"}) and None)),
+         prepare=lambda c, t: (animal_data(t / "lab.jsonl", 12, 1, lambda i: {"label": "x"}) and None)),
     # 2. a pad id beyond the vocabulary
     Case("pad-beyond-vocab-train", lambda c, t: [*probe(c, t)[:2], str(c.pad_model), *probe(c, t)[3:]], 0, ("top 3 neurons",)),
     Case("pad-beyond-vocab-prompt-label", lambda c, t: [*probe(c, t)[:2], str(c.pad_model), *probe(c, t)[3:],
@@ -236,7 +223,7 @@ CASES = [
     Case("nan-training", lambda c, t: probe(c, t, "--lr", "1e20", "--steps", "4", "--eval-every", "1"), 2, ("training diverged", "--lr"),
          check=lambda c, t, o: (not (t / "R" / "run.json").exists() or pytest.fail("reported as a run")) and None),
     Case("metric-overflow", lambda c, t: probe(c, t, "--metric", "big", val=t / "big.jsonl"), 2, ("overflows",),
-         prepare=lambda c, t: (_write_data(t / "big.jsonl", 12, 1, lambda i: {"big": (1 + i) * 1e200}) and None),
+         prepare=lambda c, t: (animal_data(t / "big.jsonl", 12, 1, lambda i: {"big": (1 + i) * 1e200}) and None),
          check=lambda c, t, o: (json.loads((t / "R" / "examples.jsonl").read_text().splitlines()[0])["metric"] and None)),
     # 5. found before training
     Case("python-metric-missing-module", lambda c, t: probe(c, t, "--metric", "python:nosuchmod:f"), 2, ("nosuchmod",),
@@ -252,7 +239,7 @@ CASES = [
          ("val.jsonl:", "python:mymetric:f failed"),
          prepare=write_metric_module("def f(example, outputs):\n    return 'high'\n")),
     Case("two-val-examples", lambda c, t: probe(c, t, val=t / "two.jsonl"), 2, ("--val-data", "at least 3"),
-         prepare=lambda c, t: (_write_data(t / "two.jsonl", 2, 1) and None), check=no_prompt_trained),
+         prepare=lambda c, t: (animal_data(t / "two.jsonl", 2, 1) and None), check=no_prompt_trained),
     Case("triton-without-cuda", lambda c, t: probe(c, t, "--backend", "triton", "--device", "cpu"), 2, ("--backend triton",),
          env={"TRITON_INTERPRET": "0"}, check=no_prompt_trained),
     Case("lr-negative", lambda c, t: probe(c, t, "--lr", "-1"), 2, ("--lr",)),

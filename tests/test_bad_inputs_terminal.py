@@ -20,13 +20,14 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import ROOT, model_folders, run_main
+from helpers import ROOT, animal_data, animal_word, model_folders, run_main
 from skn import seeds
 from skn.api import MetricFailure
 from skn.errors import MetricError, StorageError
@@ -48,25 +49,18 @@ class Ctx:
     hostile_val: Path  # instructions, a field name and its values holding terminal control sequences
 
 
-def _write(path: Path, n: int, seed: int, hostile: bool = False) -> Path:
-    words = ["cat", "dog", "bird"]
-    with path.open("w") as f:
-        for i in range(n):
-            word = words[(i * 7 + seed) % 3]
-            record: dict[str, object] = {"instruction": f"the {word} is", "completion": f" a {word}", "animal": word}
-            if hostile:
-                record["instruction"] = f"{TITLE}the {RED}{word} is\x9b2J"
-                record[FIELD] = f"{RED}{word}{TITLE}"
-            f.write(json.dumps(record) + "\n")
-    return path
+def _hostile(seed: int) -> Callable[[int], dict[str, object]]:
+    """An instruction, a field name and its values holding terminal control sequences."""
+    return lambda i: {"instruction": f"{TITLE}the {RED}{animal_word(i, seed)} is\x9b2J",
+                      FIELD: f"{RED}{animal_word(i, seed)}{TITLE}"}
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Ctx:
     base = tmp_path_factory.mktemp("terminal")
     model, pad_model = model_folders(base)
-    return Ctx(model, pad_model, _write(base / "train.jsonl", 16, 0), _write(base / "val.jsonl", 12, 1),
-               _write(base / "hostile.jsonl", 12, 1, hostile=True))
+    return Ctx(model, pad_model, animal_data(base / "train.jsonl", 16, 0), animal_data(base / "val.jsonl", 12, 1),
+               animal_data(base / "hostile.jsonl", 12, 1, _hostile(1)))
 
 
 def probe(ctx: Ctx, out: Path, *extra: str, model: Path | None = None, val: Path | None = None) -> list[str]:
