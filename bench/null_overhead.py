@@ -59,7 +59,7 @@ def main() -> None:
             best["off"] = min(best["off"], time.perf_counter() - start)
             start = time.perf_counter()
             null = NullAccumulator(sites.num_layers, 20, sites.width, config)
-            passed = statistics_pass(loaded, prompt, rows, examples, spec, 16, observers=[null])
+            passed = statistics_pass(loaded, prompt, rows, examples, spec, 16, statistics=[null])
             final = time.perf_counter()
             neurons = rank_neurons(correlation(passed.stats), 10, Reduce.ABS)
             null_result(null.snapshot(), passed.stats, neurons, Reduce.ABS, config.alpha)

@@ -38,13 +38,14 @@ from skn.partial import (CovariateAccumulator, CovariateStats, FoldCovariates, P
                          check_metric_residual, covariate_r, covariate_stats, covariate_values, merge_covariates,
                          parse_controls, partial_correlation)
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
-from skn.probe import PassObserver, statistics_pass
+from skn.probe import statistics_pass
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Reduce, rank_neurons
 from skn.result import ProbeResult, ProbeSettings, RunInfo
 from skn.rundir import PromptFile, write_prompt
 from skn.scratch import ROW_BUFFER_BYTES
-from skn.stats import correlation
+from skn.statistic import Statistic
+from skn.stats import STAT_DTYPE, correlation
 from skn.trainer import TrainConfig, TrainResult, train_prompt
 from skn.version import __version__
 
@@ -262,15 +263,15 @@ def _probe_in_pass_order(
     nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device, ranked_z, null_buffer)]
              if config.null.permutations > 0 else [])
     # with a holdout the null is that of the selection fold, which ranks the neurons
-    observers: list[PassObserver] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)
+    statistics: list[Statistic] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)
     comoments = (CovariateAccumulator(z, confirm.long() if confirm is not None else torch.zeros(len(examples), dtype=torch.long),
                                       2 if confirm is not None else 1, sites.num_layers, prompt_len, sites.width, loaded.device)
                  if z is not None else None)
     if comoments is not None:
-        observers.append(comoments)
+        statistics.append(comoments)
     checkpoint = pass_checkpoint(loaded, config, out, resume)
-    if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY or z is not None):
-        raise UsageError("under torchrun --checkpoint-every, --resume, --control and --score predictivity are not available "
+    if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY):
+        raise UsageError("under torchrun --checkpoint-every, --resume and --score predictivity are not available "
                          "(one process only)")
     # the one pass's activation store (skn.exemplar_store); a checkpointed or sharded pass reads the top activations
     # in a second pass instead (the store's scratch file survives neither a restart nor another rank)
@@ -278,7 +279,7 @@ def _probe_in_pass_order(
     store = ActivationStore(sites.num_layers, prompt_len, sites.width, config.exemplar_store) if one_pass else None
     try:
         return _probe_with(loaded, prompt, examples, rows, spec, config, progress, train_examples, confirm, plan,
-                           nulls, observers, store, checkpoint, ranks, Controls(names, z, comoments))
+                           nulls, statistics, store, checkpoint, ranks, Controls(names, z, comoments))
     finally:
         if store is not None:
             store.close()  # the scratch file goes
@@ -296,7 +297,7 @@ class Controls:
 def _probe_with(
     loaded: LoadedModel, prompt: Tensor, examples: tuple[Example, ...], rows: tuple[Encoded, ...], spec: MetricSpec,
     config: ProbeConfig, progress: ProgressSink, train_examples: Sequence[Example], confirm: Tensor | None,
-    plan: HoldoutPlan, nulls: list[NullAccumulator], observers: list[PassObserver], store: ActivationStore | None,
+    plan: HoldoutPlan, nulls: list[NullAccumulator], statistics: list[Statistic], store: ActivationStore | None,
     checkpoint: PassCheckpoint | None, ranks: Ranks, controls: Controls,
 ) -> ProbeResult:
     prompt_len = int(prompt.shape[0])
@@ -305,9 +306,13 @@ def _probe_with(
     known_all = metric_before_pass(spec, examples) if spec.known_before_pass and ranks.active else None
     passed = statistics_pass(loaded, prompt, rows[part], examples[part], spec, config.batch_size, config.backend, progress,
                              confirm[part] if confirm is not None else None,
-                             ranks.observers(observers, len(rows), known_all, config.batch_size) + ([store] if store is not None else []),
-                             fused_mlp=config.fused_mlp, checkpoint=checkpoint)
-    passed = ranks.merge_pass(passed, len(rows), confirm, config.batch_size)
+                             ranks.shard_statistics(statistics, len(rows), known_all, config.batch_size)
+                             + ([store] if store is not None else []),
+                             fused_mlp=config.fused_mlp, checkpoint=checkpoint, ranks=ranks)
+    if ranks.active:  # the statistics are the whole set's; the metric and the fold mask are gathered here
+        metric = ranks.gather_rows(passed.metric.to(STAT_DTYPE), len(rows), config.batch_size)
+        passed = replace(passed, metric=metric, folds=None if passed.folds is None or confirm is None
+                         else replace(passed.folds, confirm=confirm))
     try:
         check_metric(spec, passed.metric, examples)
         if z is not None:
@@ -349,7 +354,7 @@ def _probe_with(
     check_some_finite(corr, passed.stats.m2_y, passed.metric)
     start = time.perf_counter()
     ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
-    null_state = replace(nulls[0].snapshot(), comoments=ranks.merge_null(nulls[0].state())) if nulls else None
+    null_state = nulls[0].snapshot() if nulls else None
     null = (null_result(null_state, ranked_stats, neurons, config.reduce, config.null.alpha, ranked_cov)
             if null_state is not None else None)
     partial: PartialResult | None = None

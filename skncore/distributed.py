@@ -5,21 +5,23 @@ group: gloo on CPU, nccl on CUDA (each rank on cuda:LOCAL_RANK). Without them it
 every method below is the identity.
 
 Probe: rank k takes a contiguous shard of the validation set, about N/W examples starting at a multiple of
-the batch size (deterministic, in example order; the batches are those of one process), runs the statistics pass on it, and the ranks' moments are gathered and merged with
-skn.stats.merge in rank order (the folds' moments too); every rank then holds the same merged float64
-moments and so ranks the same neurons. The permutation null is fed the global example numbers (the
-whole-set permutations are those of one process); each rank's co-moments are relative to its own shift,
-so they are re-centred on rank 0's (broadcast) before one all-reduce sums them. The top neurons' activations and the metric
-are gathered in rank order, i.e. example order. Only rank 0 writes; other ranks get no run directory
-and no progress bars.
+the batch size (deterministic, in example order; the batches are those of one process), and runs the
+statistics pass on it. Each statistic then merges itself across the ranks (skn.statistic.Statistic.merge,
+with the collectives of `Ranks`): the moments are gathered and merged with skn.stats.merge in rank order
+(the folds' moments too), so every rank holds the same float64 moments and ranks the same neurons; the
+permutation null and the --control covariates are fed the global example numbers (`ShardStatistic`; the
+whole-set permutations are those of one process), and as each rank's co-moments are relative to its own
+shift they are re-centred on rank 0's (broadcast) before one all-reduce sums them. The top neurons'
+activations and the metric are gathered in rank order, i.e. example order. Only rank 0 writes; other
+ranks get no run directory and no progress bars.
 
 Train: each micro-batch's examples are split over the ranks the same way, each rank's loss is scaled
 by its share of the batch, and the prompt's gradient is summed over ranks before the optimiser step,
 so every rank holds the same prompt, that of one process with the same global batch.
 
 Communication: the probe sends the moments once, at the end (3 L P m float64 per rank, twice with a
-holdout, all-gathered so that rank order fixes the merge), the null's R L P m float32 co-moments (one
-all-reduce, after rank 0's shift is broadcast), the exemplars (K x N/W float32) and the metric; training
+holdout, all-gathered so that rank order fixes the merge), the null's R L P m float32 co-moments and the
+covariates' q L P m float64 ones (one all-reduce each, after rank 0's shift is broadcast), the exemplars (K x N/W float32) and the metric; training
 one P x d gradient per step (and two floats: the loss, and per evaluation the validation loss).
 
 Failures: every collective starts with a health check (an all-reduce of the lowest failing rank). A
@@ -31,17 +33,15 @@ rank fails the whole run instead of leaving the others waiting.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from skn.errors import DistributedFailure, SknError, UsageError
-from skn.folds import FoldStats
-from skn.probe import PassObserver, PassResult
-from skn.stats import STAT_DTYPE, PearsonStats, merge
+from skn.statistic import Collective, Statistic
 
 MESSAGE_BYTES = 2048
 
@@ -108,8 +108,10 @@ class Ranks:
 
     # ---------------------------------------------------------------- collectives
 
-    def _gather(self, tensor: Tensor) -> list[Tensor]:
+    def all_gather(self, tensor: Tensor) -> list[Tensor]:
         """Every rank's `tensor` (same shape and dtype on all), in rank order, on the tensor's device."""
+        if not self.active:
+            return [tensor]
         import torch.distributed as dist
 
         self.check()
@@ -126,51 +128,23 @@ class Ranks:
         sizes = [self.shard(count, unit, r).stop - self.shard(count, unit, r).start for r in range(self.world)]
         padded = torch.zeros(*tensor.shape[:-1], max(sizes), dtype=tensor.dtype, device=tensor.device)
         padded[..., : tensor.shape[-1]] = tensor
-        parts = self._gather(padded)
+        parts = self.all_gather(padded)
         return torch.cat([p[..., :n] for p, n in zip(parts, sizes, strict=True)], dim=-1)
 
-    def merge_stats(self, stats: PearsonStats) -> PearsonStats:
-        """Chan's merge of every rank's moments, in rank order (the same result on every rank)."""
+    def broadcast_(self, tensor: Tensor, src: int) -> None:
+        """Overwrite `tensor` with rank `src`'s, in place."""
         if not self.active:
-            return stats
-        scalars = torch.tensor([float(stats.count), stats.mean_y, stats.m2_y], dtype=STAT_DTYPE)
-        gathered = [self._gather(t) for t in (scalars, stats.mean_x, stats.m2_x, stats.c_xy)]
-        return merge_stats_parts([
-            PearsonStats(int(gathered[0][k][0]), gathered[1][k], gathered[2][k], gathered[3][k],
-                         float(gathered[0][k][1]), float(gathered[0][k][2]))
-            for k in range(self.world)
-        ])
-
-    def merge_pass(self, passed: PassResult, count: int, confirm: Tensor | None, unit: int = 1) -> PassResult:
-        """The pass over the whole validation set from every rank's pass over its shard (`shard(count, unit)`)."""
-        if not self.active:
-            return passed
-        metric = self.gather_rows(passed.metric.to(STAT_DTYPE), count, unit)
-        if passed.folds is not None and confirm is not None:
-            folds = FoldStats(self.merge_stats(passed.folds.selection), self.merge_stats(passed.folds.confirmation), confirm)
-            return replace(passed, stats=folds.full, metric=metric, folds=folds)
-        return replace(passed, stats=self.merge_stats(passed.stats), metric=metric)
-
-    def merge_null(self, state: dict[str, Tensor]) -> Tensor:
-        """The null's co-moments [L, R(+1), P*m] float32 of the whole set: each rank's, re-centred on rank 0's
-        shift (C_k + (s_k - s_0) U_k, U_k the weights it applied), summed in rank order in float64."""
-        comoments = state["comoments"]
-        if not self.active:
-            return comoments
+            return
         import torch.distributed as dist
 
-        # re-centred here, then summed by one all-reduce: a rank never holds more than one set of co-moments
-        # (R L P m float32 is the null's whole footprint; gathering W of them would multiply it by W)
         self.check()
-        base = state["shift"].to(self.device, STAT_DTYPE, copy=True)  # a copy: the broadcast overwrites it
-        dist.broadcast(base, src=0)
-        local = recentred(state["comoments"].to(self.device), state["shift"].to(self.device), state["used"].to(self.device), base)
-        self.check()
-        dist.all_reduce(local, op=dist.ReduceOp.SUM)
-        return local.to(comoments.device)
+        local = tensor.to(self.device)
+        dist.broadcast(local, src=src)
+        if local is not tensor:
+            tensor.copy_(local)
 
     def sum_(self, tensor: Tensor) -> None:
-        """All-reduce (sum) in place: the prompt's gradient."""
+        """All-reduce (sum) in place: the prompt's gradient, the null's and the covariates' co-moments."""
         if not self.active:
             return
         import torch.distributed as dist
@@ -181,48 +155,20 @@ class Ranks:
         if local is not tensor:
             tensor.copy_(local)
 
-    def observers(self, observers: Sequence[PassObserver], count: int, known: Tensor | None, unit: int = 1) -> list[PassObserver]:
-        """The observers of this rank's shard, told the global example numbers (identity for one process)."""
+    def shard_statistics(self, statistics: Sequence[Statistic], count: int, known: Tensor | None,
+                         unit: int = 1) -> list[Statistic]:
+        """The statistics of this rank's shard, told the global example numbers (identity for one process)."""
         if not self.active:
-            return list(observers)
+            return list(statistics)
         part = self.shard(count, unit)
-        return [ShardObserver(o, int(part.start), count, known) for o in observers]
+        return [ShardStatistic(s, int(part.start), count, known) for s in statistics]
 
 
-def merge_stats_parts(parts: Sequence[PearsonStats]) -> PearsonStats:
-    """skn.stats.merge over the ranks' moments, in rank order."""
-    merged = parts[0]
-    for part in parts[1:]:
-        merged = merge(merged, part)
-    return merged
+class ShardStatistic:
+    """A skn.statistic.Statistic fed one shard but told the whole pass: `begin` with all N examples (and the
+    whole metric), each batch's `first` shifted by the shard's start."""
 
-
-def recentred(comoments: Tensor, shift: Tensor, used: Tensor, base: Tensor) -> Tensor:
-    """One rank's null co-moments [L, R(+1), P*m] moved from its own shift to `base` (rank 0's): it summed
-    (x - s_k) w, so sum (x - s_0) w = C_k + (s_k - s_0) U_k, U_k [L, R(+1)] the sum of the weights it applied.
-    Computed in float64 a layer at a time, returned in the co-moments' dtype."""
-    out = torch.empty_like(comoments)
-    for layer in range(int(comoments.shape[0])):
-        delta = (shift[layer].to(STAT_DTYPE) - base[layer].to(STAT_DTYPE)).unsqueeze(0)
-        out[layer] = (comoments[layer].to(STAT_DTYPE) + used[layer].to(STAT_DTYPE).unsqueeze(1) * delta).to(comoments.dtype)
-    return out
-
-
-def merge_null_parts(states: Sequence[dict[str, Tensor]]) -> Tensor:
-    """The null's whole-set co-moments from the ranks' NullAccumulator states (what `Ranks.merge_null` computes
-    across processes): each re-centred on rank 0's shift, then summed."""
-    base = states[0]["shift"]
-    total = recentred(states[0]["comoments"], states[0]["shift"], states[0]["used"], base)
-    for state in states[1:]:
-        total += recentred(state["comoments"], state["shift"], state["used"], base)
-    return total
-
-
-class ShardObserver:
-    """A PassObserver fed one shard but told the whole pass: `begin` with all N examples (and the whole
-    metric), each batch's `first` shifted by the shard's start."""
-
-    def __init__(self, inner: PassObserver, start: int, total: int, known: Tensor | None) -> None:
+    def __init__(self, inner: Statistic, start: int, total: int, known: Tensor | None) -> None:
         self.inner, self._start, self._total, self._known = inner, start, total, known
 
     def begin(self, count: int, known: Tensor | None) -> None:
@@ -233,6 +179,15 @@ class ShardObserver:
 
     def finish_batch(self, first: int, y: Tensor) -> None:
         self.inner.finish_batch(first + self._start, y)
+
+    def state(self) -> dict[str, Tensor]:
+        return self.inner.state()
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        self.inner.load_state(state)
+
+    def merge(self, ranks: Collective) -> None:
+        self.inner.merge(ranks)
 
 
 def from_environment() -> Ranks:

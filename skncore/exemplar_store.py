@@ -3,7 +3,7 @@
 The exemplars, groups.json, the plots and the report need every top neuron's activation on every
 validation example, and which neurons are on top is known only after the pass. Design (exact, bounded):
 
-- `ActivationStore` is a `skn.probe.PassObserver`. The pass hands it every layer's prompt rows [B, P, m]
+- `ActivationStore` is a skn.statistic.Statistic. The pass hands it every layer's prompt rows [B, P, m]
   per batch (the very tensors the statistics merge, in the activation's own dtype), and it appends their
   raw bytes to an anonymous scratch file (`tempfile.TemporaryFile`: unlinked at once, so it vanishes with
   the process, even on a crash), written sequentially: the store holds no more than one batch in memory.
@@ -25,7 +25,7 @@ positions do not depend on it, but the longer batches round differently: in floa
 with the second pass's to about 1e-5 of the largest activation (the tests allow 1e-4 and check that the
 exemplars agree). Either way the store holds exactly what the statistics saw and ranked.
 
-Cost: one [B, P, m] write per layer and batch (the gather is shared with the other observers); on CUDA an
+Cost: one [B, P, m] write per layer and batch (the gather is shared with the other statistics); on CUDA an
 asynchronous copy into a pinned buffer per layer, written once the batch ends. Disk: N L P m itemsize
 bytes, e.g. 2.06 GiB for SmolLM2-135M (30 x 20 x 1536, float32) at N = 600.
 """
@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import IO
@@ -50,6 +50,7 @@ from skn.probe import exemplar_pass
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Neuron
 from skn.stage import storage_error
+from skn.statistic import Collective
 
 GIB = 1 << 30
 DEFAULT_STORE_BYTES = 8 * GIB
@@ -87,7 +88,7 @@ class ActivationStore:
         self._pinned: dict[tuple[int, tuple[int, ...]], Tensor] = {}
         self.bytes_written = 0
 
-    # -- the PassObserver protocol
+    # -- the skn.statistic.Statistic protocol
     def begin(self, count: int, known: Tensor | None) -> None:
         self._count = count
 
@@ -116,6 +117,32 @@ class ActivationStore:
             for f, layer, host in self._pending:
                 self._write(f, layer, host)
             self._pending.clear()
+
+    def state(self) -> dict[str, Tensor]:
+        """How much is stored (batches, bytes): the out-of-memory retry rolls a failed batch back to it."""
+        return {"batches": torch.tensor(len(self._firsts), dtype=torch.int64),
+                "bytes": torch.tensor(self.bytes_written, dtype=torch.int64)}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        """Forget what came after `state()` was taken: the file is cut back and the later batches' blocks go.
+        (A checkpointed pass has no store: its scratch file would not survive the restart.)"""
+        batches, size = int(state["batches"]), int(state["bytes"])
+        if not 0 <= batches <= len(self._firsts) or not 0 <= size <= self.bytes_written:
+            raise InternalError(f"activation store: cannot go back to {batches} batches, {size} bytes "
+                                f"from {len(self._firsts)}, {self.bytes_written}")
+        for first in self._firsts[batches:]:
+            self._seen.discard(first)
+            for layer in self.kept:
+                self._blocks.pop((first, layer), None)
+        del self._firsts[batches:]
+        self._pending.clear()
+        if self._file is not None:
+            self._file.truncate(size)
+            self._file.seek(size)
+        self.bytes_written = size
+
+    def merge(self, ranks: Collective) -> None:
+        """Nothing to merge: each rank reads its own examples' activations, gathered afterwards in example order."""
 
     # -- after the pass
     @property

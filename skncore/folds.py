@@ -36,7 +36,8 @@ from skn.example_order import FOLD_SALT, keyed_order
 from skn.errors import InternalError, RunDirError, UsageError
 from skn.fold_sums import FoldSums
 from skn.scratch import Scratch
-from skn.stats import LayerUpdate, PearsonStats, StatsAccumulator, merge
+from skn.statistic import Collective
+from skn.stats import LayerUpdate, PearsonStats, StatsAccumulator, merge, merge_across
 
 AUTO_FRACTION = 0.5
 MIN_AUTO_FOLD = 100  # the automatic holdout needs at least this many examples in each fold
@@ -128,9 +129,9 @@ class PerFoldMoments:
             if rows.numel() == 0:
                 continue
             if rows.numel() == acts.shape[0]:
-                accumulator.add_layer(layer, acts, y)
+                accumulator.add_layer(layer, 0, acts, y)  # (a StatsAccumulator does not number its rows)
             else:
-                accumulator.add_layer(layer, self._select(acts, rows), y.index_select(0, rows.to(y.device)))
+                accumulator.add_layer(layer, 0, self._select(acts, rows), y.index_select(0, rows.to(y.device)))
 
     def _select(self, acts: Tensor, rows: Tensor) -> Tensor:
         """acts[rows], copied into the reused buffer (valid until the next call)."""
@@ -140,7 +141,7 @@ class PerFoldMoments:
     def finish_batch(self, y: Tensor) -> None:
         for accumulator, rows in zip(self._accumulators, self._rows):
             if rows.numel():
-                accumulator.finish_batch(y.index_select(0, rows.to(y.device)))
+                accumulator.finish_batch(0, y.index_select(0, rows.to(y.device)))
         self._rows = ()
 
     def state(self) -> dict[str, Tensor]:
@@ -162,9 +163,10 @@ class PerFoldMoments:
 
 
 class FoldAccumulator:
-    """Both folds' moments, fed by one pass. Call `begin_batch(first, size)` for each batch, then per layer
-    `add_layer(layer, acts [B, P, m], y)`, then `finish_batch(y)`. `update_layer` None: the torch path's shifted
-    sums (skn.fold_sums); else that update merges each fold's rows (`PerFoldMoments`, the Triton kernels)."""
+    """Both folds' moments, fed by one pass (a skn.statistic.Statistic): per batch `add_layer(layer, first, acts
+    [B, P, m], y)` for every layer (the first call routes the batch's rows by fold), then `finish_batch(first, y)`.
+    `update_layer` None: the torch path's shifted sums (skn.fold_sums); else that update merges each fold's rows
+    (`PerFoldMoments`, the Triton kernels)."""
 
     def __init__(
         self,
@@ -184,14 +186,20 @@ class FoldAccumulator:
             else PerFoldMoments(layers, positions, width, self._device, update_layer))
         self._rows: dict[Fold, Tensor] = {}
         self._within: dict[Fold, Tensor] = {}
+        self._merged: FoldStats | None = None  # after `merge` across ranks: the whole set's folds
         # example i's number within its own fold: the count of earlier examples of the same fold
         self._rank_in_fold = {
             Fold.CONFIRMATION: torch.cumsum(self._confirm.to(torch.int64), 0) - 1,
             Fold.SELECTION: torch.cumsum((~self._confirm).to(torch.int64), 0) - 1,
         }
 
+    def begin(self, count: int, known: Tensor | None) -> None:
+        if count != self._confirm.numel():
+            raise InternalError(f"fold mask of {self._confirm.numel()} examples for a pass over {count}")
+
     def begin_batch(self, first: int, size: int) -> None:
-        """Route the rows of examples first .. first + size - 1 by fold."""
+        """Route the rows of examples first .. first + size - 1 by fold (`add_layer` does, on a batch's first layer;
+        call it earlier to read `rows` and `within` before)."""
         if first < 0 or first + size > self._confirm.numel():
             raise InternalError(f"batch {first}..{first + size - 1} outside the {self._confirm.numel()} examples")
         mask = self._confirm[first : first + size]
@@ -223,13 +231,13 @@ class FoldAccumulator:
         held = int(self._confirm.sum())
         return held if fold is Fold.CONFIRMATION else int(self._confirm.numel()) - held
 
-    def add_layer(self, layer: int, acts: Tensor, y: Tensor) -> None:
-        """One layer's prompt activations [B, P, m] of the current batch."""
+    def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None:
+        """One layer's prompt activations [B, P, m] of the batch of examples first .. first + B - 1."""
         if not self._rows:
-            raise InternalError("FoldAccumulator.add_layer before begin_batch")
+            self.begin_batch(first, int(acts.shape[0]))
         self._moments.add_layer(layer, acts, y)
 
-    def finish_batch(self, y: Tensor) -> None:
+    def finish_batch(self, first: int, y: Tensor) -> None:
         self._moments.finish_batch(y)
         self._rows = {}
         self._within = {}
@@ -239,8 +247,21 @@ class FoldAccumulator:
         return self._moments.state()
 
     def load_state(self, state: Mapping[str, Tensor]) -> None:
+        """Back to `state()`'s value, between batches (a batch rolled back mid-way is routed afresh)."""
         self._moments.load_state(state)
+        self._rows = {}
+        self._within = {}
+
+    def merge(self, ranks: Collective) -> None:
+        """Each fold's moments merged over the ranks (skn.statistic); `snapshot` then returns them, with this
+        rank's fold mask (the caller knows the whole set's)."""
+        if not ranks.active:
+            return
+        selection, confirmation = self._moments.snapshot()
+        self._merged = FoldStats(merge_across(selection, ranks), merge_across(confirmation, ranks), self._confirm.clone())
 
     def snapshot(self) -> FoldStats:
+        if self._merged is not None:
+            return self._merged
         selection, confirmation = self._moments.snapshot()
         return FoldStats(selection, confirmation, self._confirm.clone())

@@ -69,7 +69,8 @@ from skn.errors import InternalError, UsageError
 from skn.partial import CovariateStats, permuted_partial, regression, residuals
 from skn.rank import Neuron, Reduce, best_scores
 from skn.scratch import rows_within
-from skn.stats import STAT_DTYPE, PearsonStats
+from skn.statistic import Collective
+from skn.stats import STAT_DTYPE, PearsonStats, sum_recentred
 
 NULL_DTYPE = torch.float32
 SEED_SALT = 0x5EED_9  # keeps the null's stream apart from the split's and the prompt's, which use the same seed
@@ -331,6 +332,23 @@ class NullAccumulator:
         self._orders = list(torch.split(state["orders"], sizes, dim=1)) if sizes else []
         self._batch_first = -1
 
+    def merge(self, ranks: Collective) -> None:
+        """The whole set's co-moments from every rank's (skn.statistic): each re-centred on rank 0's shift (every
+        rank's are relative to its own), then summed; with covariates in the within-batch mode the projections
+        Y_r - Y_0 and G_r of each rank's batches are summed too (the whole-set mode's are every rank's alike).
+        Afterwards the accumulator is only read (`snapshot`)."""
+        if not ranks.active:
+            return
+        if self._mode is None:
+            raise InternalError("NullAccumulator.begin was not called")
+        self.flush()
+        self._comoments, base = sum_recentred(ranks, self._comoments, self._shift, self._used)
+        self._shift.copy_(base)
+        self._shift32.copy_(base)
+        if self._q and self._mode is PermutationMode.WITHIN_BATCH:
+            ranks.sum_(self._perm_y)
+            ranks.sum_(self._perm_z)
+
     def snapshot(self) -> NullState:
         if self._mode is None:
             raise InternalError("NullAccumulator.begin was not called")
@@ -489,3 +507,6 @@ class SelectedRows:
         rows = self._rows(first, y.shape[0])
         if rows.numel():
             self.inner.finish_batch(int(self._before[first]), y.index_select(0, rows.to(y.device)))
+
+    def merge(self, ranks: Collective) -> None:
+        self.inner.merge(ranks)

@@ -1,8 +1,8 @@
 """The batches of a pass, with a batch that runs out of CUDA memory retried at half the size.
 
 `run_batches` calls `one_batch(first, size)` for consecutive slices of the examples. With `retry` on
-(the default on CUDA), the checkpointable state of the pass (skn.pass_checkpoint.Checkpointable: the
-moments, the null) is copied before each batch; a batch raising `torch.cuda.OutOfMemoryError` is
+(the default on CUDA), the state of every statistic of the pass (skn.statistic.Statistic: the moments,
+the null, the covariates, the activation store) is copied before each batch; a batch raising `torch.cuda.OutOfMemoryError` is
 rolled back to that copy (the in-pass hooks merge layer by layer, so half a batch may already be in),
 the cache is emptied, and the same examples are tried again at half the size, down to 1; the smaller
 size is kept for the rest of the pass and reported (`on_shrink`). The statistics do not depend on
@@ -10,7 +10,8 @@ where the batches split (Chan's merge is exact up to float64 rounding), and the 
 draws its permutations for the batch it is actually given (its generator is rolled back too).
 
 Why a copy rather than an undo: a Chan update cannot be reversed exactly, and the copy is of the
-moments only (3 L P m float64 and the null's co-moments), reused from batch to batch.
+running state only (3 L P m float64 of moments, the null's and the covariates' co-moments; the activation
+store's is two numbers, its file cut back on restore), reused from batch to batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from skn.pass_checkpoint import Checkpointable
+from skn.statistic import Statistic
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -30,7 +31,7 @@ def _is_oom(err: BaseException) -> bool:
 class _Undo:
     """One reusable copy of every part's state."""
 
-    def __init__(self, parts: Sequence[Checkpointable]) -> None:
+    def __init__(self, parts: Sequence[Statistic]) -> None:
         self._parts = parts
         self._saved: list[dict[str, Tensor]] = []
 
@@ -49,7 +50,7 @@ def run_batches(
     batch_size: int,
     one_batch: Callable[[int, int], None],
     after: Callable[[int], None],
-    parts: Sequence[Checkpointable] = (),
+    parts: Sequence[Statistic] = (),
     retry: bool = False,
     on_shrink: Callable[[int, int], None] = lambda done, size: None,
 ) -> int:

@@ -17,7 +17,7 @@ computed through the Cholesky factor of the covariates' correlation matrix, S_zz
 D = diag(sqrt(S_zz)), R = C C^T: with w = C^-1 D^-1 s_xz and v = C^-1 D^-1 s_zy (triangular solves),
 e_xx = m2_x - |w|^2, e_xy = c_xy - w.v, e_yy = m2_y - |v|^2 (q <= ~8, so the q x q algebra is free).
 
-Streaming (`CovariateAccumulator`, a `skn.probe.PassObserver`): the covariates are known before the pass
+Streaming (`CovariateAccumulator`, a skn.statistic.Statistic): the covariates are known before the pass
 (metadata fields or token counts), so their means over every fold are too, and the co-moments of every
 cell with each covariate need no running mean of z:
 
@@ -39,7 +39,7 @@ co-moments into partial r.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -50,7 +50,8 @@ from skn.data import Example
 from skn.errors import InternalError, MetricError, UsageError
 from skn.layout import Encoded
 from skn.metrics import MetricKind, metric_before_pass, parse_metric
-from skn.stats import STAT_DTYPE, PearsonStats
+from skn.statistic import Collective
+from skn.stats import STAT_DTYPE, PearsonStats, sum_recentred
 
 COLLINEAR = 1e-8  # a covariate (or the metric) whose residual variance on the others is below this share is collinear
 MAX_COVARIATES = 8
@@ -240,7 +241,7 @@ def covariate_r(cov: CovariateStats, m2_y: float) -> tuple[float, ...]:
 
 
 class CovariateAccumulator:
-    """Streams s_xz for every fold (see the module docstring); a `PassObserver`.
+    """Streams s_xz for every fold (see the module docstring); a skn.statistic.Statistic.
 
     z: [N, q] the covariates of the pass's examples; folds: [N] int64 fold number (0 .. F-1) of each."""
 
@@ -259,6 +260,8 @@ class CovariateAccumulator:
         self._xz = torch.zeros(layers, n_folds * self._q, positions * width, dtype=STAT_DTYPE, device=self._device)
         self._shift = torch.zeros(layers, positions * width, dtype=STAT_DTYPE, device=self._device)
         self._shifted = [False] * layers
+        # the weights applied so far, summed per layer (`merge` re-centres a rank's co-moments with them)
+        self._used = torch.zeros(layers, n_folds * self._q, dtype=STAT_DTYPE, device=self._device)
         self._shape = (layers, positions, width)
 
     def begin(self, count: int, known: Tensor | None) -> None:
@@ -271,10 +274,33 @@ class CovariateAccumulator:
         if not self._shifted[layer]:
             self._shift[layer] = x.mean(dim=0)
             self._shifted[layer] = True
-        self._xz[layer].addmm_(self._weights[:, first : first + batch], x - self._shift[layer])
+        weights = self._weights[:, first : first + batch]
+        self._xz[layer].addmm_(weights, x - self._shift[layer])
+        self._used[layer] += weights.sum(dim=1)
 
     def finish_batch(self, first: int, y: Tensor) -> None:
         """Nothing to do per batch: the covariates' own moments are exact sums once the pass ends."""
+
+    def state(self) -> dict[str, Tensor]:
+        """The running co-moments, shifts and applied weights, exactly (skn.pass_checkpoint, skn.oom_retry)."""
+        return {"xz": self._xz.clone(), "shift": self._shift.clone(), "used": self._used.clone(),
+                "shifted": torch.tensor(self._shifted, dtype=torch.bool)}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        if tuple(state["xz"].shape) != tuple(self._xz.shape):
+            raise InternalError(f"saved covariate co-moments of shape {tuple(state['xz'].shape)} for {tuple(self._xz.shape)}")
+        self._xz.copy_(state["xz"])
+        self._shift.copy_(state["shift"])
+        self._used.copy_(state["used"])
+        self._shifted = [bool(v) for v in state["shifted"].tolist()]
+
+    def merge(self, ranks: Collective) -> None:
+        """The whole set's co-moments from every rank's (skn.statistic), re-centred on rank 0's shifts and summed
+        (each rank saw other examples, so the weights it applied do not sum to zero); afterwards only read."""
+        if not ranks.active:
+            return
+        self._xz, base = sum_recentred(ranks, self._xz, self._shift, self._used)
+        self._shift.copy_(base)
 
     def fold_xz(self, fold: int) -> Tensor:
         """[L, q, P, m] float64: fold `fold`'s co-moments."""

@@ -1,17 +1,16 @@
 """Resumable probe passes: the statistics pass saves its state every `--checkpoint-every` batches.
 
     RUN/pass_checkpoint.safetensors
-        part.K.NAME      the state of the pass's K-th checkpointable part (0: the moments, StatsAccumulator
-                         or FoldAccumulator; 1..: the PassObservers, e.g. skn.null's NullAccumulator)
+        part.K.NAME      the state of the pass's K-th statistic (skn.statistic; 0: the moments, StatsAccumulator
+                         or FoldAccumulator; 1..: the others, e.g. skn.null's NullAccumulator)
         metric           [done] float64, the metric values of the examples done so far
         metadata         done (examples merged), fingerprint (what the pass is over), skn_version
 
-A part is checkpointable when it has `state() -> dict[str, Tensor]` and `load_state(mapping)`
-(`Checkpointable`); a pass with a part that has not makes --checkpoint-every refuse before the first
-batch, naming the part. The file is written through skn.rundir's atomic write (a temporary name,
+Every statistic has `state() -> dict[str, Tensor]` and `load_state(mapping)` (skn.statistic.Statistic); an
+object handed to the pass without them makes --checkpoint-every refuse before the first batch, naming it. The file is written through skn.rundir's atomic write (a temporary name,
 fsync, rename), so a kill -9 at any moment leaves the previous checkpoint or the new one.
 
-`skn probe --resume` restores every part after the pass has been set up (the observers' `begin` has
+`skn probe --resume` restores every part after the pass has been set up (every statistic's `begin` has
 run) and continues with example `done`; the result equals an uninterrupted run's, bitwise when the
 batches are the same (the moments are float64 and saved exactly, the null's generator state with them).
 A checkpoint of another pass (other examples, prompt, metric, holdout, null) is refused: the fingerprint
@@ -24,7 +23,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -33,17 +31,9 @@ from skn.errors import RunDirError, UsageError
 from skn.layout import Encoded
 from skn.rundir import PASS_CHECKPOINT_FILE as PASS_CHECKPOINT_FILE  # the name lives with the others
 from skn.rundir import load_tensors, write_tensors
+from skn.statistic import Statistic
 from skn.version import __version__
 
-
-
-@runtime_checkable
-class Checkpointable(Protocol):
-    """A part of the pass whose running state can be saved and restored exactly."""
-
-    def state(self) -> dict[str, Tensor]: ...
-
-    def load_state(self, state: dict[str, Tensor]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,14 +73,14 @@ def _name(part: object) -> str:
     return type(part).__name__
 
 
-def check_checkpointable(parts: Sequence[object]) -> list[Checkpointable]:
-    missing = [_name(p) for p in parts if not isinstance(p, Checkpointable)]
+def check_checkpointable(parts: Sequence[object]) -> list[Statistic]:
+    missing = [_name(p) for p in parts if not isinstance(p, Statistic)]
     if missing:
         raise UsageError(
             f"--checkpoint-every: {', '.join(missing)} cannot be checkpointed (no state()/load_state()); "
             "run without --checkpoint-every or without that statistic"
         )
-    return [p for p in parts if isinstance(p, Checkpointable)]
+    return [p for p in parts if isinstance(p, Statistic)]
 
 
 class PassSaver:

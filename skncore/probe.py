@@ -8,8 +8,10 @@ after the last layer: the completion is not even fed. When the metric comes from
 confidence, correct, python:) the pass keeps one batch's prompt-position activations, [L, B, P, m],
 and merges them once the batch's metric is known.
 
-The top neurons' activations for the exemplars come from the same pass (skn.exemplar_store, an
-observer). `exemplar_pass` is the second, shorter pass for what the store does not keep: it feeds only
+Every statistic of the pass (the moments, the null, the covariates, the activation store) implements one
+protocol, skn.statistic.Statistic, so the pass feeds them, checkpoints them, rolls them back after an
+out-of-memory batch and merges them across ranks alike. The top neurons' activations for the exemplars
+come from the same pass (skn.exemplar_store, a statistic). `exemplar_pass` is the second, shorter pass for what the store does not keep: it feeds only
 the instruction and the prompt (activations at prompt positions do not depend on what follows) and
 stops at the deepest top layer.
 """
@@ -20,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -34,12 +35,14 @@ from skn.folds import FoldAccumulator, FoldStats
 from skn.scoring import completion_scores
 from skn.layout import Batch, Encoded, PromptRowBuffer, check_offsets, gather_prompt_rows, make_batch
 from skn.oom_retry import run_batches
-from skn.pass_checkpoint import Checkpointable, PassCheckpoint, PassSaver, fingerprint
+from skn.distributed import Ranks
+from skn.pass_checkpoint import PassCheckpoint, PassSaver, fingerprint
 from skn.metrics import MetricKind, MetricSpec, check_metric, load_function, metric_after_pass, metric_before_pass
 from skn.model import LoadedModel, batch_pad_id
 from skn.progress import ProgressSink, SilentProgress
 from skn.prompt import splice
 from skn.rank import Neuron
+from skn.statistic import Collective, Statistic
 from skn.stats import PearsonStats, StatsAccumulator
 
 
@@ -86,20 +89,6 @@ def _forward_to_sites(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> None
     raise InternalError("the forward pass ran past its last hook")
 
 
-class PassObserver(Protocol):
-    """An extra statistic streamed beside the main one (e.g. `skn.null.NullAccumulator`), fed the same
-    batches: `begin` once (known: the metric [N] float64 when it is known before the pass, else None), then
-    per batch `add_layer` for every layer with that layer's prompt rows [B, P, m] and `finish_batch`.
-    `first` is the index of the batch's first example. `acts` is lent for the call only: the in-pass mode
-    gathers every layer into the same buffer, so an observer copies what it keeps."""
-
-    def begin(self, count: int, known: Tensor | None) -> None: ...
-
-    def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None: ...
-
-    def finish_batch(self, first: int, y: Tensor) -> None: ...
-
-
 @dataclass(frozen=True)
 class PassResult:
     stats: PearsonStats
@@ -119,10 +108,11 @@ def statistics_pass(
     backend: Backend = Backend.AUTO,
     progress: ProgressSink = SilentProgress(),
     confirm: Tensor | None = None,
-    observers: Sequence[PassObserver] = (),
+    statistics: Sequence[Statistic] = (),
     fused_mlp: bool = False,
     checkpoint: PassCheckpoint | None = None,
     retry_oom: bool | None = None,
+    ranks: Collective = Ranks(),
 ) -> PassResult:
     """One pass over the validation set: the metric per example and the streamed statistics.
 
@@ -130,54 +120,63 @@ def statistics_pass(
     selection fold; the result then carries both folds' moments and `stats` is their Chan merge.
     None: one set of moments over all examples.
 
-    `observers` see every batch too; in the in-pass mode their prompt rows are gathered from each
-    layer's [B, T, m] input (a slab of one layer) only when there are observers.
+    `statistics` (skn.statistic) are fed every batch beside the moments; in the in-pass mode the prompt rows are
+    gathered from each layer's [B, T, m] input (a slab of one layer) only when there are such statistics or folds.
+    After the last batch every statistic, the moments included, is merged across `ranks` (a rank's pass covers
+    its shard of the examples; one process: nothing to merge), so the result is the whole set's.
 
     With `fused_mlp` (a SiLU-gated model, see skn.fused_mlp) the statistics come from gate and up inside
     skn's own MLP forward; the numbers are the plain path's. With a label metric the gated kernel updates
-    the moments in place only when nothing else needs the prompt rows (no holdout, no null, no recorder);
+    the moments in place only when nothing else needs the prompt rows (no holdout, no other statistic);
     otherwise the product is formed and handed on as on the plain path.
 
     `checkpoint` (skn.pass_checkpoint): save the state every few batches, and resume from a saved one.
-    `retry_oom` (skn.oom_retry; None = on CUDA): a batch out of CUDA memory is retried at half the size.
+    `retry_oom` (skn.oom_retry; None = on CUDA): a batch out of CUDA memory is retried at half the size, every
+    statistic rolled back first.
     """
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
     start_time = time.perf_counter()
     sites = loaded.sites
     prompt_len = int(prompt.shape[0])
-    accumulator: StatsAccumulator | FoldAccumulator
+    # the moments: one set (`plain`, which the in-pass mode can update straight from each layer's input), or with a
+    # holdout each batch's rows go to their fold's moments (skn.folds)
+    plain: StatsAccumulator | None = None
+    folds: FoldAccumulator | None = None
+    moments: Statistic
     if confirm is None:
-        accumulator = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device, layer_update(backend, loaded.device))
+        moments = plain = StatsAccumulator(sites.num_layers, prompt_len, sites.width, loaded.device,
+                                           layer_update(backend, loaded.device))
     elif confirm.shape != (len(rows),):
         raise InternalError(f"fold mask of shape {tuple(confirm.shape)} for {len(rows)} examples")
-    else:  # a holdout: the rows of each batch go to their fold's moments (skn.folds)
-        accumulator = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device, fold_update(backend, loaded.device))
+    else:
+        moments = folds = FoldAccumulator(confirm, sites.num_layers, prompt_len, sites.width, loaded.device,
+                                          fold_update(backend, loaded.device))
     rows_update = gathered_update(backend, loaded.device)
     fused_mlp = fused_mlp and not unsupported_reason(loaded)  # elsewhere the plain path (skn.run says so)
     gated = gated_update(backend, loaded.device) if fused_mlp else update_layer_gated_torch_
-    fused_in_pass = fused_mlp and confirm is None and not observers
+    fused_in_pass = fused_mlp and confirm is None and not statistics
     pad = batch_pad_id(loaded)
     all_layers = list(range(sites.num_layers))
     known = metric_before_pass(spec, examples) if spec.known_before_pass else None
     if known is not None:
         check_metric(spec, known, examples)
     function = load_function(spec) if spec.kind is MetricKind.PYTHON else None
-    for observer in observers:
-        observer.begin(len(rows), known)
-    parts: list[object] = [accumulator, *observers]
+    parts: list[Statistic] = [moments, *statistics]
+    for part in parts:
+        part.begin(len(rows), known)
     saver = PassSaver(checkpoint, parts, len(rows), fingerprint(prompt, rows, spec.text, confirm, checkpoint.identity)) \
         if checkpoint is not None else None
     start, values = saver.start() if saver is not None else (0, [])
-    retry = (loaded.device.type == "cuda" if retry_oom is None else retry_oom) and all(isinstance(p, Checkpointable) for p in parts)
+    retry = loaded.device.type == "cuda" if retry_oom is None else retry_oom
+    # the statistics fed gathered prompt rows in the in-pass mode (the plain moments read each layer's input itself)
+    gathered = list(statistics) if plain is not None else parts
     prompt_rows = PromptRowBuffer()  # the in-pass mode's gathered rows: valid during one layer's hook only
     with progress.task("probing", len(rows)) as advance, torch.no_grad():
         advance(start)
 
         def one_batch(first: int, size: int) -> None:
             chunk = slice(first, first + size)
-            if isinstance(accumulator, FoldAccumulator):
-                accumulator.begin_batch(first, len(rows[chunk]))
             if known is not None:
                 # in-pass: each layer's prompt rows are merged inside its hook, no slab is kept
                 y = known[chunk].to(loaded.device)
@@ -186,21 +185,19 @@ def statistics_pass(
                 offsets = batch.prompt_start.to(loaded.device)
 
                 def merge_rows(layer: int, x: Tensor) -> None:
-                    if isinstance(accumulator, StatsAccumulator):
-                        rows_update(accumulator.moments(layer), x, offsets, y)  # in place, from x itself
-                        if not observers:
+                    if plain is not None:
+                        rows_update(plain.moments(layer), x, offsets, y)  # in place, from x itself
+                        if not statistics:
                             return
-                    acts = prompt_rows.gather(x, offsets, prompt_len)  # one gather for the folds and every observer
-                    if isinstance(accumulator, FoldAccumulator):
-                        accumulator.add_layer(layer, acts, y)
-                    for observer in observers:
-                        observer.add_layer(layer, first, acts, y)
+                    acts = prompt_rows.gather(x, offsets, prompt_len)  # one gather for the folds and every statistic
+                    for part in gathered:
+                        part.add_layer(layer, first, acts, y)
 
-                if fused_in_pass and isinstance(accumulator, StatsAccumulator):
-                    plain = accumulator
+                if fused_in_pass and plain is not None:
+                    fused = plain
 
                     def merge_gated(layer: int, g: Tensor, u: Tensor) -> None:
-                        gated(plain.moments(layer), g, u, offsets, y)
+                        gated(fused.moments(layer), g, u, offsets, y)
                         if layer == all_layers[-1]:
                             raise _StopForward
 
@@ -229,13 +226,11 @@ def statistics_pass(
                 y = y_cpu.to(loaded.device)
                 for layer in all_layers:
                     acts = slab.pop(layer)
-                    accumulator.add_layer(layer, acts, y)
-                    for observer in observers:
-                        observer.add_layer(layer, first, acts, y)
+                    for part in parts:
+                        part.add_layer(layer, first, acts, y)
                 values.append(y_cpu)
-            accumulator.finish_batch(y)
-            for observer in observers:
-                observer.finish_batch(first, y)
+            for part in parts:
+                part.finish_batch(first, y)
             advance(batch.size)
 
         def shrunk(done: int, size: int) -> None:
@@ -245,13 +240,16 @@ def statistics_pass(
 
         final_size = run_batches(len(rows), start, batch_size, one_batch,
                                  lambda done: saver.after_batch(done, values) if saver is not None else None,
-                                 [p for p in parts if isinstance(p, Checkpointable)], retry,
-                                 shrunk)
+                                 parts, retry, shrunk)
+    for part in parts:
+        part.merge(ranks)
     metric = torch.cat(values)
-    if isinstance(accumulator, FoldAccumulator):
-        fold_stats = accumulator.snapshot()
+    if folds is not None:
+        fold_stats = folds.snapshot()
         return PassResult(fold_stats.full, metric, time.perf_counter() - start_time, fold_stats, final_size)
-    return PassResult(stats=accumulator.snapshot(), metric=metric, seconds=time.perf_counter() - start_time,
+    if plain is None:
+        raise InternalError("a pass without moments")
+    return PassResult(stats=plain.snapshot(), metric=metric, seconds=time.perf_counter() - start_time,
                       batch_size=final_size)
 
 

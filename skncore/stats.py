@@ -28,6 +28,7 @@ from torch import Tensor
 
 from skn.errors import InternalError
 from skn.scratch import Scratch
+from skn.statistic import Collective
 
 STAT_DTYPE = torch.float64
 
@@ -52,6 +53,48 @@ class PearsonStats:
 def empty_stats(layers: int, positions: int, width: int, device: torch.device | str = "cpu") -> PearsonStats:
     zeros = torch.zeros(layers, positions, width, dtype=STAT_DTYPE, device=device)
     return PearsonStats(0, zeros, zeros.clone(), zeros.clone(), 0.0, 0.0)
+
+
+def merge_parts(parts: list[PearsonStats]) -> PearsonStats:
+    """`merge` over several sets' moments, in order."""
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merge(merged, part)
+    return merged
+
+
+def merge_across(stats: PearsonStats, ranks: Collective) -> PearsonStats:
+    """Chan's merge of every rank's moments, in rank order (the same result on every rank)."""
+    if not ranks.active:
+        return stats
+    scalars = torch.tensor([float(stats.count), stats.mean_y, stats.m2_y], dtype=STAT_DTYPE)
+    gathered = [ranks.all_gather(t) for t in (scalars, stats.mean_x, stats.m2_x, stats.c_xy)]
+    return merge_parts([
+        PearsonStats(int(gathered[0][k][0]), gathered[1][k], gathered[2][k], gathered[3][k],
+                     float(gathered[0][k][1]), float(gathered[0][k][2]))
+        for k in range(len(gathered[0]))
+    ])
+
+
+def recentred(comoments: Tensor, shift: Tensor, used: Tensor, base: Tensor) -> Tensor:
+    """Shifted co-moments [L, W, C] (sum over rows of w (x - s), per layer) moved to the shift `base` [L, C]: they
+    summed (x - s) w, so sum (x - base) w = C + (s - base) U, U [L, W] the sum of the weights applied. Computed
+    in float64 a layer at a time, returned in the co-moments' dtype (the null's and the covariates' merge)."""
+    out = torch.empty_like(comoments)
+    for layer in range(int(comoments.shape[0])):
+        delta = (shift[layer].to(STAT_DTYPE) - base[layer].to(STAT_DTYPE)).unsqueeze(0)
+        out[layer] = (comoments[layer].to(STAT_DTYPE) + used[layer].to(STAT_DTYPE).unsqueeze(1) * delta).to(comoments.dtype)
+    return out
+
+
+def sum_recentred(ranks: Collective, comoments: Tensor, shift: Tensor, used: Tensor) -> tuple[Tensor, Tensor]:
+    """Every rank's shifted co-moments (see `recentred`) moved to rank 0's shift and summed: (the sum, that shift).
+    Re-centred here, then summed by one all-reduce: a rank never holds more than one set of co-moments."""
+    base = shift.to(STAT_DTYPE, copy=True)  # a copy: the broadcast overwrites it
+    ranks.broadcast_(base, 0)
+    local = recentred(comoments, shift, used, base)
+    ranks.sum_(local)
+    return local, base
 
 
 def merge(a: PearsonStats, b: PearsonStats) -> PearsonStats:
@@ -143,7 +186,7 @@ LayerUpdate = Callable[[LayerMoments, Tensor, Tensor], None]
 
 
 class StatsAccumulator:
-    """The mutable running statistics of one probe pass; `snapshot()` returns the value.
+    """The mutable running statistics of one probe pass (a skn.statistic.Statistic); `snapshot()` returns the value.
 
     `update_layer` is the backend: the torch path (`TorchLayerUpdate`, any device) or the
     Triton launcher from `skn.kernels`. Both see the same state and must give the same numbers.
@@ -170,8 +213,11 @@ class StatsAccumulator:
     def count(self) -> int:
         return self._count
 
-    def add_layer(self, layer: int, acts: Tensor, y: Tensor) -> None:
-        """Merge one layer's activations [B, P, m] of the current batch; call `finish_batch(y)` after all layers."""
+    def begin(self, count: int, known: Tensor | None) -> None:
+        """Nothing to prepare: the moments start empty."""
+
+    def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None:
+        """Merge one layer's activations [B, P, m] of the current batch; call `finish_batch` after all layers."""
         self._update_layer(self.moments(layer), acts, y)
 
     def moments(self, layer: int) -> LayerMoments:
@@ -179,7 +225,7 @@ class StatsAccumulator:
         (the in-pass updates read the prompt rows straight from a [B, T, m] tensor)."""
         return LayerMoments(self._mean_x[layer], self._m2_x[layer], self._c_xy[layer], self._count, self._mean_y)
 
-    def finish_batch(self, y: Tensor) -> None:
+    def finish_batch(self, first: int, y: Tensor) -> None:
         self._count, self._mean_y, self._m2_y = merge_metric(self._count, self._mean_y, self._m2_y, y)
 
     def add_batch(self, acts: Tensor, y: Tensor) -> None:
@@ -189,8 +235,8 @@ class StatsAccumulator:
         if acts.shape[1] != y.shape[0]:
             raise InternalError(f"{acts.shape[1]} activations rows but {y.shape[0]} metric values")
         for layer in range(acts.shape[0]):
-            self.add_layer(layer, acts[layer], y)
-        self.finish_batch(y)
+            self.add_layer(layer, self._count, acts[layer], y)
+        self.finish_batch(self._count, y)
 
     def snapshot(self) -> PearsonStats:
         return PearsonStats(
@@ -218,6 +264,15 @@ class StatsAccumulator:
         self._count = int(state["count"])
         self._mean_y = float(state["mean_y"])
         self._m2_y = float(state["m2_y"])
+
+    def merge(self, ranks: Collective) -> None:
+        """Become the merge of every rank's moments (skn.statistic)."""
+        if not ranks.active:
+            return
+        merged = merge_across(self.snapshot(), ranks)
+        self.load_state({"count": torch.tensor(merged.count, dtype=torch.int64), "mean_x": merged.mean_x,
+                         "m2_x": merged.m2_x, "c_xy": merged.c_xy, "mean_y": torch.tensor(merged.mean_y, dtype=STAT_DTYPE),
+                         "m2_y": torch.tensor(merged.m2_y, dtype=STAT_DTYPE)})
 
 
 def correlation(stats: PearsonStats) -> Tensor:

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from skn.api import ProbeConfig, encode
 from skn.data import Example
-from skn.distributed import Ranks, ShardObserver, merge_null_parts, merge_stats_parts
+from skn.distributed import Ranks, ShardStatistic
 from skn.folds import assign_folds
 from skn.layout import Template
 from skn.metrics import metric_before_pass, parse_metric
@@ -25,7 +25,7 @@ from skn.null import NullAccumulator, NullConfig, SelectedRows
 from skn.probe import statistics_pass
 from skn.prompt import init_prompt
 from skn.rundir import PromptFile, write_prompt
-from skn.stats import STAT_DTYPE
+from skn.stats import STAT_DTYPE, merge_parts, recentred
 
 from helpers import ROOT, tiny_loaded, write_data
 
@@ -40,7 +40,7 @@ def examples(n: int) -> list[Example]:
 
 @pytest.mark.parametrize("metric, holdout", [("score", True), ("loss", False)])
 def test_shards_merged_in_rank_order_equal_one_pass(metric: str, holdout: bool) -> None:
-    """Three ranks' shards, each passed on its own (ShardObserver gives the null the global numbers), merged
+    """Three ranks' shards, each passed on its own (ShardStatistic gives the null the global numbers), merged
     as skn.distributed merges them: the moments within 1e-9 of one pass, the null's co-moments too."""
     loaded = tiny_loaded("qwen2")
     data = examples(27)
@@ -57,7 +57,7 @@ def test_shards_merged_in_rank_order_equal_one_pass(metric: str, holdout: bool) 
         return SelectedRows(n, ~confirm) if confirm is not None else n
 
     whole_null = null()
-    whole = statistics_pass(loaded, prompt, rows, data, spec, 4, confirm=confirm, observers=[observed(whole_null)])  # type: ignore[list-item]
+    whole = statistics_pass(loaded, prompt, rows, data, spec, 4, confirm=confirm, statistics=[observed(whole_null)])  # type: ignore[list-item]
     known = metric_before_pass(spec, data) if spec.known_before_pass else None
     passes, states = [], []
     for rank in range(3):
@@ -66,14 +66,14 @@ def test_shards_merged_in_rank_order_equal_one_pass(metric: str, holdout: bool) 
         n = null()
         passes.append(statistics_pass(loaded, prompt, rows[part], data[part], spec, 4,
                                       confirm=confirm[part] if confirm is not None else None,
-                                      observers=[ShardObserver(observed(n), int(part.start), len(rows), known)]))  # type: ignore[arg-type]
+                                      statistics=[ShardStatistic(observed(n), int(part.start), len(rows), known)]))  # type: ignore[arg-type]
         states.append(n.state())
     if holdout:
         assert whole.folds is not None
-        merged = merge_stats_parts([p.folds.selection for p in passes])  # type: ignore[union-attr]
+        merged = merge_parts([p.folds.selection for p in passes])  # type: ignore[union-attr]
         reference = whole.folds.selection
     else:
-        merged = merge_stats_parts([p.stats for p in passes])
+        merged = merge_parts([p.stats for p in passes])
         reference = whole.stats
     assert merged.count == reference.count
     for name in ("mean_x", "m2_x", "c_xy"):
@@ -84,7 +84,17 @@ def test_shards_merged_in_rank_order_equal_one_pass(metric: str, holdout: bool) 
     assert torch.equal(torch.cat([p.metric for p in passes]), whole.metric)
     if spec.known_before_pass:  # the whole-set null: the same permutations, the co-moments re-centred on rank 0's shift
         scale = float(whole_null.snapshot().comoments.abs().max())
-        torch.testing.assert_close(merge_null_parts(states), whole_null.snapshot().comoments, rtol=0, atol=1e-5 * scale)
+        torch.testing.assert_close(recentred_sum(states), whole_null.snapshot().comoments, rtol=0, atol=1e-5 * scale)
+
+
+def recentred_sum(states: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """The null's whole-set co-moments from the ranks' states, as NullAccumulator.merge computes them across
+    processes: each re-centred on rank 0's shift, then summed."""
+    base = states[0]["shift"]
+    total = recentred(states[0]["comoments"], states[0]["shift"], states[0]["used"], base)
+    for state in states[1:]:
+        total += recentred(state["comoments"], state["shift"], state["used"], base)
+    return total
 
 
 def free_port() -> int:
@@ -173,6 +183,56 @@ def test_two_gloo_ranks_probe_and_train_like_one_process(tmp_path: Path, saved_t
     p2 = load_file(str(tmp_path / "two" / "trained" / "prompt.safetensors"))["prompt"]
     torch.testing.assert_close(p2, p1, rtol=0, atol=1e-5)
     assert not torch.equal(p1, start) and not torch.equal(p2, start)  # they did train
+
+
+CONTROL = """
+import sys
+from pathlib import Path
+from skn.request import DataRequest, ModelRequest, ProbeRequest
+from skn.api import ProbeConfig
+from skn.null import NullConfig
+from skn.run import run_probe
+
+model, val, tmp = sys.argv[1:4]
+data = DataRequest(data=(val,), val_data=(val,))
+for name, metric, control in (("field", "size", "animal==dog"), ("loss", "loss", "size,instruction_tokens")):
+    run_probe(ProbeRequest(model=ModelRequest(model), data=data, prompt=str(Path(tmp) / "P"), any_prompt_model=True,
+                           metric=metric, out=str(Path(tmp) / name), threads=1,
+                           probe=ProbeConfig(batch_size=4, top_k=5, holdout=0.5, null=NullConfig(19, 0.05, 0),
+                                             control=(control,))))
+"""
+
+
+@pytest.mark.slow  # two processes importing torch and transformers
+def test_control_under_two_gloo_ranks_is_one_process_s(tmp_path: Path, saved_tiny_model: Path) -> None:
+    """--control under torchrun (refused before #31): the covariate co-moments merged across ranks give one
+    process's partial r and ranking, and with the whole-set null its threshold."""
+    val = write_data(tmp_path / "val.jsonl", 45, 1)
+    start = init_prompt(tiny_loaded("qwen2"), 4, seed=0)
+    (tmp_path / "control.py").write_text(CONTROL)
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        write_prompt(tmp_path / name / "P", PromptFile(start, "tiny", "plain"))
+    procs = launch_script(["control.py", str(saved_tiny_model), str(val), str(tmp_path / "two")], 2, tmp_path)
+    subprocess.run([sys.executable, "control.py", str(saved_tiny_model), str(val), str(tmp_path / "one")],
+                   cwd=tmp_path, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for code, text in finish(procs):
+        assert code == 0, text
+    for name in ("field", "loss"):
+        one, two = tmp_path / "one" / name, tmp_path / "two" / name
+        n_one, n_two = (json.loads((d / "neurons.json").read_text()) for d in (one, two))
+        assert [(n["layer"], n["position"], n["neuron"]) for n in n_two] == [(n["layer"], n["position"], n["neuron"]) for n in n_one]
+        for a, b in zip(n_one, n_two, strict=True):
+            assert b["r"] == pytest.approx(a["r"], abs=1e-6) and b["r_held_out"] == pytest.approx(a["r_held_out"], abs=1e-6)
+        torch.testing.assert_close(r64(two), r64(one), rtol=0, atol=1e-9, equal_nan=True)
+        null_one, null_two = (json.loads((d / "run.json").read_text())["null"] for d in (one, two))
+        if name == "field":  # the whole-set permutations are one process's (a rank draws its own batches' within-batch)
+            # float32 co-moments summed around other shifts, then partialled: equal to about 1e-5
+            assert null_two["threshold"] == pytest.approx(null_one["threshold"], abs=1e-4)
+        else:
+            assert null_two["mode"] == null_one["mode"] == "within-batch" and 0 < null_two["threshold"] < 1
+        control_one, control_two = (json.loads((d / "run.json").read_text())["control"] for d in (one, two))
+        assert control_two.keys() == control_one.keys()
 
 
 FAILING = '''

@@ -65,7 +65,7 @@ def stored(loaded: object, prompt: torch.Tensor, rows: list, data: list[Example]
            batch_size: int = 4) -> ActivationStore:
     sites = loaded.sites  # type: ignore[attr-defined]
     store = ActivationStore(sites.num_layers, P, sites.width, budget)
-    statistics_pass(loaded, prompt, rows, data, parse_metric(metric), batch_size, observers=[store])  # type: ignore[arg-type]
+    statistics_pass(loaded, prompt, rows, data, parse_metric(metric), batch_size, statistics=[store])  # type: ignore[arg-type]
     return store
 
 

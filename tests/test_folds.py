@@ -72,10 +72,10 @@ def drive(acts: torch.Tensor, y: torch.Tensor, confirm: torch.Tensor, sizes: lis
                 offsets = torch.arange(size, dtype=torch.int64) % 3
                 x = torch.randn(size, positions + 3, width, dtype=acts.dtype)
                 x[torch.arange(size)[:, None], offsets[:, None] + torch.arange(positions)] = batch[:, layer]
-                folds.add_layer(layer, gathered.gather(x, offsets, positions), yb)
+                folds.add_layer(layer, first, gathered.gather(x, offsets, positions), yb)
             else:
-                folds.add_layer(layer, batch[:, layer], yb)
-        folds.finish_batch(yb)
+                folds.add_layer(layer, first, batch[:, layer], yb)
+        folds.finish_batch(first, yb)
         first += size
     assert first == n
     return folds
@@ -144,8 +144,8 @@ def test_fold_moments_match_numpy_on_awkward_batches(dtype: torch.dtype) -> None
     for size in sizes:
         per_fold.begin_batch(first, size)
         for layer in range(layers):
-            per_fold.add_layer(layer, acts[first : first + size, layer], y[first : first + size])
-        per_fold.finish_batch(y[first : first + size])
+            per_fold.add_layer(layer, first, acts[first : first + size, layer], y[first : first + size])
+        per_fold.finish_batch(first, y[first : first + size])
         first += size
     other = per_fold.snapshot()
     x, yv = acts.double().numpy(), y.numpy()

@@ -29,8 +29,8 @@ def test_fold_accumulator_on_triton_equals_torch() -> None:
             size = min(4, n - first)
             folds.begin_batch(first, size)
             for layer in range(layers):
-                folds.add_layer(layer, acts[first : first + size, layer], y[first : first + size])
-            folds.finish_batch(y[first : first + size])
+                folds.add_layer(layer, first, acts[first : first + size, layer], y[first : first + size])
+            folds.finish_batch(first, y[first : first + size])
         result[backend] = folds.snapshot()
     for part in ("selection", "confirmation"):
         a, b = getattr(result[Backend.TORCH], part), getattr(result[Backend.TRITON], part)

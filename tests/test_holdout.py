@@ -21,8 +21,8 @@ def stream_folds(acts: torch.Tensor, y: torch.Tensor, confirm: torch.Tensor) -> 
         size = min(BATCH, N - first)
         folds.begin_batch(first, size)
         for layer in range(LAYERS):
-            folds.add_layer(layer, acts[first : first + size, layer], y[first : first + size])
-        folds.finish_batch(y[first : first + size])
+            folds.add_layer(layer, first, acts[first : first + size, layer], y[first : first + size])
+        folds.finish_batch(first, y[first : first + size])
     return folds
 
 

@@ -43,9 +43,9 @@ def stream(acts: torch.Tensor, y: torch.Tensor, size: int, known: bool, permutat
     null.begin(n, y if known else None)
     for chunk in batches(n, size):
         for layer in range(layers):
-            main.add_layer(layer, acts[chunk, layer], y[chunk])
+            main.add_layer(layer, chunk.start, acts[chunk, layer], y[chunk])
             null.add_layer(layer, chunk.start, acts[chunk, layer], y[chunk])
-        main.finish_batch(y[chunk])
+        main.finish_batch(chunk.start, y[chunk])
         null.finish_batch(chunk.start, y[chunk])
     stats = main.snapshot()
     neurons = rank_neurons(correlation(stats), top_k, reduce)
@@ -227,9 +227,9 @@ def planted_run(rep: int, plant: bool, n: int = 500, cells: int = 100_000, r_tru
         if plant:
             signal = y[chunk].to(torch.float32)
             acts[:, 3, 12] = r_true * signal + math.sqrt(1 - r_true**2) * acts[:, 3, 12]
-        main.add_layer(0, acts, y[chunk])
+        main.add_layer(0, chunk.start, acts, y[chunk])
         null.add_layer(0, chunk.start, acts, y[chunk])
-        main.finish_batch(y[chunk])
+        main.finish_batch(chunk.start, y[chunk])
         null.finish_batch(chunk.start, y[chunk])
     stats = main.snapshot()
     neurons = rank_neurons(correlation(stats), 1)

@@ -5,6 +5,7 @@ injected (on CPU) from a hook on the second layer, after the first layer has mer
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -15,9 +16,14 @@ from skn.data import Example
 from skn.folds import assign_folds
 from skn.layout import Template
 from skn.metrics import parse_metric
+from skn.model import NeuronSites
+from skn.exemplar_store import ActivationStore
 from skn.null import NullAccumulator, NullConfig
 from skn.oom_retry import run_batches
+from skn.partial import CovariateAccumulator
 from skn.probe import PassResult, statistics_pass
+from skn.rank import Neuron
+from skn.statistic import Statistic
 from skn.prompt import init_prompt
 from skn.stats import correlation
 
@@ -48,7 +54,9 @@ class Notes:
         return ctx()
 
 
-def run(metric: str, batch_size: int, fail: object = None, holdout: bool = False, notes: Notes | None = None) -> tuple[PassResult, Tensor]:
+def run(metric: str, batch_size: int, fail: object = None, holdout: bool = False, notes: Notes | None = None,
+        others: Callable[[NeuronSites, list[Example]], list[Statistic]] = lambda sites, data: []) -> tuple[PassResult, Tensor]:
+    """A pass with the null (and the statistics `others` makes) on the tiny model; the pass and the null's co-moments."""
     loaded = tiny_loaded("llama")
     data = examples(21)
     prompt = init_prompt(loaded, P, seed=0)
@@ -59,7 +67,7 @@ def run(metric: str, batch_size: int, fail: object = None, holdout: bool = False
     if fail is not None:
         handle = sites.modules[1].register_forward_pre_hook(fail)  # type: ignore[arg-type]
     try:
-        passed = statistics_pass(loaded, prompt, rows, data, parse_metric(metric), batch_size, observers=[null],
+        passed = statistics_pass(loaded, prompt, rows, data, parse_metric(metric), batch_size, statistics=[null, *others(sites, data)],
                                  confirm=assign_folds(data, 0.5, 0) if holdout else None, retry_oom=True,
                                  progress=notes or Notes())  # type: ignore[arg-type]
     finally:
@@ -106,6 +114,41 @@ def test_one_failure_mid_pass_changes_nothing_but_rounding() -> None:
     assert split.stats.count == 21 and split.stats.m2_y == pytest.approx(plain.stats.m2_y, rel=1e-14)
     assert torch.equal(split.metric, plain.metric)
     torch.testing.assert_close(null_split, null_plain, rtol=1e-5, atol=1e-5)  # whole-set null: the same permutations
+
+
+def run_all(metric: str, batch_size: int, fail: object = None) -> tuple[PassResult, Tensor, Tensor, Tensor]:
+    """A pass with every kind of statistic: the null, the covariates' co-moments and the activation store;
+    returns the pass, the null's and the covariates' co-moments and every cell's stored activations."""
+    made: dict[str, object] = {}
+
+    def others(sites: NeuronSites, data: list[Example]) -> list[Statistic]:
+        z = torch.tensor([[len(e.instruction), e.meta["score"]] for e in data], dtype=torch.float64)
+        covariates = CovariateAccumulator(z, torch.zeros(len(data), dtype=torch.long), 1, sites.num_layers, P, sites.width)
+        store = ActivationStore(sites.num_layers, P, sites.width, 1 << 30)
+        made.update(covariates=covariates, store=store, sites=sites)
+        return [covariates, store]
+
+    try:
+        passed, null = run(metric, batch_size, fail, others=others)
+        sites, store, covariates = made["sites"], made["store"], made["covariates"]
+        cells = [Neuron(0, layer, index, position, 0.0) for layer in range(sites.num_layers)  # type: ignore[attr-defined]
+                 for position in range(P) for index in range(sites.width)]  # type: ignore[attr-defined]
+        return passed, null, covariates.fold_xz(0), store.read(cells)  # type: ignore[attr-defined]
+    finally:
+        if "store" in made:
+            made["store"].close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("metric", ["score", "loss"])
+def test_every_statistic_is_rolled_back_the_activation_store_too(metric: str) -> None:
+    """The retry treats every statistic alike: with the store on (the default, which once turned the retry off)
+    a pass whose batches are too big ends as the pass of the size that fits, every statistic bitwise."""
+    shrunk, null_shrunk, cov_shrunk, stored_shrunk = run_all(metric, 8, too_big(2))
+    plain, null_plain, cov_plain, stored_plain = run_all(metric, 2)
+    assert shrunk.batch_size == 2
+    assert torch.equal(shrunk.stats.c_xy, plain.stats.c_xy) and torch.equal(shrunk.metric, plain.metric)
+    assert torch.equal(null_shrunk, null_plain) and torch.equal(cov_shrunk, cov_plain)
+    assert torch.equal(stored_shrunk, stored_plain) and bool(stored_plain.abs().sum() > 0)
 
 
 def test_a_batch_of_one_that_fails_raises() -> None:

@@ -57,13 +57,11 @@ def stream(acts: torch.Tensor, y: torch.Tensor, z: torch.Tensor, size: int, know
         o.begin(n, y if known else None)
     for first in range(0, n, size):
         chunk = slice(first, min(n, first + size))
-        if isinstance(main, FoldAccumulator):
-            main.begin_batch(first, chunk.stop - first)
         for layer in range(layers):
-            main.add_layer(layer, acts[chunk, layer], y[chunk])
+            main.add_layer(layer, first, acts[chunk, layer], y[chunk])
             for o in observers:
                 o.add_layer(layer, first, acts[chunk, layer], y[chunk])
-        main.finish_batch(y[chunk])
+        main.finish_batch(first, y[chunk])
         for o in observers:
             o.finish_batch(first, y[chunk])
     out: dict[str, object] = {"names": names, "cov": cov, "null": null, "main": main.snapshot()}

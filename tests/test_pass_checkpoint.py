@@ -123,7 +123,7 @@ def test_observer_without_state_is_refused(tmp_path: Path) -> None:
     prompt = init_prompt(loaded, P, seed=0)
     rows = encode(loaded, data, ProbeConfig().template, P)
     with pytest.raises(UsageError, match="Plain cannot be checkpointed"):
-        statistics_pass(loaded, prompt, rows, data, parse_metric("loss"), 4, observers=[Plain()],
+        statistics_pass(loaded, prompt, rows, data, parse_metric("loss"), 4, statistics=[Plain()],
                         checkpoint=PassCheckpoint(tmp_path, 1))
 
 
