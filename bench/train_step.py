@@ -1,9 +1,11 @@
-"""One prompt-training step: skn (split forward, full forward) against PEFT prompt tuning, side by side.
+"""One prompt-training step: skn (instruction cache, split forward, full forward) against PEFT prompt tuning.
 
 Same model (random Qwen2 8 layers x 512 hidden x 1376 FFN, vocab 8000, as bench/probe_overhead.py),
 same rows, batch 8, P = 20, AdamW lr 3e-3. A step = forward + backward + optimizer.step() on one
-batch. PEFT: `get_peft_model(model, PromptTuningConfig(num_virtual_tokens=20))`, its 20 virtual
-tokens prepended, labels -100 on the instruction. The three are alternated in one process for
+batch. skn cached: the split with each item's instruction keys and values kept from its first step
+(skn.instruction_cache, what the trainer does: across epochs an item's instruction runs once), so a step runs
+the prompt and the completion only. PEFT: `get_peft_model(model, PromptTuningConfig(num_virtual_tokens=20))`,
+its 20 virtual tokens prepended, labels -100 on the instruction. The four are alternated in one process for
 --rounds rounds of --steps steps each; the median round time of each is reported, with ratios.
 Peak memory: the CUDA peak where there is a GPU, else the growth of the process's peak RSS over
 the first step of each (a rough figure on the CPU).
@@ -45,21 +47,29 @@ def rows(shape: str, n: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return out
 
 
-def skn_step(model: torch.nn.Module, data: list, device: torch.device, split: bool) -> Callable[[], None]:
+def skn_step(model: torch.nn.Module, data: list, device: torch.device, mode: str) -> Callable[[], None]:
+    """mode: cached (the split with the instruction cache), split, or full."""
     from skn.scoring import completion_scores
     from skn.layout import Encoded, make_batch
     from skn.model import wrap_loaded
+    from skn.instruction_cache import InstructionCache
     from skn.split_forward import ForwardChoice, StepForward, step_scores
 
     loaded = wrap_loaded("bench-qwen2", model, SimpleNamespace(pad_token_id=0, eos_token_id=1), device)
     batch = make_batch([Encoded(i, c) for i, c in data], 20, 0)
     prompt = (torch.randn(20, 512, device=device) * 0.02).requires_grad_(True)
     optimizer = torch.optim.AdamW([prompt], lr=3e-3)
-    choice = ForwardChoice(StepForward.SPLIT if split else StepForward.FULL)
+    choice = ForwardChoice(StepForward.FULL if mode == "full" else StepForward.SPLIT)
+    cache = InstructionCache(1 << 30)
+    items = list(range(len(data)))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = step_scores(loaded, batch, prompt, choice).mean_loss if split else completion_scores(loaded, batch, prompt).mean_loss
+        if mode == "full":
+            loss = completion_scores(loaded, batch, prompt).mean_loss
+        else:
+            prefix = cache.prefix(loaded, batch, items, prompt) if mode == "cached" else None
+            loss = step_scores(loaded, batch, prompt, choice, prefix=prefix).mean_loss
         loss.backward()
         optimizer.step()
 
@@ -118,7 +128,8 @@ def run(shape: str, rounds: int, steps: int, device: torch.device) -> None:
     model = build(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    steps_by_name = {"skn split": skn_step(model, data, device, True), "skn full": skn_step(model, data, device, False)}
+    steps_by_name = {"skn cached": skn_step(model, data, device, "cached"), "skn split": skn_step(model, data, device, "split"),
+                     "skn full": skn_step(model, data, device, "full")}
     steps_by_name["peft"] = peft_step(model, data, device)  # wraps the same (frozen) model
     peaks = {name: peak_of(fn, device) for name, fn in steps_by_name.items()}
     times: dict[str, list[float]] = {name: [] for name in steps_by_name}

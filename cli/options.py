@@ -192,7 +192,7 @@ data_options = _packed(
 )
 
 _TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "batch_size", "grad_accum", "eval_every", "patience",
-               "prompt_init", "gradient_checkpointing", "resume")
+               "prompt_init", "gradient_checkpointing", "instruction_cache", "resume")
 
 train_options = _packed(
     [
@@ -206,6 +206,7 @@ train_options = _packed(
         option("--patience", TrainSettings, "patience"),
         option("--prompt-init", TrainSettings, "prompt_init", type=str, default=None, metavar="TOKEN"),
         option("--gradient-checkpointing", TrainSettings, "gradient_checkpointing"),
+        option("--instruction-cache", TrainSettings, "instruction_cache", metavar="SIZE", type=ByteSize()),
         option("--resume", TrainSettings, "resume"),
     ],
     "train",

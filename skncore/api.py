@@ -61,6 +61,7 @@ class Score(Enum):
 class ProbeConfig:
     """How to probe; each field is checked where the config is made."""
 
+    # skn.run_probe probes with the training batch (TrainSettings.batch_size: one --batch-size for both)
     batch_size: int = field(default=8, metadata={"help": "Examples per batch (training and probing)."})
     top_k: int = field(default=10, metadata={"help": "Neurons to keep."})
     n_exemplars: int = field(default=5, metadata={"help": "Most and least activating examples per neuron."})
@@ -70,7 +71,7 @@ class ProbeConfig:
     holdout: float | None = field(default=None, metadata={"help": (
         "Share of the validation set held out to confirm the ranking (0 = rank on all examples) "
         "[default: 0.5 once both folds hold 100 examples, else off].")})
-    holdout_seed: int = 0  # seeds the fold assignment (the CLI passes --seed)
+    holdout_seed: int = 0  # seeds the fold assignment; skn.run_probe sets it from the data's seed (--seed)
     null: NullConfig = NullConfig()  # the permutation null (skn.null): R = null.permutations, 0 = off
     score: Score = field(default=Score.PEARSON, metadata={"help": (
         "Rank by Pearson r, or by Wang et al.'s predictivity (binary metrics; needs training examples; "

@@ -23,7 +23,10 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
   B * K * V * (b + 8) (the model's and float32 log-softmax and its gradient's worth);
 - training: the activations autograd saves, per layer B * T * (6H + 3m) * b plus B * h * T^2 * b,
   and the logits as above times 2; with gradient checkpointing only each layer's input, L * B * T * H * b,
-  plus one layer's saved activations while it is recomputed.
+  plus one layer's saved activations while it is recomputed; and the training items' kept instruction keys
+  and values (skn.instruction_cache), 2 L H b per token (an upper bound: grouped-query attention keeps
+  fewer) of T tokens per training example, never more than its budget (`--instruction-cache`;
+  not counted when the number of training examples is unknown).
 
 The peak is weights + the larger of training and probing (the statistics live only while probing).
 `FACTOR` (measured on CPU, see tests/test_memory.py) covers allocator slack. These are estimates: the
@@ -53,6 +56,7 @@ from skn.model import DTypeLike, pick_device, pick_dtype
 from skn.partial import covariate_bytes
 from skn.quantize import Quantize, require
 from skn.scratch import ROW_BUFFER_BYTES, rows_within
+from skn.trainer import TrainConfig
 
 GIB = 1024**3
 FACTOR = 1.0  # allocator slack on top of the tensors counted
@@ -93,6 +97,7 @@ class Workload:
     covariates: int = 0  # q of --control (skn.partial)
     probe_examples: int = 0  # N of the probe pass: the null's CPU row buffer never holds more rows (0 = unknown)
     train_examples: int = 0  # the training examples a training batch is drawn from (0 = unknown)
+    instruction_cache: int = TrainConfig.instruction_cache_bytes  # the budget of the kept instructions (skn.instruction_cache)
 
     @property
     def probe_batch(self) -> int:
@@ -212,6 +217,9 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
     saved_layer = Bt * T * (6 * H + 3 * m) * b + Bt * h * T * T * b
     train_plain = L * saved_layer + 2 * train_logits
     train_checkpointed = L * Bt * T * H * b + saved_layer + 2 * train_logits
+    kept_instructions = min(work.instruction_cache, work.train_examples * T * 2 * L * H * b)  # 0: unknown
+    train_plain += kept_instructions
+    train_checkpointed += kept_instructions
     train = (train_checkpointed if work.gradient_checkpointing else train_plain) if work.training else 0
     peak = int(FACTOR * (weights + max(train, probe)))
     return MemoryPlan(str(device), str(dtype).replace("torch.", ""), quantize.value, int(weights), stats, probe,
@@ -229,6 +237,7 @@ def null_buffer_bytes(work: Workload, cells: int) -> int:
 def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DTypeLike, quantize: Quantize,
                      examples: Sequence[Example], template: Template, prompt_len: int, batch_size: int, *,
                      training: bool, gradient_checkpointing: bool, metric_after_pass: bool, null_permutations: int = 0,
+                     instruction_cache: int = TrainConfig.instruction_cache_bytes,
                      folds: bool = False, covariates: int = 0, probe_examples: int = 0, train_examples: int = 0,
                      neuron_module: str = "", revision: str = "") -> tuple[MemoryPlan, Workload]:
     """The plan of a run on model `name`: its config and tokenizer are read (no weights), the examples
@@ -258,6 +267,7 @@ def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype
     prefix = min(len(r.instruction) + prompt_len for r in rows)
     work = Workload(batch_size=batch_size, seq_len=max(lengths), scored_len=max(lengths) - prefix + 1,
                     prompt_len=prompt_len, training=training, gradient_checkpointing=gradient_checkpointing,
+                    instruction_cache=instruction_cache,
                     metric_after_pass=metric_after_pass, null_permutations=null_permutations, folds=folds,
                     covariates=covariates, probe_examples=probe_examples, train_examples=train_examples)
     shape = model_shape(config, neuron_module, trust_remote_code)

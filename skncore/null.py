@@ -85,7 +85,7 @@ class PermutationMode(Enum):
 class NullConfig:
     permutations: int = 100  # R; 0 turns the null off
     alpha: float = 0.05
-    seed: int = 0
+    seed: int = 0  # the permutations and the pass order; skn.run_probe sets it from the data's seed (--seed)
 
 
 def exceedances_allowed(permutations: int, alpha: float) -> int:

@@ -99,6 +99,8 @@ class TrainSettings:
     prompt_init: str | None = field(default=None, metadata=_help(
         "Start every vector from this token's embedding [default: random vocabulary tokens; the placeholder on the bundled model]."))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Trade compute for memory on small GPUs."))
+    instruction_cache: int = field(default=TrainConfig.instruction_cache_bytes, metadata=_help(
+        "Memory for the training items' instruction keys and values, kept across steps (0 = recompute them each step)."))
     resume: bool = field(default=False, metadata=_help("Continue the training (and, for probe, the pass) checkpointed in --out."))
     seed: int | None = None  # the prompt's seed (initialisation, batch order); None = the data's --seed
 
@@ -111,6 +113,7 @@ class TrainSettings:
         finite("--epochs", self.epochs)
         at_least("--epochs", self.epochs, 0.0)
         count("--patience", self.patience, 0)
+        count("--instruction-cache", self.instruction_cache, 0)
         positive("--lr", self.lr)
         if self.seed is not None:
             seed_value("--seeds", self.seed)  # set from --seeds (skn.seeds)

@@ -157,6 +157,7 @@ def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_m
         grad_accum=settings.grad_accum, eval_every=settings.eval_every, patience=settings.patience,
         seed=settings.seed if settings.seed is not None else seed,
         init=PromptInit(init), gradient_checkpointing=settings.gradient_checkpointing,
+        instruction_cache_bytes=settings.instruction_cache,
     )
     return with_steps_from_epochs(config, settings.epochs, n_train) if settings.epochs > 0 else config
 
@@ -170,7 +171,8 @@ def plan_memory(request: ProbeRequest, chosen: ChosenExamples) -> tuple[MemoryPl
             str(zoo.default_model_path()) if model.bundled else model.name, model.trust_remote_code and not model.bundled,
             model.device, model.dtype, model.quantize, chosen.split.train + chosen.split.val, request.data.template,
             request.train.prompt_len, request.train.batch_size, training=not request.prompt,
-            gradient_checkpointing=request.train.gradient_checkpointing, metric_after_pass=not spec.known_before_pass,
+            gradient_checkpointing=request.train.gradient_checkpointing, instruction_cache=request.train.instruction_cache,
+            metric_after_pass=not spec.known_before_pass,
             null_permutations=request.probe.null.permutations,
             folds=holdout_plan(request.probe, len(chosen.split.val)).on,
             covariates=len(parse_controls(request.probe.control)), probe_examples=len(chosen.split.val),
@@ -233,6 +235,14 @@ def _train_record(config: TrainConfig) -> dict[str, object]:
     record = asdict(config)
     record["init"] = config.init.token or "random-vocab"
     return record
+
+
+def _training_extra(trained: TrainResult) -> dict[str, object]:
+    """run.json's record of how the prompt was trained: the step's forward, and the instruction cache's use."""
+    extra: dict[str, object] = {"train_step_forward": trained.step_forward, "train_step_forward_note": trained.step_forward_note}
+    if trained.instruction_cache is not None:
+        extra["train_instruction_cache"] = trained.instruction_cache.to_json()
+    return extra
 
 
 def _history(trained: TrainResult) -> tuple[TrainPoint, ...]:
@@ -308,6 +318,15 @@ def run_probe(request: ProbeRequest, progress: ProgressSink = AutoProgress(),
     return _on_ranks(_run_probe, request, progress, notify)
 
 
+def probe_config_for(request: ProbeRequest) -> ProbeConfig:
+    """The probe's configuration as a run resolves it: the data's template, its seed for the folds, the null
+    and the pass order, and the training batch size (one --batch-size for both), so a notebook's
+    `run_probe(request)` and `skn probe` with the same options are the same run."""
+    probe = request.probe
+    return replace(probe, template=request.data.template, holdout_seed=request.data.seed, batch_size=request.train.batch_size,
+                   null=replace(probe.null, seed=request.data.seed))
+
+
 def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[str], None], ranks: Ranks,
                claimed: list[Path]) -> ProbeResult:
     start = time.perf_counter()
@@ -323,7 +342,7 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
         notify(chosen.notice)
     spec = parse_metric(request.metric or chosen.default_metric)
     group_by = request.group_by or chosen.group_by
-    probe_config = replace(request.probe, template=request.data.template, holdout_seed=request.data.seed)
+    probe_config = probe_config_for(request)
     _check_before_training(chosen.split.val, spec, group_by, probe_config.holdout, probe_config.score, chosen.split.train)
     check_controls_early(None, chosen.split.val, spec, probe_config, request.train.prompt_len)
     _announce_plan(request, chosen, notify)
@@ -380,8 +399,7 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
             data_summary=chosen.summary if chosen.task else "",
             group_by=group_by,
             timings=timings,
-            extra={**result.info.extra, **({"train_step_forward": trained.step_forward,
-                                            "train_step_forward_note": trained.step_forward_note} if trained is not None else {})},
+            extra={**result.info.extra, **(_training_extra(trained) if trained is not None else {})},
         )
         groups = group_summaries(result.top_activations, result.neurons, result.examples, group_by) if group_by else None
         result = replace(result, info=info, groups=groups)

@@ -118,9 +118,10 @@ class Prefix:
     and the prefix mask. It does not depend on the prompt (the prompt's slots in it are masked), so one
     prefix serves every evaluation of a fixed batch (`prefix_cache` in the trainer)."""
 
-    cache: object  # a transformers Cache (DynamicCache); copied before each use, never mutated
+    cache: object  # a transformers Cache (DynamicCache); copied before each use unless `owned`
     mask: Tensor  # [B, split_at] int64: 1 on each row's instruction columns
     split_at: int
+    owned: bool = False  # made for one step (skn.instruction_cache): the suffix may append to it, uncopied
 
     @property
     def bytes(self) -> int:
@@ -153,9 +154,11 @@ def run_prefix(loaded: LoadedModel, batch: Batch, embeds: Tensor) -> Prefix:
     return Prefix(cache, prefix_mask, split_at)
 
 
-def _split_logits(loaded: LoadedModel, batch: Batch, prompt: Tensor, prefix: Prefix | None = None) -> tuple[Tensor, Tensor]:
+def _split_logits(loaded: LoadedModel, batch: Batch, prompt: Tensor, prefix: Prefix | None = None,
+                  copy_cache: bool = True) -> tuple[Tensor, Tensor]:
     """Logits for suffix columns [P - 1, S) and the tokens they predict ([B, K], -100 where none).
-    `prefix`: the batch's prefix computed before (a copy of its cache is used), else computed here."""
+    `prefix`: the batch's prefix computed before (a copy of its cache is used, unless it is `owned` and
+    `copy_cache` is off), else computed here."""
     model, device = loaded.model, loaded.device
     width = int(batch.input_ids.shape[1])
     starts = batch.prompt_start.to(device)
@@ -163,7 +166,10 @@ def _split_logits(loaded: LoadedModel, batch: Batch, prompt: Tensor, prefix: Pre
     suffix_len = int((lengths - starts).max())
     keep = suffix_len - (batch.prompt_len - 1)
     embeds = splice(loaded, batch, prompt)  # [B, T, d]; only the slots depend on the prompt
-    prefix = run_prefix(loaded, batch, embeds) if prefix is None else replace(prefix, cache=copy.deepcopy(prefix.cache))
+    if prefix is None:
+        prefix = run_prefix(loaded, batch, embeds)
+    elif copy_cache or not prefix.owned:
+        prefix = replace(prefix, cache=copy.deepcopy(prefix.cache))
     cols = starts.unsqueeze(1) + torch.arange(suffix_len, device=device).unsqueeze(0)  # [B, S]
     suffix_mask = (cols < lengths.unsqueeze(1)).to(torch.int64)
     cols = cols.clamp(max=width - 1)  # padding columns past the batch: masked, any position will do
@@ -191,10 +197,10 @@ def split_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor, checkpointed
     `prefix`: this batch's prefix, computed before (`prefix_of`), so only the suffix is run."""
     if not splittable(batch):
         return completion_scores(loaded, batch, prompt)  # an empty instruction has nothing to cache
-    if checkpointed and torch.is_grad_enabled() and prompt.requires_grad:
+    if checkpointed and torch.is_grad_enabled() and prompt.requires_grad:  # the recomputation needs the cache as it was
         logits, targets = checkpoint(lambda p: _split_logits(loaded, batch, p, prefix), prompt, use_reentrant=False)
     else:
-        logits, targets = _split_logits(loaded, batch, prompt, prefix)
+        logits, targets = _split_logits(loaded, batch, prompt, prefix, copy_cache=False)
     return scores_from_logits(logits, targets)
 
 
@@ -210,10 +216,12 @@ def prefix_of(loaded: LoadedModel, batch: Batch, prompt: Tensor) -> Prefix | Non
     return run_prefix(loaded, batch, splice(loaded, batch, prompt.detach()))
 
 
-def step_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor, choice: ForwardChoice, checkpointed: bool = False) -> CompletionScores:
-    """A training step's scores with the chosen forward (the full one is checkpointed by transformers)."""
+def step_scores(loaded: LoadedModel, batch: Batch, prompt: Tensor, choice: ForwardChoice, checkpointed: bool = False,
+                prefix: Prefix | None = None) -> CompletionScores:
+    """A training step's scores with the chosen forward (the full one is checkpointed by transformers); with the
+    split, `prefix` is the batch's instruction computed before (skn.instruction_cache), else it is run here."""
     if choice.forward is StepForward.SPLIT:
-        return split_scores(loaded, batch, prompt, checkpointed)
+        return split_scores(loaded, batch, prompt, checkpointed, prefix)
     return completion_scores(loaded, batch, prompt)
 
 

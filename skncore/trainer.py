@@ -25,7 +25,8 @@ from skn.checks import at_least, positive
 from skn.distributed import Ranks
 from skn.errors import RunDirError, TrainingError, UsageError
 from skn.scoring import completion_scores
-from skn.split_forward import ForwardChoice, PrefixCache, StepForward, choose_forward, step_scores
+from skn.instruction_cache import CacheUse, InstructionCache
+from skn.split_forward import ForwardChoice, PrefixCache, StepForward, choose_forward, splittable, step_scores
 from skn.layout import Encoded, make_batch
 from skn.model import LoadedModel, batch_pad_id
 from skn.progress import ProgressSink, SilentProgress
@@ -49,6 +50,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     split_forward: bool = True  # the split step (skn.split_forward) where the model supports it
     eval_cache_bytes: int = 1 << 30  # with the split: keep the validation batches' instruction caches up to this
+    instruction_cache_bytes: int = 1 << 30  # with the split: keep each training item's instruction keys/values up to this
 
     def __post_init__(self) -> None:
         for flag, value in (("--prompt-len", self.prompt_len), ("--steps", self.steps), ("--batch-size", self.batch_size),
@@ -57,6 +59,7 @@ class TrainConfig:
             at_least(flag, value, 1)
         at_least("--patience", self.patience, 0)
         at_least("TrainConfig.eval_cache_bytes", self.eval_cache_bytes, 0)
+        at_least("TrainConfig.instruction_cache_bytes", self.instruction_cache_bytes, 0)
         at_least("TrainConfig.weight_decay", self.weight_decay, 0.0)
         positive("--lr", self.lr)
 
@@ -78,6 +81,7 @@ class TrainResult:
     seconds: float
     step_forward: str = "full"  # "split" or "full": the forward the training steps used
     step_forward_note: str = ""  # why the full forward, where the split was wanted but not possible
+    instruction_cache: CacheUse | None = None  # with the split and a budget: what the instruction cache kept
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -304,6 +308,7 @@ def train_prompt(
         _enable_checkpointing(loaded)
     stream = BatchStream(len(train_rows), config.batch_size, config.seed)
     eval_prefixes = PrefixCache(config.eval_cache_bytes) if split and config.eval_cache_bytes > 0 else None
+    instructions = InstructionCache(config.instruction_cache_bytes) if split and config.instruction_cache_bytes > 0 else None
     identity = training_identity(loaded, train_rows, val_rows, config) if out is not None else None
     with progress.task("training prompt", config.steps) as advance:
         advance(step)
@@ -317,7 +322,9 @@ def train_prompt(
                     continue
                 batch = make_batch([train_rows[i] for i in mine], config.prompt_len, pad)
                 share = len(mine) / len(indices)  # this rank's part of the batch mean (1.0 in one process)
-                loss = step_scores(loaded, batch, prompt, choice, config.gradient_checkpointing).mean_loss * share / config.grad_accum
+                prefix = instructions.prefix(loaded, batch, mine, prompt) if instructions is not None and splittable(batch) else None
+                scores = step_scores(loaded, batch, prompt, choice, config.gradient_checkpointing, prefix)
+                loss = scores.mean_loss * share / config.grad_accum
                 torch.autograd.backward(loss)
                 step_loss += float(loss.detach())
             if ranks.active:  # the gradient of the global batch mean: every rank takes the same step
@@ -357,6 +364,7 @@ def train_prompt(
         seconds=time.perf_counter() - start_time,
         step_forward=choice.forward.value,
         step_forward_note=choice.reason,
+        instruction_cache=instructions.use() if instructions is not None else None,
     )
 
 
