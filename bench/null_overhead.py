@@ -30,7 +30,8 @@ from probe_overhead import build  # noqa: E402
 def main() -> None:
     from skn.data import Example
     from skn.metrics import parse_metric
-    from skn.null import NullAccumulator, NullConfig, null_result
+    from skn.null import NullAccumulator, NullConfig
+    from skn.null_verdict import null_result
     from skn.probe import statistics_pass
     from skn.rank import Reduce, rank_neurons
     from skn.stats import correlation

@@ -123,14 +123,16 @@ def whole_process(kind: str, n: int) -> dict[str, object]:
     import tempfile
     from pathlib import Path
 
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+
+    from skn.probe_config import ProbeConfig
     from skn.data import Example
     from skn.layout import make_batch
     from skn.model import LoadedModel
     from skn.run import write_run
     from skn.scoring import completion_scores
     from skn.probe import _forward_to_sites, capture_activations
-    from skn.exemplar_store import ExemplarsPass
+    from skn.probe_config import ExemplarsPass
 
     start = time.perf_counter()
     loaded, rows, examples, prompt = build(n)
@@ -172,7 +174,8 @@ def in_pass(n: int, repeats: int) -> None:
     import skn.layout
     import skn.null
     import skn.stats
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+    from skn.probe_config import ProbeConfig
     from skn.data import Example
     from skn.layout import Template
     from skn.model import LoadedModel

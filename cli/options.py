@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from skn.api import ProbeConfig
+from skn.probe_config import ProbeConfig
 from skn.layout import Template
 from skn.model import DType
 from skn.quantize import Quantize

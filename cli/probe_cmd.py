@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.api import ProbeConfig, Score
+from skn.probe_config import ProbeConfig, Score
 from skn.backend import Backend
-from skn.exemplar_store import ExemplarsPass
+from skn.probe_config import ExemplarsPass
 from skn.null import NullConfig
 from skn.progress import RichProgress
 from skn.rank import Reduce

@@ -28,7 +28,7 @@ from skn.console import bold, plain, text, visible
 from skn.data import Example
 from skn.groups import GroupSummaries, Summary, value_label
 from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
-from skn.null import NullResult
+from skn.null_verdict import NullResult
 from skn.passing import PassingCounts
 from skn.partial import PartialResult, control_line
 from skn.rank import Neuron, exemplars

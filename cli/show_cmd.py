@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
+from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation_run
 from skn.compare import compare_runs, seed_subruns
 from skn.console import plain
 from skn.activations import run_activations, run_neurons, stored_activations
@@ -28,11 +28,12 @@ def show_run(console: Console, run: Path, n_exemplars: int, next_steps: bool = T
     result = read_probe_run(run)
     print_result(console, result, n_exemplars, exemplar_neurons=exemplar_neurons)
     ablated = (run / ABLATION_FILE).is_file() or (run / CURVE_FILE).is_file()
-    if (run / ABLATION_FILE).is_file():
-        for table in ablation_tables(read_ablation(run)):
+    found = read_ablation_run(run) if ablated else None  # the typed records, checked field by field
+    if found is not None and found.ablation is not None:
+        for table in ablation_tables(found.ablation):
             console.print(table)
-    if (run / CURVE_FILE).is_file():
-        for table in curve_tables(read_curve(run)):
+    if found is not None and found.curve is not None:
+        for table in curve_tables(found.curve):
             console.print(table)
     report = run / REPORT_FILE
     print_verdict(console, result, str(run) if next_steps else "", str(report) if report.is_file() else "", ablated)

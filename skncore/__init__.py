@@ -17,7 +17,8 @@ any neuron on any text (one prompt-only pass), and a model already in memory:
 """
 
 from skn.activations import neuron_activations, run_activations
-from skn.api import ProbeConfig, probe, train
+from skn.api import probe, train
+from skn.probe_config import ProbeConfig
 from skn.compare import Comparison, compare_runs, write_comparison
 from skn.data import Example, Split, load_examples
 from skn.folds import FoldAccumulator, FoldStats, assign_folds, plan_holdout

@@ -14,33 +14,34 @@ import math
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from skn.backend import Backend, resolve_backend
+from skn.backend import resolve_backend
 from skn.data import Example
 from skn.example_order import ORDER_NAME, inverse, pass_order
 from skn.errors import MetricError, UsageError
-from skn.exemplar_store import DEFAULT_STORE_BYTES, ActivationStore, ExemplarsPass, check_store_budget, top_activations
-from skn.folds import HoldoutPlan, assign_folds, plan_holdout
+from skn.exemplar_store import ActivationStore, top_activations
+from skn.folds import HoldoutPlan, assign_folds
 from skn.holdout import HoldoutResult, rank_with_holdout
 from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, for_statistics, metric_before_pass, parse_metric, unscaled
 from skn.model import LoadedModel
 from skn.distributed import Ranks
 from skn.pass_checkpoint import PassCheckpoint
-from skn.null import NullAccumulator, NullConfig, NullResult, SelectedRows, check_null_config, null_result
+from skn.null import NullAccumulator, SelectedRows
+from skn.null_verdict import NullResult, null_result
 from skn.partial import (CovariateAccumulator, CovariateStats, FoldCovariates, PartialResult, check_controls,
                          check_metric_residual, covariate_r, covariate_stats, covariate_values, merge_covariates,
                          parse_controls, partial_correlation)
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.probe import statistics_pass
+from skn.probe_config import ExemplarsPass, ProbeConfig, Score, holdout_plan
 from skn.progress import ProgressSink, SilentProgress
-from skn.rank import Reduce, rank_neurons
+from skn.rank import rank_neurons
 from skn.result import ProbeResult, ProbeSettings, RunInfo
 from skn.rundir import PromptFile, write_prompt
 from skn.scratch import ROW_BUFFER_BYTES
@@ -48,74 +49,6 @@ from skn.statistic import Statistic
 from skn.stats import STAT_DTYPE, correlation
 from skn.trainer import TrainConfig, TrainResult, train_prompt
 from skn.version import __version__
-
-
-class Score(Enum):
-    """What ranks the neurons: Pearson r with the metric, or Wang et al.'s predictivity (binary metrics)."""
-
-    PEARSON = "pearson"
-    PREDICTIVITY = "predictivity"
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """How to probe; each field is checked where the config is made."""
-
-    # skn.run_probe probes with the training batch (TrainSettings.batch_size: one --batch-size for both)
-    batch_size: int = field(default=8, metadata={"help": "Examples per batch (training and probing)."})
-    top_k: int = field(default=10, metadata={"help": "Neurons to keep."})
-    n_exemplars: int = field(default=5, metadata={"help": "Most and least activating examples per neuron."})
-    reduce: Reduce = field(default=Reduce.ABS, metadata={"help": "abs: r at argmax_k |r| (sign kept); max: the paper's max_k r."})
-    backend: Backend = field(default=Backend.AUTO, metadata={"help": "Statistics update: auto = Triton on CUDA, torch elsewhere."})
-    template: Template = Template.AUTO
-    holdout: float | None = field(default=None, metadata={"help": (
-        "Share of the validation set held out to confirm the ranking (0 = rank on all examples) "
-        "[default: 0.5 once both folds hold 100 examples, else off].")})
-    holdout_seed: int = 0  # seeds the fold assignment; skn.run_probe sets it from the data's seed (--seed)
-    null: NullConfig = NullConfig()  # the permutation null (skn.null): R = null.permutations, 0 = off
-    score: Score = field(default=Score.PEARSON, metadata={"help": (
-        "Rank by Pearson r, or by Wang et al.'s predictivity (binary metrics; needs training examples; "
-        "ranks on all validation examples: no holdout).")})
-    fused_mlp: bool = field(default=False, metadata={"help": (
-        "SiLU-gated FFNs: skn's own MLP forward, statistics from gate and up (same numbers; others use the plain path).")})
-    checkpoint_every: int = field(default=0, metadata={"help": (
-        "Save the probe pass's state to the run directory every N batches (0 = never); --resume continues it.")})
-    exemplars_pass: ExemplarsPass = field(default=ExemplarsPass.AUTO, metadata={"help": (
-        "Where the top neurons' activations come from: auto = stored during the one pass (a second pass only for "
-        "layers over --exemplar-store); always = a second pass.")})
-    exemplar_store: int = field(default=DEFAULT_STORE_BYTES, metadata={"help": (
-        "Bytes of scratch disk (in TMPDIR) for the activation store: N x layers x P x neurons x itemsize; "
-        "over it the deepest layers that fit are kept.")})
-    control: tuple[str, ...] = field(default=(), metadata={"help": (
-        "Rank by the partial r given these covariates: numeric fields, FIELD==VALUE, instruction_tokens, "
-        "completion_tokens (comma-separated or repeated; the null permutes the metric's residual on them).")})
-
-    def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise UsageError(f"--top-k must be at least 1, got {self.top_k}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.n_exemplars < 0:
-            raise UsageError(f"--exemplars must not be negative, got {self.n_exemplars}")
-        if self.checkpoint_every < 0:
-            raise UsageError(f"--checkpoint-every must not be negative, got {self.checkpoint_every}")
-        check_null_config(self.null)
-        check_store_budget(self.exemplar_store)
-        if self.control:
-            parse_controls(self.control)  # a bad name fails where the config is made
-            if self.score is Score.PREDICTIVITY:
-                raise UsageError("--control ranks by the partial r; it does not apply to --score predictivity")
-        if self.score is Score.PREDICTIVITY and self.holdout is not None and self.holdout != 0.0:
-            raise UsageError(f"--holdout {self.holdout:g} does not apply to --score predictivity, which ranks on all "
-                             "validation examples: drop --holdout, or rank by --score pearson")
-
-
-def holdout_plan(config: ProbeConfig, n: int) -> HoldoutPlan:
-    """The holdout a probe of `n` examples runs: --holdout's (skn.folds.plan_holdout), or none with --score
-    predictivity, which ranks on all examples (a --holdout F with it is refused where the config is made)."""
-    if config.score is Score.PREDICTIVITY:
-        return HoldoutPlan(0.0, f"holdout off: --score predictivity ranks the neurons on all {n} validation examples")
-    return plan_holdout(config.holdout, n)
 
 
 class MetricFailure(MetricError):

@@ -37,36 +37,20 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import IO
 
 import torch
 from torch import Tensor
 
-from skn.errors import InternalError, StorageError, UsageError
+from skn.errors import InternalError, StorageError
 from skn.layout import Encoded
 from skn.model import LoadedModel
 from skn.probe import exemplar_pass
+from skn.probe_config import ExemplarsPass, check_store_budget
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import Neuron
 from skn.stage import storage_error
 from skn.statistic import Collective
-
-GIB = 1 << 30
-DEFAULT_STORE_BYTES = 8 * GIB
-
-
-class ExemplarsPass(Enum):
-    """Where the top neurons' activations come from."""
-
-    AUTO = "auto"  # the activation store, a second pass only for neurons the store could not keep
-    ALWAYS = "always"  # a second pass for every top neuron (skn before the store)
-
-
-def check_store_budget(budget: int) -> None:
-    if budget < 0:
-        raise UsageError(f"--exemplar-store must not be negative, got {budget} bytes")
-
 
 class ActivationStore:
     """Appends every kept layer's prompt rows of every batch to a scratch file; see the module docstring."""
@@ -308,5 +292,4 @@ def top_activations(
     return out, source
 
 
-__all__ = ["DEFAULT_STORE_BYTES", "ActivationStore", "ExemplarSource", "ExemplarsPass", "check_store_budget", "exemplar_line",
-           "top_activations"]
+__all__ = ["ActivationStore", "ExemplarSource", "exemplar_line", "top_activations"]

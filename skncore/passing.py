@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from skn.null import NULL_DTYPE, NullResult
+from skn.null import NULL_DTYPE
+
+from skn.null_verdict import NullResult
 from skn.rank import Reduce, best_scores
 
 SELECTION = "selection"  # `scored_on`: the holdout's selection fold

@@ -44,7 +44,7 @@ from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
 from skn.errors import UsageError
-from skn.null import NullResult
+from skn.null_verdict import NullResult
 from skn.groups import Grouping, grouping_for
 from skn.rank import Neuron, best_scores, top_k_threshold
 from skn.result import ProbeResult, RunInfo

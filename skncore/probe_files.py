@@ -22,7 +22,8 @@ from skn.folds import FoldStats
 from skn.groups import GroupSummaries, groups_from_json, groups_to_json
 from skn.holdout import HeldOutR, HoldoutResult
 from skn.layout import Template
-from skn.null import NullResult, PermutationMode
+from skn.null import PermutationMode
+from skn.null_verdict import NullResult
 from skn.predictivity import PredictivityCounts, predictivity_record
 from skn.rank import Neuron
 from skn.replication import ALPHA, Replication

@@ -39,7 +39,7 @@ from skn.plots import (
     png_bytes,
 )
 from skn.holdout import summary_from_info
-from skn.null import NullResult
+from skn.null_verdict import NullResult
 from skn.partial import control_line
 from skn.rank import exemplars
 from skn.result import ProbeResult, info_to_json

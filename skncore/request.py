@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 
-from skn.api import ProbeConfig
+from skn.probe_config import ProbeConfig
 from skn.checks import SEED_MAX, THREADS_PER_CORE, at_least, between, count, finite, positive, seed_value, thread_count
 from skn.errors import UsageError
 from skn.layout import Template

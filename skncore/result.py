@@ -20,7 +20,7 @@ from skn.data import Example
 from skn.errors import RunDirError
 from skn.groups import GroupSummaries
 from skn.holdout import HoldoutResult
-from skn.null import NullResult
+from skn.null_verdict import NullResult
 from skn.passing import ALL, SELECTION, PassingCounts, count_passing
 from skn.partial import PartialResult
 from skn.predictivity import PredictivityCounts
@@ -109,7 +109,7 @@ class ProbeResult:
     groups: GroupSummaries | None = None  # with --group-by or a task
     holdout: HoldoutResult | None = None  # with a holdout: `neurons` were ranked on its selection fold
     predictivity: PredictivityCounts | None = None  # with --score predictivity (see skn.predictivity)
-    # the family-wise permutation null (skn.null.NullResult): null maxima, threshold, and per neuron (in
+    # the family-wise permutation null (skn.null_verdict.NullResult): null maxima, threshold, and per neuron (in
     # `neurons` order) p_adjusted, p_cell, significant; None when the null is off (--null 0)
     null: NullResult | None = None
     # with --control (skn.partial): the covariates, their r with the metric, and the raw r beside the partial

@@ -23,7 +23,8 @@ from typing import TypeVar
 import torch
 
 from skn import zoo
-from skn.api import MetricFailure, ProbeConfig, Score, control_values, holdout_plan, probe, train
+from skn.api import MetricFailure, control_values, probe, train
+from skn.probe_config import ProbeConfig, Score, holdout_plan
 from skn.data import Example, FieldNames, Split, load_split
 from skn.errors import UsageError
 from skn.exemplar_store import exemplar_line

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from skn.api import Score
+from skn.probe_config import Score
 from skn.groups import GroupSummaries, NeuronGroups, value_label
 from skn.result import ProbeResult
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from skn.data import Example
-from skn.null import PermutationMode, verdict
+from skn.null import PermutationMode
+from skn.null_verdict import verdict
 from skn.rank import rank_neurons
 from skn.result import ProbeResult, info_from_json
 from skn.probe_files import write_probe_run

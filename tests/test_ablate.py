@@ -25,7 +25,8 @@ from skn.ablate import (
 from skn.intervention import Target, Value, ValueKind, Where, build_intervention, intervened, parse_targets, parse_value
 from skn.ablate_view import ablation_html, describe, effect_rows
 from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ablation
-from skn.api import ProbeConfig, encode, probe
+from skn.api import encode, probe
+from skn.probe_config import ProbeConfig
 from skn.run import write_run
 from skn.data import Example
 from skn.errors import RunDirError, UsageError

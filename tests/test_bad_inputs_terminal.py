@@ -263,5 +263,5 @@ def test_predictivity_refuses_a_holdout(ctx: Ctx, tmp_path: Path, capsys: pytest
 
 
 def test_predictivity_with_holdout_zero_is_allowed() -> None:
-    from skn.api import ProbeConfig, Score
+    from skn.probe_config import ProbeConfig, Score
     assert ProbeConfig(score=Score.PREDICTIVITY, holdout=0.0).holdout == 0.0

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from scipy import stats as sps
 
 from skn.probe_files import write_probe_run
-from skn.api import ProbeConfig, probe
+from skn.api import probe
+from skn.probe_config import ProbeConfig
 from skn.compare import compare_runs, scatter_figure, write_comparison
 from skn.errors import UsageError
 from skn.overlap import average_ranks, chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat

@@ -15,7 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from skn.api import ProbeConfig, encode
+from skn.api import encode
+
+from skn.probe_config import ProbeConfig
 from skn.data import Example
 from skn.distributed import Ranks, ShardStatistic
 from skn.folds import assign_folds
@@ -139,7 +141,7 @@ BOTH = """
 import sys
 from pathlib import Path
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-from skn.api import ProbeConfig
+from skn.probe_config import ProbeConfig
 from skn.null import NullConfig
 from skn.run import run_probe, run_train
 
@@ -189,7 +191,7 @@ CONTROL = """
 import sys
 from pathlib import Path
 from skn.request import DataRequest, ModelRequest, ProbeRequest
-from skn.api import ProbeConfig
+from skn.probe_config import ProbeConfig
 from skn.null import NullConfig
 from skn.run import run_probe
 

@@ -7,7 +7,9 @@ import random
 
 import torch
 
-from skn.api import ProbeConfig, probe
+from skn.api import probe
+
+from skn.probe_config import ProbeConfig
 from skn.data import Example
 from skn.example_order import inverse, pass_order
 from skn.folds import assign_folds

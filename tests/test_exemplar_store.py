@@ -16,9 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from skn.api import ProbeConfig, encode, probe
+from skn.api import encode, probe
+
+from skn.probe_config import ProbeConfig
 from skn.data import Example
-from skn.exemplar_store import ActivationStore, ExemplarsPass, top_activations
+from skn.exemplar_store import ActivationStore, top_activations
+from skn.probe_config import ExemplarsPass
 from skn.layout import Template
 from skn.metrics import parse_metric
 from skn.null import NullConfig

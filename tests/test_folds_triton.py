@@ -45,7 +45,9 @@ def test_probe_with_holdout_on_triton_equals_torch() -> None:
     from helpers import tiny_loaded
     from helpers import examples
 
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+
+    from skn.probe_config import ProbeConfig
     from skn.prompt import init_prompt
 
     loaded = tiny_loaded("qwen2")

@@ -103,7 +103,7 @@ def test_other_ffns_fall_back_with_a_reason() -> None:
 
 
 def test_run_says_when_it_falls_back(tmp_path: Path) -> None:
-    from skn.api import ProbeConfig
+    from skn.probe_config import ProbeConfig
     from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
     from skn.run import run_probe
 

@@ -48,7 +48,9 @@ def test_smollm2_gguf_probe_equals_plain_folder(tmp_path: Path) -> None:
     pytest.importorskip("gguf")
     from transformers import LlamaForCausalLM
 
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+
+    from skn.probe_config import ProbeConfig
     from skn.model import load_model
 
     loaded = load_model(str(SMOL), device="cpu")

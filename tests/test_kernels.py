@@ -292,7 +292,9 @@ def test_launcher_errors() -> None:
 def test_probe_with_the_triton_backend_writes_the_same_corr(metric: str) -> None:
     from helpers import tiny_loaded
 
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+
+    from skn.probe_config import ProbeConfig
     from skn.data import Example
     from skn.layout import Template
     from skn.prompt import init_prompt

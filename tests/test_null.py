@@ -19,8 +19,8 @@ from skn.report import render_report
 from skn.probe_files import read_probe_run
 
 from skn.errors import UsageError
-from skn.null import (NullAccumulator, NullConfig, NullResult, PermutationMode, SelectedRows, buffer_rows, check_null_config,
-                      null_result, verdict)
+from skn.null import NullAccumulator, NullConfig, PermutationMode, SelectedRows, buffer_rows, check_null_config
+from skn.null_verdict import NullResult, null_result, verdict
 from skn.rank import Neuron, Reduce, rank_neurons
 from skn.stats import StatsAccumulator, correlation
 
@@ -290,7 +290,9 @@ def test_with_a_holdout_the_null_is_the_selection_folds() -> None:
     holdout run equals that of a run on the selection examples only (same seed, whole-set permutations)."""
     from helpers import char_tokenizer, tiny_model
 
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+
+    from skn.probe_config import ProbeConfig
     from skn.data import Example
     from skn.folds import assign_folds
     from skn.model import wrap_loaded

@@ -15,7 +15,8 @@ import torch
 from skn.errors import MetricError, UsageError
 from skn.folds import FoldAccumulator
 from skn.holdout import rank_with_holdout
-from skn.null import NullAccumulator, NullConfig, SelectedRows, null_result, permuted_correlations
+from skn.null import NullAccumulator, NullConfig, SelectedRows
+from skn.null_verdict import null_result, permuted_correlations
 from skn.partial import (CovariateAccumulator, FoldCovariates, check_controls, check_metric_residual, covariate_r,
                          covariate_stats, covariate_values, merge_covariates, parse_controls, partial_correlation)
 from skn.rank import Reduce, rank_neurons

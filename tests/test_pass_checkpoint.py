@@ -16,7 +16,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from skn.api import ProbeConfig, encode, probe
+from skn.api import encode, probe
+
+from skn.probe_config import ProbeConfig
 from skn.data import Example
 from skn.errors import RunDirError, UsageError
 from skn.metrics import parse_metric
@@ -132,7 +134,8 @@ KILLER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import skn.rundir
     from helpers import tiny_loaded
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+    from skn.probe_config import ProbeConfig
     from skn.null import NullConfig
     from skn.prompt import init_prompt
     from test_data_for_kill import data

@@ -15,8 +15,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from skn.api import ProbeConfig, probe
-from skn.null import NullResult, PermutationMode
+from skn.api import probe
+
+from skn.probe_config import ProbeConfig
+from skn.null import PermutationMode
+from skn.null_verdict import NullResult
 from skn.passing import ALL, SELECTION, count_passing, passing_mask
 from skn.probe_files import read_probe_run, write_probe_run
 from skn.prompt import init_prompt

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from skn.api import ProbeConfig, probe
+from skn.api import probe
+
+from skn.probe_config import ProbeConfig
 from skn.data import Example
 from skn.errors import UsageError
 from skn.model import load_model

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from skn.ablate import AblationConfig, ablate, prepare
-from skn.api import ProbeConfig, encode, probe
+from skn.api import encode, probe
+from skn.probe_config import ProbeConfig
 from skn.data import Example
 from skn.errors import UsageError
 from skn.intervention import Target, Value, ValueKind, Where

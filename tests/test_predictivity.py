@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from skn.api import ProbeConfig, Score, encode, probe
+from skn.api import encode, probe
+
+from skn.probe_config import ProbeConfig, Score
 from skn.run import write_run
 from skn.data import Example
 from skn.errors import UsageError

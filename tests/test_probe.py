@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from skn.api import ProbeConfig, encode, probe
+from skn.api import encode, probe
+
+from skn.probe_config import ProbeConfig
 from skn.data import Example
 from skn.layout import Template
 from skn.metrics import parse_metric

@@ -14,7 +14,8 @@ import torch
 
 from skn.probe_files import write_probe_run
 from skn.example_order import pass_order
-from skn.api import ProbeConfig, encode, probe
+from skn.api import encode, probe
+from skn.probe_config import ProbeConfig
 from skn.folds import assign_folds
 from skn.layout import Template
 from skn.metrics import parse_metric

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import skn.cli.probe_cmd as probe_cmd
-from skn.api import ProbeConfig
+from skn.probe_config import ProbeConfig
 from skn.cli.main import main
 from skn.null import NullConfig
 from skn.request import DataRequest, ProbeRequest, TrainSettings

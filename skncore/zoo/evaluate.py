@@ -143,7 +143,9 @@ def probe_bigbench(
     multiplication subtask with metric `loss`; the shortcut flag is used only to score the result."""
     import time
 
-    from skn.api import ProbeConfig, probe, train
+    from skn.api import probe, train
+
+    from skn.probe_config import ProbeConfig
     from skn.model import load_model
     from skn.prompt import PromptInit
     from skn.tasks.arithmetic import load_bigbench, to_example
