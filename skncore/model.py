@@ -45,6 +45,7 @@ ADAPTERS: dict[str, Adapter] = {
     "mistral": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
     "gemma2": _LLAMA_LIKE,
+    "gemma3_text": _LLAMA_LIKE,
     "olmo": _LLAMA_LIKE,
     "olmo2": _LLAMA_LIKE,
     "granite": _LLAMA_LIKE,
@@ -68,6 +69,7 @@ class DType(Enum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
     BFLOAT16 = "bfloat16"
+    FLOAT64 = "float64"  # reference-grade, CPU only: where float32's rounding reaches the fifth digit of r (Gemma 3)
 
 
 # What a caller may pass as a dtype: the enum, a name transformers takes ("bf16", "torch.float16", ...) or a torch dtype.
@@ -78,8 +80,10 @@ _DTYPE_NAMES = {
     "float32": DType.FLOAT32, "fp32": DType.FLOAT32, "float": DType.FLOAT32,
     "float16": DType.FLOAT16, "fp16": DType.FLOAT16, "half": DType.FLOAT16,
     "bfloat16": DType.BFLOAT16, "bf16": DType.BFLOAT16,
+    "float64": DType.FLOAT64, "fp64": DType.FLOAT64, "double": DType.FLOAT64,
 }
-_TORCH_DTYPES = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16}
+_TORCH_DTYPES = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16,
+                 torch.float64: DType.FLOAT64}
 
 
 def as_dtype(value: DTypeLike) -> DType:
@@ -94,8 +98,8 @@ def as_dtype(value: DTypeLike) -> DType:
     else:
         found = None
     if found is None:
-        raise UsageError(f"dtype {value!r}: expected auto, float32 (fp32), float16 (fp16), bfloat16 (bf16) "
-                         "or the torch dtype of one of them")
+        raise UsageError(f"dtype {value!r}: expected auto, float32 (fp32), float16 (fp16), bfloat16 (bf16), "
+                         "float64 (fp64) or the torch dtype of one of them")
     return found
 
 
@@ -176,6 +180,10 @@ def pick_dtype(choice: DTypeLike, device: torch.device) -> torch.dtype:
         return torch.float16
     if dtype is DType.BFLOAT16:
         return torch.bfloat16
+    if dtype is DType.FLOAT64:
+        if device.type != "cpu":
+            raise UsageError(f"--dtype float64 runs on the CPU (a reference-grade run), not on {device}; use float32 there")
+        return torch.float64
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32

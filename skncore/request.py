@@ -35,7 +35,8 @@ class ModelRequest:
     name: str = field(default="", metadata=_help("Hugging Face hub id or local folder of a causal LM [default: the small model skn ships]."))
     revision: str = field(default="", metadata=_help(
         "A hub model's branch, tag or commit hash [default: the hub's default branch]."), kw_only=True)
-    dtype: DType = field(default=DType.AUTO, metadata=_help("auto: float32 on CPU, bfloat16 (or float16) on GPU."))
+    dtype: DType = field(default=DType.AUTO, metadata=_help(
+        "auto: float32 on CPU, bfloat16 (or float16) on GPU; float64: reference-grade, CPU only."))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:1, mps ..."))
     trust_remote_code: bool = field(default=False, metadata=_help("Run the model repository's own code (off unless asked)."))
     neuron_module: str = field(default="", metadata=_help(

@@ -105,7 +105,7 @@ def choose_forward(loaded: LoadedModel, rows: list[Encoded], prompt: Tensor, pad
             split = split_scores(loaded, batch, prompt).loss
     except Exception as error:  # any model that cannot run the split falls back, with the reason
         return ForwardChoice(StepForward.FULL, f"{loaded.name}: the split forward failed ({type(error).__name__}: {error})")
-    tol = 1e-3 if loaded.input_embeddings.weight.dtype == torch.float32 else 3e-2
+    tol = 1e-3 if loaded.input_embeddings.weight.dtype in (torch.float32, torch.float64) else 3e-2
     worst = float(((split - full).abs() / (1.0 + full.abs())).max())
     if not worst <= tol:
         return ForwardChoice(StepForward.FULL, f"{loaded.name}: the split's losses differ from the full forward's by {worst:.2g}")

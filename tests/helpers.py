@@ -52,6 +52,12 @@ def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02) -> torch.nn.M
                              num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
     elif arch == "gpt2":
         config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256)
+    elif arch == "gemma3":  # GeGLU (gelu-tanh gate), sliding-window layers: the window of 8 is shorter than the rows
+        from transformers import Gemma3TextConfig
+
+        config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
+                                  sliding_window=8, layer_types=["sliding_attention", "full_attention"])
     else:
         raise ValueError(arch)
     config.pad_token_id = 0

@@ -48,6 +48,22 @@ def test_gated_neuron_is_silu_gate_times_up() -> None:
     torch.testing.assert_close(seen[0], torch.nn.functional.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
 
 
+def test_gemma3_neuron_is_gelu_tanh_gate_times_up_in_float64() -> None:
+    """Gemma 3's GeGLU neuron, against its definition computed by hand in float64: gelu(gate h, tanh) * (up h)."""
+    model = tiny_model("gemma3").to(torch.float64)
+    sites = find_sites(model, model.config.model_type)
+    assert sites.names[-1] == "model.layers.1.mlp.down_proj" and sites.width == 40 and sites.gated
+    mlp = model.model.layers[1].mlp
+    seen: list[torch.Tensor] = []
+    handle = mlp.down_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    h = torch.randn(2, 3, 32, dtype=torch.float64)
+    with torch.no_grad():
+        mlp(h)
+        by_hand = torch.nn.functional.gelu(h @ mlp.gate_proj.weight.T, approximate="tanh") * (h @ mlp.up_proj.weight.T)
+    handle.remove()
+    torch.testing.assert_close(seen[0], by_hand, rtol=1e-13, atol=1e-13)
+
+
 def test_load_stories(stories_path: object) -> None:
     loaded = load_model(str(stories_path), device="cpu")
     assert loaded.sites.num_layers == 5 and loaded.sites.width == 172
