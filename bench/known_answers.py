@@ -21,7 +21,8 @@ Sections (each row is appended to OUT/rows.jsonl as soon as it is measured; a re
     control    the metric `target` = mentions_doctor + 0.6 * (instruction length, standardised); a doctor
                reader and a length reader planted side by side; probed without and with --control
                instruction_tokens: does the length reader fall and the doctor reader stay?
-    ablation   a planted neuron (a = 1) with write strength b, ablated (zero at every position; mean at the
+    ablation   a planted neuron (a = 1) with write strength b toward the first token of one label's completion,
+               on items of that label (where the write lowers the loss), ablated (zero at every position; mean at the
                prompt) against 10 random neurons (log-t) and 20 (auto: empirical), and as the top 1 of a
                curve over K = 1, 3, 10 with 10 controls: p and departure
     fwer       nothing planted, a label of shuffled values (the whole-set null) or an iid noise metric known
@@ -53,7 +54,7 @@ MODELS = {"stories": SHARED / "models" / "stories260K-hf", "smollm2": SHARED / "
 HANS = SHARED / "data" / "hans" / "heuristics_evaluation_set.derived.tsv"
 SECTIONS = ("power", "control", "fwer", "ablation", "ablate_fp")
 READS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-WRITES = (0.0, 0.25, 0.5, 1.0, 2.0)
+WRITES = (0.0, 1.0, 3.0, 10.0, 30.0)
 PROMPT_SEEDS = (0, 1, 2)
 PROMPT_LEN = 20
 FEATURE = "mentions_doctor"
@@ -171,7 +172,8 @@ def neuron_standing(result: object, layer: int, neuron: int) -> dict[str, object
 
 def probe_once(s: Setup, examples: Sequence[object], metric: object, prompt: torch.Tensor, seed: int,
                holdout: float = 0.5, control: tuple[str, ...] = (), permutations: int = 100) -> object:
-    from skn.api import ProbeConfig, probe
+    from skn.api import probe
+    from skn.probe_config import ProbeConfig
     from skn.null import NullConfig
 
     config = ProbeConfig(top_k=10, n_exemplars=0, holdout=holdout, holdout_seed=seed,
@@ -240,13 +242,23 @@ def control(s: Setup, rows: Rows, reps: int) -> None:
             f"doctor reader {out['raw']['doctor']['rank']} -> {out['controlled']['doctor']['rank']}")  # type: ignore[index]
 
 
+def write_token(s: Setup) -> int:
+    """The first token of the first validation item's completion: the token a planted neuron writes toward."""
+    completion = s.val[0].completion  # type: ignore[attr-defined]
+    return int(s.loaded.tokenizer(completion, add_special_tokens=False)["input_ids"][0])  # type: ignore[attr-defined]
+
+
 def _ablation_data(s: Setup, n: int) -> tuple[object, torch.Tensor]:
+    """The first n validation items whose completion starts with the write token: on them the write lowers the
+    loss, so ablating the neuron raises it (on items of the other label it would raise the loss, and over both
+    labels the two would cancel; the first version of this section measured both and found nothing at b <= 1)."""
     from skn.ablate import prepare
     from skn.api import encode
     from skn.layout import Template
     from skn.metrics import parse_metric
 
-    items = s.val[:n]
+    token = write_token(s)
+    items = [e for e in s.val if int(s.loaded.tokenizer(e.completion, add_special_tokens=False)["input_ids"][0]) == token][:n]  # type: ignore[attr-defined]
     rows = encode(s.loaded, items, Template.AUTO, PROMPT_LEN)  # type: ignore[arg-type]
     return prepare(s.loaded, s.prompts[0], rows, items, parse_metric("loss"), (), (), False, batch_size=16), s.prompts[0]  # type: ignore[arg-type]
 
@@ -266,8 +278,7 @@ def ablation(s: Setup, rows: Rows, reps: int, items: int) -> None:
 
     direction = direction_for(s, FEATURE, s.layer)
     data, _ = _ablation_data(s, items)
-    completion = s.val[0].completion  # type: ignore[attr-defined]
-    write_token = int(s.loaded.tokenizer(completion, add_special_tokens=False)["input_ids"][0])  # type: ignore[attr-defined]
+    token = write_token(s)
     width = s.loaded.sites.width  # type: ignore[attr-defined]
     layers = s.loaded.sites.num_layers  # type: ignore[attr-defined]
     for b in WRITES:
@@ -277,7 +288,7 @@ def ablation(s: Setup, rows: Rows, reps: int, items: int) -> None:
                 continue
             rng = random.Random(3000 + rep)
             neuron = rng.randrange(width)
-            spec = Plant(s.layer, neuron, FEATURE, 1.0, b, write_token if b > 0 else -1)
+            spec = Plant(s.layer, neuron, FEATURE, 1.0, b, token if b > 0 else -1)
             out: dict[str, object] = {"section": "ablation", "b": b, "rep": rep, "neuron": neuron}
             with planted(s.loaded, spec, direction):  # type: ignore[arg-type]
                 mean_x = _mean_x(s, data)
