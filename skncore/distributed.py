@@ -21,7 +21,7 @@ so every rank holds the same prompt, that of one process with the same global ba
 
 Communication: the probe sends the moments once, at the end (3 L P m float64 per rank, twice with a
 holdout, all-gathered so that rank order fixes the merge), the null's R L P m float32 co-moments and the
-covariates' q L P m float64 ones (one all-reduce each, after rank 0's shift is broadcast), the exemplars (K x N/W float32) and the metric; training
+covariates' q L P m float64 ones per fold (one all-reduce each, after rank 0's shift is broadcast), the exemplars (K x N/W float32) and the metric; training
 one P x d gradient per step (and two floats: the loss, and per evaluation the validation loss).
 
 Failures: every collective starts with a health check (an all-reduce of the lowest failing rank). A
