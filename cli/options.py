@@ -23,6 +23,7 @@ import click
 
 from skn.probe_config import ProbeConfig
 from skn.layout import Template
+from skn.trainer import LrSchedule
 from skn.model import DType
 from skn.quantize import Quantize
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
@@ -191,7 +192,7 @@ data_options = _packed(
     _DATA_KEYS,
 )
 
-_TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "batch_size", "grad_accum", "eval_every", "patience",
+_TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "lr_schedule", "batch_size", "grad_accum", "eval_every", "patience",
                "prompt_init", "gradient_checkpointing", "instruction_cache", "resume")
 
 train_options = _packed(
@@ -200,6 +201,7 @@ train_options = _packed(
         option("--steps", TrainSettings, "steps", type=int, default=None),
         option("--epochs", TrainSettings, "epochs"),
         option("--lr", TrainSettings, "lr"),
+        option("--lr-schedule", TrainSettings, "lr_schedule", type=click.Choice([s.value for s in LrSchedule])),
         option("--batch-size", TrainSettings, "batch_size"),
         option("--grad-accum", TrainSettings, "grad_accum"),
         option("--eval-every", TrainSettings, "eval_every"),
@@ -210,7 +212,7 @@ train_options = _packed(
         option("--resume", TrainSettings, "resume"),
     ],
     "train",
-    TrainSettings,
+    lambda lr_schedule, **rest: TrainSettings(lr_schedule=LrSchedule(lr_schedule), **rest),
     _TRAIN_KEYS,
 )
 

@@ -17,7 +17,7 @@ from skn.layout import Template
 from skn.model import DType
 from skn.placement import Placement
 from skn.quantize import Quantize
-from skn.trainer import TrainConfig
+from skn.trainer import LrSchedule, TrainConfig
 
 BUNDLED_STEPS = 50  # prompt steps on the bundled model: the whole run in well under a minute on 2 CPU cores
 BUNDLED_TRAIN_SIZE = 256
@@ -93,6 +93,8 @@ class TrainSettings:
     epochs: float = field(default=0.0, metadata=_help(
         "Train for this many passes over the data instead of --steps (0 = use --steps)."))
     lr: float = field(default=TrainConfig.lr, metadata=_help("AdamW learning rate."))
+    lr_schedule: LrSchedule = field(default=TrainConfig.lr_schedule, metadata=_help(
+        "constant (the paper's) or linear (falls to 0 at the last step, so the last validation checks settle)."))
     batch_size: int = field(default=TrainConfig.batch_size, metadata=_help("Examples per batch (training and probing)."))
     grad_accum: int = field(default=TrainConfig.grad_accum, metadata=_help("Micro-batches per optimiser step."))
     eval_every: int = field(default=TrainConfig.eval_every, metadata=_help("Steps between validation-loss checks."))

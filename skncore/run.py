@@ -154,7 +154,7 @@ def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_m
     steps = settings.steps if settings.steps is not None else (BUNDLED_STEPS if bundled_model else TrainConfig.steps)
     init = settings.prompt_init if settings.prompt_init is not None else (zoo.PLACEHOLDER if bundled_model else "")
     config = TrainConfig(
-        prompt_len=settings.prompt_len, lr=settings.lr, steps=steps, batch_size=settings.batch_size,
+        prompt_len=settings.prompt_len, lr=settings.lr, lr_schedule=settings.lr_schedule, steps=steps, batch_size=settings.batch_size,
         grad_accum=settings.grad_accum, eval_every=settings.eval_every, patience=settings.patience,
         seed=settings.seed if settings.seed is not None else seed,
         init=PromptInit(init), gradient_checkpointing=settings.gradient_checkpointing,
@@ -235,6 +235,7 @@ def kept_files(request: ProbeRequest) -> tuple[str, ...]:
 def _train_record(config: TrainConfig) -> dict[str, object]:
     record = asdict(config)
     record["init"] = config.init.token or "random-vocab"
+    record["lr_schedule"] = config.lr_schedule.value
     return record
 
 

@@ -3,7 +3,8 @@
 Defaults are the paper's: P = 20, AdamW, lr 3e-3. The data order is a seeded shuffle per epoch,
 so a resumed run sees the same batches as an uninterrupted one. Validation loss is measured every
 `eval_every` optimiser steps on at most `eval_examples` validation examples; the best prompt is kept,
-and `patience` evaluations without improvement stop early (0 = never).
+and `patience` evaluations without improvement stop early (0 = never). The learning rate is constant (the
+paper's), or with `LrSchedule.LINEAR` falls linearly to 0 at the last step, so that the last checks settle.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -34,10 +36,22 @@ from skn.prompt import PromptInit, init_prompt
 from skn.rundir import CHECKPOINT_FILE, write_tensors
 
 
+class LrSchedule(Enum):
+    """How the learning rate moves over the steps."""
+
+    CONSTANT = "constant"  # the paper's
+    LINEAR = "linear"  # from lr at the first step to 0 after the last (HF Trainer's default decay, no warmup)
+
+    def factor(self, step: int, steps: int) -> float:
+        """The multiple of lr for optimiser step `step` (0-based) of `steps`."""
+        return 1.0 if self is LrSchedule.CONSTANT else max(0.0, 1.0 - step / steps)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     prompt_len: int = 20
     lr: float = 3e-3
+    lr_schedule: LrSchedule = LrSchedule.CONSTANT
     weight_decay: float = 0.01
     steps: int = 200
     batch_size: int = 8
@@ -186,6 +200,8 @@ def training_identity(loaded: LoadedModel, train_rows: Sequence[Encoded], val_ro
         "training data": rows_fingerprint(train_rows),
         "validation data": rows_fingerprint(val_rows),
         "lr": repr(config.lr),
+        "lr_schedule": config.lr_schedule.value if config.lr_schedule is LrSchedule.CONSTANT
+        else f"{config.lr_schedule.value} over {config.steps} steps",
         "weight_decay": repr(config.weight_decay),
         "eval_every": str(config.eval_every),
         "eval_examples": str(config.eval_examples),
@@ -335,6 +351,8 @@ def train_prompt(
                 ranks.sum_(total)
                 step_loss = float(total[0])
             check_finite_loss(step_loss, step + 1, "training", config)
+            for group in optimizer.param_groups:  # a function of the step, so a resumed run continues it exactly
+                group["lr"] = config.lr * config.lr_schedule.factor(step, config.steps)
             optimizer.step()
             step += 1
             val_loss: float | None = None

@@ -9,7 +9,7 @@ import torch
 
 from skn.api import encode, train
 from skn.data import Example
-from skn.errors import RunDirError
+from skn.errors import RunDirError, TrainingError
 from skn.layout import Template
 from skn.rundir import read_prompt
 from skn.trainer import TrainConfig, train_prompt, validation_loss
@@ -124,3 +124,73 @@ def test_gradient_checkpointing_recomputes_each_layer_in_backward() -> None:
     micro_batches = 2 * 2  # steps x grad_accum: each backward recomputes the layer once
     assert calls[True]["all"] - calls[False]["all"] == micro_batches
     assert calls[True]["grad"] - calls[False]["grad"] == micro_batches
+
+
+def test_linear_schedule_factors() -> None:
+    from skn.trainer import LrSchedule
+
+    assert [LrSchedule.LINEAR.factor(s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [LrSchedule.CONSTANT.factor(s, 4) for s in range(4)] == [1.0] * 4
+
+
+def test_linear_schedule_sets_each_steps_lr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimiser steps with lr x (1 - s / steps) at step s, as read from the optimiser at each step."""
+    from skn.trainer import LrSchedule
+
+    seen: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def spy(self: torch.optim.AdamW, *args: object, **kwargs: object) -> object:
+        seen.append(float(self.param_groups[0]["lr"]))
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    loaded = tiny_loaded("llama")
+    rows = encode(loaded, toy(16, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
+    for schedule, expected in ((LrSchedule.LINEAR, [0.1 * (1 - s / 5) for s in range(5)]), (LrSchedule.CONSTANT, [0.1] * 5)):
+        seen.clear()
+        train_prompt(loaded, rows, rows, TrainConfig(prompt_len=3, steps=5, eval_every=5, lr=0.1, lr_schedule=schedule))  # type: ignore[arg-type]
+        assert seen == pytest.approx(expected, rel=1e-12)
+
+
+def test_linear_schedule_resumes_exactly_and_refuses_other_steps(tmp_path: Path) -> None:
+    """A run killed after its step-8 checkpoint and resumed gives the uninterrupted run's prompt; resuming
+    it with another number of steps would change the schedule's slope, so it is refused."""
+    from contextlib import contextmanager
+    from typing import Iterator
+
+    from skn.trainer import LrSchedule
+
+    class Killed(Exception):
+        pass
+
+    class KillAfter:
+        def __init__(self, step: int) -> None:
+            self.step, self.done = step, 0
+
+        @contextmanager
+        def _task(self, description: str, total: int) -> Iterator[object]:
+            def advance(steps: int = 1, note: str = "") -> None:
+                self.done += steps
+                if self.done >= self.step:
+                    raise Killed
+
+            yield advance
+
+        def task(self, description: str, total: int) -> object:
+            return self._task(description, total)
+
+    loaded = tiny_loaded("llama")
+    rows = encode(loaded, toy(40, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
+    val = encode(loaded, toy(8, 1), Template.PLAIN, 3)  # type: ignore[arg-type]
+    config = TrainConfig(prompt_len=3, steps=12, eval_every=4, lr=0.05, lr_schedule=LrSchedule.LINEAR)
+    full = train_prompt(loaded, rows, val, config, out=tmp_path / "a")  # type: ignore[arg-type]
+    constant = train_prompt(loaded, rows, val, replace(config, lr_schedule=LrSchedule.CONSTANT))  # type: ignore[arg-type]
+    assert not torch.equal(full.prompt, constant.prompt)
+    with pytest.raises(Killed):
+        train_prompt(loaded, rows, val, config, out=tmp_path / "b", progress=KillAfter(8))  # type: ignore[arg-type]
+    with pytest.raises(TrainingError, match="lr_schedule .linear over 12 steps, now linear over 16"):
+        train_prompt(loaded, rows, val, replace(config, steps=16), out=tmp_path / "b", resume=True)  # type: ignore[arg-type]
+    resumed = train_prompt(loaded, rows, val, config, out=tmp_path / "b", resume=True)  # type: ignore[arg-type]
+    assert resumed.steps_done == 12
+    torch.testing.assert_close(resumed.prompt, full.prompt, rtol=0, atol=0)
