@@ -1,0 +1,128 @@
+"""The paper's experiments at a size that can carry a conclusion (issue #36): converged prompts, 1,000
+validation items, three prompt seeds, two model families.
+
+    python bench/paper_runs.py --runs runs/paper                 # many hours on 2 CPU cores; resumable
+    python bench/paper_runs.py --runs runs/paper --only smollm2-rq3
+    python bench/paper_runs.py --runs /tmp/smoke --smoke          # minutes: every step on a few items
+
+Each step is one `skn` command (printed, timed, appended to RUNS/commands.jsonl). A step whose output exists
+is skipped, and a probe killed mid-way resumes its training from the checkpoint (`--resume`), so the script can be stopped
+and started again at any point. The order puts what other steps need first:
+
+    for each model (SmolLM2-135M-Instruct, then Gemma 3 270M when --gemma names its GGUF file) and
+    each experiment (RQ3: BIG-bench arithmetic, all 20 subtasks, metric loss, --control on the instruction's
+    length in tokens and the digit count; RQ2: HANS, metric heuristic==lexical_overlap):
+        three prompts (seeds 0, 1, 2), each trained 200 steps with the linear lr schedule (the last checks
+        settle; see bench/cpu_budget.py), then probed on 1,000 validation items with the null and the holdout
+        skn compare over the three (overlap and consensus)
+        skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
+        64 items), which can depart with that many controls (docs/ablation.md)
+
+`bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2 = Path("../shared/models/smollm2-135m-instruct")
+HANS = Path("../shared/data/hans")
+ARITH = Path("../shared/data/bigbench_arithmetic")
+SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train: int
+    val: int
+    steps: int
+    eval_every: int
+    null: int
+    curve_items: int
+    curve_controls: int
+    curve_k: str
+
+
+FULL = Sizes(train=480, val=1000, steps=200, eval_every=20, null=100, curve_items=64, curve_controls=10, curve_k="1,10,100")
+SMOKE = Sizes(train=16, val=24, steps=4, eval_every=2, null=19, curve_items=6, curve_controls=2, curve_k="1,3")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    key: str  # e.g. smollm2-rq3
+    model: str
+    args: tuple[str, ...]  # task, data, metric and control options
+
+
+def experiments(gemma: str) -> list[Experiment]:
+    rq3 = ("--task", "arithmetic", "--data", str(ARITH), "--metric", "loss", "--control", "instruction_tokens,digits")
+    rq2 = ("--task", "hans", "--data", str(HANS / "heuristics_train_set.derived.tsv"),
+           "--val-data", str(HANS / "heuristics_evaluation_set.derived.tsv"), "--metric", "heuristic==lexical_overlap")
+    models = [("smollm2", str(SMOLLM2))] + ([("gemma3", gemma)] if gemma else [])
+    return [Experiment(f"{name}-{rq}", model, args) for name, model in models for rq, args in (("rq3", rq3), ("rq2", rq2))]
+
+
+def skn() -> str:
+    script = Path(sys.executable).with_name("skn")
+    return str(script) if script.exists() else "skn"
+
+
+def run(argv: list[str], done: Path, log: Path) -> None:
+    """`skn ARGV` unless `done` exists; its wall time goes to `log` (one JSON line per command)."""
+    line = " ".join(["skn", *argv])
+    if done.exists():
+        print(f"[reused] {line}", flush=True)
+        return
+    print(f"[run] {line}", flush=True)
+    start = time.perf_counter()
+    subprocess.run([skn(), *argv], check=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    with log.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"command": line, "wall_s": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    print(f"[done] {seconds:.0f} s", flush=True)
+
+
+def probe(exp: Experiment, seed: int, runs: Path, sizes: Sizes, log: Path) -> Path:
+    out = runs / exp.key / f"seed-{seed}"
+    argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
+            "--steps", str(sizes.steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
+            "--null", str(sizes.null), "--seed", str(seed), "--threads", "2", "--out", str(out)]
+    if not (out / "run.json").exists() and out.exists():
+        # killed earlier: continue its training and pass from their checkpoints, or start afresh without one
+        argv.append("--resume" if (out / "checkpoint.safetensors").exists() else "--overwrite")
+    run(argv, out / "run.json", log)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, required=True, help="folder of the run directories")
+    parser.add_argument("--gemma", default="", help="Gemma 3 270M's GGUF file (bench/gemma3_reference.py says how to get it)")
+    parser.add_argument("--only", default="", help="comma-separated experiment keys, e.g. smollm2-rq3")
+    parser.add_argument("--smoke", action="store_true", help="every step on a few items, to check the script")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    args.runs.mkdir(parents=True, exist_ok=True)
+    log = args.runs / "commands.jsonl"
+    chosen = [e for e in experiments(args.gemma) if not args.only or e.key in args.only.split(",")]
+    for exp in chosen:
+        outs = [probe(exp, seed, args.runs, sizes, log) for seed in SEEDS]
+        compare = args.runs / exp.key / "compare"
+        run(["compare", *map(str, outs), "--out", str(compare)], compare / "compare.json", log)
+    for exp in chosen:  # the ablations after every probe: they are the costliest per item
+        seed0 = args.runs / exp.key / "seed-0"
+        run(["ablate", str(seed0), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
+             "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
+             "--threads", "2"], seed0 / "ablation_curve.json", log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

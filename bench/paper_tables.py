@@ -1,0 +1,176 @@
+"""Tables of `bench/paper_runs.py`'s run directories (issue #36): one markdown file per experiment and one that
+sets the two models side by side, whatever the runs show.
+
+    python bench/paper_tables.py --runs runs/paper --results bench/results/paper
+
+Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation loss at the last three checks and
+whether it converged: >= 200 steps and within 1% over them), the top 10's |r| on the selection fold and on the
+held-out items, replication, the family-wise null (threshold, neurons passing), the top neuron's separation of
+each group (AUROC); the covariates' r with the metric under --control; `skn compare` across the seeds (top-10
+overlap against chance, the consensus); the ablation curve of seed 0 as `skn show` prints it; and the wall time of
+every command. Experiments not run yet are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import replicate_paper as rp  # noqa: E402  (the readers of a run directory: summarise, separations, auroc, fmt)
+
+GROUPS = {"rq3": ("last_digit_shortcut", "operation", "digits"), "rq2": ("heuristic", "label")}
+TITLES = {"rq3": "RQ3, BIG-bench arithmetic (all 20 subtasks), metric loss, --control instruction_tokens,digits",
+          "rq2": "RQ2, HANS, metric heuristic==lexical_overlap"}
+MODELS = {"smollm2": "SmolLM2-135M-Instruct", "gemma3": "Gemma 3 270M (GGUF q4_k_m, dequantised to float32)"}
+
+
+def converged(info: dict[str, object]) -> tuple[str, str]:
+    history = info.get("train_history")
+    checks = [(int(h["step"]), float(h["val_loss"])) for h in history if h.get("val_loss") is not None] if isinstance(history, list) else []
+    if len(checks) < 3:
+        return "n/a", "too few checks"
+    last = [v for _, v in checks[-3:]]
+    change = max(last) / min(last) - 1.0
+    ok = checks[-1][0] >= 200 and change < 0.01
+    text = ", ".join(f"{s}: {v:.4f}" for s, v in checks[-3:])
+    return ("yes" if ok else "no") + f" ({change:.2%})", f"{checks[0][0]}: {checks[0][1]:.4f} ... {text}"
+
+
+def seed_rows(key: str, runs: list[Path]) -> list[str]:
+    rq = key.split("-")[1]
+    lines = ["| seed | validation loss (first check ... last three) | converged | top-10 \\|r\\| (selection) | "
+             "held-out r, top 10 (sign-aligned median) | replication | null threshold | neurons passing (of all) | "
+             "top neuron | its AUROC per group (value vs rest) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        if not (run / "run.json").exists():
+            lines.append(f"| {run.name} | not run yet | | | | | | | | |")
+            continue
+        s = rp.summarise(run)
+        ok, curve = converged(s.info)
+        r_top = [abs(float(n["r"])) for n in s.neurons[:10]]
+        held = [float(n["r_held_out"]) * math.copysign(1, float(n["r"])) for n in s.neurons[:10] if n.get("r_held_out") is not None]
+        holdout = s.info.get("holdout") if isinstance(s.info.get("holdout"), dict) else {}
+        rep = holdout.get("replication", {}) if isinstance(holdout, dict) else {}
+        top = s.neurons[0]
+        seps = rp.separations(s.top_activation[0], s.meta, GROUPS[rq])
+        sep_text = "; ".join(f"{x.field}={x.value} {rp.fmt(x.auroc)}" for x in seps[:6])
+        lines.append(f"| {run.name} | {curve} | {ok} | {min(r_top):.3f}-{max(r_top):.3f} | "
+                     f"{rp.fmt(float(np.median(held))) if held else 'n/a'} | {rp.fmt(float(rep.get('rate', math.nan)) * 100, 0)}% | "
+                     f"{rp.fmt(s.threshold)} | {s.passing_neurons} of {s.n_neurons} | "
+                     f"L{top['layer']}.{top['neuron']}@{top['position']} ({float(top['r']):+.3f}) | {sep_text} |")
+    return lines
+
+
+def control_lines(runs: list[Path]) -> list[str]:
+    lines = []
+    for run in runs:
+        if (run / "run.json").exists():
+            control = rp.read_json(run / "run.json")
+            summary = control.get("control") if isinstance(control, dict) else None
+            if summary:
+                lines.append(f"- {run.name}: `{json.dumps(summary)[:600]}`")
+    return ["Under --control (run.json's `control`: the covariates' r with the metric; the ranking is by partial r):", "",
+            *lines, ""] if lines else []
+
+
+def compare_lines(folder: Path) -> list[str]:
+    path = folder / "compare.json"
+    if not path.exists():
+        return ["skn compare across the seeds: not run yet", ""]
+    c = rp.read_json(path)
+    assert isinstance(c, dict)
+    pairs = ", ".join(f"{Path(p['a']).name}/{Path(p['b']).name} {p['overlap']} (chance {p['overlap_chance']:.2f}), "
+                      f"Spearman {rp.fmt(p['spearman'], 2) if p['spearman'] is not None else 'n/a'}" for p in c["pairs"])
+    passing = [r.get("n_passing") for r in c["runs"]]
+    lines = [f"skn compare across the seeds (top {c['top_k']}): overlap per pair {pairs}; mean Jaccard "
+             f"{rp.fmt(c['mean_jaccard']) if c['mean_jaccard'] is not None else 'n/a'}; neurons passing each null {passing}, "
+             f"passing all {c.get('passing_all')}.", "", "Consensus top 10 (min over seeds of |score|):", "",
+             "| rank | layer | neuron | consensus min | scores per seed | passes every null |", "|---|---|---|---|---|---|"]
+    for n in c["consensus"][:10]:
+        scores = ", ".join("n/a" if x is None else f"{x:+.3f}" for x in n["scores"])
+        lines.append(f"| {n['rank']} | {n['layer']} | {n['neuron']} | {n['consensus_min']:.3f} | {scores} | {n['passes_all']} |")
+    return lines + [""]
+
+
+def shown(run: Path) -> list[str]:
+    """The ablation curve as `skn show RUN` prints it (the library's own reading of ablation_curve.json)."""
+    if not (run / "ablation_curve.json").exists():
+        return ["Ablation curve of seed 0: not run yet", ""]
+    text = subprocess.run([rp.SKN, "show", str(run), "--top-k", "0"], capture_output=True, text=True, cwd=rp.ROOT).stdout
+    start = text.find("ablation")
+    return ["Ablation curve of seed 0 (`skn show`):", "", "```", text[start:].strip() if start >= 0 else text.strip(), "```", ""]
+
+
+def wall_times(runs_root: Path, key: str) -> list[str]:
+    path = runs_root / "commands.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line] if path.exists() else []
+    mine = [r for r in rows if f"/{key}/" in r["command"]]
+    return ["Commands and wall times (2 CPU cores):", "", *(f"- {r['wall_s']:.0f} s: `{r['command']}`" for r in mine), ""]
+
+
+def experiment(runs_root: Path, key: str) -> list[str]:
+    model, rq = key.split("-")
+    runs = [runs_root / key / f"seed-{s}" for s in (0, 1, 2)]
+    lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs), ""]
+    lines += control_lines(runs) + compare_lines(runs_root / key / "compare") + shown(runs[0]) + wall_times(runs_root, key)
+    if rq == "rq3" and (runs[0] / "run.json").exists():
+        lines += ["Seed 0: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(rp.summarise(runs[0])), ""]
+    return lines
+
+
+def column(run: Path, name: str) -> list[object]:
+    """One field of every line of RUN/examples.jsonl (the items, in the file's order, with their metric)."""
+    return [json.loads(line)[name] for line in (run / "examples.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+def two_models(runs_root: Path, rq: str) -> list[str]:
+    """Does a finding hold in both models, on the same items? The per-item metric's rank correlation, and
+    which group each model's top neurons separate best."""
+    a, b = runs_root / f"smollm2-{rq}" / "seed-0", runs_root / f"gemma3-{rq}" / "seed-0"
+    if not ((a / "run.json").exists() and (b / "run.json").exists()):
+        return [f"## {TITLES[rq]}: both models not run yet", ""]
+    sa, sb = rp.summarise(a), rp.summarise(b)
+    same = column(a, "source") == column(b, "source")
+    lines = [f"## {TITLES[rq]}", "", f"Same validation items in both runs: {'yes' if same else 'no'}.", ""]
+    if same:
+        from scipy.stats import spearmanr
+
+        ya, yb = np.array(column(a, "metric"), dtype=float), np.array(column(b, "metric"), dtype=float)
+        lines += [f"Rank correlation of the per-item metric between the two models: Spearman {spearmanr(ya, yb).statistic:+.3f} "
+                  f"(n = {len(ya)}).", ""]
+    lines += ["| model | neurons passing | best-separated group of the top 10 (median AUROC distance from 0.5) |", "|---|---|---|"]
+    for name, s in (("smollm2", sa), ("gemma3", sb)):
+        best: dict[str, list[float]] = {}
+        for i in range(min(10, len(s.neurons))):
+            for x in rp.separations(s.top_activation[i], s.meta, GROUPS[rq]):
+                best.setdefault(f"{x.field}={x.value}", []).append(abs(x.auroc - 0.5))
+        ranked = sorted(((float(np.median(v)), k) for k, v in best.items()), reverse=True)[:3]
+        lines.append(f"| {MODELS[name]} | {s.passing_neurons} of {s.n_neurons} | "
+                     + ", ".join(f"{k} {d + 0.5:.2f}" for d, k in ranked) + " |")
+    return lines + [""]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--results", type=Path, required=True)
+    args = parser.parse_args()
+    args.results.mkdir(parents=True, exist_ok=True)
+    for key in ("smollm2-rq3", "smollm2-rq2", "gemma3-rq3", "gemma3-rq2"):
+        if (args.runs / key).exists():
+            (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key)), encoding="utf-8")
+    both = ["# Two model families on the same items", ""] + two_models(args.runs, "rq3") + two_models(args.runs, "rq2")
+    (args.results / "two_models.md").write_text("\n".join(both), encoding="utf-8")
+    print(f"tables in {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
