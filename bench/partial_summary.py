@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 from skn.rank import best_scores
 
 

@@ -262,7 +262,7 @@ def real_bare(run_dir: str, repeats: int) -> dict[str, object]:
     from skn.api import encode
     from skn.layout import make_batch
     from skn.model import batch_pad_id, load_model
-    from skn.probe_files import read_probe_run, run_prompt, run_template
+    from skn.probe_read import read_probe_run, run_prompt, run_template
     from skn.scoring import completion_scores
 
     run = read_probe_run(Path(run_dir))

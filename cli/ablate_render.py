@@ -8,9 +8,10 @@ from __future__ import annotations
 from rich.table import Table
 
 from skn.ablate_curve import Axis
-from skn.ablate_record import AblationRecord, CurveRecord
+from skn.ablate_record import AblationRecord
 from skn.ablate_view import curve_rows, curve_views, describe, describe_curve, effect_rows, set_effects
 from skn.console import plain
+from skn.curve_record import CurveRecord
 
 
 def _fmt(value: float | None, signed: bool = True) -> str:

@@ -15,7 +15,7 @@ from skn.checks import thread_count
 from skn.console import plain, say, text
 from skn.data import load_examples
 from skn.errors import UsageError
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 from skn.progress import AutoProgress
 from skn.rank import Neuron, exemplars
 from skn.request import ModelRequest

@@ -20,7 +20,9 @@ from skn.console import plain
 from skn.distributed import from_environment
 from skn.errors import UsageError
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-from skn.run import memory_plan, run_directory, run_probe
+from skn.run import run_probe
+from skn.run_out import run_directory
+from skn.run_plan import memory_plan
 from skn.seeds import parse_seeds, run_seeds, subrun_dir
 from skn.verdict import next_line
 

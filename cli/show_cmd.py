@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation_run
+from skn.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run
 from skn.compare import compare_runs, seed_subruns
 from skn.console import plain
 from skn.activations import run_activations, run_neurons, stored_activations
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 from skn.run_model import load_run_model
 from skn.report import REPORT_FILE
 from skn.verdict import next_line

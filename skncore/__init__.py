@@ -29,7 +29,7 @@ from skn.rank import Neuron, Reduce
 from skn.result import ProbeResult, RunInfo
 from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
 from skn.run import run_probe, run_train
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 from skn.seeds import SeedsOutcome, run_seeds
 from skn.stats import PearsonStats, merge
 from skn.trainer import TrainConfig, TrainResult

@@ -17,9 +17,10 @@ from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
 from skn.ablate_curve import Axis
-from skn.ablate_record import AblationRecord, CurveRecord
+from skn.ablate_record import AblationRecord
 from skn.ablate_test import cannot_depart
-from skn.plots import new_figure, png_bytes
+from skn.curve_record import CurveRecord
+from skn.figures import new_figure, png_bytes
 
 NDArrayF = NDArray[np.float64]
 MEASURE_LABELS = {"loss": "loss", "metric": "metric", "accuracy": "accuracy"}

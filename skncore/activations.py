@@ -32,7 +32,7 @@ from skn.errors import RunDirError, UsageError
 from skn.layout import Template
 from skn.model import LoadedModel
 from skn.probe import exemplar_pass
-from skn.probe_files import read_probe_run, run_prompt, run_template
+from skn.probe_read import read_probe_run, run_prompt, run_template
 from skn.progress import AutoProgress, ProgressSink
 from skn.rank import Neuron, Reduce, best_scores
 from skn.result import ProbeResult

@@ -11,16 +11,14 @@
 from __future__ import annotations
 
 import math
-import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from skn.backend import resolve_backend
 from skn.data import Example
 from skn.example_order import ORDER_NAME, inverse, pass_order
 from skn.errors import MetricError, UsageError
@@ -31,24 +29,25 @@ from skn.layout import Encoded, Template, encode_all, resolve_template
 from skn.metrics import MetricSpec, check_metric, for_statistics, metric_before_pass, parse_metric, unscaled
 from skn.model import LoadedModel
 from skn.distributed import Ranks
-from skn.pass_checkpoint import PassCheckpoint
+from skn.pass_checkpoint import PassCheckpoint, pass_checkpoint
 from skn.null import NullAccumulator, SelectedRows
-from skn.null_verdict import NullResult, null_result
-from skn.partial import (CovariateAccumulator, CovariateStats, FoldCovariates, PartialResult, check_controls,
-                         check_metric_residual, covariate_r, covariate_stats, covariate_values, merge_covariates,
-                         parse_controls, partial_correlation)
+from skn.null_verdict import null_result
+from skn.covariate_moments import CovariateAccumulator
+from skn.covariates import check_controls, covariate_values, parse_controls
+from skn.partial import (CovariateStats, FoldCovariates, PartialResult, check_metric_residual, covariate_r, covariate_stats,
+                         merge_covariates, partial_correlation)
 from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.probe import statistics_pass
 from skn.probe_config import ExemplarsPass, ProbeConfig, Score, holdout_plan
 from skn.progress import ProgressSink, SilentProgress
 from skn.rank import rank_neurons
-from skn.result import ProbeResult, ProbeSettings, RunInfo
+from skn.result import ProbeResult
 from skn.rundir import PromptFile, write_prompt
+from skn.run_info import null_summary, probe_info, with_passing
 from skn.scratch import ROW_BUFFER_BYTES
 from skn.statistic import Statistic
 from skn.stats import STAT_DTYPE, correlation
 from skn.trainer import TrainConfig, TrainResult, train_prompt
-from skn.version import __version__
 
 
 class MetricFailure(MetricError):
@@ -324,28 +323,6 @@ def _probe_with(
     ))
 
 
-def with_passing(result: ProbeResult) -> ProbeResult:
-    """run.json's "null" gains "passing": how many neurons pass the threshold, per layer and in all (skn.passing)."""
-    passing = result.passing
-    summary = result.info.extra.get("null")
-    if passing is None or not isinstance(summary, Mapping):
-        return result
-    extra = {**result.info.extra, "null": {**summary, "passing": passing.to_json()}}
-    return replace(result, info=replace(result.info, extra=extra))
-
-
-def pass_checkpoint(loaded: LoadedModel, config: ProbeConfig, out: Path | None, resume: bool) -> PassCheckpoint | None:
-    """The pass's checkpoint settings: None when it neither writes nor resumes one (no `out`: nowhere to write)."""
-    if out is None:
-        if resume:
-            raise UsageError("--resume needs a run directory (--out)")
-        return None
-    if not config.checkpoint_every and not resume:
-        return None
-    identity = f"{loaded.name}|{loaded.dtype}|{config.null}|{config.holdout}|{config.holdout_seed}|{config.score.value}"
-    return PassCheckpoint(out, config.checkpoint_every, resume, identity)
-
-
 def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:
     """A probe in which no correlation is a number has found nothing: say why instead of ranking NaNs."""
     if bool(torch.isfinite(corr).any()):
@@ -356,56 +333,3 @@ def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:
     else:
         why = "every neuron is constant or non-finite over the validation examples"
     raise MetricFailure(MetricError(f"no neuron has a finite correlation with the metric: {why}"), metric)
-
-
-def null_summary(null: NullResult | None) -> dict[str, object] | None:
-    """run.json's "null": what the permutation null concluded (None: it was off)."""
-    if null is None:
-        return None
-    return {
-        "permutations": null.permutations,
-        "mode": null.mode.value,
-        "alpha": null.alpha,
-        "threshold": null.threshold if math.isfinite(null.threshold) else None,
-        "n_significant": null.n_significant,
-        "top_k": len(null.significant),
-    }
-
-
-def versions() -> dict[str, str]:
-    import transformers
-
-    return {"skn": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
-
-
-def probe_info(
-    loaded: LoadedModel, spec: MetricSpec, config: ProbeConfig, n_val: int, top_k: int, timings: dict[str, float]
-) -> RunInfo:
-    """What a probe knows of its own run; `skn.run.run_probe` adds the data, the training and the seed."""
-    return RunInfo(
-        model=loaded.name,
-        metric=spec.text,
-        n_val=n_val,
-        layers=loaded.sites.num_layers,
-        width=loaded.sites.width,
-        top_k=top_k,
-        device=str(loaded.device),
-        dtype=str(loaded.dtype).replace("torch.", ""),
-        neuron_module=loaded.sites.names[0].replace(".0.", ".{i}.", 1) if loaded.sites.names else "",
-        weights=loaded.weights,
-        probe_config=ProbeSettings(
-            batch_size=config.batch_size,
-            top_k=config.top_k,
-            n_exemplars=config.n_exemplars,
-            reduce=config.reduce.value,
-            backend=resolve_backend(config.backend, loaded.device).value,
-            template=resolve_template(config.template, loaded.tokenizer).value,
-            holdout=config.holdout,
-            score=config.score.value,
-            null_permutations=config.null.permutations,
-            alpha=config.null.alpha,
-            null_seed=config.null.seed,
-        ),
-        versions=versions(),
-        timings=timings,
-    )

@@ -43,11 +43,11 @@ from skn.overlap import (
     top_k_flat,
 )
 from skn.passing import passing_mask
-from skn.plots import legend_above, new_figure, png_bytes, set_caption
+from skn.figures import legend_above, new_figure, png_bytes, set_caption
 from skn.rank import best_scores
 from skn.result import ProbeResult
 from skn.rundir import write_bytes, write_json, write_text
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 
 COMPARE_JSON = "compare.json"
 COMPARE_CSV = "compare.csv"

@@ -13,7 +13,7 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
   both folds), and the float64 workspace of one layer's batch, B * P * m (with the folds also its rows in fold
   order, B * P * m * b); with the permutation null its float32 co-moments, 4 (R + 1) L P m, and the
   reduction at the end, about three float64 copies of R L P m (measured: tests/test_memory.py); with q
-  covariates (--control, skn.partial) their float64 co-moments, 8 q L P m per fold, and with a metric known
+  covariates (--control, skn.covariate_moments) their float64 co-moments, 8 q L P m per fold, and with a metric known
   after the pass the Freedman-Lane null's q more blocks of permuted rows, 4 q (R + 1) L P m, and the
   float64 reduction of one chunk of permutations (at most 2^24 cells: 2 x 8 x 2^24); on a CPU the null's
   row buffer (skn.null.buffer_rows: float32 rows, 4 L P m bytes each, up to 64 within 64 MiB, never more
@@ -53,7 +53,7 @@ from skn.gguf import find_gguf, require_gguf_support
 from skn.layout import Template, encode_all
 from skn.load_checks import refuse_non_causal
 from skn.model import DTypeLike, pick_device, pick_dtype
-from skn.partial import covariate_bytes
+from skn.covariate_moments import covariate_bytes
 from skn.quantize import Quantize, require
 from skn.scratch import ROW_BUFFER_BYTES, rows_within
 from skn.trainer import TrainConfig

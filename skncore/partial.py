@@ -17,17 +17,9 @@ computed through the Cholesky factor of the covariates' correlation matrix, S_zz
 D = diag(sqrt(S_zz)), R = C C^T: with w = C^-1 D^-1 s_xz and v = C^-1 D^-1 s_zy (triangular solves),
 e_xx = m2_x - |w|^2, e_xy = c_xy - w.v, e_yy = m2_y - |v|^2 (q <= ~8, so the q x q algebra is free).
 
-Streaming (`CovariateAccumulator`, a skn.statistic.Statistic): the covariates are known before the pass
-(metadata fields or token counts), so their means over every fold are too, and the co-moments of every
-cell with each covariate need no running mean of z:
-
-    s_xz = sum_i (x_i - s)(z_i - zbar)      for any per-cell shift s, since sum_i (z_i - zbar) = 0
-
-s is the first batch's mean of each cell (a 1e6 offset costs nothing), and each layer's batch adds one
-float64 [F q, B] x [B, P m] product (F folds: 1, or 2 with a holdout, each fold's rows weighted by its own
-centred covariates, zero elsewhere). The full set's s_xz is the folds' Chan merge,
-s_xz = s_a + s_b + (n_a n_b / n)(xbar_b - xbar_a)(zbar_b - zbar_a). Memory: 8 F q L P m bytes.
-The covariates' own moments (S_zz, s_zy) are exact two-pass float64 sums once the metric is known.
+The covariates themselves (`--control`'s names, their values on the examples, the checks that none is
+constant or collinear) are skn.covariates'; the co-moments s_xz of every cell with them are streamed by
+skn.covariate_moments' `CovariateAccumulator`.
 
 The permutation null (skn.null) respects the covariates by Freedman and Lane's scheme: the metric's
 residual on the covariates, e = (y - ybar) - (z - zbar) gamma, gamma = S_zz^-1 s_zy, is permuted, and each
@@ -39,81 +31,15 @@ co-moments into partial r.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 from torch import Tensor
 
-from skn.data import Example
-from skn.errors import InternalError, MetricError, UsageError
-from skn.layout import Encoded
-from skn.metrics import MetricKind, metric_before_pass, parse_metric
-from skn.statistic import Collective
-from skn.stats import STAT_DTYPE, PearsonStats, sum_recentred
-
-COLLINEAR = 1e-8  # a covariate (or the metric) whose residual variance on the others is below this share is collinear
-MAX_COVARIATES = 8
-
-
-class CovariateKind(Enum):
-    FIELD = "field"  # a numeric metadata field, or NAME==VALUE (parsed by skn.metrics)
-    INSTRUCTION_TOKENS = "instruction_tokens"  # tokens before the soft prompt (template and BOS included)
-    COMPLETION_TOKENS = "completion_tokens"  # completion tokens, EOS included (what the loss averages over)
-
-
-_OWN = {k.value: k for k in CovariateKind if k is not CovariateKind.FIELD}
-
-
-@dataclass(frozen=True)
-class Covariate:
-    """One `--control` NAME: skn's own per-example count, or a field read as a metric of its kind is."""
-
-    text: str
-    kind: CovariateKind
-
-    @property
-    def needs_tokens(self) -> bool:
-        return self.kind is not CovariateKind.FIELD
-
-
-def parse_controls(texts: Sequence[str]) -> tuple[Covariate, ...]:
-    """`--control A,B --control C` -> (A, B, C). A NAME is `instruction_tokens`, `completion_tokens`, a numeric
-    field (NAME or field:NAME) or NAME==VALUE, parsed as `--metric` parses them."""
-    names = [part.strip() for text in texts for part in text.split(",")]
-    if any(not n for n in names):
-        raise UsageError(f"--control {','.join(texts)}: an empty name (write NAME[,NAME...])")
-    out = []
-    for name in names:
-        if name in _OWN:
-            out.append(Covariate(name, _OWN[name]))
-            continue
-        spec = parse_metric(name)
-        if spec.kind not in (MetricKind.FIELD, MetricKind.EQUALS):
-            raise UsageError(f"--control {name}: a covariate is a numeric field, FIELD==VALUE, instruction_tokens or "
-                             f"completion_tokens (write field:{name} for a field of that name)")
-        out.append(Covariate(name, CovariateKind.FIELD))
-    if len({c.text for c in out}) != len(out):
-        raise UsageError(f"--control {','.join(names)}: a covariate is named twice")
-    if len(out) > MAX_COVARIATES:
-        raise UsageError(f"--control: at most {MAX_COVARIATES} covariates, got {len(out)}")
-    return tuple(out)
-
-
-def covariate_values(covariates: Sequence[Covariate], examples: Sequence[Example],
-                     rows: Sequence[Encoded] | None = None) -> Tensor:
-    """[N, q] float64: each covariate on each example (`rows`, the encoded examples, for the token counts)."""
-    columns = []
-    for c in covariates:
-        if c.kind is CovariateKind.FIELD:
-            columns.append(metric_before_pass(parse_metric(c.text), examples))
-            continue
-        if rows is None:
-            raise InternalError(f"covariate {c.text} needs the encoded examples")
-        lengths = [len(r.instruction) if c.kind is CovariateKind.INSTRUCTION_TOKENS else len(r.completion) for r in rows]
-        columns.append(torch.tensor(lengths, dtype=STAT_DTYPE))
-    return torch.stack(columns, dim=1) if columns else torch.zeros(len(examples), 0, dtype=STAT_DTYPE)
+from skn.covariates import COLLINEAR
+from skn.errors import InternalError, MetricError
+from skn.stats import STAT_DTYPE, PearsonStats
 
 
 def _factor(zz: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,29 +47,6 @@ def _factor(zz: Tensor) -> tuple[Tensor, Tensor]:
     d = torch.sqrt(torch.diagonal(zz))
     corr = zz / torch.outer(d, d)
     return d, torch.linalg.cholesky(corr)
-
-
-def check_design(names: Sequence[str], z: Tensor, where: str = "") -> None:
-    """A constant covariate, or one that is (nearly) a linear function of the others, is an error naming it."""
-    place = f" on the {where}" if where else ""
-    n = int(z.shape[0])
-    for j, name in enumerate(names):
-        column = z[:, j]
-        if n and bool((column == column[0]).all()):
-            raise UsageError(f"--control {name} is constant ({float(column[0]):g}) over the {n} validation examples{place}: "
-                             "it explains nothing; drop it")
-    zc = z - z.mean(dim=0)
-    d = torch.sqrt((zc * zc).sum(dim=0))
-    for j, name in enumerate(names):
-        if j == 0:
-            continue
-        # the share of z_j's variance left after regressing it on the earlier covariates
-        basis = zc[:, :j] / d[:j]
-        coef = torch.linalg.lstsq(basis, zc[:, j : j + 1] / d[j]).solution
-        left = float(((zc[:, j : j + 1] / d[j] - basis @ coef) ** 2).sum())
-        if left < COLLINEAR:
-            raise UsageError(f"--control {name} is collinear with {', '.join(names[:j])} (R^2 = {1 - left:.10f}){place}: "
-                             "drop one of them")
 
 
 @dataclass(frozen=True)
@@ -240,80 +143,6 @@ def covariate_r(cov: CovariateStats, m2_y: float) -> tuple[float, ...]:
     return tuple(float(cov.zy[j]) / math.sqrt(float(cov.zz[j, j]) * m2_y) if m2_y > 0 else math.nan for j in range(cov.q))
 
 
-class CovariateAccumulator:
-    """Streams s_xz for every fold (see the module docstring); a skn.statistic.Statistic.
-
-    z: [N, q] the covariates of the pass's examples; folds: [N] int64 fold number (0 .. F-1) of each."""
-
-    def __init__(self, z: Tensor, folds: Tensor, n_folds: int, layers: int, positions: int, width: int,
-                 device: torch.device | str = "cpu") -> None:
-        self._device = torch.device(device)
-        z = z.to("cpu", STAT_DTYPE)
-        self._q = int(z.shape[1])
-        self._n_folds = n_folds
-        weights = torch.zeros(n_folds, self._q, int(z.shape[0]), dtype=STAT_DTYPE)
-        for f in range(n_folds):
-            member = folds == f
-            if bool(member.any()):
-                weights[f][:, member] = (z[member] - z[member].mean(dim=0)).T
-        self._weights = weights.reshape(n_folds * self._q, -1).to(self._device)
-        self._xz = torch.zeros(layers, n_folds * self._q, positions * width, dtype=STAT_DTYPE, device=self._device)
-        self._shift = torch.zeros(layers, positions * width, dtype=STAT_DTYPE, device=self._device)
-        self._shifted = [False] * layers
-        # the weights applied so far, summed per layer (`merge` re-centres a rank's co-moments with them)
-        self._used = torch.zeros(layers, n_folds * self._q, dtype=STAT_DTYPE, device=self._device)
-        self._shape = (layers, positions, width)
-
-    def begin(self, count: int, known: Tensor | None) -> None:
-        if count != int(self._weights.shape[1]):
-            raise InternalError(f"covariates of {self._weights.shape[1]} examples for a pass over {count}")
-
-    def add_layer(self, layer: int, first: int, acts: Tensor, y: Tensor) -> None:
-        batch = int(acts.shape[0])
-        x = acts.detach().reshape(batch, -1).to(self._device, STAT_DTYPE)
-        if not self._shifted[layer]:
-            self._shift[layer] = x.mean(dim=0)
-            self._shifted[layer] = True
-        weights = self._weights[:, first : first + batch]
-        self._xz[layer].addmm_(weights, x - self._shift[layer])
-        self._used[layer] += weights.sum(dim=1)
-
-    def finish_batch(self, first: int, y: Tensor) -> None:
-        """Nothing to do per batch: the covariates' own moments are exact sums once the pass ends."""
-
-    def state(self) -> dict[str, Tensor]:
-        """The running co-moments, shifts and applied weights, exactly (skn.pass_checkpoint, skn.oom_retry)."""
-        return {"xz": self._xz.clone(), "shift": self._shift.clone(), "used": self._used.clone(),
-                "shifted": torch.tensor(self._shifted, dtype=torch.bool)}
-
-    def load_state(self, state: Mapping[str, Tensor]) -> None:
-        if tuple(state["xz"].shape) != tuple(self._xz.shape):
-            raise InternalError(f"saved covariate co-moments of shape {tuple(state['xz'].shape)} for {tuple(self._xz.shape)}")
-        self._xz.copy_(state["xz"])
-        self._shift.copy_(state["shift"])
-        self._used.copy_(state["used"])
-        self._shifted = [bool(v) for v in state["shifted"].tolist()]
-
-    def merge(self, ranks: Collective) -> None:
-        """The whole set's co-moments from every rank's (skn.statistic), re-centred on rank 0's shifts and summed
-        (each rank saw other examples, so the weights it applied do not sum to zero); afterwards only read."""
-        if not ranks.active:
-            return
-        self._xz, base = sum_recentred(ranks, self._xz, self._shift, self._used)
-        self._shift.copy_(base)
-
-    def fold_xz(self, fold: int) -> Tensor:
-        """[L, q, P, m] float64: fold `fold`'s co-moments."""
-        layers, positions, width = self._shape
-        part = self._xz[:, fold * self._q : (fold + 1) * self._q]
-        return part.reshape(layers, self._q, positions, width).clone()
-
-
-def covariate_bytes(covariates: int, cells: int, folds: bool) -> int:
-    """skn.memory's share: the float64 co-moments of every cell with each covariate (per fold)."""
-    return 8 * covariates * cells * (2 if folds else 1)
-
-
 # ---------------------------------------------------------------- Freedman-Lane (used by skn.null)
 
 
@@ -343,22 +172,14 @@ def permuted_partial(c_perm: Tensor, u: Tensor, stats: PearsonStats, cov: Covari
 
 
 __all__ = [
-    "Covariate",
-    "CovariateAccumulator",
-    "CovariateKind",
     "CovariateStats",
     "FoldCovariates",
     "PartialResult",
-    "check_controls",
-    "check_design",
     "check_metric_residual",
     "control_line",
-    "covariate_bytes",
     "covariate_r",
     "covariate_stats",
-    "covariate_values",
     "merge_covariates",
-    "parse_controls",
     "partial_correlation",
     "permuted_partial",
     "regression",
@@ -383,14 +204,6 @@ def check_metric_residual(metric: str, names: Sequence[str], z: Tensor, y: Tenso
         place = f" on the {where}" if where else ""
         raise MetricError(f"metric '{metric}' is collinear with --control {', '.join(names)} (R^2 = {1 - left:.10f}){place}: "
                           "nothing is left to correlate once they are partialled out; drop the covariate")
-
-
-def check_controls(names: Sequence[str], z: Tensor, confirm: Tensor | None) -> None:
-    """`check_design` on all examples and, with a holdout, on each fold (each fold's partial r needs it)."""
-    check_design(names, z)
-    if confirm is not None:
-        check_design(names, z[~confirm], "selection fold")
-        check_design(names, z[confirm], "confirmation fold")
 
 
 @dataclass(frozen=True)

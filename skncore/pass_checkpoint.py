@@ -15,6 +15,8 @@ run) and continues with example `done`; the result equals an uninterrupted run's
 batches are the same (the moments are float64 and saved exactly, the null's generator state with them).
 A checkpoint of another pass (other examples, prompt, metric, holdout, null) is refused: the fingerprint
 covers them. The checkpoint is removed once the run directory is complete (skn.run).
+
+`pass_checkpoint(loaded, config, out, resume)` is a probe's `PassCheckpoint` (None: it neither writes nor resumes one).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from torch import Tensor
 
 from skn.errors import RunDirError, UsageError
 from skn.layout import Encoded
+from skn.model import LoadedModel
+from skn.probe_config import ProbeConfig
 from skn.rundir import PASS_CHECKPOINT_FILE as PASS_CHECKPOINT_FILE  # the name lives with the others
 from skn.rundir import load_tensors, write_tensors
 from skn.statistic import Statistic
@@ -54,6 +58,18 @@ class PassCheckpoint:
     @property
     def path(self) -> Path:
         return Path(self.directory) / PASS_CHECKPOINT_FILE
+
+
+def pass_checkpoint(loaded: LoadedModel, config: ProbeConfig, out: Path | None, resume: bool) -> PassCheckpoint | None:
+    """The pass's checkpoint settings: None when it neither writes nor resumes one (no `out`: nowhere to write)."""
+    if out is None:
+        if resume:
+            raise UsageError("--resume needs a run directory (--out)")
+        return None
+    if not config.checkpoint_every and not resume:
+        return None
+    identity = f"{loaded.name}|{loaded.dtype}|{config.null}|{config.holdout}|{config.holdout_seed}|{config.score.value}"
+    return PassCheckpoint(out, config.checkpoint_every, resume, identity)
 
 
 def fingerprint(prompt: Tensor, rows: Sequence[Encoded], metric: str, confirm: Tensor | None, identity: str) -> str:

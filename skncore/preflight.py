@@ -9,6 +9,10 @@ at once, naming the flag, instead of after minutes of training.
                             reachable fails in seconds (skn.hub), not after 26 s of retries
     check_prompt_model      a --prompt file trained on other weights is refused unless asked for
                             (compared by fingerprint, skn.fingerprint, else by name)
+    check_before_training   the examples, the metric, --holdout, --score predictivity and --group-by of a
+                            run, before its prompt is trained
+    check_controls_early    --control's covariates (and the metric against them, when known before the
+                            pass): fields at once, token counts once the model's tokenizer is loaded
 
 (--lr, --steps and the other training numbers are checked where they are made: TrainSettings.__post_init__.)
 """
@@ -21,12 +25,20 @@ from pathlib import Path
 
 import torch
 
+from skn.api import control_values
 from skn.backend import Backend
+from skn.covariates import parse_controls
 from skn.data import Example
 from skn.errors import MetricError, ModelError, UsageError
+from skn.folds import plan_holdout
 from skn.gguf import SUFFIX as GGUF_SUFFIX
+from skn.groups import field_values
 from skn.hub import check_hub_model, check_revision
-from skn.metrics import MetricKind, MetricSpec, load_function
+from skn.metrics import MetricKind, MetricSpec, check_metric, load_function, metric_before_pass
+from skn.model import LoadedModel
+from skn.partial import check_metric_residual
+from skn.predictivity import binary_labels
+from skn.probe_config import ProbeConfig, Score
 
 # With N = 2 every Pearson r is exactly +1 or -1 (two points always lie on a line); 3 is the least N
 # at which r says anything, and a real probe wants far more.
@@ -99,10 +111,44 @@ def check_prompt_model(prompt_model: str, model: str, prompt_path: str, allowed:
         )
 
 
+def check_controls_early(loaded: LoadedModel | None, examples: tuple[Example, ...], spec: MetricSpec,
+                         config: ProbeConfig, prompt_len: int) -> None:
+    """--control's covariates (and the metric against them, when it is known before the pass) checked
+    before training: fields at once, token counts once the model's tokenizer is loaded."""
+    z = control_values(loaded, examples, config, prompt_len)
+    if z is not None and spec.known_before_pass:
+        check_metric_residual(spec.text, [c.text for c in parse_controls(config.control)], z,
+                              metric_before_pass(spec, examples))
+
+
+def check_before_training(
+    examples: tuple[Example, ...], spec: MetricSpec, group_by: tuple[str, ...], holdout: float | None,
+    score: Score, train_examples: tuple[Example, ...],
+) -> None:
+    """What can fail before a prompt is trained fails now, not after."""
+    if not examples:
+        raise UsageError("no validation examples to probe")
+    check_validation_size(examples)
+    check_python_metric(spec)
+    if spec.known_before_pass:
+        check_metric(spec, metric_before_pass(spec, examples), examples)
+    plan_holdout(holdout, len(examples))  # a bad --holdout fails now
+    if score is Score.PREDICTIVITY:  # a label and training examples
+        if not spec.known_before_pass:
+            raise UsageError(f"--score predictivity needs a binary metric (NAME==VALUE), not '{spec.text}'")
+        binary_labels(metric_before_pass(spec, examples))
+        if not train_examples:
+            raise UsageError("--score predictivity needs training examples (--data) for its baseline")
+    for name in group_by:
+        field_values(examples, name)  # a missing group-by field fails now, naming the example
+
+
 __all__ = [
     "MIN_VAL_EXAMPLES",
     "MetricError",
     "check_backend",
+    "check_before_training",
+    "check_controls_early",
     "check_model_path",
     "check_prompt_model",
     "check_python_metric",

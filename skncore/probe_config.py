@@ -15,7 +15,7 @@ from skn.errors import UsageError
 from skn.folds import HoldoutPlan, plan_holdout
 from skn.layout import Template
 from skn.null import NullConfig, check_null_config
-from skn.partial import parse_controls
+from skn.covariates import parse_controls
 from skn.rank import Reduce
 
 GIB = 1 << 30

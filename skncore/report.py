@@ -26,17 +26,17 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from skn.ablate_record import AblationRecord, CurveRecord
-from skn.ablate_run import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
+from skn.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
+from skn.ablate_record import AblationRecord
+from skn.curve_record import CurveRecord
 from skn.ablate_view import ablation_html, curve_html
+from skn.figures import neuron_title, png_bytes
 from skn.groups import Grouping
 from skn.plots import (
     NamedFigure,
     choose_grouping,
     neuron_figures,
-    neuron_title,
     overview_figures,
-    png_bytes,
 )
 from skn.holdout import summary_from_info
 from skn.null_verdict import NullResult
@@ -44,7 +44,7 @@ from skn.partial import control_line
 from skn.rank import exemplars
 from skn.result import ProbeResult, info_to_json
 from skn.rundir import write_bytes
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 from skn.version import __version__
 
 REPORT_FILE = "report.html"
@@ -349,7 +349,7 @@ def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequ
 def render_report(run: ProbeResult, source: str = "", group_by: str | None = None, exemplar_count: int = 5,
                   ablation: AblationRecord | None = None, curve: CurveRecord | None = None) -> str:
     """The report's HTML for `run`; `source` names the run directory in the page's header; `ablation`
-    (RUN/ablation.json's record, see skn.ablate_run) and `curve` (RUN/ablation_curve.json's) add their sections."""
+    (RUN/ablation.json's record, see skn.ablate_files) and `curve` (RUN/ablation_curve.json's) add their sections."""
     grouping = choose_grouping(run, group_by)
     labels = grouping.label_of()
     overview = {named.name: named for named in overview_figures(run)}

@@ -32,7 +32,7 @@ A run claims its directory for as long as it lives (skn.run_claim, the hidden fi
 run on the same `--out` is refused while the first lives, and a claim left by a killed run is taken over.
 
 This module holds the names, the atomic writes, the directory rules and the prompt file; the probe's
-files (neurons, stats, top activations, examples, groups, predictivity) are `skn.probe_files`'.
+files (neurons, stats, top activations, examples, groups, predictivity) are written by `skn.probe_files` and read back by `skn.probe_read`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ A statistic is fed the pass's batches and nothing else:
 
 Every accumulator implements it: the moments (skn.stats.StatsAccumulator, skn.folds.FoldAccumulator), the
 permutation null (skn.null.NullAccumulator, and skn.null.SelectedRows for one fold of it), the covariate
-co-moments (skn.partial.CovariateAccumulator) and the activation store (skn.exemplar_store.ActivationStore).
+co-moments (skn.covariate_moments.CovariateAccumulator) and the activation store (skn.exemplar_store.ActivationStore).
 So the pass (skn.probe), its checkpoint (skn.pass_checkpoint), its out-of-memory retry (skn.oom_retry) and
 the merge across torchrun's ranks (skn.distributed) treat them alike, and a new statistic is one class.
 Each statistic's value after the pass is its own type, read with its own `snapshot()`.

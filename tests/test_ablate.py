@@ -24,7 +24,8 @@ from skn.ablate import (
 )
 from skn.intervention import Target, Value, ValueKind, Where, build_intervention, intervened, parse_targets, parse_value
 from skn.ablate_view import ablation_html, describe, effect_rows
-from skn.ablate_run import ABLATION_FILE, AblationRequest, read_ablation, run_ablation
+from skn.ablate_files import ABLATION_FILE, read_ablation
+from skn.ablate_run import AblationRequest, run_ablation
 from skn.api import encode, probe
 from skn.probe_config import ProbeConfig
 from skn.run import write_run
@@ -34,7 +35,7 @@ from skn.layout import Template, make_batch, pad_id
 from skn.metrics import parse_metric
 from skn.prompt import init_prompt, splice
 from skn.rundir import PromptFile, write_prompt
-from skn.probe_files import read_probe_run, run_prompt
+from skn.probe_read import read_probe_run, run_prompt
 
 from helpers import ABLATION_P, ablation_data, examples, hooked_activations, plant_neuron, tiny_loaded
 
@@ -227,7 +228,7 @@ def test_holdout_run_ranks_on_selection_and_ablates_confirmation_items(tmp_path:
 
 def test_a_run_that_reused_a_prompt_is_ablated_with_that_prompt(tmp_path: Path) -> None:
     """A run probed with --prompt holds no prompt.safetensors; run.json names the prompt, and skn ablate
-    reads it from there (skn.probe_files.run_prompt); gone from there, one RunDirError saying so."""
+    reads it from there (skn.probe_read.run_prompt); gone from there, one RunDirError saying so."""
     loaded = tiny_loaded("qwen2", seed=0)
     data = examples(12, seed=5)
     prompt = init_prompt(loaded, P, seed=2)  # type: ignore[arg-type]

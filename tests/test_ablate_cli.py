@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skn.ablate_run import read_ablation
+from skn.ablate_files import read_ablation
 from skn.ablate_view import ablation_figure, effect_rows
 from skn.cli.main import cli
 

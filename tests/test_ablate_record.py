@@ -13,11 +13,13 @@ import pytest
 
 from helpers import FAST, char_tokenizer, run_main, tiny_model, write_data
 from skn.ablate import AblationConfig
-from skn.ablate_record import parse_ablation, parse_curve
-from skn.ablate_run import ABLATION_FILE, CURVE_FILE, AblationRequest, ablate_run, read_ablation_run
+from skn.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run
+from skn.ablate_record import parse_ablation
+from skn.ablate_run import AblationRequest, ablate_run
 from skn.ablate_test import DepartureTest
 from skn.ablate_view import ablation_html, curve_html, describe, describe_curve
 from skn.cli.ablate_cmd import ablate_command
+from skn.curve_record import parse_curve
 from skn.errors import RunDirError
 from skn.request import ModelRequest, default_of, help_of
 

@@ -16,11 +16,11 @@ import torch
 from skn.ablate import AblationConfig, Measures, measure, measure_many, measure_sets, passes, prepare
 from skn.ablate_consensus import consensus_targets
 from skn.ablate_curve import combinations, k_curves, scale_curves
-from skn.ablate_record import parse_curve
-from skn.ablate_run import curve_record
+from skn.ablate_files import curve_record
 from skn.ablate_view import curve_figure, curve_html, curve_views
 from skn.api import encode
 from skn.cli.ablate_render import curve_tables
+from skn.curve_record import parse_curve
 from skn.data import Example
 from skn.errors import RunDirError, UsageError
 from skn.intervention import Target, Value, ValueKind, Where, build_intervention, parse_values, parse_wheres

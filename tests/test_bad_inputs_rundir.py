@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 from fake_run import make_run
 from helpers import ROOT, run_main, save_model, tiny_model, write_data
 from skn.groups import group_summaries
-from skn.probe_files import read_probe_run, write_groups
+from skn.probe_files import write_groups
+from skn.probe_read import read_probe_run
 from skn.rundir import CLAIM_FILE, PromptFile, write_prompt
 from skn.run_claim import read_holder
 

@@ -25,8 +25,10 @@ from skn.compare import RunScores, compare_scores, scatter_figure
 from skn.compare_report import render_compare_report
 from skn.folds import FoldStats
 from skn.holdout import HeldOutR, HoldoutResult
-from skn.plots import choose_grouping, continuous_metric, neuron_figures, overview_figures, plain_text, plot_run
-from skn.probe_files import read_probe_run, write_probe_run
+from skn.figures import plain_text
+from skn.plots import choose_grouping, continuous_metric, neuron_figures, overview_figures, plot_run
+from skn.probe_files import write_probe_run
+from skn.probe_read import read_probe_run
 from skn.replication import Replication
 from skn.report import STYLE, render_report
 from skn.result import ProbeResult

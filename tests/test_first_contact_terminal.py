@@ -118,7 +118,7 @@ def test_show_reads_at_80_columns_and_ends_with_the_verdict(probed: Probed, monk
 
 def test_the_verdict_says_how_sure(probed: Probed, tmp_path: Path) -> None:
     from skn.groups import group_summaries
-    from skn.probe_files import read_probe_run
+    from skn.probe_read import read_probe_run
     from skn.verdict import next_line, verdict_lines
 
     held = read_probe_run(probed.base / "R")

@@ -15,7 +15,8 @@ from skn.data import Example
 from skn.errors import DataError, InternalError, RunDirError
 from skn.cli.render import group_tables
 from skn.groups import group_summaries, groups_to_json as to_json
-from skn.probe_files import read_groups, write_groups
+from skn.probe_files import write_groups
+from skn.probe_read import read_groups
 from skn.rank import Neuron
 from skn.rundir import GROUPS_FILE
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from skn.request import DataRequest
-from skn.run import choose_examples, no_data_notice
+from skn.examples_choice import choose_examples, no_data_notice
 
 from helpers import char_tokenizer, tiny_model
 

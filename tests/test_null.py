@@ -16,7 +16,7 @@ from scipy import stats as scipy_stats
 from skn.cli.main import cli
 from skn.plots import overview_figures
 from skn.report import render_report
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 
 from skn.errors import UsageError
 from skn.null import NullAccumulator, NullConfig, PermutationMode, SelectedRows, buffer_rows, check_null_config

@@ -20,7 +20,7 @@ from skn.model import NeuronSites
 from skn.exemplar_store import ActivationStore
 from skn.null import NullAccumulator, NullConfig
 from skn.oom_retry import run_batches
-from skn.partial import CovariateAccumulator
+from skn.covariate_moments import CovariateAccumulator
 from skn.probe import PassResult, statistics_pass
 from skn.rank import Neuron
 from skn.statistic import Statistic

@@ -17,8 +17,9 @@ from skn.folds import FoldAccumulator
 from skn.holdout import rank_with_holdout
 from skn.null import NullAccumulator, NullConfig, SelectedRows
 from skn.null_verdict import null_result, permuted_correlations
-from skn.partial import (CovariateAccumulator, FoldCovariates, check_controls, check_metric_residual, covariate_r,
-                         covariate_stats, covariate_values, merge_covariates, parse_controls, partial_correlation)
+from skn.covariate_moments import CovariateAccumulator
+from skn.covariates import check_controls, covariate_values, parse_controls
+from skn.partial import FoldCovariates, check_metric_residual, covariate_r, covariate_stats, merge_covariates, partial_correlation
 from skn.rank import Reduce, rank_neurons
 from skn.stats import StatsAccumulator, correlation
 
@@ -234,7 +235,8 @@ def test_api_probe_with_control_smoke(tmp_path: Path) -> None:
     from dataclasses import replace as dc_replace
 
     from skn.plots import overview_figures
-    from skn.probe_files import read_probe_run, write_probe_run
+    from skn.probe_files import write_probe_run
+    from skn.probe_read import read_probe_run
     from skn.report import render_report
 
     out = tmp_path / "run"

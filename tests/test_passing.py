@@ -21,7 +21,8 @@ from skn.probe_config import ProbeConfig
 from skn.null import PermutationMode
 from skn.null_verdict import NullResult
 from skn.passing import ALL, SELECTION, count_passing, passing_mask
-from skn.probe_files import read_probe_run, write_probe_run
+from skn.probe_files import write_probe_run
+from skn.probe_read import read_probe_run
 from skn.prompt import init_prompt
 from skn.rank import Reduce
 from skn.plots import choose_grouping

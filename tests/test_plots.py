@@ -16,23 +16,19 @@ from matplotlib.lines import Line2D
 from skn.cli.main import main
 from skn.errors import UsageError
 from skn.groups import GroupSource, Grouping, group_by_metric, metric_field
-from skn.plots import (
+from skn.figures import (
     activation_figure,
     caption,
-    choose_grouping,
     gaussian_kde,
     histogram_figure,
     layer_figure,
-    neuron_figure,
-    overview_figures,
-    parse_neuron,
     plain_text,
-    plot_run,
     scott_bandwidth,
 )
+from skn.plots import choose_grouping, neuron_figure, overview_figures, parse_neuron, plot_run
 from skn.rank import Reduce, best_scores, top_k_threshold
 from skn.result import ProbeResult, RunInfo
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -21,7 +21,7 @@ from skn.layout import Template
 from skn.metrics import parse_metric
 from skn.probe import statistics_pass
 from skn.prompt import init_prompt
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 from skn.stats import correlation
 
 from helpers import examples, hooked_activations, reference_r, tiny_loaded

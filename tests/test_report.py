@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from skn.cli.main import main
 from skn.report import render_report, write_report
 from skn.result import ProbeResult
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 
 FIGURES = 3 + TOP_K  # training curve, |r| histogram, |r| per layer, one per top neuron
 

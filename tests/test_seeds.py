@@ -13,7 +13,7 @@ from skn.result import ProbeResult
 from skn.request import ProbeRequest
 from skn.cli.main import cli
 from skn.errors import MetricError, UsageError
-from skn.probe_files import read_probe_run
+from skn.probe_read import read_probe_run
 
 from helpers import FAST, write_data
 

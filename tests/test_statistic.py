@@ -15,7 +15,7 @@ from skn.distributed import ShardStatistic
 from skn.exemplar_store import ActivationStore
 from skn.folds import FoldAccumulator
 from skn.null import NullAccumulator, NullConfig, SelectedRows
-from skn.partial import CovariateAccumulator
+from skn.covariate_moments import CovariateAccumulator
 from skn.statistic import Statistic
 from skn.stats import StatsAccumulator
 

@@ -202,7 +202,7 @@ def test_training_distractors_share_the_answers_magnitude() -> None:
 def test_check_run_scores_the_runs_own_neurons_on_real_items(tmp_path: Path) -> None:
     """`python -m skn.zoo.evaluate --run RUN`: the run's top neurons and prompt, not a new ranking, on the
     real items; each AUROC is P(no-shortcut item above a shortcut item) of activation * sign(r)."""
-    from skn.probe_files import read_probe_run
+    from skn.probe_read import read_probe_run
     from skn.request import DataRequest, ProbeRequest, TrainSettings
     from skn.run import run_probe
     from skn.zoo.evaluate import check_run

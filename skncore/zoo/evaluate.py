@@ -185,7 +185,7 @@ def check_run(run_dir: Path, model: Path, bigbench: Path, digits: Sequence[int],
     from skn.layout import make_batch
     from skn.model import batch_pad_id, load_model
     from skn.probe import exemplar_pass
-    from skn.probe_files import read_probe_run, run_prompt, run_template
+    from skn.probe_read import read_probe_run, run_prompt, run_template
     from skn.scoring import completion_scores
     from skn.tasks.arithmetic import load_bigbench, to_example
 
