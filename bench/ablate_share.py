@@ -1,7 +1,7 @@
 """Ablation sets sharing one forward (`skn ablate --share S`) against one set per forward, side by side.
 
 A stack of sets like a curve's (the unablated model, then per K in 1, 10, 100 the top K and C random
-sets of K, mean at the prompt slots) is measured twice per round by `skn.ablate.measure_many`: with
+sets of K, mean at the prompt slots) is measured twice per round by `skn.ablation.ablate.measure_many`: with
 share 1 (one pass over the items per set) and with share S (S sets per forward, the items repeated S
 times along the batch), in turn, best of --repeats rounds each, so machine noise hits both alike. Also
 printed: the largest difference between the two paths' per-item losses (0.0: bitwise equal).
@@ -26,9 +26,9 @@ STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories26
 def build(n: int, prompt_len: int = 8) -> tuple[object, list[object], list[object], torch.Tensor, str]:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from skn.data import Example
-    from skn.layout import Encoded
-    from skn.model import wrap_loaded
+    from skn.inputs.data import Example
+    from skn.inputs.layout import Encoded
+    from skn.models.model import wrap_loaded
 
     torch.manual_seed(0)
     if (STORIES / "config.json").is_file():
@@ -55,9 +55,9 @@ def build(n: int, prompt_len: int = 8) -> tuple[object, list[object], list[objec
 
 
 def main() -> None:
-    from skn.ablate import draw_controls, measure_many, passes, prepare
-    from skn.intervention import Target, Value, ValueKind, Where, build_intervention
-    from skn.metrics import parse_metric
+    from skn.ablation.ablate import draw_controls, measure_many, passes, prepare
+    from skn.ablation.intervention import Target, Value, ValueKind, Where, build_intervention
+    from skn.inputs.metrics import parse_metric
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=32)

@@ -70,9 +70,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from skn.model import load_model
-    from skn.prompt import init_prompt
-    from skn.rundir import PromptFile, write_prompt
+    from skn.models.model import load_model
+    from skn.training.prompt import init_prompt
+    from skn.files.rundir import PromptFile, write_prompt
 
     work = Path(tempfile.mkdtemp(prefix="skn-dp-bench-"))
     write_examples(work / "val.jsonl", args.n)

@@ -57,12 +57,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--gguf", default="")
     args = parser.parse_args()
-    from skn.api import encode
-    from skn.layout import Template
-    from skn.metrics import parse_metric
-    from skn.model import load_model
-    from skn.probe import statistics_pass
-    from skn.prompt import init_prompt
+    from skn.engine.api import encode
+    from skn.inputs.layout import Template
+    from skn.inputs.metrics import parse_metric
+    from skn.models.model import load_model
+    from skn.engine.probe import statistics_pass
+    from skn.training.prompt import init_prompt
     from skn.tasks.hans import load_hans, to_example
 
     data = [to_example(x) for x in load_hans(HANS)[::1250][:24]]
@@ -110,9 +110,9 @@ def main() -> int:
                          f"{float(np.abs(got[mine] - own[mine]).max()):.2e} | {seconds:.1f} |")
             print(lines[-1], flush=True)
         if dtype == "float32":  # where the batched activations part from the unbatched ones
-            from skn.probe import capture_activations, _forward_to_sites
-            from skn.layout import make_batch, gather_prompt_rows
-            from skn.model import batch_pad_id
+            from skn.engine.probe import capture_activations, _forward_to_sites
+            from skn.inputs.layout import make_batch, gather_prompt_rows
+            from skn.models.model import batch_pad_id
 
             batch = make_batch(rows[:8], P, batch_pad_id(loaded), with_completion=False)
             seen: dict[int, torch.Tensor] = {}

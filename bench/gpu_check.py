@@ -16,7 +16,7 @@ It writes DIR/gpu_check.json (every record) and DIR/gpu_check.md (the same as a 
    and a training step against skn's memory plan;
 4. 4-bit loading through bitsandbytes where it imports (otherwise the record says what is missing).
 
-   It also runs `--fused-mlp` (skn.fused_mlp) against the plain path, with a metric known after the pass
+   It also runs `--fused-mlp` (skn.engine.fused_mlp) against the plain path, with a metric known after the pass
    (loss) and before it (a label: the in-pass gated kernel): time and the largest corr difference (1e-6).
 
 Timings with --dry-run are CPU and interpreter times: they test the code paths, not the speed.
@@ -93,7 +93,7 @@ def check_kernels(device: torch.device, sizes: Sizes) -> list[Record]:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import LayerMoments, update_layer_torch_
+    from skn.statistics.stats import LayerMoments, update_layer_torch_
 
     s = sizes
     config = LaunchConfig(block_m=16, block_b=4) if device.type == "cpu" else LaunchConfig()
@@ -153,15 +153,15 @@ def check_model(device: torch.device, sizes: Sizes, tiny: bool) -> list[Record]:
     """Probe pass vs bare forward, a training step (vs PEFT's), peak memory vs the plan."""
     from transformers import AutoModelForCausalLM
 
-    from skn.data import Example
-    from skn.layout import Encoded, make_batch
-    from skn.memory import Workload, model_shape, plan
-    from skn.metrics import parse_metric
-    from skn.model import wrap_loaded
-    from skn.probe import statistics_pass
-    from skn.quantize import Quantize
-    from skn.scoring import completion_scores
-    from skn.stats import correlation
+    from skn.inputs.data import Example
+    from skn.inputs.layout import Encoded, make_batch
+    from skn.engine.memory import Workload, model_shape, plan
+    from skn.inputs.metrics import parse_metric
+    from skn.models.model import wrap_loaded
+    from skn.engine.probe import statistics_pass
+    from skn.models.quantize import Quantize
+    from skn.training.scoring import completion_scores
+    from skn.statistics.stats import correlation
 
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     config = smol_config(tiny)
@@ -270,14 +270,14 @@ def peft_step_seconds(model: torch.nn.Module, batch: object, sizes: Sizes, devic
 
 def check_4bit(device: torch.device, tiny: bool) -> list[Record]:
     """Load a saved random model of the same shape in 4 bits and run one statistics pass on it."""
-    from skn.quantize import Quantize, load_quantized, missing_for
+    from skn.models.quantize import Quantize, load_quantized, missing_for
 
     missing = missing_for(Quantize.BIT4, device)
     if missing:
         return [{"section": "quantize", "name": "4-bit load", "ok": True, "skipped": missing}]
     from transformers import AutoModelForCausalLM
 
-    from skn.model import wrap_loaded
+    from skn.models.model import wrap_loaded
 
     with tempfile.TemporaryDirectory() as folder:
         AutoModelForCausalLM.from_config(smol_config(tiny)).save_pretrained(folder)  # type: ignore[no-untyped-call]

@@ -81,7 +81,7 @@ def bench_updates(shape: Shape, iters: int) -> None:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import LayerMoments, update_layer_torch_
+    from skn.statistics.stats import LayerMoments, update_layer_torch_
 
     s, dev = shape, torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -135,7 +135,7 @@ def check_exactness(shape: Shape) -> bool:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import LayerMoments, update_layer_torch_
+    from skn.statistics.stats import LayerMoments, update_layer_torch_
 
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(1)
@@ -191,15 +191,15 @@ def check_exactness(shape: Shape) -> bool:
 def bench_model(shape: Shape, iters: int) -> None:
     """Forward with statistics hooks / bare forward on a random Qwen2 of Qwen1.5-1.8B's shape.
 
-    TODO(lead): once skn.probe.statistics_pass calls the gathered kernel from its down_proj hooks, time
-    statistics_pass itself here (random model wrapped with skn.model.wrap_loaded) instead of these hooks.
+    TODO(lead): once skn.engine.probe.statistics_pass calls the gathered kernel from its down_proj hooks, time
+    statistics_pass itself here (random model wrapped with skn.models.model.wrap_loaded) instead of these hooks.
     """
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
-    from skn.layout import gather_prompt_rows
-    from skn.stats import LayerMoments
+    from skn.inputs.layout import gather_prompt_rows
+    from skn.statistics.stats import LayerMoments
 
     s, dev = shape, torch.device("cuda")
     config = Qwen2Config(
@@ -268,7 +268,7 @@ def interpreter_check() -> int:
     from skn.kernels.pearson_gather import update_layer_gathered_triton_
     from skn.kernels.pearson_update import update_layer_triton_
     from skn.kernels.reference import update_layer_gated_torch_, update_layer_gathered_torch_
-    from skn.stats import LayerMoments, update_layer_torch_
+    from skn.statistics.stats import LayerMoments, update_layer_torch_
 
     gen = torch.Generator().manual_seed(0)
     config = LaunchConfig(block_m=16, block_b=4)

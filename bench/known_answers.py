@@ -1,6 +1,6 @@
 """Known answers (issue #32): can skn's checks say yes on a planted neuron, and how often do they say yes
 on nothing? Every number comes from skn's own functions on a real model with one neuron planted
-(skn.plant), or nothing planted.
+(skn.models.plant), or nothing planted.
 
     python bench/known_answers.py --out bench/results/known_answers                 # stories260K, every table
     python bench/known_answers.py --out bench/results/known_answers --sections power --reps 2 --model smollm2
@@ -75,7 +75,7 @@ def log(text: str) -> None:
 
 
 def hans_examples(n: int, seed: int) -> list[object]:
-    from skn.data import Example
+    from skn.inputs.data import Example
     from skn.tasks.hans import load_hans, to_example
 
     items = load_hans(HANS)
@@ -88,8 +88,8 @@ def hans_examples(n: int, seed: int) -> list[object]:
 
 
 def setup(model: str, n_train: int, n_val: int, layer: int) -> Setup:
-    from skn.model import load_model
-    from skn.prompt import init_prompt
+    from skn.models.model import load_model
+    from skn.training.prompt import init_prompt
 
     loaded = load_model(str(MODELS[model]), device="cpu")
     examples = hans_examples(n_train + n_val, seed=0)
@@ -107,9 +107,9 @@ def feature_values(examples: Sequence[object], name: str, loaded: object = None)
 
 def direction_for(s: Setup, name: str, layer: int) -> object:
     """The read direction of `name`, fitted on the training items' slot inputs under all three prompts."""
-    from skn.api import encode
-    from skn.layout import Template
-    from skn.plant import read_direction, slot_inputs
+    from skn.engine.api import encode
+    from skn.inputs.layout import Template
+    from skn.models.plant import read_direction, slot_inputs
 
     rows = encode(s.loaded, s.train, Template.AUTO, PROMPT_LEN)  # type: ignore[arg-type]
     inputs = torch.cat([slot_inputs(s.loaded, rows, p, layer) for p in s.prompts])  # type: ignore[arg-type]
@@ -146,7 +146,7 @@ class Rows:
 def neuron_standing(result: object, layer: int, neuron: int) -> dict[str, object]:
     """Where one neuron stands in a probe result: rank by |r| at its best slot on the ranked fold, its r,
     whether it passes the null, its r held out at that slot."""
-    from skn.rank import best_scores
+    from skn.ranking.rank import best_scores
 
     corr = result.ranked_corr  # type: ignore[attr-defined]
     best = best_scores(corr, result.info.reduce)  # type: ignore[attr-defined]
@@ -172,9 +172,9 @@ def neuron_standing(result: object, layer: int, neuron: int) -> dict[str, object
 
 def probe_once(s: Setup, examples: Sequence[object], metric: object, prompt: torch.Tensor, seed: int,
                holdout: float = 0.5, control: tuple[str, ...] = (), permutations: int = 100) -> object:
-    from skn.api import probe
-    from skn.probe_config import ProbeConfig
-    from skn.null import NullConfig
+    from skn.engine.api import probe
+    from skn.engine.probe_config import ProbeConfig
+    from skn.statistics.null import NullConfig
 
     config = ProbeConfig(top_k=10, n_exemplars=0, holdout=holdout, holdout_seed=seed,
                          null=NullConfig(permutations=permutations, seed=seed), control=control)
@@ -185,8 +185,8 @@ def probe_once(s: Setup, examples: Sequence[object], metric: object, prompt: tor
 
 
 def power(s: Setup, rows: Rows, reps: int) -> None:
-    from skn.compare import compare_scores, run_scores
-    from skn.plant import Plant, planted
+    from skn.ranking.compare import compare_scores, run_scores
+    from skn.models.plant import Plant, planted
 
     direction = direction_for(s, FEATURE, s.layer)
     width = s.loaded.sites.width  # type: ignore[attr-defined]
@@ -211,7 +211,7 @@ def power(s: Setup, rows: Rows, reps: int) -> None:
 
 def _target(examples: Sequence[object], lengths: torch.Tensor) -> list[object]:
     """`target` = mentions_doctor + 0.6 * standardised instruction length: a skill with a length confound."""
-    from skn.data import Example
+    from skn.inputs.data import Example
 
     z = (lengths - lengths.mean()) / lengths.std()
     return [Example(e.instruction, e.completion, {**e.meta, "target": float(bool(e.meta[FEATURE])) + 0.6 * float(z[i])},  # type: ignore[attr-defined]
@@ -219,7 +219,7 @@ def _target(examples: Sequence[object], lengths: torch.Tensor) -> list[object]:
 
 
 def control(s: Setup, rows: Rows, reps: int) -> None:
-    from skn.plant import Plant, planted
+    from skn.models.plant import Plant, planted
 
     doctor = direction_for(s, FEATURE, s.layer)
     length = direction_for(s, "instruction_tokens", s.layer)
@@ -252,10 +252,10 @@ def _ablation_data(s: Setup, n: int) -> tuple[object, torch.Tensor]:
     """The first n validation items whose completion starts with the write token: on them the write lowers the
     loss, so ablating the neuron raises it (on items of the other label it would raise the loss, and over both
     labels the two would cancel; the first version of this section measured both and found nothing at b <= 1)."""
-    from skn.ablate import prepare
-    from skn.api import encode
-    from skn.layout import Template
-    from skn.metrics import parse_metric
+    from skn.ablation.ablate import prepare
+    from skn.engine.api import encode
+    from skn.inputs.layout import Template
+    from skn.inputs.metrics import parse_metric
 
     token = write_token(s)
     items = [e for e in s.val if int(s.loaded.tokenizer(e.completion, add_special_tokens=False)["input_ids"][0]) == token][:n]  # type: ignore[attr-defined]
@@ -270,11 +270,11 @@ def _mean_x(s: Setup, data: object) -> torch.Tensor:
 
 
 def ablation(s: Setup, rows: Rows, reps: int, items: int) -> None:
-    from skn.ablate import AblationConfig, ablate
-    from skn.ablate_curve import k_curve
-    from skn.ablate_test import DepartureTest
-    from skn.intervention import Target, Value, ValueKind, Where
-    from skn.plant import Plant, planted
+    from skn.ablation.ablate import AblationConfig, ablate
+    from skn.ablation.ablate_curve import k_curve
+    from skn.ablation.ablate_test import DepartureTest
+    from skn.ablation.intervention import Target, Value, ValueKind, Where
+    from skn.models.plant import Plant, planted
 
     direction = direction_for(s, FEATURE, s.layer)
     data, _ = _ablation_data(s, items)
@@ -322,7 +322,7 @@ def noise(example, outputs):
 
 
 def fwer(s: Setup, rows: Rows, reps: int) -> None:
-    from skn.data import Example
+    from skn.inputs.data import Example
 
     folder = Path(tempfile.mkdtemp(prefix="skn-known-"))
     (folder / "noise_metric.py").write_text(NOISE_METRIC)
@@ -353,8 +353,8 @@ def fwer(s: Setup, rows: Rows, reps: int) -> None:
 
 
 def ablate_fp(s: Setup, rows: Rows, reps: int, items: int) -> None:
-    from skn.ablate import AblationConfig, ablate
-    from skn.intervention import Target, Value, ValueKind, Where
+    from skn.ablation.ablate import AblationConfig, ablate
+    from skn.ablation.intervention import Target, Value, ValueKind, Where
 
     data, _ = _ablation_data(s, items)
     width = s.loaded.sites.width  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ N examples, best of --repeats rounds each, so machine noise hits both alike:
     grp==a      a label known before the pass: the in-pass mode, whole-set permutations (the prompt rows
                 are gathered for the null, which the in-pass statistics alone never do)
 
-`null 100` is `skn.probe.statistics_pass` with a `skn.null.NullAccumulator` observer plus `null_result`
+`null 100` is `skn.engine.probe.statistics_pass` with a `skn.statistics.null.NullAccumulator` observer plus `null_result`
 (the R maxima, the threshold and the top-10 p-values); `null 0` is the pass alone. Also printed: the
 co-moments' memory, 4 (R + 1) L P m bytes. Usage: python bench/null_overhead.py [--n 256] [--repeats 2]
 """
@@ -28,13 +28,13 @@ from probe_overhead import build  # noqa: E402
 
 
 def main() -> None:
-    from skn.data import Example
-    from skn.metrics import parse_metric
-    from skn.null import NullAccumulator, NullConfig
-    from skn.null_verdict import null_result
-    from skn.probe import statistics_pass
-    from skn.rank import Reduce, rank_neurons
-    from skn.stats import correlation
+    from skn.inputs.data import Example
+    from skn.inputs.metrics import parse_metric
+    from skn.statistics.null import NullAccumulator, NullConfig
+    from skn.statistics.null_verdict import null_result
+    from skn.engine.probe import statistics_pass
+    from skn.ranking.rank import Reduce, rank_neurons
+    from skn.statistics.stats import correlation
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=256)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from skn.probe_read import read_probe_run
-from skn.rank import best_scores
+from skn.files.probe_read import read_probe_run
+from skn.ranking.rank import best_scores
 
 
 def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:

@@ -5,8 +5,8 @@ A random Qwen2 (8 layers, hidden 512, intermediate 1376, vocab 8000), random tok
 measures, alternating the two so that machine noise hits both alike:
 
     bare   : completion_scores (the per-example loss) over every batch, no hooks
-    probe  : skn.probe.statistics_pass with metric `loss` (hooks + one batch's slab + float64 update)
-    exemplar pass : skn.probe.exemplar_pass for 10 neurons of the last layer (the worst case)
+    probe  : skn.engine.probe.statistics_pass with metric `loss` (hooks + one batch's slab + float64 update)
+    exemplar pass : skn.engine.probe.exemplar_pass for 10 neurons of the last layer (the worst case)
 
 whole passes over the N examples, the three in turn, best of --repeats rounds each (run it on a quiet
 machine). Peak RSS covers the whole child process: model, data and the streamed passes over all N.
@@ -17,8 +17,8 @@ activations, the run directory written), one fresh process per measurement, best
 
     bare        : the model built and completion_scores over every batch (loss's forward)
     bare-prompt : the model built and a forward of instruction + prompt only (a label's forward)
-    loss        : skn.api.probe --metric loss with the default config (null 100, the activation store)
-                  and skn.run.write_run, the library calls `skn probe` makes once it has a prompt
+    loss        : skn.engine.api.probe --metric loss with the default config (null 100, the activation store)
+                  and skn.engine.run.write_run, the library calls `skn probe` makes once it has a prompt
     label       : the same with a label metric grp==a (the in-pass mode)
     loss-always : loss with --exemplars-pass always (the second pass, as before issue #11)
 
@@ -26,7 +26,7 @@ and prints, between the two sizes, slope = (t(N2) - t(N1)) / (t_bare(N2) - t_bar
 process start-up cancels, and each process's peak RSS. Usage:
     python bench/probe_overhead.py --end-to-end [--sizes 256,2048] [--repeats 2] [--kinds label,loss]
 
---in-pass: one process, `skn.api.probe` with the default config (null 100, holdout, the store) for `loss` and a
+--in-pass: one process, `skn.engine.api.probe` with the default config (null 100, holdout, the store) for `loss` and a
 label, --repeats rounds; a timer around each part of the pass's own work (the prompt rows' gather, the folds'
 moments, the null, the store) says how much of the pass it took. pass/rest = the pass over the pass less those
 parts (the forward and the hooks' plumbing): the statistics' cost as a multiple of the forward, measured at
@@ -56,9 +56,9 @@ import torch
 def build(n: int, seed: int = 0) -> tuple[object, list, list, torch.Tensor]:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from skn.data import Example
-    from skn.layout import Encoded
-    from skn.model import wrap_loaded
+    from skn.inputs.data import Example
+    from skn.inputs.layout import Encoded
+    from skn.models.model import wrap_loaded
 
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=8000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
@@ -81,11 +81,11 @@ def build(n: int, seed: int = 0) -> tuple[object, list, list, torch.Tensor]:
 def measure(n: int, repeats: int) -> dict[str, float]:
     """Whole passes over the N examples, bare / probe / exemplar in turn, `repeats` rounds, the best
     round of each: noise on the machine then hits all three alike rather than one of them."""
-    from skn.scoring import completion_scores
-    from skn.layout import make_batch
-    from skn.metrics import parse_metric
-    from skn.probe import exemplar_pass, statistics_pass
-    from skn.rank import Neuron
+    from skn.training.scoring import completion_scores
+    from skn.inputs.layout import make_batch
+    from skn.inputs.metrics import parse_metric
+    from skn.engine.probe import exemplar_pass, statistics_pass
+    from skn.ranking.rank import Neuron
 
     loaded, rows, examples, prompt = build(n)
     batch_size = 16
@@ -123,16 +123,16 @@ def whole_process(kind: str, n: int) -> dict[str, object]:
     import tempfile
     from pathlib import Path
 
-    from skn.api import probe
+    from skn.engine.api import probe
 
-    from skn.probe_config import ProbeConfig
-    from skn.data import Example
-    from skn.layout import make_batch
-    from skn.model import LoadedModel
-    from skn.run import write_run
-    from skn.scoring import completion_scores
-    from skn.probe import _forward_to_sites, capture_activations
-    from skn.probe_config import ExemplarsPass
+    from skn.engine.probe_config import ProbeConfig
+    from skn.inputs.data import Example
+    from skn.inputs.layout import make_batch
+    from skn.models.model import LoadedModel
+    from skn.engine.run import write_run
+    from skn.training.scoring import completion_scores
+    from skn.engine.probe import _forward_to_sites, capture_activations
+    from skn.engine.probe_config import ExemplarsPass
 
     start = time.perf_counter()
     loaded, rows, examples, prompt = build(n)
@@ -149,11 +149,11 @@ def whole_process(kind: str, n: int) -> dict[str, object]:
             for first in range(0, n, batch_size):
                 _forward_to_sites(loaded, make_batch(rows[first : first + batch_size], 20, 0, with_completion=False), prompt)
     else:
-        import skn.api
-        from skn.layout import Template
+        import skn.engine.api
+        from skn.inputs.layout import Template
 
         # the bench's rows are token ids already: the probe's encoding step hands them over as they are
-        skn.api.encode = lambda loaded, examples, template, prompt_len: tuple(rows)  # type: ignore[assignment]
+        skn.engine.api.encode = lambda loaded, examples, template, prompt_len: tuple(rows)  # type: ignore[assignment]
         labelled = [Example("", "", {"grp": "a" if i % 3 == 0 else "b"}, f"bench:{i}") for i in range(n)]
         mode = ExemplarsPass.ALWAYS if kind == "loss-always" else ExemplarsPass.AUTO
         config = ProbeConfig(batch_size=batch_size, top_k=10, template=Template.PLAIN, exemplars_pass=mode)
@@ -168,17 +168,17 @@ def in_pass(n: int, repeats: int) -> None:
     """The probe pass's own statistics work against the rest of the pass, timed inside one pass."""
     from collections import Counter
 
-    import skn.api
-    import skn.exemplar_store
-    import skn.folds
-    import skn.layout
-    import skn.null
-    import skn.stats
-    from skn.api import probe
-    from skn.probe_config import ProbeConfig
-    from skn.data import Example
-    from skn.layout import Template
-    from skn.model import LoadedModel
+    import skn.engine.api
+    import skn.statistics.exemplar_store
+    import skn.statistics.folds
+    import skn.inputs.layout
+    import skn.statistics.null
+    import skn.statistics.stats
+    from skn.engine.api import probe
+    from skn.engine.probe_config import ProbeConfig
+    from skn.inputs.data import Example
+    from skn.inputs.layout import Template
+    from skn.models.model import LoadedModel
 
     spent: Counter[str] = Counter()
     depth = [0]
@@ -198,20 +198,20 @@ def in_pass(n: int, repeats: int) -> None:
 
         setattr(owner, name, wrapper)
 
-    for owner, name, part in ((getattr(skn.layout, "PromptRowBuffer", None), "gather", "gather"),
-                              (skn.folds.FoldAccumulator, "add_layer", "moments"),
-                              (skn.folds.FoldAccumulator, "finish_batch", "moments"),
-                              (skn.stats.StatsAccumulator, "add_layer", "moments"),
-                              (skn.stats.StatsAccumulator, "finish_batch", "moments"),
-                              (skn.null.SelectedRows, "add_layer", "null"),
-                              (skn.null.NullAccumulator, "add_layer", "null"),
-                              (skn.exemplar_store.ActivationStore, "add_layer", "store"),
-                              (skn.exemplar_store.ActivationStore, "finish_batch", "store")):
+    for owner, name, part in ((getattr(skn.inputs.layout, "PromptRowBuffer", None), "gather", "gather"),
+                              (skn.statistics.folds.FoldAccumulator, "add_layer", "moments"),
+                              (skn.statistics.folds.FoldAccumulator, "finish_batch", "moments"),
+                              (skn.statistics.stats.StatsAccumulator, "add_layer", "moments"),
+                              (skn.statistics.stats.StatsAccumulator, "finish_batch", "moments"),
+                              (skn.statistics.null.SelectedRows, "add_layer", "null"),
+                              (skn.statistics.null.NullAccumulator, "add_layer", "null"),
+                              (skn.statistics.exemplar_store.ActivationStore, "add_layer", "store"),
+                              (skn.statistics.exemplar_store.ActivationStore, "finish_batch", "store")):
         if owner is not None and hasattr(owner, name):  # an older skn lacks some (bench it with PYTHONPATH)
             timed(owner, name, part)
     loaded, rows, _, prompt = build(n)
     assert isinstance(loaded, LoadedModel)
-    skn.api.encode = lambda loaded, examples, template, prompt_len: tuple(rows)  # type: ignore[assignment]
+    skn.engine.api.encode = lambda loaded, examples, template, prompt_len: tuple(rows)  # type: ignore[assignment]
     labelled = [Example("", "", {"grp": "a" if i % 3 == 0 else "b"}, f"bench:{i}") for i in range(n)]
     parts = ("gather", "moments", "null", "store")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, N = {n}, batch 16; each part's share of "
@@ -259,11 +259,11 @@ def real_bare(run_dir: str, repeats: int) -> dict[str, object]:
     """Best of `repeats` bare forwards (completion_scores, no hooks) over a probe run's own batches."""
     from pathlib import Path
 
-    from skn.api import encode
-    from skn.layout import make_batch
-    from skn.model import batch_pad_id, load_model
-    from skn.probe_read import read_probe_run, run_prompt, run_template
-    from skn.scoring import completion_scores
+    from skn.engine.api import encode
+    from skn.inputs.layout import make_batch
+    from skn.models.model import batch_pad_id, load_model
+    from skn.files.probe_read import read_probe_run, run_prompt, run_template
+    from skn.training.scoring import completion_scores
 
     run = read_probe_run(Path(run_dir))
     settings = run.info.probe_config

@@ -3,7 +3,7 @@
 Same model (random Qwen2 8 layers x 512 hidden x 1376 FFN, vocab 8000, as bench/probe_overhead.py),
 same rows, batch 8, P = 20, AdamW lr 3e-3. A step = forward + backward + optimizer.step() on one
 batch. skn cached: the split with each item's instruction keys and values kept from its first step
-(skn.instruction_cache, what the trainer does: across epochs an item's instruction runs once), so a step runs
+(skn.training.instruction_cache, what the trainer does: across epochs an item's instruction runs once), so a step runs
 the prompt and the completion only. PEFT: `get_peft_model(model, PromptTuningConfig(num_virtual_tokens=20))`,
 its 20 virtual tokens prepended, labels -100 on the instruction. The four are alternated in one process for
 --rounds rounds of --steps steps each; the median round time of each is reported, with ratios.
@@ -49,11 +49,11 @@ def rows(shape: str, n: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
 
 def skn_step(model: torch.nn.Module, data: list, device: torch.device, mode: str) -> Callable[[], None]:
     """mode: cached (the split with the instruction cache), split, or full."""
-    from skn.scoring import completion_scores
-    from skn.layout import Encoded, make_batch
-    from skn.model import wrap_loaded
-    from skn.instruction_cache import InstructionCache
-    from skn.split_forward import ForwardChoice, StepForward, step_scores
+    from skn.training.scoring import completion_scores
+    from skn.inputs.layout import Encoded, make_batch
+    from skn.models.model import wrap_loaded
+    from skn.training.instruction_cache import InstructionCache
+    from skn.training.split_forward import ForwardChoice, StepForward, step_scores
 
     loaded = wrap_loaded("bench-qwen2", model, SimpleNamespace(pad_token_id=0, eos_token_id=1), device)
     batch = make_batch([Encoded(i, c) for i, c in data], 20, 0)
@@ -150,11 +150,11 @@ def run(shape: str, rounds: int, steps: int, device: torch.device) -> None:
 def run_eval(shape: str, rounds: int, device: torch.device, n_rows: int = 64) -> None:
     """One validation-loss evaluation (as the trainer runs every --eval-every steps) of n_rows rows: the full
     forward, the split without kept prefixes, and the split with the prefixes kept from the first evaluation
-    (skn.split_forward.PrefixCache), alternated; median of `rounds`."""
-    from skn.layout import Encoded
-    from skn.model import wrap_loaded
-    from skn.split_forward import PrefixCache
-    from skn.trainer import validation_loss
+    (skn.training.split_forward.PrefixCache), alternated; median of `rounds`."""
+    from skn.inputs.layout import Encoded
+    from skn.models.model import wrap_loaded
+    from skn.training.split_forward import PrefixCache
+    from skn.training.trainer import validation_loss
 
     model = build(device)
     for p in model.parameters():

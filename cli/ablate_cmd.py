@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.ablate import AblationConfig
-from skn.ablate_test import DepartureTest, parse_test
-from skn.intervention import Value, parse_value, parse_values, parse_wheres
-from skn.ablate_curve import parse_scales
-from skn.ablate_run import AblationRequest, ablate_run
-from skn.console import say
+from skn.ablation.ablate import AblationConfig
+from skn.ablation.ablate_test import DepartureTest, parse_test
+from skn.ablation.intervention import Value, parse_value, parse_values, parse_wheres
+from skn.ablation.ablate_curve import parse_scales
+from skn.ablation.ablate_run import AblationRequest, ablate_run
+from skn.views.console import say
 from skn.checks import seed_value, thread_count
-from skn.progress import RichProgress
-from skn.request import ModelRequest, default_of
-from skn.run import set_threads
+from skn.engine.progress import RichProgress
+from skn.engine.request import ModelRequest, default_of
+from skn.engine.run import set_threads
 
 from skn.cli.ablate_render import ablation_tables, curve_tables
 from skn.cli.options import model_options, option, threads_option

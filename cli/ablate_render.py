@@ -1,17 +1,17 @@
 """Rich tables of RUN/ablation.json: the ablated set against its controls, and each neuron alone.
 
 ablation.json is read back from disk, so every string from it (its description, measures, labels) is
-shown through `skn.console.plain`: never markup, control characters as escapes."""
+shown through `skn.views.console.plain`: never markup, control characters as escapes."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from skn.ablate_curve import Axis
-from skn.ablate_record import AblationRecord
-from skn.ablate_view import curve_rows, curve_views, describe, describe_curve, effect_rows, set_effects
-from skn.console import plain
-from skn.curve_record import CurveRecord
+from skn.ablation.ablate_curve import Axis
+from skn.ablation.ablate_record import AblationRecord
+from skn.ablation.ablate_view import curve_rows, curve_views, describe, describe_curve, effect_rows, set_effects
+from skn.views.console import plain
+from skn.ablation.curve_record import CurveRecord
 
 
 def _fmt(value: float | None, signed: bool = True) -> str:

@@ -10,18 +10,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from skn.activations import Item, RunActivations, run_activations, run_neurons, stored_activations
+from skn.engine.activations import Item, RunActivations, run_activations, run_neurons, stored_activations
 from skn.checks import thread_count
-from skn.console import plain, say, text
-from skn.data import load_examples
+from skn.views.console import plain, say, text
+from skn.inputs.data import load_examples
 from skn.errors import UsageError
-from skn.probe_read import read_probe_run
-from skn.progress import AutoProgress
-from skn.rank import Neuron, exemplars
-from skn.request import ModelRequest
-from skn.rundir import write_json
-from skn.run import set_threads
-from skn.run_model import load_run_model
+from skn.files.probe_read import read_probe_run
+from skn.engine.progress import AutoProgress
+from skn.ranking.rank import Neuron, exemplars
+from skn.engine.request import ModelRequest
+from skn.files.rundir import write_json
+from skn.engine.run import set_threads
+from skn.files.run_model import load_run_model
 
 from skn.cli.options import model_options, threads_option
 

@@ -9,9 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from skn.compare import Comparison, compare_runs, passing_line, write_comparison
-from skn.compare_report import write_compare_report
-from skn.console import plain
+from skn.ranking.compare import Comparison, compare_runs, passing_line, write_comparison
+from skn.views.compare_report import write_compare_report
+from skn.views.console import plain
 
 from skn.cli.render import number_tables
 

@@ -3,7 +3,7 @@
     SknError            its message, exit 2 for what the user can fix (usage, data, model, run directory),
                         1 for internal errors; a `StageFailure` names the stage and its error.log
     OSError             the file and the reason ("cannot write RUN/x: No space left on device"), exit 2;
-                        so is a safetensors write the machine refused (skn.stage.storage_error)
+                        so is a safetensors write the machine refused (skn.engine.stage.storage_error)
     anything else       "unexpected ...", exit 1
     KeyboardInterrupt   "aborted", exit 130
 
@@ -13,7 +13,7 @@ text is in the traceback `--debug` prints and, for a run that has a run director
 
 With `--debug` (or SKN_DEBUG=1) the traceback is printed too. Messages are printed as text, never as
 Rich markup (they hold paths, metric values and data), with their control characters shown as escapes
-(skn.console.visible): click's own messages too, which quote the values given.
+(skn.views.console.visible): click's own messages too, which quote the values given.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from collections.abc import Callable
 import click
 from rich.console import Console
 
-from skn.console import error_line, visible
+from skn.views.console import error_line, visible
 from skn.errors import SknError
-from skn.stage import StageFailure, storage_error
+from skn.engine.stage import StageFailure, storage_error
 
 
 ONE_LINE_LIMIT = 400

@@ -3,7 +3,7 @@
 Each decorator adds its options and hands the command one typed library record instead of loose
 keywords: `model_options` -> `model: ModelRequest`, `data_options` -> `data: DataRequest`,
 `train_options` -> `train: TrainSettings`. Defaults and help come from those dataclasses
-(`skn.request.default_of` / `help_of`), so each default is written once, in the library.
+(`skn.engine.request.default_of` / `help_of`), so each default is written once, in the library.
 
 `--help` lists the options in sections (model, data, training, probe, statistics, output): each option
 made here carries its `Section` (by default the one of the dataclass its field belongs to), and a command
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from skn.probe_config import ProbeConfig
-from skn.layout import Template
-from skn.trainer import LrSchedule
-from skn.model import DType
-from skn.quantize import Quantize
-from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.layout import Template
+from skn.training.trainer import LrSchedule
+from skn.models.model import DType
+from skn.models.quantize import Quantize
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 

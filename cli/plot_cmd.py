@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run, write_ablation_figures
-from skn.activations import run_activations
-from skn.plots import PLOTS_DIR, is_top_neuron, parse_neuron, plot_run
-from skn.probe_read import read_probe_run
-from skn.run_model import load_run_model
-from skn.console import say
+from skn.ablation.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run, write_ablation_figures
+from skn.engine.activations import run_activations
+from skn.views.plots import PLOTS_DIR, is_top_neuron, parse_neuron, plot_run
+from skn.files.probe_read import read_probe_run
+from skn.files.run_model import load_run_model
+from skn.views.console import say
 
 
 @click.command("plot")

@@ -8,23 +8,23 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.probe_config import ProbeConfig, Score
-from skn.backend import Backend
-from skn.probe_config import ExemplarsPass
-from skn.null import NullConfig
-from skn.progress import RichProgress
-from skn.rank import Reduce
-from skn.report import write_report
-from skn.compare_report import write_compare_report
-from skn.console import plain
-from skn.distributed import from_environment
+from skn.engine.probe_config import ProbeConfig, Score
+from skn.statistics.backend import Backend
+from skn.engine.probe_config import ExemplarsPass
+from skn.statistics.null import NullConfig
+from skn.engine.progress import RichProgress
+from skn.ranking.rank import Reduce
+from skn.views.report import write_report
+from skn.views.compare_report import write_compare_report
+from skn.views.console import plain
+from skn.engine.distributed import from_environment
 from skn.errors import UsageError
-from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-from skn.run import run_probe
-from skn.run_out import run_directory
-from skn.run_plan import memory_plan
-from skn.seeds import parse_seeds, run_seeds, subrun_dir
-from skn.verdict import next_line
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.run import run_probe
+from skn.files.run_out import run_directory
+from skn.engine.run_plan import memory_plan
+from skn.engine.seeds import parse_seeds, run_seeds, subrun_dir
+from skn.views.verdict import next_line
 
 from skn.cli.compare_cmd import print_comparison
 from skn.cli.options import (ByteSize, Section, SectionedCommand, data_options, model_options, option, out_option,

@@ -1,6 +1,6 @@
 """Rich rendering of results: the top-neuron table, its exemplars, the group tables and the verdict.
 
-Every cell is a `rich.text.Text` made by `skn.console.plain` (data is never read as markup, and its control
+Every cell is a `rich.text.Text` made by `skn.views.console.plain` (data is never read as markup, and its control
 characters are shown as escapes). Laid out for the console's width (80 when output goes to a pipe or a
 file, or $COLUMNS), so that everything reads at 60, 80 or 200 columns and in a log file alike:
 
@@ -11,7 +11,7 @@ file, or $COLUMNS), so that everything reads at 60, 80 or 200 columns and in a l
   most/least, activation, instruction), the instruction taking the rest of the width over as many lines as
   it needs (an instruction over EXEMPLAR_CHARS characters is cut there, with "…");
 - the notes on a table (holdout, passing counts, covariates) are printed below it as plain lines;
-- a run's output ends with its verdict (skn.verdict) and what to run next.
+- a run's output ends with its verdict (skn.views.verdict) and what to run next.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from rich.table import Table
 from rich.text import Text
 from torch import Tensor
 
-from skn.console import bold, plain, text, visible
-from skn.data import Example
-from skn.groups import GroupSummaries, Summary, value_label
-from skn.holdout import HeldOutR, HoldoutResult, summary_from_info
-from skn.null_verdict import NullResult
-from skn.passing import PassingCounts
-from skn.partial import PartialResult, control_line
-from skn.rank import Neuron, exemplars
-from skn.result import ProbeResult, RunInfo
-from skn.verdict import next_line, verdict_lines
+from skn.views.console import bold, plain, text, visible
+from skn.inputs.data import Example
+from skn.inputs.groups import GroupSummaries, Summary, value_label
+from skn.ranking.holdout import HeldOutR, HoldoutResult, summary_from_info
+from skn.statistics.null_verdict import NullResult
+from skn.statistics.passing import PassingCounts
+from skn.statistics.partial import PartialResult, control_line
+from skn.ranking.rank import Neuron, exemplars
+from skn.files.result import ProbeResult, RunInfo
+from skn.views.verdict import next_line, verdict_lines
 
 NUMBER_COLUMNS = ("rank", "layer", "neuron", "pos", "r")
 EXEMPLAR_CHARS = 240  # an exemplar's instruction is shown up to this many characters (a few lines at 80 columns)
@@ -241,7 +241,7 @@ def print_result(console: Console, result: ProbeResult, n_exemplars: int, title:
 
 
 def print_verdict(console: Console, result: ProbeResult, run: str = "", report: str = "", ablated: bool = False) -> None:
-    """The run's verdict in plain words (skn.verdict) and, given its directory `run`, what to run next."""
+    """The run's verdict in plain words (skn.views.verdict) and, given its directory `run`, what to run next."""
     lines = verdict_lines(result) + ((next_line(run, report, ablated),) if run else ())
     console.print(plain("\n".join(lines)))
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.console import say
+from skn.views.console import say
 
-from skn.report import REPORT_FILE, write_report
+from skn.views.report import REPORT_FILE, write_report
 
 
 @click.command("report")

@@ -8,14 +8,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from skn.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run
-from skn.compare import compare_runs, seed_subruns
-from skn.console import plain
-from skn.activations import run_activations, run_neurons, stored_activations
-from skn.probe_read import read_probe_run
-from skn.run_model import load_run_model
-from skn.report import REPORT_FILE
-from skn.verdict import next_line
+from skn.ablation.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run
+from skn.ranking.compare import compare_runs, seed_subruns
+from skn.views.console import plain
+from skn.engine.activations import run_activations, run_neurons, stored_activations
+from skn.files.probe_read import read_probe_run
+from skn.files.run_model import load_run_model
+from skn.views.report import REPORT_FILE
+from skn.views.verdict import next_line
 
 from skn.cli.ablate_render import ablation_tables, curve_tables
 from skn.cli.compare_cmd import print_comparison
@@ -53,7 +53,7 @@ def show_seeds(console: Console, subruns: tuple[Path, ...], n_exemplars: int, ex
 
 
 def show_neurons(console: Console, run: Path, neurons: str, n_exemplars: int) -> None:
-    """Named neurons' r, rank and exemplars on the run's items (skn.activations: stored for top neurons, else one
+    """Named neurons' r, rank and exemplars on the run's items (skn.engine.activations: stored for top neurons, else one
     prompt-only pass of the run's model)."""
     result = read_probe_run(run)
     chosen = run_neurons(result, neurons)

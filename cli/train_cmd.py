@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from skn.progress import RichProgress
-from skn.rundir import PROMPT_FILE
-from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-from skn.distributed import from_environment
-from skn.run import run_train
-from skn.console import plain
+from skn.engine.progress import RichProgress
+from skn.files.rundir import PROMPT_FILE
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.distributed import from_environment
+from skn.engine.run import run_train
+from skn.views.console import plain
 
 from skn.cli.options import SectionedCommand, data_options, model_options, option, out_option, threads_option, train_options
 

@@ -7,7 +7,7 @@
     reference       the torch path for the in-pass modes (`gated_activation`, the gathered and gated updates)
     launch          shape/dtype/device checks and tile sizes shared by the launchers
 
-Importing this package does not import triton; the kernel modules do (`skn.backend` picks them).
+Importing this package does not import triton; the kernel modules do (`skn.statistics.backend` picks them).
 """
 
 if __name__ == "kernels":

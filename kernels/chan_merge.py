@@ -3,7 +3,7 @@ chunk of rows into them, store them back.
 
 For one prompt position and a block of neurons, a chunk holds nb rows x[r, :] (float64) with metric y[r].
 Its centred moments and their merge into the running (n, mean_x, M2_x, C_xy, mean_y) are Chan's formula,
-the same arithmetic as `skn.stats.update_layer_torch_`:
+the same arithmetic as `skn.statistics.stats.update_layer_torch_`:
 
     mean_b = sum_r x_r / nb,   dx_r = x_r - mean_b,   dy_r = y_r - mean(y)
     M2_b = sum_r dx_r^2,       C_b = sum_r dx_r dy_r

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from skn.errors import InternalError, UsageError
-from skn.stats import LayerMoments
+from skn.statistics.stats import LayerMoments
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 STATE_DTYPE = torch.float64

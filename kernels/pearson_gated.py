@@ -26,7 +26,7 @@ from triton.language.extra import libdevice
 from skn.errors import InternalError
 from skn.kernels.chan_merge import load_moments, merge_chunk, store_moments
 from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
-from skn.stats import LayerMoments
+from skn.statistics.stats import LayerMoments
 
 
 @triton.jit  # type: ignore[untyped-decorator]

@@ -8,7 +8,7 @@ SiLU(gate) * up that a gated FFN feeds its `down_proj`). The prompt of row b sta
 
 and the moments are merged as in `skn.kernels.pearson_update` (Chan, float64), reading those B*P rows in
 place: no [B, P, m] slab is ever written. Addresses are int64 (B*T*m may pass 2^31).
-Precondition, not checked here: 0 <= offsets[b] and offsets[b] + P <= T (`skn.layout.check_offsets`).
+Precondition, not checked here: 0 <= offsets[b] and offsets[b] + P <= T (`skn.inputs.layout.check_offsets`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from skn.kernels.chan_merge import load_moments, merge_chunk, store_moments
 from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
-from skn.stats import LayerMoments
+from skn.statistics.stats import LayerMoments
 
 
 @triton.jit(do_not_specialize=["count"])  # type: ignore[untyped-decorator]

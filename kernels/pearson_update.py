@@ -5,7 +5,7 @@ batch's prompt-position activations, and once y is known this kernel does, for e
 
     mean_x[k,i], M2_x[k,i], C_xy[k,i]  <-  Chan merge of  x[b,k,i] (b < B)  with metric y[b]
 
-(formula in `skn.kernels.chan_merge`), exactly what `skn.stats.update_layer_torch_` computes. Inputs in
+(formula in `skn.kernels.chan_merge`), exactly what `skn.statistics.stats.update_layer_torch_` computes. Inputs in
 fp32/fp16/bf16 are converted exactly to float64 and every sum is float64. One program owns one position k
 and block_m neurons; it reads its [B, block_m] activations once, chunk by chunk, and reads and writes its
 slice of the three moment tensors once.
@@ -20,7 +20,7 @@ from torch import Tensor
 from skn.errors import InternalError
 from skn.kernels.chan_merge import load_moments, merge_chunk, store_moments
 from skn.kernels.launch import DEFAULT_CONFIG, LaunchConfig, launch_merge
-from skn.stats import LayerMoments
+from skn.statistics.stats import LayerMoments
 
 
 @triton.jit(do_not_specialize=["count"])  # type: ignore[untyped-decorator]
@@ -65,7 +65,7 @@ def update_layer_triton_(
     *,
     config: LaunchConfig = DEFAULT_CONFIG,
 ) -> None:
-    """The `skn.stats.LayerUpdate` contract on the GPU: acts [B, P, m] (fp32/fp16/bf16), y [B], state [P, m]
+    """The `skn.statistics.stats.LayerUpdate` contract on the GPU: acts [B, P, m] (fp32/fp16/bf16), y [B], state [P, m]
     float64 updated in place. No synchronisation with the device."""
     if acts.dim() == 3 and acts.shape[1] != moments.mean_x.shape[0]:
         raise InternalError(f"acts has {acts.shape[1]} positions but the statistics have {moments.mean_x.shape[0]}")

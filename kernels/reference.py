@@ -11,7 +11,7 @@ Hugging Face forms it, in the model dtype:
     act = SiLU(gate) * up      (F.silu rounds to the model dtype, then the product is rounded again)
 
 Offsets are a precondition, not checked per call (a check on a CUDA tensor would stall the pass once
-per layer): run `skn.layout.check_offsets` once per batch on the CPU copy before moving it to the device.
+per layer): run `skn.inputs.layout.check_offsets` once per batch on the CPU copy before moving it to the device.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from skn.layout import gather_prompt_rows
-from skn.stats import LayerMoments, update_layer_torch_
+from skn.inputs.layout import gather_prompt_rows
+from skn.statistics.stats import LayerMoments, update_layer_torch_
 
 GatheredUpdate = Callable[[LayerMoments, Tensor, Tensor, Tensor], None]
 """(moments, x [B,T,m], offsets [B], y [B]) -> None, updating the moments' tensors in place."""

@@ -16,23 +16,23 @@ any neuron on any text (one prompt-only pass), and a model already in memory:
     loaded = skn.wrap_loaded("my-model", model, tokenizer)
 """
 
-from skn.activations import neuron_activations, run_activations
-from skn.api import probe, train
-from skn.probe_config import ProbeConfig
-from skn.compare import Comparison, compare_runs, write_comparison
-from skn.data import Example, Split, load_examples
-from skn.folds import FoldAccumulator, FoldStats, assign_folds, plan_holdout
-from skn.holdout import HeldOutR, HoldoutResult, rank_with_holdout
-from skn.model import LoadedModel, load_model, wrap_loaded
-from skn.passing import PassingCounts, count_passing
-from skn.rank import Neuron, Reduce
-from skn.result import ProbeResult, RunInfo
-from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-from skn.run import run_probe, run_train
-from skn.probe_read import read_probe_run
-from skn.seeds import SeedsOutcome, run_seeds
-from skn.stats import PearsonStats, merge
-from skn.trainer import TrainConfig, TrainResult
+from skn.engine.activations import neuron_activations, run_activations
+from skn.engine.api import probe, train
+from skn.engine.probe_config import ProbeConfig
+from skn.ranking.compare import Comparison, compare_runs, write_comparison
+from skn.inputs.data import Example, Split, load_examples
+from skn.statistics.folds import FoldAccumulator, FoldStats, assign_folds, plan_holdout
+from skn.ranking.holdout import HeldOutR, HoldoutResult, rank_with_holdout
+from skn.models.model import LoadedModel, load_model, wrap_loaded
+from skn.statistics.passing import PassingCounts, count_passing
+from skn.ranking.rank import Neuron, Reduce
+from skn.files.result import ProbeResult, RunInfo
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.run import run_probe, run_train
+from skn.files.probe_read import read_probe_run
+from skn.engine.seeds import SeedsOutcome, run_seeds
+from skn.statistics.stats import PearsonStats, merge
+from skn.training.trainer import TrainConfig, TrainResult
 from skn.version import __version__
 
 __all__ = [

@@ -62,6 +62,6 @@ class InternalError(SknError):
 
 
 class DistributedFailure(SknError):
-    """A rank of a torchrun run failed (skn.distributed): the run stops on every rank with that rank's message."""
+    """A rank of a torchrun run failed (skn.engine.distributed): the run stops on every rank with that rank's message."""
 
     exit_code = 1

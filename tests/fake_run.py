@@ -1,4 +1,4 @@
-"""A small synthetic run directory for the viewer tests (plots, report): written with skn.rundir, no model."""
+"""A small synthetic run directory for the viewer tests (plots, report): written with skn.files.rundir, no model."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skn.data import Example
-from skn.null import PermutationMode
-from skn.null_verdict import verdict
-from skn.rank import rank_neurons
-from skn.result import ProbeResult, info_from_json
-from skn.probe_files import write_probe_run
-from skn.stats import PearsonStats
+from skn.inputs.data import Example
+from skn.statistics.null import PermutationMode
+from skn.statistics.null_verdict import verdict
+from skn.ranking.rank import rank_neurons
+from skn.files.result import ProbeResult, info_from_json
+from skn.files.probe_files import write_probe_run
+from skn.statistics.stats import PearsonStats
 
 HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 LAYERS, POSITIONS, WIDTH, N, TOP_K = 3, 4, 40, 60, 6

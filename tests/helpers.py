@@ -68,7 +68,7 @@ def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02) -> torch.nn.M
 
 
 def tiny_loaded(arch: str, seed: int = 0, init_range: float = 0.02) -> Any:
-    from skn.model import wrap_loaded
+    from skn.models.model import wrap_loaded
 
     return wrap_loaded(f"tiny-{arch}", tiny_model(arch, seed, init_range), char_tokenizer(), torch.device("cpu"))
 
@@ -209,7 +209,7 @@ def run_main(args: list[str], capsys: Any) -> tuple[int, str]:
 
 def examples(n: int, seed: int = 0) -> list[Any]:
     """n seeded examples of ragged instructions and completions, with a numeric field `score` and an index `i`."""
-    from skn.data import Example
+    from skn.inputs.data import Example
 
     rng = random.Random(seed)
     out = []
@@ -222,8 +222,8 @@ def examples(n: int, seed: int = 0) -> list[Any]:
 
 def hooked_activations(loaded: object, prompt: torch.Tensor, rows: list, with_completion: bool) -> np.ndarray:
     """[N, L, P, m] from one unpadded forward per example and plain pre-hooks."""
-    from skn.layout import make_batch, pad_id
-    from skn.prompt import splice
+    from skn.inputs.layout import make_batch, pad_id
+    from skn.training.prompt import splice
 
     prompt_len = int(prompt.shape[0])
     per_example = []
@@ -247,12 +247,12 @@ ABLATION_P = 3  # the prompt length of `ablation_data`
 
 
 def ablation_data(loaded: object, n: int = 12, metric: str = "loss", seed: int = 0) -> tuple[object, torch.Tensor]:
-    """skn.ablate's prepared data on `examples(n, seed)` and the prompt it uses (P = ABLATION_P)."""
-    from skn.ablate import prepare
-    from skn.api import encode
-    from skn.layout import Template
-    from skn.metrics import parse_metric
-    from skn.prompt import init_prompt
+    """skn.ablation.ablate's prepared data on `examples(n, seed)` and the prompt it uses (P = ABLATION_P)."""
+    from skn.ablation.ablate import prepare
+    from skn.engine.api import encode
+    from skn.inputs.layout import Template
+    from skn.inputs.metrics import parse_metric
+    from skn.training.prompt import init_prompt
 
     data = examples(n, seed)
     prompt = init_prompt(loaded, ABLATION_P, seed=0)  # type: ignore[arg-type]
@@ -272,7 +272,7 @@ def plant_neuron(loaded: object, neuron: int = 7) -> None:
 
 def length_examples(n: int, seed: int) -> list[Any]:
     """Ragged instructions; the metric `length` (their length plus noise) is tracked by many neurons."""
-    from skn.data import Example
+    from skn.inputs.data import Example
 
     rng = random.Random(seed)
     out = []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from skn.ablate import (
+from skn.ablation.ablate import (
     AblationConfig,
     ablate,
     alternatives,
@@ -22,20 +22,20 @@ from skn.ablate import (
     prepare,
     sample_items,
 )
-from skn.intervention import Target, Value, ValueKind, Where, build_intervention, intervened, parse_targets, parse_value
-from skn.ablate_view import ablation_html, describe, effect_rows
-from skn.ablate_files import ABLATION_FILE, read_ablation
-from skn.ablate_run import AblationRequest, run_ablation
-from skn.api import encode, probe
-from skn.probe_config import ProbeConfig
-from skn.run import write_run
-from skn.data import Example
+from skn.ablation.intervention import Target, Value, ValueKind, Where, build_intervention, intervened, parse_targets, parse_value
+from skn.ablation.ablate_view import ablation_html, describe, effect_rows
+from skn.ablation.ablate_files import ABLATION_FILE, read_ablation
+from skn.ablation.ablate_run import AblationRequest, run_ablation
+from skn.engine.api import encode, probe
+from skn.engine.probe_config import ProbeConfig
+from skn.engine.run import write_run
+from skn.inputs.data import Example
 from skn.errors import RunDirError, UsageError
-from skn.layout import Template, make_batch, pad_id
-from skn.metrics import parse_metric
-from skn.prompt import init_prompt, splice
-from skn.rundir import PromptFile, write_prompt
-from skn.probe_read import read_probe_run, run_prompt
+from skn.inputs.layout import Template, make_batch, pad_id
+from skn.inputs.metrics import parse_metric
+from skn.training.prompt import init_prompt, splice
+from skn.files.rundir import PromptFile, write_prompt
+from skn.files.probe_read import read_probe_run, run_prompt
 
 from helpers import ABLATION_P, ablation_data, examples, hooked_activations, plant_neuron, tiny_loaded
 
@@ -164,7 +164,7 @@ def test_accuracy_against_the_choices() -> None:
     m = measure(d, None)
     assert m.correct is not None and m.metric is not None
     # brute force: total log-probability of each answer, one example at a time
-    from skn.scoring import completion_scores
+    from skn.training.scoring import completion_scores
 
     for i, e in enumerate(data):
         totals = []
@@ -228,7 +228,7 @@ def test_holdout_run_ranks_on_selection_and_ablates_confirmation_items(tmp_path:
 
 def test_a_run_that_reused_a_prompt_is_ablated_with_that_prompt(tmp_path: Path) -> None:
     """A run probed with --prompt holds no prompt.safetensors; run.json names the prompt, and skn ablate
-    reads it from there (skn.probe_read.run_prompt); gone from there, one RunDirError saying so."""
+    reads it from there (skn.files.probe_read.run_prompt); gone from there, one RunDirError saying so."""
     loaded = tiny_loaded("qwen2", seed=0)
     data = examples(12, seed=5)
     prompt = init_prompt(loaded, P, seed=2)  # type: ignore[arg-type]

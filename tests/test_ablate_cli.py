@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skn.ablate_files import read_ablation
-from skn.ablate_view import ablation_figure, effect_rows
+from skn.ablation.ablate_files import read_ablation
+from skn.ablation.ablate_view import ablation_figure, effect_rows
 from skn.cli.main import cli
 
 from helpers import FAST, run_main, write_data

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from skn.ablate import AblationConfig, empirical_p
-from skn.intervention import Target, Value, ValueKind, Where
-from skn.ablate_curve import default_grid, first_departure, holm, k_curve, parse_grid, parse_scales, scale_curve
-from skn.ablate_view import curve_figure, curve_rows
-from skn.ablate_files import curve_record
+from skn.ablation.ablate import AblationConfig, empirical_p
+from skn.ablation.intervention import Target, Value, ValueKind, Where
+from skn.ablation.ablate_curve import default_grid, first_departure, holm, k_curve, parse_grid, parse_scales, scale_curve
+from skn.ablation.ablate_view import curve_figure, curve_rows
+from skn.ablation.ablate_files import curve_record
 from skn.errors import UsageError
 
 from helpers import tiny_loaded

@@ -1,4 +1,4 @@
-"""ablation.json and ablation_curve.json as typed records (skn.ablate_record): written and read back as the
+"""ablation.json and ablation_curve.json as typed records (skn.ablation.ablate_record): written and read back as the
 same type, a bad field one RunDirError naming the file and field, older files read with defaults; the
 library's `ablate_run` writes what `skn ablate` writes; `skn ablate`'s options come from the config."""
 
@@ -12,16 +12,16 @@ import click
 import pytest
 
 from helpers import FAST, char_tokenizer, run_main, tiny_model, write_data
-from skn.ablate import AblationConfig
-from skn.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run
-from skn.ablate_record import parse_ablation
-from skn.ablate_run import AblationRequest, ablate_run
-from skn.ablate_test import DepartureTest
-from skn.ablate_view import ablation_html, curve_html, describe, describe_curve
+from skn.ablation.ablate import AblationConfig
+from skn.ablation.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run
+from skn.ablation.ablate_record import parse_ablation
+from skn.ablation.ablate_run import AblationRequest, ablate_run
+from skn.ablation.ablate_test import DepartureTest
+from skn.ablation.ablate_view import ablation_html, curve_html, describe, describe_curve
 from skn.cli.ablate_cmd import ablate_command
-from skn.curve_record import parse_curve
+from skn.ablation.curve_record import parse_curve
 from skn.errors import RunDirError
-from skn.request import ModelRequest, default_of, help_of
+from skn.engine.request import ModelRequest, default_of, help_of
 
 SMALL = AblationConfig(n_controls=2, per_neuron=1, items=4, batch_size=4)
 SMALL_FLAGS = ["--controls", "2", "--per-neuron", "1", "--items", "4", "--batch-size", "4"]

@@ -13,20 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from skn.ablate import AblationConfig, Measures, measure, measure_many, measure_sets, passes, prepare
-from skn.ablate_consensus import consensus_targets
-from skn.ablate_curve import combinations, k_curves, scale_curves
-from skn.ablate_files import curve_record
-from skn.ablate_view import curve_figure, curve_html, curve_views
-from skn.api import encode
+from skn.ablation.ablate import AblationConfig, Measures, measure, measure_many, measure_sets, passes, prepare
+from skn.ablation.ablate_consensus import consensus_targets
+from skn.ablation.ablate_curve import combinations, k_curves, scale_curves
+from skn.ablation.ablate_files import curve_record
+from skn.ablation.ablate_view import curve_figure, curve_html, curve_views
+from skn.engine.api import encode
 from skn.cli.ablate_render import curve_tables
-from skn.curve_record import parse_curve
-from skn.data import Example
+from skn.ablation.curve_record import parse_curve
+from skn.inputs.data import Example
 from skn.errors import RunDirError, UsageError
-from skn.intervention import Target, Value, ValueKind, Where, build_intervention, parse_values, parse_wheres
-from skn.layout import Template
-from skn.metrics import parse_metric
-from skn.prompt import init_prompt
+from skn.ablation.intervention import Target, Value, ValueKind, Where, build_intervention, parse_values, parse_wheres
+from skn.inputs.layout import Template
+from skn.inputs.metrics import parse_metric
+from skn.training.prompt import init_prompt
 
 from fake_run import make_run
 from helpers import plant_neuron, tiny_loaded

@@ -1,4 +1,4 @@
-"""The test of an ablated set against its controls (skn.ablate_test): the log-t test holds its level on
+"""The test of an ablated set against its controls (skn.ablation.ablate_test): the log-t test holds its level on
 null draws, a strong planted neuron departs at K = 1 with 10 controls (the empirical test cannot), a
 neuron that writes nothing is never called causal, and a configuration that cannot say yes is named."""
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 from scipy import stats
 
-from skn.ablate import AblationConfig
-from skn.ablate_curve import k_curve
-from skn.ablate_test import DepartureTest, cannot_depart, empirical_p, log_t_p, parse_test, resolve_test
+from skn.ablation.ablate import AblationConfig
+from skn.ablation.ablate_curve import k_curve
+from skn.ablation.ablate_test import DepartureTest, cannot_depart, empirical_p, log_t_p, parse_test, resolve_test
 from skn.errors import UsageError
-from skn.intervention import Target, Value, ValueKind
+from skn.ablation.intervention import Target, Value, ValueKind
 
 from helpers import ABLATION_P as P, ablation_data, plant_neuron, tiny_loaded
 

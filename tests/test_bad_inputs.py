@@ -147,13 +147,13 @@ def other_data(ctx: Ctx, tmp: Path) -> None:
 
 
 def foreign_prompt(ctx: Ctx, tmp: Path) -> None:
-    from skn.rundir import PromptFile, write_prompt
+    from skn.files.rundir import PromptFile, write_prompt
     (tmp / "P").mkdir()
     write_prompt(tmp / "P", PromptFile(torch.zeros(2, 32), "some/other-model", "plain"))
 
 
 def narrow_prompt(ctx: Ctx, tmp: Path) -> None:
-    from skn.rundir import PromptFile, write_prompt
+    from skn.files.rundir import PromptFile, write_prompt
     (tmp / "P").mkdir()
     write_prompt(tmp / "P", PromptFile(torch.zeros(2, 16), str(ctx.model), "plain"))
 
@@ -162,7 +162,7 @@ def killed_run(ctx: Ctx, tmp: Path) -> None:
     """A real kill -9 between two writes of a probe run (after the stats, before run.json)."""
     script = (
         "import os, signal, sys; sys.path.insert(0, 'tests')\n"
-        "import skn.probe_files as rd\n"
+        "import skn.files.probe_files as rd\n"
         "from fake_run import make_run\n"
         "real = rd.write_examples\n"
         "def dying(*a, **k):\n"
@@ -176,10 +176,10 @@ def killed_run(ctx: Ctx, tmp: Path) -> None:
 
 
 def stage_bug(ctx: Ctx, tmp: Path) -> None:
-    import skn.run
+    import skn.engine.run
     def broken(*args: object, **kwargs: object) -> object:
         raise ZeroDivisionError("a bug in the pass")
-    pytest.MonkeyPatch().setattr(skn.run, "probe", broken)  # undone by the autouse fixture below
+    pytest.MonkeyPatch().setattr(skn.engine.run, "probe", broken)  # undone by the autouse fixture below
 
 
 def error_log_written(ctx: Ctx, tmp: Path, output: str) -> None:
@@ -234,7 +234,7 @@ CASES = [
          prepare=write_metric_module("import sys\ndef f(example, outputs):\n    sys.exit(0)\n")),
     Case("python-metric-import-exit", lambda c, t: probe(c, t, "--metric", "python:mymetric:f"), 2, ("mymetric",),
          prepare=write_metric_module("import sys\nsys.exit(0)\n"), check=no_prompt_trained),
-    # every example fails; the one named is the first of the pass's order (skn.example_order), not of the file
+    # every example fails; the one named is the first of the pass's order (skn.inputs.example_order), not of the file
     Case("python-metric-returns-text", lambda c, t: probe(c, t, "--metric", "python:mymetric:f"), 2,
          ("val.jsonl:", "python:mymetric:f failed"),
          prepare=write_metric_module("def f(example, outputs):\n    return 'high'\n")),
@@ -335,11 +335,11 @@ def _math_run(tmp: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _undo_patches() -> object:
-    import skn.run
-    real = skn.run.probe
+    import skn.engine.run
+    real = skn.engine.run.probe
     cwd = os.getcwd()
     yield
-    skn.run.probe = real
+    skn.engine.run.probe = real
     os.chdir(cwd)
 
 
@@ -380,7 +380,7 @@ def test_debug_prints_the_traceback(ctx: Ctx, tmp_path: Path, capsys: pytest.Cap
 
 
 def test_two_runs_in_the_same_second_get_two_directories(tmp_path: Path) -> None:
-    from skn.rundir import fresh_run_directory
+    from skn.files.rundir import fresh_run_directory
     first, second = fresh_run_directory(tmp_path, "20260101-000000"), fresh_run_directory(tmp_path, "20260101-000000")
     assert first != second and first.is_dir() and second.is_dir() and second.name == "20260101-000000-2"
 
@@ -394,8 +394,8 @@ def test_run_json_is_strict(ctx: Ctx) -> None:
 def test_transformers_progress_setting_is_restored(ctx: Ctx) -> None:
     from transformers.utils import logging as hf_logging
 
-    from skn.request import ModelRequest
-    from skn.run import load_requested_model
+    from skn.engine.request import ModelRequest
+    from skn.engine.run import load_requested_model
     hf_logging.enable_progress_bar()
     load_requested_model(ModelRequest(str(ctx.model)))
     assert hf_logging.is_progress_bar_enabled()
@@ -406,7 +406,7 @@ def test_transformers_progress_setting_is_restored(ctx: Ctx) -> None:
 
 
 def test_python_metric_module_in_the_current_folder(tmp_path: Path) -> None:
-    from skn.metrics import load_function, parse_metric
+    from skn.inputs.metrics import load_function, parse_metric
     (tmp_path / "localmetric.py").write_text("def f(example, outputs):\n    return 1.5\n")
     os.chdir(tmp_path)  # restored by _undo_patches
     function = load_function(parse_metric("python:localmetric:f"))
@@ -415,7 +415,7 @@ def test_python_metric_module_in_the_current_folder(tmp_path: Path) -> None:
 
 def test_pad_id_beyond_the_embeddings_falls_back_in_range() -> None:
     from helpers import tiny_loaded
-    from skn.model import batch_pad_id
+    from skn.models.model import batch_pad_id
     loaded = tiny_loaded("qwen2")
     assert batch_pad_id(loaded) == 0  # type: ignore[arg-type]  # <pad> is in range: kept
     loaded.tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # type: ignore[attr-defined]
@@ -425,7 +425,7 @@ def test_pad_id_beyond_the_embeddings_falls_back_in_range() -> None:
 
 def test_overwrite_keeps_files_that_are_not_skns(tmp_path: Path) -> None:
     from skn.errors import RunDirError
-    from skn.rundir import prepare_run_directory
+    from skn.files.rundir import prepare_run_directory
     (tmp_path / "R" / "plots").mkdir(parents=True)
     for name in ("run.json", "notes.txt", ".stats.safetensors.abc.tmp"):
         (tmp_path / "R" / name).write_text("x")

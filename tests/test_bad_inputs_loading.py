@@ -17,17 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import skn.memory
-import skn.run
+import skn.engine.memory
+import skn.engine.run
 from helpers import STORIES, char_tokenizer, one_error, run_main, save_model, tiny_model, write_data
 from skn.cli.errors import ONE_LINE_LIMIT, one_line
 from skn.errors import ModelError, UsageError
-from skn.memory import MemoryPlan, Workload, advice, check_fits, model_shape, plan
-from skn.load_checks import check_loading_info
-from skn.model import DType, as_dtype, load_model, pick_dtype, wrap_loaded
-from skn.preflight import check_model_path
-from skn.quantize import Quantize
-from skn.request import ModelRequest
+from skn.engine.memory import MemoryPlan, Workload, advice, check_fits, model_shape, plan
+from skn.models.load_checks import check_loading_info
+from skn.models.model import DType, as_dtype, load_model, pick_dtype, wrap_loaded
+from skn.engine.preflight import check_model_path
+from skn.models.quantize import Quantize
+from skn.engine.request import ModelRequest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -241,8 +241,8 @@ def test_null_too_large_stops_before_loading(saved_tiny_model: Path, data: tuple
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(skn.memory, "free_memory", lambda device: 2**30)
-    monkeypatch.setattr(skn.run, "load_requested_model", refuse)
+    monkeypatch.setattr(skn.engine.memory, "free_memory", lambda device: 2**30)
+    monkeypatch.setattr(skn.engine.run, "load_requested_model", refuse)
     code, output = run_main(probe_args(saved_tiny_model, data, "--null", "10000000", "--out", str(tmp_path / "R")), capsys)
     one_error(output, code, 2, "fewer permutations in --null (now 10000000")
     assert not (tmp_path / "R").exists()  # refused before the run directory, let alone the weights
@@ -349,7 +349,7 @@ def test_load_model_and_request_take_dtype_names(saved_tiny_model: Path) -> None
     assert load_model(str(saved_tiny_model), dtype="bfloat16", device="cpu").dtype == torch.bfloat16
     assert load_model(str(saved_tiny_model), dtype=torch.float16, device="cpu").dtype == torch.float16
     request = ModelRequest(str(saved_tiny_model), dtype="bfloat16", device="cpu")  # type: ignore[arg-type]
-    assert skn.run.load_requested_model(request).dtype == torch.bfloat16
+    assert skn.engine.run.load_requested_model(request).dtype == torch.bfloat16
 
 
 def test_gguf_file_passes_the_path_check(data: tuple[Path, Path], tmp_path: Path,

@@ -22,11 +22,11 @@ from safetensors.torch import load_file, save_file
 
 from fake_run import make_run
 from helpers import ROOT, run_main, save_model, tiny_model, write_data
-from skn.groups import group_summaries
-from skn.probe_files import write_groups
-from skn.probe_read import read_probe_run
-from skn.rundir import CLAIM_FILE, PromptFile, write_prompt
-from skn.run_claim import read_holder
+from skn.inputs.groups import group_summaries
+from skn.files.probe_files import write_groups
+from skn.files.probe_read import read_probe_run
+from skn.files.rundir import CLAIM_FILE, PromptFile, write_prompt
+from skn.files.run_claim import read_holder
 
 FAST = ["--steps", "2", "--eval-every", "2", "--prompt-len", "2", "--batch-size", "8", "--top-k", "3", "--exemplars", "2"]
 
@@ -72,7 +72,7 @@ def succeeds(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from skn.run_claim import claim_run_directory
+from skn.files.run_claim import claim_run_directory
 claim_run_directory(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(120)
@@ -99,7 +99,7 @@ def test_a_claimed_out_is_refused_while_its_run_lives_and_taken_over_once_it_is_
 
 def test_a_claim_in_this_process_refuses_a_second_run_and_train(tiny: Tiny, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from skn.run_claim import claim_run_directory
+    from skn.files.run_claim import claim_run_directory
 
     out = tmp_path / "R"
     claim = claim_run_directory(out)
@@ -113,8 +113,8 @@ def test_a_claim_in_this_process_refuses_a_second_run_and_train(tiny: Tiny, tmp_
 
 
 def test_a_stale_claim_file_does_not_make_the_directory_look_taken(tmp_path: Path) -> None:
-    from skn.rundir import prepare_run_directory
-    from skn.run_claim import hold
+    from skn.files.rundir import prepare_run_directory
+    from skn.files.run_claim import hold
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -303,16 +303,16 @@ class Killed(BaseException):
 def _killed_while_writing(tiny: Tiny, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real probe whose process dies after examples.jsonl, before run.json (as test_bad_inputs' killed_run);
     the claim it leaves is stale (a dead pid)."""
-    import skn.probe_files
+    import skn.files.probe_files
     from skn.cli.main import main
 
-    real = skn.probe_files.write_examples
+    real = skn.files.probe_files.write_examples
 
     def dying(*args: object, **kwargs: object) -> None:
         real(*args, **kwargs)  # type: ignore[arg-type]
         raise Killed
 
-    monkeypatch.setattr(skn.probe_files, "write_examples", dying)
+    monkeypatch.setattr(skn.files.probe_files, "write_examples", dying)
     with pytest.raises(Killed):
         main(probe(tiny, out))
     monkeypatch.undo()

@@ -28,11 +28,11 @@ import pytest
 import torch
 
 from helpers import ROOT, animal_data, animal_word, model_folders, run_main
-from skn import seeds
-from skn.api import MetricFailure
+from skn.engine import seeds
+from skn.engine.api import MetricFailure
 from skn.errors import MetricError, StorageError
-from skn.request import ProbeRequest
-from skn.stage import StageFailure, storage_error
+from skn.engine.request import ProbeRequest
+from skn.engine.stage import StageFailure, storage_error
 
 FAST = ["--steps", "2", "--eval-every", "2", "--prompt-len", "2", "--batch-size", "8", "--top-k", "3", "--exemplars", "2"]
 TITLE = "\x1b]0;pwned\x07"  # OSC: sets the terminal's window title
@@ -118,7 +118,7 @@ def test_escapes_in_an_error_line(ctx: Ctx, tmp_path: Path, capsys: pytest.Captu
 
 
 def test_visible_escapes_every_control_character() -> None:
-    from skn.console import error_line, visible
+    from skn.views.console import error_line, visible
     assert visible("a\tb\nc") == "a\tb\nc"  # the layout's own
     assert visible("\x00\x1b\x7f\x85\x9f\r") == "\\x00\\x1b\\x7f\\x85\\x9f\\x0d"
     assert visible("ü ✓ [b]") == "ü ✓ [b]"
@@ -137,9 +137,9 @@ def _refuse(filename: str | None) -> object:
 @pytest.mark.parametrize("filename", ["stats.safetensors", None], ids=["file-named", "folder-named"])
 def test_a_full_disk_is_not_a_bug(ctx: Ctx, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   monkeypatch: pytest.MonkeyPatch, filename: str | None) -> None:
-    import skn.run
+    import skn.engine.run
     out = tmp_path / "R"
-    monkeypatch.setattr(skn.run, "write_probe_run", _refuse(str(out / filename) if filename else None))
+    monkeypatch.setattr(skn.engine.run, "write_probe_run", _refuse(str(out / filename) if filename else None))
     code, output = run_main(probe(ctx, out), capsys)
     assert code == 2, output
     one_failure(output)
@@ -263,5 +263,5 @@ def test_predictivity_refuses_a_holdout(ctx: Ctx, tmp_path: Path, capsys: pytest
 
 
 def test_predictivity_with_holdout_zero_is_allowed() -> None:
-    from skn.probe_config import ProbeConfig, Score
+    from skn.engine.probe_config import ProbeConfig, Score
     assert ProbeConfig(score=Score.PREDICTIVITY, holdout=0.0).holdout == 0.0

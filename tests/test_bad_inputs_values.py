@@ -216,7 +216,7 @@ def test_help_documents_the_limits(capsys: pytest.CaptureFixture[str]) -> None:
 def test_threads_up_to_the_limit_are_accepted() -> None:
     from skn.checks import max_threads
     from skn.errors import UsageError
-    from skn.request import ProbeRequest
+    from skn.engine.request import ProbeRequest
     assert ProbeRequest(threads=max_threads()).threads == max_threads()
     with pytest.raises(UsageError, match="--threads"):
         ProbeRequest(threads=max_threads() + 1)
@@ -254,7 +254,7 @@ def test_tiny_metric_gives_the_unit_metrics_results(ctx: Ctx, tmp_path: Path, ca
 
 def test_ordinary_metric_is_not_scaled() -> None:
     from helpers import examples
-    from skn.metrics import for_statistics, metric_before_pass, parse_metric
+    from skn.inputs.metrics import for_statistics, metric_before_pass, parse_metric
     data = examples(12)
     spec = parse_metric("score")
     assert for_statistics(spec, data) is spec  # bitwise the statistics of before
@@ -267,7 +267,7 @@ def test_ordinary_metric_is_not_scaled() -> None:
 
 def test_constant_means_exactly_equal() -> None:
     from skn.errors import MetricError
-    from skn.metrics import check_metric, parse_metric
+    from skn.inputs.metrics import check_metric, parse_metric
     spec = parse_metric("x")
     check_metric(spec, torch.tensor([1e-300, 0.0, 1e-300], dtype=torch.float64), [])  # varies: not constant
     with pytest.raises(MetricError, match="constant"):
@@ -291,7 +291,7 @@ def test_tiny_python_metric_is_refused(ctx: Ctx, tmp_path: Path, capsys: pytest.
 
 
 def test_strict_json_names_the_line_of_a_multi_line_document() -> None:
-    from skn.strict_json import parse_json
+    from skn.inputs.strict_json import parse_json
     doc = '{\n  "examples": [\n    {"input": "a",\n     "input": "b"}\n  ]\n}'
     with pytest.raises(DataError, match=r"^task.json:4: duplicate key 'input'"):
         parse_json(doc, "task.json")

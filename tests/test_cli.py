@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from skn.cli.main import cli, main
-from skn.probe_read import read_probe_run
+from skn.files.probe_read import read_probe_run
 
 from helpers import FAST, run_main, write_data
 

@@ -18,13 +18,13 @@ import torch
 from safetensors.torch import load_file
 from scipy import stats as sps
 
-from skn.probe_files import write_probe_run
-from skn.api import probe
-from skn.probe_config import ProbeConfig
-from skn.compare import compare_runs, scatter_figure, write_comparison
+from skn.files.probe_files import write_probe_run
+from skn.engine.api import probe
+from skn.engine.probe_config import ProbeConfig
+from skn.ranking.compare import compare_runs, scatter_figure, write_comparison
 from skn.errors import UsageError
-from skn.overlap import average_ranks, chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat
-from skn.prompt import init_prompt
+from skn.ranking.overlap import average_ranks, chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat
+from skn.training.prompt import init_prompt
 
 from helpers import length_examples as examples, tiny_loaded
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from skn.data import FieldNames, load_examples, load_split, split_validation
+from skn.inputs.data import FieldNames, load_examples, load_split, split_validation
 from skn.errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""Data parallel probe and train (skn.distributed): two gloo processes, spawned here as torchrun would
+"""Data parallel probe and train (skn.engine.distributed): two gloo processes, spawned here as torchrun would
 (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), against one process; and the merge arithmetic in one process."""
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from skn.api import encode
+from skn.engine.api import encode
 
-from skn.probe_config import ProbeConfig
-from skn.data import Example
-from skn.distributed import Ranks, ShardStatistic
-from skn.folds import assign_folds
-from skn.layout import Template
-from skn.metrics import metric_before_pass, parse_metric
-from skn.null import NullAccumulator, NullConfig, SelectedRows
-from skn.probe import statistics_pass
-from skn.prompt import init_prompt
-from skn.rundir import PromptFile, write_prompt
-from skn.stats import STAT_DTYPE, merge_parts, recentred
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.data import Example
+from skn.engine.distributed import Ranks, ShardStatistic
+from skn.statistics.folds import assign_folds
+from skn.inputs.layout import Template
+from skn.inputs.metrics import metric_before_pass, parse_metric
+from skn.statistics.null import NullAccumulator, NullConfig, SelectedRows
+from skn.engine.probe import statistics_pass
+from skn.training.prompt import init_prompt
+from skn.files.rundir import PromptFile, write_prompt
+from skn.statistics.stats import STAT_DTYPE, merge_parts, recentred
 
 from helpers import ROOT, tiny_loaded, write_data
 
@@ -43,7 +43,7 @@ def examples(n: int) -> list[Example]:
 @pytest.mark.parametrize("metric, holdout", [("score", True), ("loss", False)])
 def test_shards_merged_in_rank_order_equal_one_pass(metric: str, holdout: bool) -> None:
     """Three ranks' shards, each passed on its own (ShardStatistic gives the null the global numbers), merged
-    as skn.distributed merges them: the moments within 1e-9 of one pass, the null's co-moments too."""
+    as skn.engine.distributed merges them: the moments within 1e-9 of one pass, the null's co-moments too."""
     loaded = tiny_loaded("qwen2")
     data = examples(27)
     prompt = init_prompt(loaded, P, seed=0)
@@ -140,10 +140,10 @@ def r64(run: Path) -> torch.Tensor:
 BOTH = """
 import sys
 from pathlib import Path
-from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-from skn.probe_config import ProbeConfig
-from skn.null import NullConfig
-from skn.run import run_probe, run_train
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.probe_config import ProbeConfig
+from skn.statistics.null import NullConfig
+from skn.engine.run import run_probe, run_train
 
 model, train, val, tmp = sys.argv[1:5]
 data = DataRequest(data=(train,), val_data=(val,))
@@ -190,10 +190,10 @@ def test_two_gloo_ranks_probe_and_train_like_one_process(tmp_path: Path, saved_t
 CONTROL = """
 import sys
 from pathlib import Path
-from skn.request import DataRequest, ModelRequest, ProbeRequest
-from skn.probe_config import ProbeConfig
-from skn.null import NullConfig
-from skn.run import run_probe
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest
+from skn.engine.probe_config import ProbeConfig
+from skn.statistics.null import NullConfig
+from skn.engine.run import run_probe
 
 model, val, tmp = sys.argv[1:4]
 data = DataRequest(data=(val,), val_data=(val,))

@@ -7,14 +7,14 @@ import random
 
 import torch
 
-from skn.api import probe
+from skn.engine.api import probe
 
-from skn.probe_config import ProbeConfig
-from skn.data import Example
-from skn.example_order import inverse, pass_order
-from skn.folds import assign_folds
-from skn.null import NullConfig
-from skn.prompt import init_prompt
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.data import Example
+from skn.inputs.example_order import inverse, pass_order
+from skn.statistics.folds import assign_folds
+from skn.statistics.null import NullConfig
+from skn.training.prompt import init_prompt
 
 from helpers import examples, tiny_loaded
 

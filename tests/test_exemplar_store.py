@@ -1,5 +1,5 @@
-"""The activation store (skn.exemplar_store): the top activations from the one statistics pass equal those of
-the second pass (skn.probe.exemplar_pass), on the tiny models and the stories model, for loss and label
+"""The activation store (skn.statistics.exemplar_store): the top activations from the one statistics pass equal those of
+the second pass (skn.engine.probe.exemplar_pass), on the tiny models and the stories model, for loss and label
 metrics: bitwise in the in-pass mode (label, field: both passes feed the same batches); in the post-pass
 mode (loss, ...) the statistics pass also feeds the completion, the longer batches round differently, and
 the values agree to POST_PASS_RTOL of the largest |activation| (measured: 2e-7 on the tiny models, 9e-6 on
@@ -16,18 +16,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from skn.api import encode, probe
+from skn.engine.api import encode, probe
 
-from skn.probe_config import ProbeConfig
-from skn.data import Example
-from skn.exemplar_store import ActivationStore, top_activations
-from skn.probe_config import ExemplarsPass
-from skn.layout import Template
-from skn.metrics import parse_metric
-from skn.null import NullConfig
-from skn.probe import exemplar_pass, statistics_pass
-from skn.prompt import init_prompt
-from skn.rank import Neuron, exemplars
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.data import Example
+from skn.statistics.exemplar_store import ActivationStore, top_activations
+from skn.engine.probe_config import ExemplarsPass
+from skn.inputs.layout import Template
+from skn.inputs.metrics import parse_metric
+from skn.statistics.null import NullConfig
+from skn.engine.probe import exemplar_pass, statistics_pass
+from skn.training.prompt import init_prompt
+from skn.ranking.rank import Neuron, exemplars
 
 from helpers import FAST, STORIES, run_main, tiny_loaded, write_data
 

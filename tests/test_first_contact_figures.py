@@ -21,17 +21,17 @@ from matplotlib.legend import Legend
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from skn.compare import RunScores, compare_scores, scatter_figure
-from skn.compare_report import render_compare_report
-from skn.folds import FoldStats
-from skn.holdout import HeldOutR, HoldoutResult
-from skn.figures import plain_text
-from skn.plots import choose_grouping, continuous_metric, neuron_figures, overview_figures, plot_run
-from skn.probe_files import write_probe_run
-from skn.probe_read import read_probe_run
-from skn.replication import Replication
-from skn.report import STYLE, render_report
-from skn.result import ProbeResult
+from skn.ranking.compare import RunScores, compare_scores, scatter_figure
+from skn.views.compare_report import render_compare_report
+from skn.statistics.folds import FoldStats
+from skn.ranking.holdout import HeldOutR, HoldoutResult
+from skn.views.figures import plain_text
+from skn.views.plots import choose_grouping, continuous_metric, neuron_figures, overview_figures, plot_run
+from skn.files.probe_files import write_probe_run
+from skn.files.probe_read import read_probe_run
+from skn.ranking.replication import Replication
+from skn.views.report import STYLE, render_report
+from skn.files.result import ProbeResult
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 import skn
-from skn.activations import parse_neurons, rank_of, run_activations
-from skn.api import encode
+from skn.engine.activations import parse_neurons, rank_of, run_activations
+from skn.engine.api import encode
 from skn.errors import UsageError
-from skn.layout import Template
-from skn.progress import AutoProgress, RichProgress, SilentProgress, choose_progress
-from skn.prompt import init_prompt
-from skn.rank import rank_neurons
-from skn.rundir import read_prompt
+from skn.inputs.layout import Template
+from skn.engine.progress import AutoProgress, RichProgress, SilentProgress, choose_progress
+from skn.training.prompt import init_prompt
+from skn.ranking.rank import rank_neurons
+from skn.files.rundir import read_prompt
 
 from helpers import char_tokenizer, examples, hooked_activations, run_main, tiny_loaded, tiny_model, write_data
 
@@ -78,7 +78,7 @@ def test_run_probe_shows_progress_where_stderr_is_a_terminal(tiny_run: tuple[Pat
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     run_dir, folder, _ = tiny_run
-    monkeypatch.setattr("skn.progress.stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("skn.engine.progress.stderr_is_terminal", lambda: True)
     request = skn.ProbeRequest(model=skn.ModelRequest(str(folder)), data=skn.DataRequest(val_data=(str(run_dir.parent / "val.jsonl"),)),
                                metric="size", prompt=str(run_dir), probe=skn.ProbeConfig(top_k=5),
                                out=str(run_dir.parent / "AGAIN"))

@@ -22,13 +22,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import skn.hub
+import skn.models.hub
 from helpers import STORIES, one_error, run_main, save_model, tiny_model, write_data
-from skn.console import quiet_transformers
-from skn.data import HfDataset, load_examples, parse_hf_spec
+from skn.views.console import quiet_transformers
+from skn.inputs.data import HfDataset, load_examples, parse_hf_spec
 from skn.errors import DataError
-from skn.fingerprint import FINGERPRINT_KEY, model_fingerprint
-from skn.preflight import check_prompt_model, same_model
+from skn.models.fingerprint import FINGERPRINT_KEY, model_fingerprint
+from skn.engine.preflight import check_prompt_model, same_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +53,7 @@ def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(skn.hub, "hub_reachable", lambda timeout=skn.hub.REACH_TIMEOUT_S: False)
+    monkeypatch.setattr(skn.models.hub, "hub_reachable", lambda timeout=skn.models.hub.REACH_TIMEOUT_S: False)
 
 
 # ---------------------------------------------------------------- 1. a run is used from any folder
@@ -94,9 +94,9 @@ def test_an_old_run_whose_relative_model_does_not_resolve_names_run_json(
 
 
 def test_a_hub_id_is_recorded_as_given(tmp_path: Path) -> None:
-    assert skn.hub.recorded_name(FAKE_HUB_ID) == FAKE_HUB_ID
+    assert skn.models.hub.recorded_name(FAKE_HUB_ID) == FAKE_HUB_ID
     (tmp_path / "models").mkdir()  # a local folder, whether or not ../shared is here
-    assert skn.hub.recorded_name(str(tmp_path / "models" / ".." / "models")) == str((tmp_path / "models").resolve())
+    assert skn.models.hub.recorded_name(str(tmp_path / "models" / ".." / "models")) == str((tmp_path / "models").resolve())
 
 
 # ---------------------------------------------------------------- 2. a prompt is recognised by its weights
@@ -152,8 +152,8 @@ def test_revision_reaches_config_tokenizer_and_model_and_run_json(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     seen: list[tuple[str, object]] = []
-    monkeypatch.setattr(skn.hub, "in_hub_cache", lambda name, revision="": True)
-    monkeypatch.setattr(skn.hub, "hub_reachable", lambda timeout=skn.hub.REACH_TIMEOUT_S: True)
+    monkeypatch.setattr(skn.models.hub, "in_hub_cache", lambda name, revision="": True)
+    monkeypatch.setattr(skn.models.hub, "hub_reachable", lambda timeout=skn.models.hub.REACH_TIMEOUT_S: True)
     for cls in (AutoConfig, AutoTokenizer, AutoModelForCausalLM):
         original = cls.from_pretrained.__func__  # type: ignore[attr-defined]
 
@@ -239,8 +239,8 @@ def test_loading_a_gguf_model_shows_no_progress_bar(capfd: pytest.CaptureFixture
     pytest.importorskip("gguf")
     if not any(SMOL.glob("*.gguf")):
         pytest.skip(f"{SMOL} is absent")
-    from skn.request import ModelRequest
-    from skn.run import load_requested_model
+    from skn.engine.request import ModelRequest
+    from skn.engine.run import load_requested_model
 
     loaded = load_requested_model(ModelRequest(str(SMOL), device="cpu"))
     assert loaded.weights.startswith("GGUF")
@@ -267,20 +267,20 @@ def test_the_network_check_gives_up_in_seconds(monkeypatch: pytest.MonkeyPatch) 
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(skn.hub, "_answers", lambda url, timeout, answer: time.sleep(30))
+    monkeypatch.setattr(skn.models.hub, "_answers", lambda url, timeout, answer: time.sleep(30))
     start = time.perf_counter()
-    assert not skn.hub.hub_reachable(timeout=0.5)
+    assert not skn.models.hub.hub_reachable(timeout=0.5)
     assert time.perf_counter() - start < 2
-    monkeypatch.setattr(skn.hub, "_answers", lambda url, timeout, answer: answer.append(True))
-    assert skn.hub.hub_reachable(timeout=0.5)
+    monkeypatch.setattr(skn.models.hub, "_answers", lambda url, timeout, answer: answer.append(True))
+    assert skn.models.hub.hub_reachable(timeout=0.5)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the hub's own offline mode: not even asked
-    assert not skn.hub.hub_reachable(timeout=0.5)
+    assert not skn.models.hub.hub_reachable(timeout=0.5)
 
 
 def test_the_network_check_of_this_machine_is_quick() -> None:
     start = time.perf_counter()
-    skn.hub.hub_reachable()  # whatever the answer here, it comes within the timeout
-    assert time.perf_counter() - start < skn.hub.REACH_TIMEOUT_S + 1
+    skn.models.hub.hub_reachable()  # whatever the answer here, it comes within the timeout
+    assert time.perf_counter() - start < skn.models.hub.REACH_TIMEOUT_S + 1
 
 
 def test_a_cached_hub_model_loads_offline_when_the_hub_cannot_be_reached(

@@ -117,9 +117,9 @@ def test_show_reads_at_80_columns_and_ends_with_the_verdict(probed: Probed, monk
 
 
 def test_the_verdict_says_how_sure(probed: Probed, tmp_path: Path) -> None:
-    from skn.groups import group_summaries
-    from skn.probe_read import read_probe_run
-    from skn.verdict import next_line, verdict_lines
+    from skn.inputs.groups import group_summaries
+    from skn.files.probe_read import read_probe_run
+    from skn.views.verdict import next_line, verdict_lines
 
     held = read_probe_run(probed.base / "R")
     assert held.holdout is not None
@@ -143,7 +143,7 @@ def test_the_verdict_says_how_sure(probed: Probed, tmp_path: Path) -> None:
 
 def test_compare_tables_keep_every_number_at_80_columns(tmp_path: Path) -> None:
     from skn.cli.compare_cmd import print_comparison
-    from skn.compare import compare_runs
+    from skn.ranking.compare import compare_runs
 
     runs = [tmp_path / f"seed-{seed}" for seed in range(3)]
     for seed, run in enumerate(runs):

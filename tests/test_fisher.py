@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from skn.fisher import correlation_p, fisher_interval
-from skn.rank import Neuron
-from skn.replication import cross_fit, replicates
+from skn.statistics.fisher import correlation_p, fisher_interval
+from skn.ranking.rank import Neuron
+from skn.ranking.replication import cross_fit, replicates
 
 
 @pytest.mark.parametrize("r,n", [(0.4, 200), (-0.83, 25), (0.0, 4), (0.999, 1000), (-0.05, 12)])

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from skn.api import encode
+from skn.engine.api import encode
 from skn.errors import UsageError
-from skn.layout import Template
-from skn.metrics import parse_metric
-from skn.model import DType, as_dtype, load_model, pick_dtype
-from skn.probe import statistics_pass
-from skn.prompt import init_prompt
+from skn.inputs.layout import Template
+from skn.inputs.metrics import parse_metric
+from skn.models.model import DType, as_dtype, load_model, pick_dtype
+from skn.engine.probe import statistics_pass
+from skn.training.prompt import init_prompt
 
 from helpers import examples, hooked_activations, reference_r, tiny_loaded
 

@@ -1,4 +1,4 @@
-"""skn.fold_sums: both folds' moments from shifted sums, against float64 numpy on inputs built to hurt them."""
+"""skn.statistics.fold_sums: both folds' moments from shifted sums, against float64 numpy on inputs built to hurt them."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from skn.errors import RunDirError
-from skn.fold_sums import FoldSums
-from skn.folds import FoldAccumulator
-from skn.stats import PearsonStats, correlation, update_layer_torch_
+from skn.statistics.fold_sums import FoldSums
+from skn.statistics.folds import FoldAccumulator
+from skn.statistics.stats import PearsonStats, correlation, update_layer_torch_
 
 from helpers import reference_moments, reference_r
 
 
 def feed(sums: FoldSums, acts: torch.Tensor, y: torch.Tensor, confirm: torch.Tensor, sizes: list[int]) -> None:
-    """acts [N, L, P, m] in batches of `sizes`, each batch's rows routed by `confirm` as skn.folds does."""
+    """acts [N, L, P, m] in batches of `sizes`, each batch's rows routed by `confirm` as skn.statistics.folds does."""
     first = 0
     for size in sizes:
         mask = confirm[first : first + size]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import UsageError
-from skn.folds import MIN_AUTO_FOLD, Fold, FoldAccumulator, assign_folds, plan_holdout
-from skn.layout import PromptRowBuffer
-from skn.stats import PearsonStats, StatsAccumulator
+from skn.statistics.folds import MIN_AUTO_FOLD, Fold, FoldAccumulator, assign_folds, plan_holdout
+from skn.inputs.layout import PromptRowBuffer
+from skn.statistics.stats import PearsonStats, StatsAccumulator
 
 from helpers import reference_moments, reference_r
 
@@ -122,10 +122,10 @@ def test_rows_of_the_current_batch_are_the_seam() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_fold_moments_match_numpy_on_awkward_batches(dtype: torch.dtype) -> None:
-    """Each fold's moments against float64 numpy, through the shifted sums (the torch path, skn.fold_sums) and
+    """Each fold's moments against float64 numpy, through the shifted sums (the torch path, skn.statistics.fold_sums) and
     through the per-fold Chan merge (the update the Triton backend plugs in): a 1e6 offset (float64 only: narrower types cannot hold
     it), a constant cell, ragged batches with one fold only, single rows of a fold."""
-    from skn.stats import update_layer_torch_
+    from skn.statistics.stats import update_layer_torch_
 
     gen = torch.Generator().manual_seed(4)
     n = 61

@@ -11,8 +11,8 @@ import torch  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
-from skn.backend import Backend, layer_update  # noqa: E402
-from skn.folds import FoldAccumulator  # noqa: E402
+from skn.statistics.backend import Backend, layer_update  # noqa: E402
+from skn.statistics.folds import FoldAccumulator  # noqa: E402
 
 
 def test_fold_accumulator_on_triton_equals_torch() -> None:
@@ -45,10 +45,10 @@ def test_probe_with_holdout_on_triton_equals_torch() -> None:
     from helpers import tiny_loaded
     from helpers import examples
 
-    from skn.api import probe
+    from skn.engine.api import probe
 
-    from skn.probe_config import ProbeConfig
-    from skn.prompt import init_prompt
+    from skn.engine.probe_config import ProbeConfig
+    from skn.training.prompt import init_prompt
 
     loaded = tiny_loaded("qwen2")
     data = examples(13, seed=5)

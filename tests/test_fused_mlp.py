@@ -1,4 +1,4 @@
-"""--fused-mlp (skn.fused_mlp): skn's own gated-MLP forward leaves the model's numbers alone (the down
+"""--fused-mlp (skn.engine.fused_mlp): skn's own gated-MLP forward leaves the model's numbers alone (the down
 projection's input bit for bit, the logits bit for bit) and gives the plain path's correlations, on
 tiny Qwen2 and Llama models and the stories model; other FFNs fall back with a reason."""
 
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from skn.api import encode
-from skn.backend import Backend
-from skn.fused_mlp import capture_gated, unsupported_reason
-from skn.layout import Template, make_batch, pad_id
-from skn.metrics import parse_metric
-from skn.model import load_model
-from skn.probe import statistics_pass
-from skn.prompt import init_prompt, splice
-from skn.stats import correlation
+from skn.engine.api import encode
+from skn.statistics.backend import Backend
+from skn.engine.fused_mlp import capture_gated, unsupported_reason
+from skn.inputs.layout import Template, make_batch, pad_id
+from skn.inputs.metrics import parse_metric
+from skn.models.model import load_model
+from skn.engine.probe import statistics_pass
+from skn.training.prompt import init_prompt, splice
+from skn.statistics.stats import correlation
 
 from helpers import tiny_loaded
 from helpers import examples
@@ -103,9 +103,9 @@ def test_other_ffns_fall_back_with_a_reason() -> None:
 
 
 def test_run_says_when_it_falls_back(tmp_path: Path) -> None:
-    from skn.probe_config import ProbeConfig
-    from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-    from skn.run import run_probe
+    from skn.engine.probe_config import ProbeConfig
+    from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+    from skn.engine.run import run_probe
 
     from helpers import char_tokenizer, tiny_model
 

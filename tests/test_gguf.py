@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import ModelError
-from skn.gguf import find_gguf, require_gguf_support
+from skn.models.gguf import find_gguf, require_gguf_support
 
 from helpers import SHARED
 
@@ -48,10 +48,10 @@ def test_smollm2_gguf_probe_equals_plain_folder(tmp_path: Path) -> None:
     pytest.importorskip("gguf")
     from transformers import LlamaForCausalLM
 
-    from skn.api import probe
+    from skn.engine.api import probe
 
-    from skn.probe_config import ProbeConfig
-    from skn.model import load_model
+    from skn.engine.probe_config import ProbeConfig
+    from skn.models.model import load_model
 
     loaded = load_model(str(SMOL), device="cpu")
     assert (loaded.sites.num_layers, loaded.sites.width) == (30, 1536)
@@ -82,10 +82,10 @@ def test_smollm2_gguf_memory_plan_reads_the_file() -> None:
     """`skn probe --model GGUF_FOLDER` plans its memory before loading: the config and tokenizer come from the
     GGUF file (a folder with no config.json), the shape is SmolLM2's."""
     pytest.importorskip("gguf")
-    from skn.layout import Template
-    from skn.memory import plan_from_config
-    from skn.model import DType
-    from skn.quantize import Quantize
+    from skn.inputs.layout import Template
+    from skn.engine.memory import plan_from_config
+    from skn.models.model import DType
+    from skn.models.quantize import Quantize
 
     examples = [Example("What is 12 times 11?", " 132", {}, "gen:0")]
     memory, work = plan_from_config(str(SMOL), False, "cpu", DType.FLOAT32, Quantize.NONE, examples, Template.AUTO,

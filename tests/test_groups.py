@@ -11,14 +11,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import DataError, InternalError, RunDirError
 from skn.cli.render import group_tables
-from skn.groups import group_summaries, groups_to_json as to_json
-from skn.probe_files import write_groups
-from skn.probe_read import read_groups
-from skn.rank import Neuron
-from skn.rundir import GROUPS_FILE
+from skn.inputs.groups import group_summaries, groups_to_json as to_json
+from skn.files.probe_files import write_groups
+from skn.files.probe_read import read_groups
+from skn.ranking.rank import Neuron
+from skn.files.rundir import GROUPS_FILE
 
 HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 
@@ -100,7 +100,7 @@ def test_errors(tmp_path: Path) -> None:
 
 
 def test_one_partition_behind_the_summaries_and_the_figures_groups() -> None:
-    from skn.groups import MAX_GROUPS, GroupSource, group_by_field, partition
+    from skn.inputs.groups import MAX_GROUPS, GroupSource, group_by_field, partition
 
     values: list[object] = [3, 1.0, "b", True, False, [1, 2], "a"] + [f"w{k}" for k in range(MAX_GROUPS)]
     examples = [Example("i", "c", {"f": v}, f"mem:{k}") for k, v in enumerate(values)]

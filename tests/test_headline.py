@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from skn.request import DataRequest
-from skn.examples_choice import choose_examples, no_data_notice
+from skn.engine.request import DataRequest
+from skn.inputs.examples_choice import choose_examples, no_data_notice
 
 from helpers import char_tokenizer, tiny_model
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import torch
 
-from skn.folds import FoldAccumulator
-from skn.holdout import rank_with_holdout
-from skn.rank import Reduce, rank_neurons
-from skn.stats import correlation
+from skn.statistics.folds import FoldAccumulator
+from skn.ranking.holdout import rank_with_holdout
+from skn.ranking.rank import Reduce, rank_neurons
+from skn.statistics.stats import correlation
 
 N, LAYERS, POSITIONS, WIDTH, BATCH, REPS = 400, 2, 2, 100, 64, 200
 

@@ -1,4 +1,4 @@
-"""Each training item's instruction computed once (skn.instruction_cache): a step with kept keys and values
+"""Each training item's instruction computed once (skn.training.instruction_cache): a step with kept keys and values
 gives the full forward's losses and prompt gradient, in batches that mix kept and new items, within any
 budget; and training with the cache ends at the prompt of training without it."""
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skn.data import Example
-from skn.instruction_cache import InstructionCache
-from skn.layout import Encoded, make_batch
-from skn.model import LoadedModel
-from skn.prompt import init_prompt
-from skn.scoring import completion_scores
-from skn.split_forward import split_scores
-from skn.trainer import TrainConfig, train_prompt
+from skn.inputs.data import Example
+from skn.training.instruction_cache import InstructionCache
+from skn.inputs.layout import Encoded, make_batch
+from skn.models.model import LoadedModel
+from skn.training.prompt import init_prompt
+from skn.training.scoring import completion_scores
+from skn.training.split_forward import split_scores
+from skn.training.trainer import TrainConfig, train_prompt
 
 from helpers import tiny_loaded
 
@@ -93,8 +93,8 @@ def test_training_with_the_cache_ends_at_training_without_it() -> None:
     loaded = tiny_loaded("llama")
     examples = [Example(f"the {w} sat on the mat number {i}", f" {w}", {}, f"t:{i}")
                 for i, w in enumerate(["cat", "dog", "bird", "fish"] * 4)]
-    from skn.api import encode
-    from skn.layout import Template
+    from skn.engine.api import encode
+    from skn.inputs.layout import Template
 
     rows = encode(loaded, examples, Template.PLAIN, P)
     results = {}

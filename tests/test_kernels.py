@@ -33,12 +33,12 @@ from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 import skn.kernels.pearson_gated as _gated  # noqa: E402
 import skn.kernels.pearson_gather as _gather  # noqa: E402
 import skn.kernels.pearson_update as _update  # noqa: E402
-from skn.backend import Backend, gated_update, gathered_update, layer_update  # noqa: E402
+from skn.statistics.backend import Backend, gated_update, gathered_update, layer_update  # noqa: E402
 from skn.errors import InternalError, UsageError  # noqa: E402
 from skn.kernels.launch import LaunchConfig, require_runnable  # noqa: E402
 from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_  # noqa: E402
-from skn.layout import gather_prompt_rows  # noqa: E402
-from skn.stats import LayerMoments, StatsAccumulator, TorchLayerUpdate, update_layer_torch_  # noqa: E402
+from skn.inputs.layout import gather_prompt_rows  # noqa: E402
+from skn.statistics.stats import LayerMoments, StatsAccumulator, TorchLayerUpdate, update_layer_torch_  # noqa: E402
 
 _NOT_INTERPRETED = [
     name
@@ -292,12 +292,12 @@ def test_launcher_errors() -> None:
 def test_probe_with_the_triton_backend_writes_the_same_corr(metric: str) -> None:
     from helpers import tiny_loaded
 
-    from skn.api import probe
+    from skn.engine.api import probe
 
-    from skn.probe_config import ProbeConfig
-    from skn.data import Example
-    from skn.layout import Template
-    from skn.prompt import init_prompt
+    from skn.engine.probe_config import ProbeConfig
+    from skn.inputs.data import Example
+    from skn.inputs.layout import Template
+    from skn.training.prompt import init_prompt
 
     loaded = tiny_loaded("qwen2")
     words = ["red fish", "a blue frog", "the tall green house by the sea", "Max", "one day Sam lost a ball"]

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from skn.stats import LayerMoments
+from skn.statistics.stats import LayerMoments
 from skn.errors import InternalError
 from skn.kernels.reference import gated_activation, update_layer_gated_torch_, update_layer_gathered_torch_
-from skn.layout import check_offsets, gather_prompt_rows
+from skn.inputs.layout import check_offsets, gather_prompt_rows
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

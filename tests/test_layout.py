@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from skn.data import Example
-from skn.layout import Template, encode, make_batch, resolve_template
+from skn.inputs.data import Example
+from skn.inputs.layout import Template, encode, make_batch, resolve_template
 
 from helpers import char_tokenizer
 

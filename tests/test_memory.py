@@ -1,4 +1,4 @@
-"""The memory plan (skn.memory): weights counted as a built model counts them, the plan's sums, the
+"""The memory plan (skn.engine.memory): weights counted as a built model counts them, the plan's sums, the
 dry run that loads no weight, the advice when a run does not fit, --quantize failing cleanly here,
 and (slow) the estimate against the peak RSS of a real probe on a CPU."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import skn.run
+import skn.engine.run
 from skn.cli.main import main
 from skn.errors import UsageError
-from skn.memory import MemoryPlan, Workload, advice, check_fits, model_shape, plan
-from skn.quantize import Quantize, missing_for
+from skn.engine.memory import MemoryPlan, Workload, advice, check_fits, model_shape, plan
+from skn.models.quantize import Quantize, missing_for
 
 from helpers import tiny_model
 
@@ -87,7 +87,7 @@ def test_dry_run_prints_the_plan_and_loads_no_weight(saved_tiny_model: Path, tmp
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the dry run loaded the model")
 
-    monkeypatch.setattr(skn.run, "load_requested_model", refuse)
+    monkeypatch.setattr(skn.engine.run, "load_requested_model", refuse)
     monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", refuse)
     out = tmp_path / "run"
     base = ["probe", "--model", str(saved_tiny_model), "--train-size", "8", "--val-size", "8", "--out", str(out),

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import DataError, MetricError, UsageError
-from skn.metrics import MetricKind, check_metric, load_function, metric_before_pass, parse_metric
+from skn.inputs.metrics import MetricKind, check_metric, load_function, metric_before_pass, parse_metric
 
 
 def ex(**meta: object) -> Example:
@@ -51,7 +51,7 @@ def test_python_metric_from_file(tmp_path: Path) -> None:
     f = tmp_path / "mymetric.py"
     f.write_text("def length(example, outputs):\n    return len(example.instruction) + outputs.loss\n")
     function = load_function(parse_metric(f"python:{f}:length"))
-    from skn.metrics import ExampleOutputs
+    from skn.inputs.metrics import ExampleOutputs
 
     assert function(ex(), ExampleOutputs(0.5, 0.1, False, (-0.5,))) == 1.5
     with pytest.raises(MetricError, match="has no function"):

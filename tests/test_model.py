@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from skn.errors import ModelError
-from skn.model import find_sites, load_model
+from skn.models.model import find_sites, load_model
 
 from helpers import tiny_model
 

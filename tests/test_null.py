@@ -1,4 +1,4 @@
-"""The permutation null (skn.null) against a float64 brute force, and its calibration and power."""
+"""The permutation null (skn.statistics.null) against a float64 brute force, and its calibration and power."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from fake_run import make_run
 from scipy import stats as scipy_stats
 
 from skn.cli.main import cli
-from skn.plots import overview_figures
-from skn.report import render_report
-from skn.probe_read import read_probe_run
+from skn.views.plots import overview_figures
+from skn.views.report import render_report
+from skn.files.probe_read import read_probe_run
 
 from skn.errors import UsageError
-from skn.null import NullAccumulator, NullConfig, PermutationMode, SelectedRows, buffer_rows, check_null_config
-from skn.null_verdict import NullResult, null_result, verdict
-from skn.rank import Neuron, Reduce, rank_neurons
-from skn.stats import StatsAccumulator, correlation
+from skn.statistics.null import NullAccumulator, NullConfig, PermutationMode, SelectedRows, buffer_rows, check_null_config
+from skn.statistics.null_verdict import NullResult, null_result, verdict
+from skn.ranking.rank import Neuron, Reduce, rank_neurons
+from skn.statistics.stats import StatsAccumulator, correlation
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -290,14 +290,14 @@ def test_with_a_holdout_the_null_is_the_selection_folds() -> None:
     holdout run equals that of a run on the selection examples only (same seed, whole-set permutations)."""
     from helpers import char_tokenizer, tiny_model
 
-    from skn.api import probe
+    from skn.engine.api import probe
 
-    from skn.probe_config import ProbeConfig
-    from skn.data import Example
-    from skn.folds import assign_folds
-    from skn.model import wrap_loaded
-    from skn.null import NullConfig
-    from skn.prompt import init_prompt
+    from skn.engine.probe_config import ProbeConfig
+    from skn.inputs.data import Example
+    from skn.statistics.folds import assign_folds
+    from skn.models.model import wrap_loaded
+    from skn.statistics.null import NullConfig
+    from skn.training.prompt import init_prompt
 
     loaded = wrap_loaded("tiny", tiny_model("qwen2"), char_tokenizer(), torch.device("cpu"))
     data = tuple(Example(f"item {i} {'ab' * (i % 4)}", " x", {"label": i % 3 == 0}, f"gen:{i}") for i in range(40))

@@ -1,4 +1,4 @@
-"""Out of CUDA memory (skn.oom_retry): a batch that raises torch.cuda.OutOfMemoryError is rolled back and
+"""Out of CUDA memory (skn.engine.oom_retry): a batch that raises torch.cuda.OutOfMemoryError is rolled back and
 retried at half the size; the statistics do not depend on where the batches split. The exception is
 injected (on CPU) from a hook on the second layer, after the first layer has merged its rows."""
 
@@ -11,21 +11,21 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from skn.api import encode
-from skn.data import Example
-from skn.folds import assign_folds
-from skn.layout import Template
-from skn.metrics import parse_metric
-from skn.model import NeuronSites
-from skn.exemplar_store import ActivationStore
-from skn.null import NullAccumulator, NullConfig
-from skn.oom_retry import run_batches
-from skn.covariate_moments import CovariateAccumulator
-from skn.probe import PassResult, statistics_pass
-from skn.rank import Neuron
-from skn.statistic import Statistic
-from skn.prompt import init_prompt
-from skn.stats import correlation
+from skn.engine.api import encode
+from skn.inputs.data import Example
+from skn.statistics.folds import assign_folds
+from skn.inputs.layout import Template
+from skn.inputs.metrics import parse_metric
+from skn.models.model import NeuronSites
+from skn.statistics.exemplar_store import ActivationStore
+from skn.statistics.null import NullAccumulator, NullConfig
+from skn.engine.oom_retry import run_batches
+from skn.statistics.covariate_moments import CovariateAccumulator
+from skn.engine.probe import PassResult, statistics_pass
+from skn.ranking.rank import Neuron
+from skn.statistics.statistic import Statistic
+from skn.training.prompt import init_prompt
+from skn.statistics.stats import correlation
 
 from helpers import tiny_loaded
 

@@ -1,4 +1,4 @@
-"""Confounds (skn.partial): the streamed partial r against a numpy residualise-then-correlate reference, the
+"""Confounds (skn.statistics.partial): the streamed partial r against a numpy residualise-then-correlate reference, the
 Freedman-Lane null, the holdout on partial r, the bad covariates, and `skn probe --control` on a tiny model."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from skn.errors import MetricError, UsageError
-from skn.folds import FoldAccumulator
-from skn.holdout import rank_with_holdout
-from skn.null import NullAccumulator, NullConfig, SelectedRows
-from skn.null_verdict import null_result, permuted_correlations
-from skn.covariate_moments import CovariateAccumulator
-from skn.covariates import check_controls, covariate_values, parse_controls
-from skn.partial import FoldCovariates, check_metric_residual, covariate_r, covariate_stats, merge_covariates, partial_correlation
-from skn.rank import Reduce, rank_neurons
-from skn.stats import StatsAccumulator, correlation
+from skn.statistics.folds import FoldAccumulator
+from skn.ranking.holdout import rank_with_holdout
+from skn.statistics.null import NullAccumulator, NullConfig, SelectedRows
+from skn.statistics.null_verdict import null_result, permuted_correlations
+from skn.statistics.covariate_moments import CovariateAccumulator
+from skn.statistics.covariates import check_controls, covariate_values, parse_controls
+from skn.statistics.partial import FoldCovariates, check_metric_residual, covariate_r, covariate_stats, merge_covariates, partial_correlation
+from skn.ranking.rank import Reduce, rank_neurons
+from skn.statistics.stats import StatsAccumulator, correlation
 
 from helpers import FAST, run_main, write_data
 
@@ -86,8 +86,8 @@ def test_streamed_partial_r_equals_residualised_reference(q: int, offset: float)
     stats, acc = run["main"], run["cov"]
     cov = covariate_stats(run["names"], z, y, acc.fold_xz(0))
     got = partial_correlation(stats, cov).double().numpy()
-    # the statistics are float64; the returned r is float32 like skn.stats.correlation, so compare the float64 path
-    from skn.partial import residuals
+    # the statistics are float64; the returned r is float32 like skn.statistics.stats.correlation, so compare the float64 path
+    from skn.statistics.partial import residuals
     res = residuals(stats, cov)
     exact = (res.e_xy / torch.sqrt(res.e_xx * res.e_yy)).reshape(acts.shape[1:]).numpy()
     want = reference_partial(acts.numpy() - offset, y.numpy() - offset, z.numpy() - offset)
@@ -203,8 +203,8 @@ def test_bad_covariates_name_themselves() -> None:
 
 
 def test_covariate_values_read_fields_and_token_counts() -> None:
-    from skn.data import Example
-    from skn.layout import Encoded
+    from skn.inputs.data import Example
+    from skn.inputs.layout import Encoded
 
     examples = [Example("q", "a", {"d": 3, "op": "add"}, "f:1"), Example("q", "a", {"d": "5", "op": "mul"}, "f:2")]
     rows = [Encoded((1, 2, 3), (4, 5)), Encoded((1,), (4, 5, 6, 7))]
@@ -213,9 +213,9 @@ def test_covariate_values_read_fields_and_token_counts() -> None:
 
 
 def test_api_probe_with_control_smoke(tmp_path: Path) -> None:
-    """skn.probe with ProbeConfig(control=...) on a tiny Llama: ranked by partial r, the raw r beside it."""
+    """skn.engine.probe with ProbeConfig(control=...) on a tiny Llama: ranked by partial r, the raw r beside it."""
     import skn
-    from skn.data import load_examples
+    from skn.inputs.data import load_examples
 
     from helpers import tiny_loaded
 
@@ -234,10 +234,10 @@ def test_api_probe_with_control_smoke(tmp_path: Path) -> None:
     # the run directory keeps both r, and every view shows them
     from dataclasses import replace as dc_replace
 
-    from skn.plots import overview_figures
-    from skn.probe_files import write_probe_run
-    from skn.probe_read import read_probe_run
-    from skn.report import render_report
+    from skn.views.plots import overview_figures
+    from skn.files.probe_files import write_probe_run
+    from skn.files.probe_read import read_probe_run
+    from skn.views.report import render_report
 
     out = tmp_path / "run"
     out.mkdir()
@@ -254,11 +254,11 @@ def test_api_probe_with_control_smoke(tmp_path: Path) -> None:
 
 
 def test_memory_plan_counts_the_covariate_moments() -> None:
-    from skn.memory import Workload, plan
-    from skn.quantize import Quantize
+    from skn.engine.memory import Workload, plan
+    from skn.models.quantize import Quantize
 
     from helpers import tiny_model
-    from skn.memory import model_shape
+    from skn.engine.memory import model_shape
 
     shape = model_shape(tiny_model("llama").config)
     base = Workload(4, 50, 6, 5, False, False, True, null_permutations=99, folds=True)

@@ -1,4 +1,4 @@
-"""Resumable probe passes (skn.pass_checkpoint): an interrupted pass resumed from its checkpoint ends with
+"""Resumable probe passes (skn.engine.pass_checkpoint): an interrupted pass resumed from its checkpoint ends with
 the numbers of an uninterrupted one, bitwise (same batches); a kill -9 leaves a readable checkpoint."""
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import pytest
 import torch
 from torch import Tensor
 
-from skn.api import encode, probe
+from skn.engine.api import encode, probe
 
-from skn.probe_config import ProbeConfig
-from skn.data import Example
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.data import Example
 from skn.errors import RunDirError, UsageError
-from skn.metrics import parse_metric
-from skn.null import NullConfig
-from skn.pass_checkpoint import PASS_CHECKPOINT_FILE, PassCheckpoint
-from skn.probe import statistics_pass
-from skn.prompt import init_prompt
-from skn.result import ProbeResult
+from skn.inputs.metrics import parse_metric
+from skn.statistics.null import NullConfig
+from skn.engine.pass_checkpoint import PASS_CHECKPOINT_FILE, PassCheckpoint
+from skn.engine.probe import statistics_pass
+from skn.training.prompt import init_prompt
+from skn.files.result import ProbeResult
 
 from helpers import ROOT, tiny_loaded
 
@@ -132,12 +132,12 @@ def test_observer_without_state_is_refused(tmp_path: Path) -> None:
 KILLER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    import skn.rundir
+    import skn.files.rundir
     from helpers import tiny_loaded
-    from skn.api import probe
-    from skn.probe_config import ProbeConfig
-    from skn.null import NullConfig
-    from skn.prompt import init_prompt
+    from skn.engine.api import probe
+    from skn.engine.probe_config import ProbeConfig
+    from skn.statistics.null import NullConfig
+    from skn.training.prompt import init_prompt
     from test_data_for_kill import data
     calls = [0]
     real_replace = os.replace
@@ -149,7 +149,7 @@ KILLER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
         real_replace(src, dst)
 
-    skn.rundir.os.replace = dying_replace
+    skn.files.rundir.os.replace = dying_replace
     loaded = tiny_loaded("qwen2")
     config = ProbeConfig(batch_size=4, top_k=5, holdout=0.0, null=NullConfig(19, 0.05, 3), checkpoint_every=1)
     probe(loaded, init_prompt(loaded, 3, seed=0), data(), "loss", config, out=__import__("pathlib").Path(sys.argv[1]))
@@ -201,8 +201,8 @@ def test_run_probe_resume_continues_the_pass_after_the_training(tmp_path: Path, 
 
     from safetensors.torch import load_file
 
-    from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-    from skn.run import run_probe
+    from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+    from skn.engine.run import run_probe
 
     from helpers import write_data
 

@@ -1,4 +1,4 @@
-"""How many neurons pass the family-wise threshold (skn.passing): counted by brute force from a run's
+"""How many neurons pass the family-wise threshold (skn.statistics.passing): counted by brute force from a run's
 stats.safetensors (the ranked fold's corr and the null's threshold), in run.json, the table's caption,
 `skn show` and the HTML report."""
 
@@ -15,18 +15,18 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from skn.api import probe
+from skn.engine.api import probe
 
-from skn.probe_config import ProbeConfig
-from skn.null import PermutationMode
-from skn.null_verdict import NullResult
-from skn.passing import ALL, SELECTION, count_passing, passing_mask
-from skn.probe_files import write_probe_run
-from skn.probe_read import read_probe_run
-from skn.prompt import init_prompt
-from skn.rank import Reduce
-from skn.plots import choose_grouping
-from skn.report import summary_rows
+from skn.engine.probe_config import ProbeConfig
+from skn.statistics.null import PermutationMode
+from skn.statistics.null_verdict import NullResult
+from skn.statistics.passing import ALL, SELECTION, count_passing, passing_mask
+from skn.files.probe_files import write_probe_run
+from skn.files.probe_read import read_probe_run
+from skn.training.prompt import init_prompt
+from skn.ranking.rank import Reduce
+from skn.views.plots import choose_grouping
+from skn.views.report import summary_rows
 
 from helpers import length_examples, tiny_loaded
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from skn.api import probe
+from skn.engine.api import probe
 
-from skn.probe_config import ProbeConfig
-from skn.data import Example
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.data import Example
 from skn.errors import UsageError
-from skn.model import load_model
-from skn.placement import Placement, max_memory_of
+from skn.models.model import load_model
+from skn.models.placement import Placement, max_memory_of
 
 
 def test_placement_checks_its_options() -> None:

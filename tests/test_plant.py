@@ -1,4 +1,4 @@
-"""Known-answer models (skn.plant, issue #32) on a tiny model: a planted reader is found, ranked first and
+"""Known-answer models (skn.models.plant, issue #32) on a tiny model: a planted reader is found, ranked first and
 passes the null; the same model with nothing planted and shuffled labels rarely passes; a reader that writes
 nothing is never called causal and one that writes is; a planted folder loads like any other."""
 
@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from skn.ablate import AblationConfig, ablate, prepare
-from skn.api import encode, probe
-from skn.probe_config import ProbeConfig
-from skn.data import Example
+from skn.ablation.ablate import AblationConfig, ablate, prepare
+from skn.engine.api import encode, probe
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.data import Example
 from skn.errors import UsageError
-from skn.intervention import Target, Value, ValueKind, Where
-from skn.layout import Template
-from skn.metrics import parse_metric
-from skn.model import load_model
-from skn.null import NullConfig
-from skn.plant import PLANTED_FILE, Plant, planted, read_direction, read_planted, slot_inputs, write_planted
-from skn.prompt import init_prompt
-from skn.rank import best_scores
+from skn.ablation.intervention import Target, Value, ValueKind, Where
+from skn.inputs.layout import Template
+from skn.inputs.metrics import parse_metric
+from skn.models.model import load_model
+from skn.statistics.null import NullConfig
+from skn.models.plant import PLANTED_FILE, Plant, planted, read_direction, read_planted, slot_inputs, write_planted
+from skn.training.prompt import init_prompt
+from skn.ranking.rank import best_scores
 
 from helpers import examples, tiny_loaded
 

@@ -15,8 +15,8 @@ from matplotlib.lines import Line2D
 
 from skn.cli.main import main
 from skn.errors import UsageError
-from skn.groups import GroupSource, Grouping, group_by_metric, metric_field
-from skn.figures import (
+from skn.inputs.groups import GroupSource, Grouping, group_by_metric, metric_field
+from skn.views.figures import (
     activation_figure,
     caption,
     gaussian_kde,
@@ -25,10 +25,10 @@ from skn.figures import (
     plain_text,
     scott_bandwidth,
 )
-from skn.plots import choose_grouping, neuron_figure, overview_figures, parse_neuron, plot_run
-from skn.rank import Reduce, best_scores, top_k_threshold
-from skn.result import ProbeResult, RunInfo
-from skn.probe_read import read_probe_run
+from skn.views.plots import choose_grouping, neuron_figure, overview_figures, parse_neuron, plot_run
+from skn.ranking.rank import Reduce, best_scores, top_k_threshold
+from skn.files.result import ProbeResult, RunInfo
+from skn.files.probe_read import read_probe_run
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -155,7 +155,7 @@ def test_constant_group_is_a_marker_not_a_density(run: ProbeResult) -> None:
 
 
 def test_single_example_group() -> None:
-    from skn.rank import Neuron
+    from skn.ranking.rank import Neuron
 
     grouping = Grouping("g", GroupSource.OPTION, ("a", "b"), ((0, 1, 2, 3), (4,)))
     figure = activation_figure(np.array([0.0, 1.0, 2.0, 0.5, 7.0]), grouping, Neuron(1, 0, 0, 0, 0.5), "cap")

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from skn.api import encode, probe
+from skn.engine.api import encode, probe
 
-from skn.probe_config import ProbeConfig, Score
-from skn.run import write_run
-from skn.data import Example
+from skn.engine.probe_config import ProbeConfig, Score
+from skn.engine.run import write_run
+from skn.inputs.data import Example
 from skn.errors import UsageError
-from skn.layout import Template
-from skn.rundir import PREDICTIVITY_JSON
-from skn.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity, _ranks
-from skn.prompt import init_prompt
+from skn.inputs.layout import Template
+from skn.files.rundir import PREDICTIVITY_JSON
+from skn.statistics.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity, _ranks
+from skn.training.prompt import init_prompt
 
 from helpers import tiny_loaded
 from helpers import run_main, write_data

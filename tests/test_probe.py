@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from skn.api import encode, probe
+from skn.engine.api import encode, probe
 
-from skn.probe_config import ProbeConfig
-from skn.data import Example
-from skn.layout import Template
-from skn.metrics import parse_metric
-from skn.probe import exemplar_pass, statistics_pass
-from skn.prompt import PromptInit, init_prompt
-from skn.rank import Neuron
-from skn.stats import correlation
+from skn.engine.probe_config import ProbeConfig
+from skn.inputs.data import Example
+from skn.inputs.layout import Template
+from skn.inputs.metrics import parse_metric
+from skn.engine.probe import exemplar_pass, statistics_pass
+from skn.training.prompt import PromptInit, init_prompt
+from skn.ranking.rank import Neuron
+from skn.statistics.stats import correlation
 
 from helpers import examples, hooked_activations, reference_metrics, reference_r, tiny_loaded
 

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from skn.probe_files import write_probe_run
-from skn.example_order import pass_order
-from skn.api import encode, probe
-from skn.probe_config import ProbeConfig
-from skn.folds import assign_folds
-from skn.layout import Template
-from skn.metrics import parse_metric
-from skn.probe import statistics_pass
-from skn.prompt import init_prompt
-from skn.probe_read import read_probe_run
-from skn.stats import correlation
+from skn.files.probe_files import write_probe_run
+from skn.inputs.example_order import pass_order
+from skn.engine.api import encode, probe
+from skn.engine.probe_config import ProbeConfig
+from skn.statistics.folds import assign_folds
+from skn.inputs.layout import Template
+from skn.inputs.metrics import parse_metric
+from skn.engine.probe import statistics_pass
+from skn.training.prompt import init_prompt
+from skn.files.probe_read import read_probe_run
+from skn.statistics.stats import correlation
 
 from helpers import examples, hooked_activations, reference_r, tiny_loaded
 
@@ -94,7 +94,7 @@ def test_every_view_shows_the_held_out_r(tmp_path: Path, saved_tiny_model: Path)
     from click.testing import CliRunner
 
     from skn.cli.main import cli
-    from skn.plots import overview_figures
+    from skn.views.plots import overview_figures
     from helpers import FAST, write_data
 
     train, val = write_data(tmp_path / "train.jsonl", 16, 0), write_data(tmp_path / "val.jsonl", 24, 1)
@@ -107,7 +107,7 @@ def test_every_view_shows_the_held_out_r(tmp_path: Path, saved_tiny_model: Path)
     assert "r held out" in result.output and "replication" in result.output
     shown = runner.invoke(cli, ["show", str(out)], env={"COLUMNS": "160"})
     assert shown.exit_code == 0 and "r held out" in shown.output
-    from skn.report import render_report
+    from skn.views.report import render_report
 
     assert "r held out" in render_report(read_probe_run(out))
     run = read_probe_run(out)

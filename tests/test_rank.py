@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from skn.errors import UsageError
-from skn.rank import Reduce, best_scores, exemplars, rank_neurons, top_k_threshold
+from skn.ranking.rank import Reduce, best_scores, exemplars, rank_neurons, top_k_threshold
 
 NAN = math.nan
 

@@ -11,10 +11,10 @@ import torch
 from rich.console import Console
 
 from skn.cli.render import group_tables, print_groups, print_run
-from skn.data import Example
-from skn.groups import group_summaries
-from skn.rank import Neuron
-from skn.result import RunInfo
+from skn.inputs.data import Example
+from skn.inputs.groups import group_summaries
+from skn.ranking.rank import Neuron
+from skn.files.result import RunInfo
 
 NEURONS = (Neuron(1, 47, 123456, 19, -0.9123), Neuron(2, 3, 7, 0, 0.5), Neuron(10, 12, 8191, 5, float("nan")))
 EXAMPLES = tuple(Example(f"[INST] question {i} [b]bold[/b] :smile: " + "long text " * 12 + "[/INST]", " answer",
@@ -22,7 +22,7 @@ EXAMPLES = tuple(Example(f"[INST] question {i} [b]bold[/b] :smile: " + "long tex
 
 
 def _info() -> RunInfo:
-    from skn.result import info_from_json
+    from skn.files.result import info_from_json
     return info_from_json({"model": "org/model[/x]", "metric": "label==[b]", "n_val": 18, "layers": 48, "width": 200000,
                            "top_k": 3}, "run.json")
 

@@ -16,9 +16,9 @@ from helpers import chromium, run_chromium
 from matplotlib.image import imread
 
 from skn.cli.main import main
-from skn.report import render_report, write_report
-from skn.result import ProbeResult
-from skn.probe_read import read_probe_run
+from skn.views.report import render_report, write_report
+from skn.files.result import ProbeResult
+from skn.files.probe_read import read_probe_run
 
 FIGURES = 3 + TOP_K  # training curve, |r| histogram, |r| per layer, one per top neuron
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 import skn
 from skn.cli.main import cli
 from skn.errors import UsageError
-from skn.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
-from skn.run import run_probe
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.run import run_probe
 
 from helpers import write_data
 
@@ -95,7 +95,7 @@ def test_config_checks_where_made() -> None:
 
 def test_config_checks_name_the_flag() -> None:
     from skn.errors import UsageError
-    from skn.trainer import TrainConfig
+    from skn.training.trainer import TrainConfig
 
     for make, flag in (
         (lambda: TrainConfig(steps=0), "--steps"), (lambda: TrainConfig(lr=float("nan")), "--lr"),

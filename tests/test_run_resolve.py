@@ -1,4 +1,4 @@
-"""One resolve step for a run's probe (skn.run.probe_config_for): a notebook's `run_probe(request)` and
+"""One resolve step for a run's probe (skn.engine.run.probe_config_for): a notebook's `run_probe(request)` and
 `skn probe` with the same options probe alike. Before issue #31 the CLI chose the probe batch and the null's
 seed itself, so `run_probe` with `DataRequest(seed=3)` permuted with seed 0 while `skn probe --seed 3` used 3."""
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import skn.cli.probe_cmd as probe_cmd
-from skn.probe_config import ProbeConfig
+from skn.engine.probe_config import ProbeConfig
 from skn.cli.main import main
-from skn.null import NullConfig
-from skn.request import DataRequest, ProbeRequest, TrainSettings
-from skn.run import probe_config_for
+from skn.statistics.null import NullConfig
+from skn.engine.request import DataRequest, ProbeRequest, TrainSettings
+from skn.engine.run import probe_config_for
 
 
 def test_the_data_seed_seeds_the_null_and_the_folds_and_the_training_batch_probes() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skn import seeds
-from skn.result import ProbeResult
-from skn.request import ProbeRequest
+from skn.engine import seeds
+from skn.files.result import ProbeResult
+from skn.engine.request import ProbeRequest
 from skn.cli.main import cli
 from skn.errors import MetricError, UsageError
-from skn.probe_read import read_probe_run
+from skn.files.probe_read import read_probe_run
 
 from helpers import FAST, write_data
 

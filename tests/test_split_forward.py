@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from skn.scoring import CompletionScores, completion_scores
-from skn.layout import Encoded, make_batch
-from skn.model import LoadedModel
-from skn.split_forward import ForwardChoice, StepForward, choose_forward, split_scores, split_support
+from skn.training.scoring import CompletionScores, completion_scores
+from skn.inputs.layout import Encoded, make_batch
+from skn.models.model import LoadedModel
+from skn.training.split_forward import ForwardChoice, StepForward, choose_forward, split_scores, split_support
 
 from helpers import tiny_loaded
 
@@ -81,8 +81,7 @@ def test_checkpointed_split_equals_full() -> None:
 def test_split_needs_continued_positions() -> None:
     """The check can fail: the suffix without explicit positions (restarting from the cache length,
     which for a short row is not its own length) gives different losses."""
-    from skn import split_forward
-
+    from skn.training import split_forward
     loaded = tiny_loaded("qwen2", init_range=0.3)
     rows = random_rows([(2, 3), (30, 3)], 80, 5, 2)
     prompt = torch.randn(3, 32, generator=torch.Generator().manual_seed(0)) * 0.3
@@ -108,7 +107,7 @@ def test_split_needs_continued_positions() -> None:
 
 
 def test_stories_split_equals_full(stories_path: Path) -> None:
-    from skn.model import load_model
+    from skn.models.model import load_model
 
     loaded = load_model(str(stories_path), device="cpu")
     rows = random_rows([(3, 2), (50, 1), (17, 5)], 500, 6, 2)
@@ -167,9 +166,9 @@ def test_choose_forward_checks_on_real_rows() -> None:
 def _toy_rows(loaded: LoadedModel, n: int, seed: int) -> list[Encoded]:
     import random
 
-    from skn.api import encode
-    from skn.data import Example
-    from skn.layout import Template
+    from skn.engine.api import encode
+    from skn.inputs.data import Example
+    from skn.inputs.layout import Template
 
     rng = random.Random(seed)
     examples = [Example("".join(rng.choice("abc") for _ in range(rng.randint(1, 25))), "xyz", {}, f"toy:{i}") for i in range(n)]
@@ -177,7 +176,7 @@ def _toy_rows(loaded: LoadedModel, n: int, seed: int) -> list[Encoded]:
 
 
 def test_split_training_matches_full_training_and_resumes(tmp_path: Path) -> None:
-    from skn.trainer import TrainConfig, train_prompt
+    from skn.training.trainer import TrainConfig, train_prompt
 
     loaded = tiny_loaded("llama", init_range=0.3)
     rows, val = _toy_rows(loaded, 24, 0), _toy_rows(loaded, 8, 1)  # type: ignore[arg-type]
@@ -201,7 +200,7 @@ def test_kept_prefixes_give_the_fresh_split_for_any_prompt(arch: str) -> None:
     """A validation batch's prefix kept from an evaluation under one prompt scores the batch under another
     prompt exactly as a fresh split does (the prompt's slots in the prefix are masked), and as the full forward
     within the stated tolerance; a budget too small for one prefix keeps nothing and still scores the same."""
-    from skn.split_forward import PrefixCache
+    from skn.training.split_forward import PrefixCache
 
     loaded = tiny_loaded(arch, init_range=0.3)  # large weights: every position matters
     d = int(loaded.input_embeddings.weight.shape[1])

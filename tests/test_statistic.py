@@ -1,4 +1,4 @@
-"""One protocol for every statistic of the pass (skn.statistic): each kind, fed three ranks' shards and merged
+"""One protocol for every statistic of the pass (skn.statistics.statistic): each kind, fed three ranks' shards and merged
 with its own `merge` over a collective of three threads, equals the same statistic fed the whole set; and
 every kind is a Statistic, so the pass, the checkpoint, the retry and the merge can take any of them."""
 
@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from skn.distributed import ShardStatistic
-from skn.exemplar_store import ActivationStore
-from skn.folds import FoldAccumulator
-from skn.null import NullAccumulator, NullConfig, SelectedRows
-from skn.covariate_moments import CovariateAccumulator
-from skn.statistic import Statistic
-from skn.stats import StatsAccumulator
+from skn.engine.distributed import ShardStatistic
+from skn.statistics.exemplar_store import ActivationStore
+from skn.statistics.folds import FoldAccumulator
+from skn.statistics.null import NullAccumulator, NullConfig, SelectedRows
+from skn.statistics.covariate_moments import CovariateAccumulator
+from skn.statistics.statistic import Statistic
+from skn.statistics.stats import StatsAccumulator
 
 N, L, P, M = 37, 2, 3, 5
 BATCH = 4
@@ -137,7 +137,7 @@ def test_three_ranks_merged_equal_one_pass(kind: str) -> None:
     known = y if known_before else None
     whole = make()
     feed(whole, acts, y, 0, N, known)
-    bounds = [0, 12, 24, N]  # shards at multiples of the batch, as skn.distributed.Ranks.shard cuts them
+    bounds = [0, 12, 24, N]  # shards at multiples of the batch, as skn.engine.distributed.Ranks.shard cuts them
     ranks = [ShardStatistic(make(), bounds[k], N, known) for k in range(WORLD)]
     for k, rank in enumerate(ranks):
         feed(rank, acts, y, bounds[k], bounds[k + 1], known)
@@ -188,7 +188,7 @@ def test_the_store_rolls_back_to_a_state() -> None:
             for layer in range(L):
                 store.add_layer(layer, first, acts[first : first + 2, layer], y[first : first + 2])
             store.finish_batch(first, y[first : first + 2])
-        from skn.rank import Neuron
+        from skn.ranking.rank import Neuron
 
         cells = [Neuron(0, layer, index, position, 0.0) for layer in range(L) for position in range(P) for index in range(M)]
         got = store.read(cells)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import reference_r
-from skn.stats import LayerMoments, PearsonStats, StatsAccumulator, correlation, empty_stats, merge
+from skn.statistics.stats import LayerMoments, PearsonStats, StatsAccumulator, correlation, empty_stats, merge
 
 
 def stream(acts: torch.Tensor, y: torch.Tensor, batch: int) -> PearsonStats:
@@ -105,7 +105,7 @@ def test_update_leaves_the_activations_alone(dtype: torch.dtype) -> None:
 
 def test_workspace_update_equals_the_reference_across_shapes() -> None:
     """TorchLayerUpdate reuses one buffer: a smaller batch after a larger one must not see stale rows."""
-    from skn.stats import TorchLayerUpdate, update_layer_torch_
+    from skn.statistics.stats import TorchLayerUpdate, update_layer_torch_
 
     update = TorchLayerUpdate()
     gen = torch.Generator().manual_seed(7)

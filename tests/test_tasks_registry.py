@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import DataError, UsageError
 from skn.tasks import get_task, list_tasks, load_task, sample, stratified_indices
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from skn.api import encode, train
-from skn.data import Example
+from skn.engine.api import encode, train
+from skn.inputs.data import Example
 from skn.errors import RunDirError, TrainingError
-from skn.layout import Template
-from skn.rundir import read_prompt
-from skn.trainer import TrainConfig, train_prompt, validation_loss
+from skn.inputs.layout import Template
+from skn.files.rundir import read_prompt
+from skn.training.trainer import TrainConfig, train_prompt, validation_loss
 
 from helpers import tiny_loaded
 
@@ -28,7 +28,7 @@ def test_training_lowers_validation_loss(tmp_path: Path) -> None:
     loaded = tiny_loaded("qwen2", init_range=0.5)  # large weights: the output depends on the input
     config = TrainConfig(prompt_len=4, steps=30, batch_size=8, eval_every=10, lr=0.1)
     before_rows = encode(loaded, toy(16, 1), Template.PLAIN, 4)  # type: ignore[arg-type]
-    from skn.prompt import init_prompt
+    from skn.training.prompt import init_prompt
 
     before = validation_loss(loaded, init_prompt(loaded, 4, 0), before_rows, 8)  # type: ignore[arg-type]
     result = train(loaded, toy(64, 0), toy(16, 1), config, Template.PLAIN, out=tmp_path)  # type: ignore[arg-type]
@@ -67,14 +67,14 @@ def test_gradient_checkpointing_gives_the_same_prompt() -> None:
 
 
 def tiny_prompt_start() -> torch.Tensor:
-    from skn.prompt import init_prompt
+    from skn.training.prompt import init_prompt
 
     return init_prompt(tiny_loaded("llama", init_range=0.3), 3, 0).cpu()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("lr", [0.3, 1.0])
 def test_resume_with_patience_stops_where_the_whole_run_stops(tmp_path: Path, lr: float) -> None:
-    from skn.data import Example as E
+    from skn.inputs.data import Example as E
     """The patience counter is checkpointed: an interrupted and resumed run stops at the same step with
     the same prompt as an uninterrupted one (it used to stop later)."""
     loaded = tiny_loaded("llama")
@@ -127,7 +127,7 @@ def test_gradient_checkpointing_recomputes_each_layer_in_backward() -> None:
 
 
 def test_linear_schedule_factors() -> None:
-    from skn.trainer import LrSchedule
+    from skn.training.trainer import LrSchedule
 
     assert [LrSchedule.LINEAR.factor(s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
     assert [LrSchedule.CONSTANT.factor(s, 4) for s in range(4)] == [1.0] * 4
@@ -135,7 +135,7 @@ def test_linear_schedule_factors() -> None:
 
 def test_linear_schedule_sets_each_steps_lr(monkeypatch: pytest.MonkeyPatch) -> None:
     """The optimiser steps with lr x (1 - s / steps) at step s, as read from the optimiser at each step."""
-    from skn.trainer import LrSchedule
+    from skn.training.trainer import LrSchedule
 
     seen: list[float] = []
     original = torch.optim.AdamW.step
@@ -159,7 +159,7 @@ def test_linear_schedule_resumes_exactly_and_refuses_other_steps(tmp_path: Path)
     from contextlib import contextmanager
     from typing import Iterator
 
-    from skn.trainer import LrSchedule
+    from skn.training.trainer import LrSchedule
 
     class Killed(Exception):
         pass

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import ModelError
 from skn.zoo import PLACEHOLDER, default_examples, default_model_path, verify_model
 from skn.zoo import multiple_choice as mc
@@ -202,9 +202,9 @@ def test_training_distractors_share_the_answers_magnitude() -> None:
 def test_check_run_scores_the_runs_own_neurons_on_real_items(tmp_path: Path) -> None:
     """`python -m skn.zoo.evaluate --run RUN`: the run's top neurons and prompt, not a new ranking, on the
     real items; each AUROC is P(no-shortcut item above a shortcut item) of activation * sign(r)."""
-    from skn.probe_read import read_probe_run
-    from skn.request import DataRequest, ProbeRequest, TrainSettings
-    from skn.run import run_probe
+    from skn.files.probe_read import read_probe_run
+    from skn.engine.request import DataRequest, ProbeRequest, TrainSettings
+    from skn.engine.run import run_probe
     from skn.zoo.evaluate import check_run
 
     torch.set_num_threads(1)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import DataError, UsageError
 from skn.tasks import arithmetic, hans, skillmix
 

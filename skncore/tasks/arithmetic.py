@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from skn.data import Example, read_text
+from skn.inputs.data import Example, read_text
 from skn.errors import DataError, UsageError
-from skn.strict_json import parse_json
+from skn.inputs.strict_json import parse_json
 
 WORDS = ("banana", "house")  # BIG-bench's two non-numeric choices, in every example
 NUMERIC = re.compile(r"[-+]?\d+")

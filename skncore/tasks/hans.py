@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from skn.data import Example, check_header, open_hf_dataset, read_text
+from skn.inputs.data import Example, check_header, open_hf_dataset, read_text
 from skn.errors import DataError
 
 LABELS = ("entailment", "non-entailment")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from skn.data import Example, check_header, load_examples, read_text
+from skn.inputs.data import Example, check_header, load_examples, read_text
 from skn.errors import DataError, UsageError
 
 SPATIAL = "spatial reasoning"

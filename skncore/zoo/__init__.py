@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from skn.data import Example, Split
+from skn.inputs.data import Example, Split
 from skn.errors import ModelError
 
 BUNDLED_NAME = "skn:arith_tiny (bundled)"  # how runs on the bundled model name it in run.json and tables

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from skn.data import Example
-from skn.layout import pad_id
-from skn.tokenizer import Tokenizer, token_id
+from skn.inputs.data import Example
+from skn.inputs.layout import pad_id
+from skn.models.tokenizer import Tokenizer, token_id
 from skn.zoo import PLACEHOLDER, default_model_path
 from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate
 
@@ -124,7 +124,7 @@ def top_neuron(acts: np.ndarray, metric: np.ndarray, shortcut: np.ndarray) -> Ne
 
 @dataclass(frozen=True)
 class ProbeCheck:
-    """skn's own probe (skn.api) on real BIG-bench items, after training a prompt on generated ones."""
+    """skn's own probe (skn.engine.api) on real BIG-bench items, after training a prompt on generated ones."""
 
     subtask: str
     n: int
@@ -143,13 +143,13 @@ def probe_bigbench(
     multiplication subtask with metric `loss`; the shortcut flag is used only to score the result."""
     import time
 
-    from skn.api import probe, train
+    from skn.engine.api import probe, train
 
-    from skn.probe_config import ProbeConfig
-    from skn.model import load_model
-    from skn.prompt import PromptInit
+    from skn.engine.probe_config import ProbeConfig
+    from skn.models.model import load_model
+    from skn.training.prompt import PromptInit
     from skn.tasks.arithmetic import load_bigbench, to_example
-    from skn.trainer import TrainConfig
+    from skn.training.trainer import TrainConfig
     from skn.zoo import default_examples
 
     loaded = load_model(str(model), device="cpu")
@@ -181,12 +181,12 @@ def check_run(run_dir: Path, model: Path, bigbench: Path, digits: Sequence[int],
     """A probe run's own top neurons (ranked on ITS validation items, e.g. `skn probe`'s generated ones),
     with its prompt, on the real BIG-bench items: each neuron's AUROC for no-shortcut vs shortcut items
     (activation * sign(r)), and the AUROC of the per-item loss under that prompt. Nothing is re-ranked."""
-    from skn.api import encode
-    from skn.layout import make_batch
-    from skn.model import batch_pad_id, load_model
-    from skn.probe import exemplar_pass
-    from skn.probe_read import read_probe_run, run_prompt, run_template
-    from skn.scoring import completion_scores
+    from skn.engine.api import encode
+    from skn.inputs.layout import make_batch
+    from skn.models.model import batch_pad_id, load_model
+    from skn.engine.probe import exemplar_pass
+    from skn.files.probe_read import read_probe_run, run_prompt, run_template
+    from skn.training.scoring import completion_scores
     from skn.tasks.arithmetic import load_bigbench, to_example
 
     run = read_probe_run(run_dir)
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--digits", default="1,2,3,4,5")
     parser.add_argument("--seed", type=int, default=0, help="choice-order seed of to_example")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--probe-steps", type=int, default=0, help="> 0: also run skn's probe (skn.api)")
+    parser.add_argument("--probe-steps", type=int, default=0, help="> 0: also run skn's probe (skn.engine.api)")
     parser.add_argument("--probe-lr", type=float, default=3e-3)
     parser.add_argument("--probe-train-size", type=int, default=256)
     parser.add_argument("--run", type=Path, default=None, help="a probe run: check ITS top neurons and prompt only")

@@ -1,4 +1,4 @@
-"""The pretraining items scored as the bundled model sees them: the pretraining layout (skn.layout, the
+"""The pretraining items scored as the bundled model sees them: the pretraining layout (skn.inputs.layout, the
 prompt slots filled by the placeholder), per-token NLL, and multiple-choice accuracy split by the
 last-digit shortcut. Used by `train_arithmetic` (its log) and `evaluate` (the model card's figures).
 """
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.errors import UsageError
-from skn.layout import Encoded, Template, make_batch, pad_id
-from skn.layout import encode as encode_example
-from skn.tokenizer import Tokenizer, token_id
+from skn.inputs.layout import Encoded, Template, make_batch, pad_id
+from skn.inputs.layout import encode as encode_example
+from skn.models.tokenizer import Tokenizer, token_id
 from skn.zoo import PLACEHOLDER
 
 
@@ -54,12 +54,12 @@ class McReport:
 
 
 def encode_pretraining(tokenizer: Tokenizer, example: Example) -> Encoded:
-    """The probe's own layout (skn.layout): BOS + instruction, and completion + EOS."""
+    """The probe's own layout (skn.inputs.layout): BOS + instruction, and completion + EOS."""
     return encode_example(tokenizer, example, Template.PLAIN)
 
 
 def batch_tensors(rows: Sequence[Encoded], prompt_len: int, placeholder: int, pad: int) -> tuple[Tensor, Tensor, Tensor]:
-    """input_ids (the prompt slots filled by the placeholder), attention_mask, targets: skn.layout.make_batch."""
+    """input_ids (the prompt slots filled by the placeholder), attention_mask, targets: skn.inputs.layout.make_batch."""
     batch = make_batch(rows, prompt_len, pad, slot_token=placeholder)
     return batch.input_ids, batch.attention_mask, batch.targets
 

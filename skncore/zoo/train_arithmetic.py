@@ -9,7 +9,7 @@ skn's own generated BIG-bench-style multiple-choice multiplication items.
 Why it looks the way it does:
 - Training text is only what `skn.tasks.arithmetic.generate_items` writes (BIG-bench's canary forbids its
   own examples as training text; they serve only to evaluate and probe).
-- Each sequence is laid out exactly as skn's probe lays it out (see `skn.layout`): BOS + instruction,
+- Each sequence is laid out exactly as skn's probe lays it out (see `skn.inputs.layout`): BOS + instruction,
   then P=20 copies of the placeholder token `<soft>` where the soft prompt will sit, then the completion
   and EOS. A prompt initialised from `<soft>`'s embedding therefore starts where pretraining left off,
   instead of in a gap the model never saw.
@@ -37,9 +37,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from skn.data import Example
+from skn.inputs.data import Example
 from skn.tasks.arithmetic import ArithmeticItem
-from skn.tokenizer import Tokenizer
+from skn.models.tokenizer import Tokenizer
 from skn.zoo import CHECKSUM_FILE, PLACEHOLDER
 from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate, token_nll
 

@@ -1,0 +1,1 @@
+"""Does a neuron matter: interventions, random controls, curves, their records and views."""

@@ -1,0 +1,1 @@
+"""A run from request to result: configs, checks, the pass, devices and processes, the orchestrators."""

@@ -1,0 +1,1 @@
+"""The run directory: what a run writes and reads back, and its claim and integrity."""

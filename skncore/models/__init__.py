@@ -1,0 +1,1 @@
+"""Loading a causal LM and finding its FFN neurons: sources, formats, checks, fingerprints, placement."""

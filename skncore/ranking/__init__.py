@@ -1,0 +1,1 @@
+"""From statistics to claims: ranking, the held-out r, replication, comparing runs."""

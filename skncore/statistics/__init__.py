@@ -1,0 +1,1 @@
+"""What the probe pass streams: one protocol, the Pearson moments, the folds, the null, the covariates."""
