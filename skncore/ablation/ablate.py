@@ -173,7 +173,7 @@ def measure_sets(data: AblationData, stack: Sequence[Intervention | None]) -> tu
 
     The items of one set see the same padding and the same arithmetic as in a forward of their own, but a
     larger batch may make the matrix products take other blocking paths (CPU BLAS, cuBLAS heuristics), so
-    a stacked set's measures equal the set-by-set ones to float32 rounding (tests/test_ablate_share.py),
+    a stacked set's measures equal the set-by-set ones to float32 rounding (tests/ablation/test_ablate_share.py),
     not always to the last bit. With one set per forward (`share` = 1) the pass is the original one."""
     if not stack:
         return ()

@@ -12,7 +12,7 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
 - statistics: 3 float64 moments of L * P * m (with a holdout's folds 8: skn.statistics.fold_sums' shifts and sums of
   both folds), and the float64 workspace of one layer's batch, B * P * m (with the folds also its rows in fold
   order, B * P * m * b); with the permutation null its float32 co-moments, 4 (R + 1) L P m, and the
-  reduction at the end, about three float64 copies of R L P m (measured: tests/test_memory.py); with q
+  reduction at the end, about three float64 copies of R L P m (measured: tests/engine/test_memory.py); with q
   covariates (--control, skn.statistics.covariate_moments) their float64 co-moments, 8 q L P m per fold, and with a metric known
   after the pass the Freedman-Lane null's q more blocks of permuted rows, 4 q (R + 1) L P m, and the
   float64 reduction of one chunk of permutations (at most 2^24 cells: 2 x 8 x 2^24); on a CPU the null's
@@ -29,7 +29,7 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
   not counted when the number of training examples is unknown).
 
 The peak is weights + the larger of training and probing (the statistics live only while probing).
-`FACTOR` (measured on CPU, see tests/test_memory.py) covers allocator slack. These are estimates: the
+`FACTOR` (measured on CPU, see tests/engine/test_memory.py) covers allocator slack. These are estimates: the
 test holds them within 20% of a real run's peak RSS on CPU.
 
 A run that does not fit stops before a weight loads, with advice naming what would fit (the permutation

@@ -39,7 +39,7 @@ product on a GPU, one BLAS call on a CPU; no loop over permutations) and the sta
 SmolLM2-135M (921,600 cells). m2_x and m2_y are those of the main float64 statistics (the permuted
 metric has the same moments), so r_r = C_r / sqrt(m2_x m2_y). float32 sums over N terms carry a relative
 error of about 1e-7 sqrt(N) of sqrt(m2_x m2_y), i.e. |r_r| is exact to ~1e-5 or better at N <= 10^4,
-far below the spread of the null maxima (tests/test_null.py checks 1e-5 against a float64 brute force).
+far below the spread of the null maxima (tests/statistics/test_null.py checks 1e-5 against a float64 brute force).
 
 Permutations come from a torch.Generator seeded from the run seed, so a run is reproducible.
 

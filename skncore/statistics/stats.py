@@ -146,7 +146,7 @@ def _merge_centred_(moments: LayerMoments, x: Tensor, y: Tensor) -> None:
     mean_yb = y.mean()
     dy = y - mean_yb
     # centred before the product: sum_b dy_b x_b would lose |x| * |sum_b dy_b| to cancellation
-    # (tests/test_stats.py::test_large_offset_keeps_accuracy fails that way)
+    # (tests/statistics/test_stats.py::test_large_offset_keeps_accuracy fails that way)
     dx = x.sub_(mean_b).reshape(batch, -1)
     mean_x, m2_x, c_xy, count, mean_y = moments.mean_x, moments.m2_x, moments.c_xy, moments.count, moments.mean_y
     n = count + batch

@@ -12,7 +12,7 @@ digits, each uniform over the numbers with that many digits (1..9 for one digit,
 a distractor equal to the answer or to an earlier one is dropped; then "banana", "house", the answer.
 Division (N >= 2): the divisor's digit count is uniform in 1..N, the divisor uniform among those
 numbers, the quotient uniform among those giving an N-digit dividend. This matches BIG-bench's
-last-digit-shortcut rate per subtask within a few points (see tests/test_tasks_arithmetic.py).
+last-digit-shortcut rate per subtask within a few points (see tests/inputs/test_tasks_arithmetic.py).
 
 BIG-bench's canary forbids training on its examples; generated items are ours and carry no canary.
 """

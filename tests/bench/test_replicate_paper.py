@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SHARED
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "replicate_paper.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "replicate_paper.py"
 STORIES = SHARED / "models" / "stories260K-hf"
 NEEDED = (STORIES, SHARED / "data" / "hans", SHARED / "data" / "bigbench_arithmetic", SHARED / "data" / "skillmix")
 

@@ -19,7 +19,7 @@ from skn.zoo import multiple_choice as mc
 from skn.zoo import train_arithmetic as train
 from skn.zoo.evaluate import auroc, top_neuron
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 BIGBENCH = SHARED / "data" / "bigbench_arithmetic"
 
 

@@ -1,6 +1,6 @@
 """The kernels compile for a CUDA target (sm_90) on a machine without a GPU: Triton's typing and lowering,
 which the interpreter-mode tests do not exercise. In a subprocess, because the interpreter choice is made
-when a kernel is decorated and tests/test_kernels.py sets TRITON_INTERPRET=1 for this process."""
+when a kernel is decorated and tests/triton_kernels/test_kernels.py sets TRITON_INTERPRET=1 for this process."""
 
 from __future__ import annotations
 

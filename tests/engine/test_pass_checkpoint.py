@@ -159,7 +159,7 @@ KILLER = textwrap.dedent("""
 @pytest.mark.slow  # a subprocess importing torch and transformers (~5 s on 2 shared cores)
 def test_kill_9_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     helper = tmp_path / "test_data_for_kill.py"
-    helper.write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+    helper.write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests' / 'engine')!r})\n"
                       "from test_pass_checkpoint import examples\n\ndef data():\n    return examples(30)\n")
     script = tmp_path / "killer.py"
     script.write_text(KILLER.format(tests=str(ROOT / "tests"), name=PASS_CHECKPOINT_FILE))
