@@ -9,7 +9,8 @@ logits computed), H the hidden size, m the FFN width, L the layers, V the vocabu
 - weights: the parameter count of the model built on the meta device (transformers' `num_parameters`,
   tied weights counted once) times b; with --quantize the decoder's linear weights take 0.5625 (4-bit:
   half a byte and a float32 scale per 64) or 1.0625 bytes (8-bit) and the rest keeps b;
-- statistics: 3 float64 moments of L * P * m (with a holdout's folds 8: skn.statistics.fold_sums' shifts and sums of
+- statistics, each statistic's own share from its module (`moment_bytes`, `fold_moment_bytes`, `null_bytes`,
+  `covariate_bytes` of skn.statistics, over a `PassShape`): 3 float64 moments of L * P * m (with a holdout's folds 8: skn.statistics.fold_sums' shifts and sums of
   both folds), and the float64 workspace of one layer's batch, B * P * m (with the folds also its rows in fold
   order, B * P * m * b); with the permutation null its float32 co-moments, 4 (R + 1) L P m, and the
   reduction at the end, about three float64 copies of R L P m (measured: tests/engine/test_memory.py); with q
@@ -55,7 +56,10 @@ from skn.models.load_checks import refuse_non_causal
 from skn.models.model import DTypeLike, pick_device, pick_dtype
 from skn.statistics.covariate_moments import covariate_bytes
 from skn.models.quantize import Quantize, require
-from skn.statistics.scratch import ROW_BUFFER_BYTES, rows_within
+from skn.statistics.folds import fold_moment_bytes
+from skn.statistics.null import null_bytes
+from skn.statistics.statistic import PassShape
+from skn.statistics.stats import moment_bytes
 from skn.training.trainer import TrainConfig
 
 GIB = 1024**3
@@ -197,17 +201,12 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
         weights = shape.parameters * b
     else:
         weights = int(shape.linear_parameters * quantize.weight_bytes) + (shape.parameters - shape.linear_parameters) * b
-    cells = L * P * m
-    null = (4 * (work.null_permutations + 1) + 24 * work.null_permutations) * cells if work.null_permutations else 0
-    if device.type == "cpu" and work.null_permutations:
-        null += null_buffer_bytes(work, cells)
-    if work.covariates and work.null_permutations:
-        null += 2 * 8 * min(cells * work.null_permutations, 1 << 24)  # the float64 partial r of one chunk
-        if work.metric_after_pass:
-            null += 4 * work.covariates * (work.null_permutations + 1) * cells
-    stats = (8 if work.folds else 3) * cells * 8 + B * P * m * (8 + (b if work.folds else 0)) + null
+    # each statistic's share comes from its own module
+    pass_shape = PassShape(L, P, m, B, b, work.probe_examples, device.type == "cpu")
+    null = null_bytes(pass_shape, work.null_permutations, work.covariates, work.metric_after_pass)
+    stats = (fold_moment_bytes(pass_shape) if work.folds else moment_bytes(pass_shape)) + null
     if work.covariates:
-        stats += covariate_bytes(work.covariates, cells, work.folds)
+        stats += covariate_bytes(work.covariates, pass_shape.cells, work.folds)
     logits = B * K * V * (b + 8)
     attention = B * h * T * T * b
     layer_transients = B * T * (4 * H + 3 * m) * b + attention
@@ -225,13 +224,6 @@ def plan(shape: ModelShape, work: Workload, dtype: torch.dtype, quantize: Quanti
     return MemoryPlan(str(device), str(dtype).replace("torch.", ""), quantize.value, int(weights), stats, probe,
                       train, train_plain if work.training else 0, train_checkpointed if work.training else 0,
                       peak, free_bytes, null)
-
-
-def null_buffer_bytes(work: Workload, cells: int) -> int:
-    """The null's row buffer on a CPU (skn.statistics.null.buffer_rows): float32 rows of L P m, up to 64 within 64 MiB;
-    only the rows written take memory, so N bounds them too."""
-    rows = rows_within(ROW_BUFFER_BYTES, 4 * cells)
-    return (min(rows, work.probe_examples) if work.probe_examples else rows) * 4 * cells
 
 
 def plan_from_config(name: str, trust_remote_code: bool, device_name: str, dtype_choice: DTypeLike, quantize: Quantize,

@@ -36,7 +36,7 @@ from skn.inputs.example_order import FOLD_SALT, keyed_order
 from skn.errors import InternalError, RunDirError, UsageError
 from skn.statistics.fold_sums import FoldSums
 from skn.statistics.scratch import Scratch
-from skn.statistics.statistic import Collective
+from skn.statistics.statistic import Collective, PassShape
 from skn.statistics.stats import LayerUpdate, PearsonStats, StatsAccumulator, merge, merge_across
 
 AUTO_FRACTION = 0.5
@@ -265,3 +265,10 @@ class FoldAccumulator:
             return self._merged
         selection, confirmation = self._moments.snapshot()
         return FoldStats(selection, confirmation, self._confirm.clone())
+
+
+def fold_moment_bytes(shape: PassShape) -> int:
+    """The memory plan's share of both folds' moments: 8 float64 sums of L P m (skn.statistics.fold_sums'
+    shifts and sums of both folds), and one layer's batch, B P m, in float64 and in fold order (b each)."""
+    return 8 * shape.cells * 8 + shape.batch_cells * (8 + shape.element_bytes)
+

@@ -67,8 +67,8 @@ from torch import Tensor
 
 from skn.errors import InternalError, UsageError
 from skn.statistics.partial import regression
-from skn.statistics.scratch import rows_within
-from skn.statistics.statistic import Collective
+from skn.statistics.scratch import ROW_BUFFER_BYTES, rows_within
+from skn.statistics.statistic import Collective, PassShape
 from skn.statistics.stats import STAT_DTYPE, sum_recentred
 
 NULL_DTYPE = torch.float32
@@ -392,3 +392,24 @@ class SelectedRows:
 
     def merge(self, ranks: Collective) -> None:
         self.inner.merge(ranks)
+
+
+def null_bytes(shape: PassShape, permutations: int, covariates: int = 0, metric_after_pass: bool = False) -> int:
+    """The memory plan's share of the null with R `permutations` (0: off): float32 co-moments, 4 (R + 1) L P m,
+    and the reduction at the end, about three float64 copies of R L P m; on a CPU the row buffer
+    (`buffer_rows`: float32 rows of L P m, up to 64 within 64 MiB, never more than the N examples); with q
+    `covariates` the float64 partial r of one chunk of permutations (at most 2^24 cells), and with a metric
+    known after the pass the Freedman-Lane null's q more blocks of permuted rows, 4 q (R + 1) L P m."""
+    if not permutations:
+        return 0
+    cells = shape.cells
+    total = (4 * (permutations + 1) + 24 * permutations) * cells
+    if shape.cpu:
+        rows = rows_within(ROW_BUFFER_BYTES, 4 * cells)
+        total += (min(rows, shape.examples) if shape.examples else rows) * 4 * cells
+    if covariates:
+        total += 2 * 8 * min(cells * permutations, 1 << 24)
+        if metric_after_pass:
+            total += 4 * covariates * (permutations + 1) * cells
+    return total
+

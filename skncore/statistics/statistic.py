@@ -24,6 +24,7 @@ Each statistic's value after the pass is its own type, read with its own `snapsh
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor
@@ -64,3 +65,30 @@ class Statistic(Protocol):
     def load_state(self, state: Mapping[str, Tensor]) -> None: ...
 
     def merge(self, ranks: Collective) -> None: ...
+
+
+@dataclass(frozen=True)
+class PassShape:
+    """What a statistic's memory depends on, for the memory plan (skn.engine.memory) before any weight loads:
+    L layers x P prompt positions x m neurons, one layer's batch of B rows, the model's bytes per element,
+    the N examples of the pass (0 = unknown) and whether it runs on a CPU. Each statistic's module says
+    its own bytes from it (`moment_bytes`, `fold_moment_bytes`, `null_bytes`, `covariate_bytes`)."""
+
+    layers: int
+    positions: int
+    width: int
+    batch: int
+    element_bytes: int
+    examples: int = 0
+    cpu: bool = False
+
+    @property
+    def cells(self) -> int:
+        """L P m: one value per neuron, layer and prompt position."""
+        return self.layers * self.positions * self.width
+
+    @property
+    def batch_cells(self) -> int:
+        """B P m: one layer's rows of a batch."""
+        return self.batch * self.positions * self.width
+

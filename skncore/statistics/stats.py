@@ -28,7 +28,7 @@ from torch import Tensor
 
 from skn.errors import InternalError
 from skn.statistics.scratch import Scratch
-from skn.statistics.statistic import Collective
+from skn.statistics.statistic import Collective, PassShape
 
 STAT_DTYPE = torch.float64
 
@@ -284,3 +284,10 @@ def correlation(stats: PearsonStats) -> Tensor:
     denom = torch.sqrt(m2_x * stats.m2_y)
     r = torch.where(m2_x > 0, c_xy / denom, torch.full_like(c_xy, math.nan))
     return r.clamp(-1.0, 1.0).to(torch.float32)
+
+
+def moment_bytes(shape: PassShape) -> int:
+    """The memory plan's share of the moments: 3 float64 sums of L P m, and the float64 workspace of one
+    layer's batch, B P m."""
+    return 3 * shape.cells * 8 + shape.batch_cells * 8
+

@@ -67,6 +67,20 @@ def test_plan_sums_and_options() -> None:
     assert full.line().startswith("memory plan on cpu: peak ")
 
 
+def test_folds_null_and_covariates_each_add_their_own_share() -> None:
+    """With a holdout, the null and two covariates, the plan's statistics are each statistic's own share
+    (skn.statistics: fold_moment_bytes, null_bytes, covariate_bytes), each pinned here to its formula."""
+    shape = model_shape(tiny_model("llama").config)
+    cells, rows = shape.layers * 5 * shape.width, 4 * 5 * shape.width  # L P m; B P m with B = 4, P = 5
+    work = Workload(4, 50, 6, 5, True, False, True, null_permutations=9, folds=True, covariates=2, probe_examples=100)
+    got = plan(shape, work, torch.float32, Quantize.NONE, torch.device("cuda"), None)
+    folds = 8 * cells * 8 + rows * (8 + 4)  # both folds' sums; the batch in float64 and in fold order
+    null = (4 * 10 + 24 * 9) * cells + 2 * 8 * min(cells * 9, 1 << 24) + 4 * 2 * 10 * cells  # + Freedman-Lane's rows
+    covariates = 8 * 2 * cells * 2  # float64, q = 2, per fold
+    assert got.null_bytes == null
+    assert got.stats_bytes == folds + null + covariates
+
+
 def test_advice_when_it_does_not_fit() -> None:
     shape = model_shape(tiny_model("llama").config)
     tight = plan(shape, WORK, torch.float32, Quantize.NONE, torch.device("cpu"), free_bytes=1000)
