@@ -45,7 +45,7 @@ def converged(info: dict[str, object]) -> tuple[str, str]:
 
 def seed_rows(key: str, runs: list[Path]) -> list[str]:
     rq = key.split("-")[1]
-    lines = ["| seed | validation loss (first check ... last three) | converged | top-10 \\|r\\| (selection) | "
+    lines = ["| seed | validation loss (first check ... last three) | converged | top-10 \\|r\\| (selection; partial r under --control) | "
              "held-out r, top 10 (sign-aligned median) | replication | null threshold | neurons passing (of all) | "
              "top neuron | its AUROC per group (value vs rest) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
@@ -62,10 +62,15 @@ def seed_rows(key: str, runs: list[Path]) -> list[str]:
         seps = rp.separations(s.top_activation[0], s.meta, GROUPS[rq])
         sep_text = "; ".join(f"{x.field}={x.value} {rp.fmt(x.auroc)}" for x in seps[:6])
         lines.append(f"| {run.name} | {curve} | {ok} | {min(r_top):.3f}-{max(r_top):.3f} | "
-                     f"{rp.fmt(float(np.median(held))) if held else 'n/a'} | {rp.fmt(float(rep.get('rate', math.nan)) * 100, 0)}% | "
+                     f"{rp.fmt(float(np.median(held))) if held else 'n/a'} | {replication(rep)} | "
                      f"{rp.fmt(s.threshold)} | {s.passing_neurons} of {s.n_neurons} | "
                      f"L{top['layer']}.{top['neuron']}@{top['position']} ({float(top['r']):+.3f}) | {sep_text} |")
     return lines
+
+
+def replication(rep: object) -> str:
+    rate = float(rep.get("rate", math.nan)) if isinstance(rep, dict) else math.nan
+    return "n/a" if math.isnan(rate) else f"{rate:.0%}"
 
 
 def control_lines(runs: list[Path]) -> list[str]:
@@ -86,7 +91,8 @@ def compare_lines(folder: Path) -> list[str]:
         return ["skn compare across the seeds: not run yet", ""]
     c = rp.read_json(path)
     assert isinstance(c, dict)
-    pairs = ", ".join(f"{Path(p['a']).name}/{Path(p['b']).name} {p['overlap']} (chance {p['overlap_chance']:.2f}), "
+    name = [Path(str(r["name"])).name for r in c["runs"]]
+    pairs = ", ".join(f"{name[p['a']]}/{name[p['b']]} {p['overlap']} (chance {p['overlap_chance']:.2f}), "
                       f"Spearman {rp.fmt(p['spearman'], 2) if p['spearman'] is not None else 'n/a'}" for p in c["pairs"])
     passing = [r.get("n_passing") for r in c["runs"]]
     lines = [f"skn compare across the seeds (top {c['top_k']}): overlap per pair {pairs}; mean Jaccard "
