@@ -2,7 +2,7 @@
 
 Each decorator adds its options and hands the command one typed library record instead of loose
 keywords: `model_options` -> `model: ModelRequest`, `data_options` -> `data: DataRequest`,
-`train_options` -> `train: TrainSettings`. Defaults and help come from those dataclasses
+`train_options` -> `train: TrainRequest`. Defaults and help come from those dataclasses
 (`skn.engine.request.default_of` / `help_of`), so each default is written once, in the library.
 
 `--help` lists the options in sections (model, data, training, probe, statistics, output): each option
@@ -26,7 +26,7 @@ from skn.inputs.layout import Template
 from skn.training.trainer import LrSchedule
 from skn.models.model import DType
 from skn.models.quantize import Quantize
-from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings, default_of, help_of
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest, default_of, help_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +43,7 @@ class Section(Enum):
     OTHER = "Other options"
 
 
-SECTION_OF: dict[type, Section] = {ModelRequest: Section.MODEL, DataRequest: Section.DATA, TrainSettings: Section.TRAINING,
+SECTION_OF: dict[type, Section] = {ModelRequest: Section.MODEL, DataRequest: Section.DATA, TrainRequest: Section.TRAINING,
                                    ProbeConfig: Section.PROBE, ProbeRequest: Section.OUTPUT}
 
 
@@ -197,22 +197,22 @@ _TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "lr_schedule", "batch_size
 
 train_options = _packed(
     [
-        option("--prompt-len", TrainSettings, "prompt_len"),
-        option("--steps", TrainSettings, "steps", type=int, default=None),
-        option("--epochs", TrainSettings, "epochs"),
-        option("--lr", TrainSettings, "lr"),
-        option("--lr-schedule", TrainSettings, "lr_schedule", type=click.Choice([s.value for s in LrSchedule])),
-        option("--batch-size", TrainSettings, "batch_size"),
-        option("--grad-accum", TrainSettings, "grad_accum"),
-        option("--eval-every", TrainSettings, "eval_every"),
-        option("--patience", TrainSettings, "patience"),
-        option("--prompt-init", TrainSettings, "prompt_init", type=str, default=None, metavar="TOKEN"),
-        option("--gradient-checkpointing", TrainSettings, "gradient_checkpointing"),
-        option("--instruction-cache", TrainSettings, "instruction_cache", metavar="SIZE", type=ByteSize()),
-        option("--resume", TrainSettings, "resume"),
+        option("--prompt-len", TrainRequest, "prompt_len"),
+        option("--steps", TrainRequest, "steps", type=int, default=None),
+        option("--epochs", TrainRequest, "epochs"),
+        option("--lr", TrainRequest, "lr"),
+        option("--lr-schedule", TrainRequest, "lr_schedule", type=click.Choice([s.value for s in LrSchedule])),
+        option("--batch-size", TrainRequest, "batch_size"),
+        option("--grad-accum", TrainRequest, "grad_accum"),
+        option("--eval-every", TrainRequest, "eval_every"),
+        option("--patience", TrainRequest, "patience"),
+        option("--prompt-init", TrainRequest, "prompt_init", type=str, default=None, metavar="TOKEN"),
+        option("--gradient-checkpointing", TrainRequest, "gradient_checkpointing"),
+        option("--instruction-cache", TrainRequest, "instruction_cache", metavar="SIZE", type=ByteSize()),
+        option("--resume", TrainRequest, "resume"),
     ],
     "train",
-    lambda lr_schedule, **rest: TrainSettings(lr_schedule=LrSchedule(lr_schedule), **rest),
+    lambda lr_schedule, **rest: TrainRequest(lr_schedule=LrSchedule(lr_schedule), **rest),
     _TRAIN_KEYS,
 )
 

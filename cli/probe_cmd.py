@@ -19,7 +19,7 @@ from skn.views.compare_report import write_compare_report
 from skn.views.console import plain
 from skn.engine.distributed import from_environment
 from skn.errors import UsageError
-from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
 from skn.engine.run import run_probe
 from skn.files.run_out import run_directory
 from skn.engine.run_plan import memory_plan
@@ -69,7 +69,7 @@ from skn.cli.render import print_result, print_verdict
                 help="Also write RUN/report.html (figures and exemplars, one offline page).")
 @out_option
 def probe_command(
-    model: ModelRequest, data: DataRequest, train: TrainSettings, prompt: str, metric: str, task: str,
+    model: ModelRequest, data: DataRequest, train: TrainRequest, prompt: str, metric: str, task: str,
     train_size: int | None, val_size: int | None, group_by: tuple[str, ...], top_k: int, n_exemplars: int,
     reduce: str, backend: str, holdout: float | None, score: str, null_permutations: int, alpha: float, seeds: str,
     fused_mlp: bool, checkpoint_every: int, exemplars_pass: str, exemplar_store: int, control: tuple[str, ...], threads: int, dry_run: bool, as_json: bool, overwrite: bool, any_prompt_model: bool, report: bool,
@@ -88,7 +88,7 @@ def probe_command(
     """
     seed_list = parse_seeds(seeds) if seeds else ()
     for each in seed_list:
-        replace(train, seed=each)  # TrainSettings checks each seed now, before any training
+        replace(train, seed=each)  # TrainRequest checks each seed now, before any training
     request = ProbeRequest(
         model=model,
         data=replace(data, task=task, train_size=train_size, val_size=val_size),

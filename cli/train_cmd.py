@@ -7,7 +7,7 @@ from rich.console import Console
 
 from skn.engine.progress import RichProgress
 from skn.files.rundir import PROMPT_FILE
-from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
 from skn.engine.distributed import from_environment
 from skn.engine.run import run_train
 from skn.views.console import plain
@@ -22,7 +22,7 @@ from skn.cli.options import SectionedCommand, data_options, model_options, optio
 @threads_option
 @option("--overwrite", ProbeRequest, "overwrite")
 @out_option
-def train_command(model: ModelRequest, data: DataRequest, train: TrainSettings, threads: int, overwrite: bool, out: str) -> None:
+def train_command(model: ModelRequest, data: DataRequest, train: TrainRequest, threads: int, overwrite: bool, out: str) -> None:
     """Train a soft prompt on a frozen model and save it to RUN/prompt.safetensors.
 
     \b

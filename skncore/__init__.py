@@ -27,7 +27,7 @@ from skn.models.model import LoadedModel, load_model, wrap_loaded
 from skn.statistics.passing import PassingCounts, count_passing
 from skn.ranking.rank import Neuron, Reduce
 from skn.files.result import ProbeResult, RunInfo
-from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
 from skn.engine.run import run_probe, run_train
 from skn.files.probe_read import read_probe_run
 from skn.engine.seeds import SeedsOutcome, run_seeds
@@ -57,7 +57,7 @@ __all__ = [
     "Split",
     "TrainConfig",
     "TrainResult",
-    "TrainSettings",
+    "TrainRequest",
     "__version__",
     "assign_folds",
     "compare_runs",

@@ -290,7 +290,7 @@ class SetEffect:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class ControlComparison:
     """A set against its random controls: one point of a curve over K (or over a steering factor)."""
 
     ablated: SetEffect
@@ -300,12 +300,12 @@ class Comparison:
 
 
 def comparison_of(base: Measures, label: str, sets: Sequence[Sequence[Target]], measures: Sequence[Measures],
-                  test: DepartureTest = DepartureTest.EMPIRICAL) -> Comparison:
+                  test: DepartureTest = DepartureTest.EMPIRICAL) -> ControlComparison:
     """The first set (the one under test) against the others (its controls), from their measures; `p` under `test`."""
     ablated = SetEffect(label, tuple(sets[0]), effect_of(base, measures[0]))
     controls = tuple(SetEffect(f"control {c}", tuple(t), effect_of(base, m)) for c, (t, m) in enumerate(zip(sets[1:], measures[1:], strict=True), start=1))
     summary = {m: spread(ablated.effect.get(m), [s.effect.get(m) for s in controls], test) for m in MEASURES}
-    return Comparison(ablated, measures[0], controls, summary)
+    return ControlComparison(ablated, measures[0], controls, summary)
 
 
 # ---------------------------------------------------------------- the whole ablation
@@ -353,7 +353,7 @@ class AblationResult:
     metric: str
     items: tuple[int, ...]  # indices into the run's examples.jsonl
     base: Measures
-    comparison: Comparison
+    comparison: ControlComparison
     per_neuron: tuple[SetEffect, ...]
     forwards: int  # passes over the items: ceil(sets / share)
     seconds: float

@@ -34,7 +34,7 @@ from enum import Enum
 
 import torch
 
-from skn.ablation.ablate import MEASURES, AblationConfig, AblationData, Comparison, Measures, comparison_of, draw_controls, measure_many, passes
+from skn.ablation.ablate import MEASURES, AblationConfig, AblationData, ControlComparison, Measures, comparison_of, draw_controls, measure_many, passes
 from skn.ablation.ablate_test import resolve_test
 from skn.ablation.intervention import Target, Value, ValueKind, Where, build_intervention
 from skn.errors import UsageError
@@ -105,7 +105,7 @@ def first_departure(adjusted: Sequence[float | None], alpha: float = ALPHA) -> i
 class CurvePoint:
     k: int
     scale: float | None  # the factor on the S axis
-    comparison: Comparison
+    comparison: ControlComparison
     p_holm: Mapping[str, float | None]  # by measure
 
 
@@ -151,7 +151,7 @@ def _measure_points(
     with progress.task(title, len(stack)) as advance:
         measured = measure_many(data, stack, share, advance)
     base, at = measured[0], 1
-    raw: list[list[tuple[int, float | None, Comparison]]] = [[] for _ in configs]
+    raw: list[list[tuple[int, float | None, ControlComparison]]] = [[] for _ in configs]
     family = [sum(1 for p in points if p.curve == c) for c in range(len(configs))]
     tests = [resolve_test(config.test, config.n_controls, g) for config, g in zip(configs, family, strict=True)]
     for p in points:

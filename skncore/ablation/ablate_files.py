@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from skn.ablation.ablate import MEASURES, AblationConfig, AblationResult, Comparison, Effect, Measures, SetEffect
+from skn.ablation.ablate import MEASURES, AblationConfig, AblationResult, ControlComparison, Effect, Measures, SetEffect
 from skn.ablation.ablate_curve import Curve
 from skn.ablation.ablate_record import AblationRecord, ExampleRecord, SetRecord, parse_ablation
 from skn.ablation.ablate_test import DepartureTest, resolve_test
 from skn.ablation.curve_record import CurveEntry, CurvePoint, CurveRecord, Departure, Quantiles, parse_curve
 from skn.errors import RunDirError
 from skn.views.figures import png_bytes
-from skn.ablation.measure_record import ByMeasure, Numbers, RecordConfig, Spread, numbers
+from skn.ablation.measure_record import ByMeasure, Numbers, ConfigRecord, Spread, numbers
 from skn.views.plots import PLOTS_DIR
 from skn.files.rundir import read_json, write_bytes, write_json
 from skn.version import __version__
@@ -61,15 +61,15 @@ def _means(m: Measures) -> Numbers:
                    None if m.correct is None else _num(float(m.correct.mean())))
 
 
-def _summaries(comp: Comparison) -> ByMeasure[Spread | None]:
+def _summaries(comp: ControlComparison) -> ByMeasure[Spread | None]:
     """Per measure: the controls' mean and std, the set's p under the chosen test and under each test."""
     spreads = {m: Spread(_num(v.mean), _num(v.std), _num(v.p), _num(v.p_empirical), _num(v.p_t))
                for m, v in comp.summary.items()}
     return ByMeasure(*(spreads.get(m) for m in MEASURES))
 
 
-def _config(c: AblationConfig, per_neuron: bool) -> RecordConfig:
-    return RecordConfig(c.value.text, c.where.value, c.n_controls, c.items, c.seed, c.batch_size, c.share, c.test,
+def _config(c: AblationConfig, per_neuron: bool) -> ConfigRecord:
+    return ConfigRecord(c.value.text, c.where.value, c.n_controls, c.items, c.seed, c.batch_size, c.share, c.test,
                         c.per_neuron if per_neuron else None)
 
 

@@ -19,7 +19,7 @@ from skn.files.json_record import JsonObject, root_object
 from skn.ablation.measure_record import (
     ByMeasure,
     Numbers,
-    RecordConfig,
+    ConfigRecord,
     Spread,
     read_by_measure,
     read_config,
@@ -78,7 +78,7 @@ class AblationRecord:
 
     model: str
     metric: str
-    config: RecordConfig
+    config: ConfigRecord
     n_items: int
     forwards: int
     neurons: tuple[str, ...]

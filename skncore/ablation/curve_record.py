@@ -20,7 +20,7 @@ from skn.files.json_record import JsonObject, root_object
 from skn.ablation.measure_record import (
     ByMeasure,
     Numbers,
-    RecordConfig,
+    ConfigRecord,
     Spread,
     read_by_measure,
     read_config,
@@ -136,7 +136,7 @@ class CurveRecord:
     model: str
     metric: str
     axis: Axis
-    config: RecordConfig
+    config: ConfigRecord
     n_items: int
     forwards: int
     base: Numbers

@@ -1,6 +1,6 @@
 """The parts that RUN/ablation.json and RUN/ablation_curve.json share, as frozen dataclasses written as JSON
 and read back from a `JsonObject` (skn.files.json_record): one value per measure (`ByMeasure`, `Numbers`), the
-controls' spread of one measure (`Spread`) and the file's "config" (`RecordConfig`).
+controls' spread of one measure (`Spread`) and the file's "config" (`ConfigRecord`).
 
 Fields that later versions of skn added are defaulted for older files: "p_empirical" and "p_t" (None),
 "share" (1), "test" in "config" ("empirical": the only test there was).
@@ -85,7 +85,7 @@ def spread_json(value: Spread | None) -> object:
 
 
 @dataclass(frozen=True)
-class RecordConfig:
+class ConfigRecord:
     """The "config" of a file: how the sets were ablated and measured (`per_neuron` in ablation.json only)."""
 
     value: str
@@ -106,12 +106,12 @@ class RecordConfig:
                 "test": self.test.value}
 
 
-def read_config(obj: JsonObject) -> RecordConfig:
-    return RecordConfig(obj.text("value"), obj.text("where"), obj.integer("controls"), obj.integer("items"),
+def read_config(obj: JsonObject) -> ConfigRecord:
+    return ConfigRecord(obj.text("value"), obj.text("where"), obj.integer("controls"), obj.integer("items"),
                         obj.integer("seed"), obj.integer("batch_size"), obj.integer("share", 1),
                         obj.choice("test", DepartureTest, DepartureTest.EMPIRICAL) or DepartureTest.EMPIRICAL,
                         obj.opt_integer("per_neuron"))
 
 
-__all__ = ["ByMeasure", "Numbers", "RecordConfig", "Spread", "numbers", "read_by_measure", "read_config",
+__all__ = ["ByMeasure", "Numbers", "ConfigRecord", "Spread", "numbers", "read_by_measure", "read_config",
            "read_numbers", "read_spread", "spread_json", "unchanged"]

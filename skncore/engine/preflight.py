@@ -14,7 +14,7 @@ at once, naming the flag, instead of after minutes of training.
     check_controls_early    --control's covariates (and the metric against them, when known before the
                             pass): fields at once, token counts once the model's tokenizer is loaded
 
-(--lr, --steps and the other training numbers are checked where they are made: TrainSettings.__post_init__.)
+(--lr, --steps and the other training numbers are checked where they are made: TrainRequest.__post_init__.)
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class Score(Enum):
 class ProbeConfig:
     """How to probe; each field is checked where the config is made."""
 
-    # skn.run_probe probes with the training batch (TrainSettings.batch_size: one --batch-size for both)
+    # skn.run_probe probes with the training batch (TrainRequest.batch_size: one --batch-size for both)
     batch_size: int = field(default=8, metadata={"help": "Examples per batch (training and probing)."})
     top_k: int = field(default=10, metadata={"help": "Neurons to keep."})
     n_exemplars: int = field(default=5, metadata={"help": "Most and least activating examples per neuron."})

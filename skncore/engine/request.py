@@ -1,7 +1,7 @@
 """What a run is asked to do: the request dataclasses of `skn probe` / `skn train`, with the defaults and
 help texts the CLI reads from them (`default_of`, `help_of`), so each default is written once.
 
-    ProbeRequest(model=ModelRequest(...), data=DataRequest(...), train=TrainSettings(...), probe=ProbeConfig(...))
+    ProbeRequest(model=ModelRequest(...), data=DataRequest(...), train=TrainRequest(...), probe=ProbeConfig(...))
 
 `skn.engine.run` turns a request into a run.
 """
@@ -83,7 +83,7 @@ class DataRequest:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainRequest:
     """The prompt training a run asks for; `steps` and `prompt_init` left as None take the model's
     defaults (200 steps from random vocabulary tokens; 50 from the placeholder on the bundled model)."""
 
@@ -128,7 +128,7 @@ class ProbeRequest:
 
     model: ModelRequest = ModelRequest()
     data: DataRequest = DataRequest()
-    train: TrainSettings = TrainSettings()
+    train: TrainRequest = TrainRequest()
     probe: ProbeConfig = ProbeConfig()
     metric: str = field(default="", metadata=_help(
         "loss | confidence | correct | NAME | field:NAME | NAME==VALUE | python:MODULE:FUNCTION [default: the task's, else loss]"))
@@ -169,7 +169,7 @@ __all__ = [
     "DataRequest",
     "ModelRequest",
     "ProbeRequest",
-    "TrainSettings",
+    "TrainRequest",
     "default_of",
     "help_of",
 ]

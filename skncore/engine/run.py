@@ -2,7 +2,7 @@
 
     request = ProbeRequest(model=ModelRequest("../shared/models/stories260K-hf"),
                            data=DataRequest(data=("examples/stories.jsonl",)), metric="mood==happy",
-                           train=TrainSettings(steps=60), out="runs/stories")
+                           train=TrainRequest(steps=60), out="runs/stories")
     result = run_probe(request)          # exactly what `skn probe` with those options does
 
 The policy of a run lives here and in the modules it calls: which examples (a task, files, or the bundled
@@ -36,7 +36,7 @@ from skn.models.model import LoadedModel, load_model
 from skn.engine.progress import AutoProgress, ProgressSink, SilentProgress
 from skn.training.prompt import PromptInit
 from skn.models.quantize import Quantize, load_quantized_model
-from skn.engine.request import BUNDLED_STEPS, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.request import BUNDLED_STEPS, ModelRequest, ProbeRequest, TrainRequest
 from skn.files.result import ProbeResult, TrainPoint
 from skn.views.console import quiet_transformers
 from skn.models.hub import offline_unless_reachable, recorded_name
@@ -94,7 +94,7 @@ def _load_requested_model(request: ModelRequest) -> LoadedModel:
                       request.placement, request.revision)
 
 
-def train_config_for(settings: TrainSettings, seed: int, n_train: int, bundled_model: bool) -> TrainConfig:
+def train_config_for(settings: TrainRequest, seed: int, n_train: int, bundled_model: bool) -> TrainConfig:
     """The trainer's configuration: the bundled model trains for fewer steps, from its placeholder."""
     steps = settings.steps if settings.steps is not None else (BUNDLED_STEPS if bundled_model else TrainConfig.steps)
     init = settings.prompt_init if settings.prompt_init is not None else (zoo.PLACEHOLDER if bundled_model else "")

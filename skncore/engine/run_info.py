@@ -16,7 +16,7 @@ from skn.inputs.metrics import MetricSpec
 from skn.models.model import LoadedModel
 from skn.statistics.null_verdict import NullResult
 from skn.engine.probe_config import ProbeConfig
-from skn.files.result import ProbeResult, ProbeSettings, RunInfo
+from skn.files.result import ProbeResult, ProbeConfigRecord, RunInfo
 from skn.version import __version__
 
 
@@ -65,7 +65,7 @@ def probe_info(
         dtype=str(loaded.dtype).replace("torch.", ""),
         neuron_module=loaded.sites.names[0].replace(".0.", ".{i}.", 1) if loaded.sites.names else "",
         weights=loaded.weights,
-        probe_config=ProbeSettings(
+        probe_config=ProbeConfigRecord(
             batch_size=config.batch_size,
             top_k=config.top_k,
             n_exemplars=config.n_exemplars,

@@ -30,7 +30,7 @@ from skn.statistics.stats import PearsonStats
 
 
 @dataclass(frozen=True)
-class ProbeSettings:
+class ProbeConfigRecord:
     """How the probe ran, as recorded in run.json (`probe_config`)."""
 
     batch_size: int
@@ -73,7 +73,7 @@ class RunInfo:
     val_data: str = ""
     n_train: int = 0
     prompt: str = ""
-    probe_config: ProbeSettings | None = None
+    probe_config: ProbeConfigRecord | None = None
     seed: int = 0
     versions: Mapping[str, str] = field(default_factory=dict)
     train_config: Mapping[str, object] | None = None  # TrainConfig's fields; init as its token text
@@ -268,7 +268,7 @@ def info_from_json(value: object, where: str) -> RunInfo:
     if raw_probe is not None:
         p = _Reader(raw_probe, f"{where}: probe_config")
         holdout = raw_probe.get("holdout", "auto")
-        probe_config = ProbeSettings(p.integer("batch_size"), p.integer("top_k"), p.integer("n_exemplars"),
+        probe_config = ProbeConfigRecord(p.integer("batch_size"), p.integer("top_k"), p.integer("n_exemplars"),
                                      p.text("reduce") or "abs", p.text("backend"), p.text("template"),
                                      None if holdout == "auto" else p.number("holdout"), p.text("score") or "pearson",
                                      p.integer("null_permutations"), p.number("alpha") or 0.05, p.integer("null_seed"))

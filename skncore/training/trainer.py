@@ -390,6 +390,6 @@ def with_steps_from_epochs(config: TrainConfig, epochs: float, n_train: int) -> 
     """The number of optimiser steps that covers `epochs` passes over `n_train` examples."""
     per_step = config.batch_size * config.grad_accum
     steps = epochs * n_train / per_step
-    if not math.isfinite(steps):  # --epochs is finite (TrainSettings), but its product can overflow
+    if not math.isfinite(steps):  # --epochs is finite (TrainRequest), but its product can overflow
         raise UsageError(f"--epochs {epochs} over {n_train} training examples is more steps than can be counted")
     return replace(config, steps=max(1, math.ceil(steps)))

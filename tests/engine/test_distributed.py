@@ -140,7 +140,7 @@ def r64(run: Path) -> torch.Tensor:
 BOTH = """
 import sys
 from pathlib import Path
-from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
 from skn.engine.probe_config import ProbeConfig
 from skn.statistics.null import NullConfig
 from skn.engine.run import run_probe, run_train
@@ -148,7 +148,7 @@ from skn.engine.run import run_probe, run_train
 model, train, val, tmp = sys.argv[1:5]
 data = DataRequest(data=(train,), val_data=(val,))
 run_train(ProbeRequest(model=ModelRequest(model), data=data, out=str(Path(tmp) / "trained"), threads=1,
-                       train=TrainSettings(steps=3, eval_every=2, prompt_len=4, batch_size=4)))
+                       train=TrainRequest(steps=3, eval_every=2, prompt_len=4, batch_size=4)))
 run_probe(ProbeRequest(model=ModelRequest(model), data=data, prompt=str(Path(tmp) / "P"), any_prompt_model=True,
                        metric="animal==dog", out=str(Path(tmp) / "probed"), threads=1,
                        probe=ProbeConfig(batch_size=4, top_k=5, holdout=0.5, null=NullConfig(19, 0.05, 0))))

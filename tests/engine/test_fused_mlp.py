@@ -104,7 +104,7 @@ def test_other_ffns_fall_back_with_a_reason() -> None:
 
 def test_run_says_when_it_falls_back(tmp_path: Path) -> None:
     from skn.engine.probe_config import ProbeConfig
-    from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+    from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
     from skn.engine.run import run_probe
 
     from helpers import char_tokenizer, tiny_model
@@ -114,7 +114,7 @@ def test_run_says_when_it_falls_back(tmp_path: Path) -> None:
     char_tokenizer().save_pretrained(folder)  # type: ignore[attr-defined]
     lines: list[str] = []
     request = ProbeRequest(model=ModelRequest(str(folder), device="cpu"), data=DataRequest(train_size=4, val_size=6),
-                           train=TrainSettings(steps=1, prompt_len=2), probe=ProbeConfig(fused_mlp=True),
+                           train=TrainRequest(steps=1, prompt_len=2), probe=ProbeConfig(fused_mlp=True),
                            metric="loss", out=str(tmp_path / "run"))
     run_probe(request, notify=lines.append)
     assert lines[0].startswith("no data given: running the built-in arithmetic task on 10 generated items")

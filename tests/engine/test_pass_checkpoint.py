@@ -201,14 +201,14 @@ def test_run_probe_resume_continues_the_pass_after_the_training(tmp_path: Path, 
 
     from safetensors.torch import load_file
 
-    from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+    from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
     from skn.engine.run import run_probe
 
     from helpers import write_data
 
     train, val = write_data(tmp_path / "train.jsonl", 16, 0), write_data(tmp_path / "val.jsonl", 20, 1)
     request = ProbeRequest(model=ModelRequest(str(saved_tiny_model)), data=DataRequest(data=(str(train),), val_data=(str(val),)),
-                           train=TrainSettings(steps=2, eval_every=2, prompt_len=3, batch_size=4), metric="loss",
+                           train=TrainRequest(steps=2, eval_every=2, prompt_len=3, batch_size=4), metric="loss",
                            probe=ProbeConfig(batch_size=4, top_k=5, null=NullConfig(19, 0.05, 0), checkpoint_every=1))
     whole = run_probe(replace(request, out=str(tmp_path / "A")))
     with pytest.raises(Interrupted):

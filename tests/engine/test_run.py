@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import skn
 from skn.cli.main import cli
 from skn.errors import UsageError
-from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainSettings
+from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
 from skn.engine.run import run_probe
 
 from helpers import write_data
@@ -56,7 +56,7 @@ def test_bundled_default_python_equals_cli(tmp_path: Path) -> None:
     options = ["--steps", "2", "--train-size", "16", "--val-size", "24", "--top-k", "4"]
     result = runner.invoke(cli, ["probe", *options, "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
-    request = ProbeRequest(data=DataRequest(train_size=16, val_size=24), train=TrainSettings(steps=2),
+    request = ProbeRequest(data=DataRequest(train_size=16, val_size=24), train=TrainRequest(steps=2),
                            probe=skn.ProbeConfig(top_k=4), out=str(tmp_path / "py"))
     run_probe(request)
     same_run_directory(tmp_path / "cli", tmp_path / "py")
@@ -71,7 +71,7 @@ def test_files_python_equals_cli(tmp_path: Path, saved_tiny_model: Path) -> None
     assert result.exit_code == 0, result.output
     request = skn.ProbeRequest(
         model=ModelRequest(str(saved_tiny_model)), data=DataRequest(data=(str(data),)),
-        train=TrainSettings(steps=2, prompt_len=3, lr=0.01), probe=skn.ProbeConfig(top_k=3), metric="size",
+        train=TrainRequest(steps=2, prompt_len=3, lr=0.01), probe=skn.ProbeConfig(top_k=3), metric="size",
         group_by=("animal",), out=str(tmp_path / "py"),
     )
     result_py = run_probe(request)
@@ -99,10 +99,10 @@ def test_config_checks_name_the_flag() -> None:
 
     for make, flag in (
         (lambda: TrainConfig(steps=0), "--steps"), (lambda: TrainConfig(lr=float("nan")), "--lr"),
-        (lambda: TrainSettings(batch_size=0), "--batch-size"), (lambda: TrainSettings(epochs=-1.0), "--epochs"),
-        (lambda: TrainSettings(steps=0), "--steps"), (lambda: DataRequest(val_fraction=1.0), "--val-fraction"),
+        (lambda: TrainRequest(batch_size=0), "--batch-size"), (lambda: TrainRequest(epochs=-1.0), "--epochs"),
+        (lambda: TrainRequest(steps=0), "--steps"), (lambda: DataRequest(val_fraction=1.0), "--val-fraction"),
         (lambda: DataRequest(val_size=0), "--val-size"), (lambda: ProbeRequest(threads=-1), "--threads"),
     ):
         with pytest.raises(UsageError, match=flag):
             make()
-    assert TrainSettings(steps=None).steps is None and DataRequest(train_size=None).train_size is None
+    assert TrainRequest(steps=None).steps is None and DataRequest(train_size=None).train_size is None

@@ -12,12 +12,12 @@ import skn.cli.probe_cmd as probe_cmd
 from skn.engine.probe_config import ProbeConfig
 from skn.cli.main import main
 from skn.statistics.null import NullConfig
-from skn.engine.request import DataRequest, ProbeRequest, TrainSettings
+from skn.engine.request import DataRequest, ProbeRequest, TrainRequest
 from skn.engine.run import probe_config_for
 
 
 def test_the_data_seed_seeds_the_null_and_the_folds_and_the_training_batch_probes() -> None:
-    request = ProbeRequest(data=DataRequest(seed=3), train=TrainSettings(batch_size=4),
+    request = ProbeRequest(data=DataRequest(seed=3), train=TrainRequest(batch_size=4),
                            probe=ProbeConfig(null=NullConfig(50, 0.1)))
     config = probe_config_for(request)
     assert (config.null.seed, config.holdout_seed, config.batch_size) == (3, 3, 4)
@@ -34,6 +34,6 @@ def test_the_cli_and_a_library_request_resolve_to_the_same_probe(tmp_path: Path,
     monkeypatch.setattr(probe_cmd, "run_probe", capture)
     with pytest.raises(SystemExit):
         main(["probe", "--seed", "3", "--batch-size", "4", "--null", "50", "--alpha", "0.1", "--out", str(tmp_path / "run")])
-    library = ProbeRequest(data=DataRequest(seed=3), train=TrainSettings(batch_size=4),
+    library = ProbeRequest(data=DataRequest(seed=3), train=TrainRequest(batch_size=4),
                            probe=ProbeConfig(null=NullConfig(50, 0.1)))
     assert probe_config_for(seen[0]) == probe_config_for(library)

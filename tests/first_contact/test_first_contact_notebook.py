@@ -68,7 +68,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, skn.
     train, val = write_data(root / "train.jsonl", 16, 0), write_data(root / "val.jsonl", 14, 1)
     request = skn.ProbeRequest(model=skn.ModelRequest(str(folder)),
                                data=skn.DataRequest(data=(str(train),), val_data=(str(val),)), metric="size",
-                               train=skn.TrainSettings(steps=3, eval_every=3, prompt_len=4, batch_size=8),
+                               train=skn.TrainRequest(steps=3, eval_every=3, prompt_len=4, batch_size=8),
                                probe=skn.ProbeConfig(top_k=5), out=str(root / "RUN"))
     torch.set_num_threads(1)
     return root / "RUN", folder, skn.run_probe(request)  # no progress argument: the notebook's call

@@ -203,12 +203,12 @@ def test_check_run_scores_the_runs_own_neurons_on_real_items(tmp_path: Path) -> 
     """`python -m skn.zoo.evaluate --run RUN`: the run's top neurons and prompt, not a new ranking, on the
     real items; each AUROC is P(no-shortcut item above a shortcut item) of activation * sign(r)."""
     from skn.files.probe_read import read_probe_run
-    from skn.engine.request import DataRequest, ProbeRequest, TrainSettings
+    from skn.engine.request import DataRequest, ProbeRequest, TrainRequest
     from skn.engine.run import run_probe
     from skn.zoo.evaluate import check_run
 
     torch.set_num_threads(1)
-    run_probe(ProbeRequest(data=DataRequest(train_size=8, val_size=12), train=TrainSettings(steps=1),
+    run_probe(ProbeRequest(data=DataRequest(train_size=8, val_size=12), train=TrainRequest(steps=1),
                            out=str(tmp_path / "run"), threads=1))
     record = check_run(tmp_path / "run", default_model_path(), BIGBENCH, [1], seed=0)
     run = read_probe_run(tmp_path / "run")
