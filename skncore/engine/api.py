@@ -35,7 +35,7 @@ from skn.statistics.null_verdict import null_result
 from skn.statistics.covariate_moments import CovariateAccumulator
 from skn.statistics.covariates import check_controls, covariate_values, parse_controls
 from skn.statistics.partial import (CovariateStats, FoldCovariates, PartialResult, check_metric_residual, covariate_r, covariate_stats,
-                         merge_covariates, partial_correlation)
+                                    merge_covariates, partial_correlation)
 from skn.statistics.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.engine.probe import statistics_pass
 from skn.engine.probe_config import ExemplarsPass, ProbeConfig, Score, holdout_plan

@@ -41,7 +41,7 @@ from skn.files.result import ProbeResult, TrainPoint
 from skn.views.console import quiet_transformers
 from skn.models.hub import offline_unless_reachable, recorded_name
 from skn.engine.preflight import (check_backend, check_before_training, check_controls_early, check_model_path,
-                           check_prompt_model)
+                                  check_prompt_model)
 from skn.files.rundir import (
     SKN_NAMES,
     EXAMPLES_FILE,

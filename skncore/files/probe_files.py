@@ -23,8 +23,8 @@ from skn.statistics.predictivity import PredictivityCounts, predictivity_record
 from skn.ranking.rank import Neuron
 from skn.files.result import ProbeResult, info_to_json, new_run_id
 from skn.files.rundir import (CONTROL_COLUMNS, EXAMPLES_FILE, PREDICTIVITY_FILE, PREDICTIVITY_JSON, GROUPS_FILE, HOLDOUT_COLUMNS, NEURON_COLUMNS, NEURONS_CSV,
-                        NEURONS_JSON, NULL_COLUMNS, RUN_FILE, RUN_ID, STATS_FILE, TOP_ACTIVATIONS_FILE,
-                        write_json, write_tensors, write_text, json_safe)
+                              NEURONS_JSON, NULL_COLUMNS, RUN_FILE, RUN_ID, STATS_FILE, TOP_ACTIVATIONS_FILE,
+                              write_json, write_tensors, write_text, json_safe)
 from skn.statistics.stats import PearsonStats
 from skn.version import __version__
 

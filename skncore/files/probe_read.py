@@ -29,8 +29,8 @@ from skn.files.result import ProbeResult, info_from_json
 from skn.files.run_integrity import check_group_neurons, check_metric_files, check_ranked_r, check_sizes
 from skn.statistics.partial import PartialResult
 from skn.files.rundir import (EXAMPLES_FILE, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURONS_JSON, PROMPT_FILE, RUN_FILE,
-                        RUN_ID, STATS_FILE, TOP_ACTIVATIONS_FILE, PromptFile, check_one_run, load_tensors, read_json,
-                        read_metadata, read_prompt, require_file)
+                              RUN_ID, STATS_FILE, TOP_ACTIVATIONS_FILE, PromptFile, check_one_run, load_tensors, read_json,
+                              read_metadata, read_prompt, require_file)
 from skn.statistics.stats import PearsonStats
 
 
