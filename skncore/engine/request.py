@@ -94,7 +94,7 @@ class TrainRequest:
         "Train for this many passes over the data instead of --steps (0 = use --steps)."))
     lr: float = field(default=TrainConfig.lr, metadata=_help("AdamW learning rate."))
     lr_schedule: LrSchedule = field(default=TrainConfig.lr_schedule, metadata=_help(
-        "constant (the paper's) or linear (falls to 0 at the last step, so the last validation checks settle)."))
+        "constant (the paper's) or linear (falls to 0 at the last step)."))
     batch_size: int = field(default=TrainConfig.batch_size, metadata=_help("Examples per batch (training and probing)."))
     grad_accum: int = field(default=TrainConfig.grad_accum, metadata=_help("Micro-batches per optimiser step."))
     eval_every: int = field(default=TrainConfig.eval_every, metadata=_help("Steps between validation-loss checks."))

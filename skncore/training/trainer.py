@@ -4,7 +4,8 @@ Defaults are the paper's: P = 20, AdamW, lr 3e-3. The data order is a seeded shu
 so a resumed run sees the same batches as an uninterrupted one. Validation loss is measured every
 `eval_every` optimiser steps on at most `eval_examples` validation examples; the best prompt is kept,
 and `patience` evaluations without improvement stop early (0 = never). The learning rate is constant (the
-paper's), or with `LrSchedule.LINEAR` falls linearly to 0 at the last step, so that the last checks settle.
+paper's), or with `LrSchedule.LINEAR` falls linearly to 0 at the last step (smaller steps at the end; it does not remove
+swings that come from which items a batch holds).
 """
 
 from __future__ import annotations
