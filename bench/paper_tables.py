@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_budget  # noqa: E402  (the convergence rule)
 import replicate_paper as rp  # noqa: E402  (the readers of a run directory: summarise, separations, auroc, fmt)
 
 GROUPS = {"rq3": ("last_digit_shortcut", "operation", "digits"), "rq2": ("heuristic", "label")}
@@ -32,18 +33,17 @@ MODELS = {"smollm2": "SmolLM2-135M-Instruct", "gemma3": "Gemma 3 270M (GGUF q4_k
 
 
 def converged(info: dict[str, object]) -> tuple[str, str]:
+    """The verdict of bench/cpu_budget.py's rule (>= 200 steps, the last three checks within 1%) and the curve."""
     history = info.get("train_history")
     checks = [(int(h["step"]), float(h["val_loss"])) for h in history if h.get("val_loss") is not None] if isinstance(history, list) else []
     if len(checks) < 3:
         return "n/a", "too few checks"
-    last = [v for _, v in checks[-3:]]
-    change = max(last) / min(last) - 1.0
-    ok = checks[-1][0] >= 200 and change < 0.01
+    ok, change = cpu_budget.converged([v for _, v in checks], checks[-1][0])
     text = ", ".join(f"{s}: {v:.4f}" for s, v in checks[-3:])
     return ("yes" if ok else "no") + f" ({change:.2%})", f"{checks[0][0]}: {checks[0][1]:.4f} ... {text}"
 
 
-def seed_rows(key: str, runs: list[Path]) -> list[str]:
+def seed_rows(key: str, runs: list[Path], summaries: dict[Path, rp.Summary]) -> list[str]:
     rq = key.split("-")[1]
     lines = ["| seed | validation loss (first check ... last three) | converged | top-10 \\|r\\| (selection; partial r under --control) | "
              "held-out r, top 10 (sign-aligned median) | replication | null threshold | neurons passing (of all) | "
@@ -52,7 +52,7 @@ def seed_rows(key: str, runs: list[Path]) -> list[str]:
         if not (run / "run.json").exists():
             lines.append(f"| {run.name} | not run yet | | | | | | | | |")
             continue
-        s = rp.summarise(run)
+        s = summaries[run]
         ok, curve = converged(s.info)
         r_top = [abs(float(n["r"])) for n in s.neurons[:10]]
         held = [float(n["r_held_out"]) * math.copysign(1, float(n["r"])) for n in s.neurons[:10] if n.get("r_held_out") is not None]
@@ -124,10 +124,11 @@ def wall_times(runs_root: Path, key: str) -> list[str]:
 def experiment(runs_root: Path, key: str) -> list[str]:
     model, rq = key.split("-")
     runs = [runs_root / key / f"seed-{s}" for s in (0, 1, 2)]
-    lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs), ""]
+    summaries = {run: rp.summarise(run) for run in runs if (run / "run.json").exists()}  # each run read once
+    lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
     lines += control_lines(runs) + compare_lines(runs_root / key / "compare") + shown(runs[0]) + wall_times(runs_root, key)
-    if rq == "rq3" and (runs[0] / "run.json").exists():
-        lines += ["Seed 0: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(rp.summarise(runs[0])), ""]
+    if rq == "rq3" and runs[0] in summaries:
+        lines += ["Seed 0: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[runs[0]]), ""]
     return lines
 
 

@@ -405,7 +405,7 @@ def null_bytes(shape: PassShape, permutations: int, covariates: int = 0, metric_
     cells = shape.cells
     total = (4 * (permutations + 1) + 24 * permutations) * cells
     if shape.cpu:
-        rows = rows_within(ROW_BUFFER_BYTES, 4 * cells)
+        rows = buffer_rows(ROW_BUFFER_BYTES, shape.layers, shape.positions * shape.width)  # what the pass buffers
         total += (min(rows, shape.examples) if shape.examples else rows) * 4 * cells
     if covariates:
         total += 2 * 8 * min(cells * permutations, 1 << 24)
