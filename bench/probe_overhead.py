@@ -18,7 +18,7 @@ activations, the run directory written), one fresh process per measurement, best
     bare        : the model built and completion_scores over every batch (loss's forward)
     bare-prompt : the model built and a forward of instruction + prompt only (a label's forward)
     loss        : skn.engine.api.probe --metric loss with the default config (null 100, the activation store)
-                  and skn.engine.run.write_run, the library calls `skn probe` makes once it has a prompt
+                  and skn.files.probe_files.write_probe_run, the library calls `skn probe` makes once it has a prompt
     label       : the same with a label metric grp==a (the in-pass mode)
     loss-always : loss with --exemplars-pass always (the second pass, as before issue #11)
 
@@ -129,7 +129,7 @@ def whole_process(kind: str, n: int) -> dict[str, object]:
     from skn.inputs.data import Example
     from skn.inputs.layout import make_batch
     from skn.models.model import LoadedModel
-    from skn.engine.run import write_run
+    from skn.files.probe_files import write_probe_run
     from skn.training.scoring import completion_scores
     from skn.engine.probe import _forward_to_sites, capture_activations
     from skn.engine.probe_config import ExemplarsPass
@@ -159,7 +159,7 @@ def whole_process(kind: str, n: int) -> dict[str, object]:
         config = ProbeConfig(batch_size=batch_size, top_k=10, template=Template.PLAIN, exemplars_pass=mode)
         result = probe(loaded, prompt, labelled, "grp==a" if kind == "label" else "loss", config)
         with tempfile.TemporaryDirectory() as out:
-            write_run(Path(out), result)
+            write_probe_run(Path(out), result)
         extra = {"exemplars": result.info.extra["exemplars"], "timings": dict(result.info.timings)}
     return {"kind": kind, "n": n, "seconds": time.perf_counter() - start, **extra}
 

@@ -64,5 +64,5 @@ def make_run(directory: Path, *, metric: str = "heuristic==lexical_overlap", ext
         info["null"] = {"permutations": 99, "mode": "whole-set", "alpha": 0.05, "threshold": null.threshold,
                         "n_significant": null.n_significant, "top_k": len(neurons)}
     run = ProbeResult(neurons, corr_t, stats, torch.tensor(activations, dtype=torch.float32), metric_values, tuple(examples),
-                      info_from_json(info, "fake run.json"), null=null)
+                      info_from_json(info, "fake run.json"), sections={"null": null} if null is not None else {})
     return write_probe_run(directory, run)  # with the run id its files carry

@@ -8,7 +8,8 @@ import copy
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,26 @@ def run_chromium(binary: str, profile: Path, *args: str) -> Any:
 
     return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
                           capture_output=True, text=True, timeout=90, check=False)
+
+
+class Interrupted(BaseException):  # as KeyboardInterrupt: not a failure of a stage
+    pass
+
+
+class StopAfter:
+    """A progress sink that raises `Interrupted` once `examples` examples of the probing pass are done (mid-pass,
+    after a checkpoint or between two)."""
+
+    def __init__(self, examples: int) -> None:
+        self.examples = examples
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[int, str], None]]:
+        done = [0]
+
+        def advance(steps: int = 1, note: str = "") -> None:
+            done[0] += steps
+            if description == "probing" and done[0] >= self.examples:
+                raise Interrupted
+
+        yield advance

@@ -10,66 +10,41 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from skn.inputs.data import Example
-from skn.inputs.example_order import ORDER_NAME, inverse, pass_order
-from skn.errors import MetricError, UsageError
-from skn.statistics.exemplar_store import ActivationStore, top_activations
-from skn.statistics.folds import HoldoutPlan, assign_folds
-from skn.ranking.holdout import HoldoutResult, rank_with_holdout
-from skn.inputs.layout import Encoded, Template, encode_all, resolve_template
-from skn.inputs.metrics import MetricSpec, check_metric, for_statistics, metric_before_pass, parse_metric, unscaled
-from skn.models.model import LoadedModel
 from skn.engine.distributed import Ranks
+from skn.engine.encoding import encode
 from skn.engine.pass_checkpoint import PassCheckpoint, pass_checkpoint
-from skn.statistics.null import NullAccumulator, SelectedRows
-from skn.statistics.null_verdict import null_result
-from skn.statistics.covariate_moments import CovariateAccumulator
-from skn.statistics.covariates import check_controls, covariate_values, parse_controls
-from skn.statistics.partial import (CovariateStats, FoldCovariates, PartialResult, check_metric_residual, covariate_r, covariate_stats,
-                                    merge_covariates, partial_correlation)
-from skn.statistics.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.engine.probe import statistics_pass
 from skn.engine.probe_config import ExemplarsPass, ProbeConfig, Score, holdout_plan
 from skn.engine.progress import ProgressSink, SilentProgress
-from skn.ranking.rank import rank_neurons
+from skn.engine.rank_pass import MetricFailure, rank_pass
+from skn.engine.run_info import probe_info
+from skn.errors import MetricError, UsageError
+from skn.features.control import CONTROL, check_residuals, control_values, covariates_after_pass
+from skn.features.feature import Controls, Feature, PassSetup
+from skn.features.registry import FEATURES
 from skn.files.result import ProbeResult
 from skn.files.rundir import PromptFile, write_prompt
-from skn.engine.run_info import null_summary, probe_info, with_passing
-from skn.statistics.scratch import ROW_BUFFER_BYTES
+from skn.inputs.data import Example
+from skn.inputs.example_order import ORDER_NAME, inverse, pass_order
+from skn.inputs.layout import Template, resolve_template
+from skn.inputs.metrics import MetricSpec, check_metric, for_statistics, metric_before_pass, parse_metric, unscaled
+from skn.models.model import LoadedModel
+from skn.ranking.holdout import HoldoutResult
+from skn.statistics.covariates import parse_controls
+from skn.statistics.exemplar_store import ActivationStore, top_activations
+from skn.statistics.folds import assign_folds
+from skn.statistics.partial import check_metric_residual
 from skn.statistics.statistic import Statistic
-from skn.statistics.stats import STAT_DTYPE, correlation
+from skn.statistics.stats import STAT_DTYPE
 from skn.training.trainer import TrainConfig, TrainResult, train_prompt
-
-
-class MetricFailure(MetricError):
-    """A metric found useless after the pass (constant, NaN); `values` keeps what was computed."""
-
-    def __init__(self, error: MetricError, values: Tensor) -> None:
-        super().__init__(str(error))
-        self.values = values
-
-
-def _max_length(loaded: LoadedModel) -> int:
-    config = getattr(loaded.model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 0
-
-
-def encode(loaded: LoadedModel, examples: Sequence[Example], template: Template, prompt_len: int) -> tuple[Encoded, ...]:
-    """Token ids of the examples under the sequence layout (see skn.inputs.layout)."""
-    return encode_all(loaded.tokenizer, examples, template, _max_length(loaded), prompt_len)
 
 
 def train(
@@ -94,24 +69,6 @@ def train(
     return result
 
 
-def control_values(loaded: LoadedModel | None, examples: Sequence[Example], config: ProbeConfig, prompt_len: int,
-                   rows: Sequence[Encoded] | None = None) -> Tensor | None:
-    """[N, q] the covariates of `config.control` on `examples` (None without), checked: none constant, none
-    collinear with the others, on all examples and on each holdout fold. The token counts need the model's
-    tokenizer (`loaded`) or the encoded `rows`."""
-    covariates = parse_controls(config.control)
-    if not covariates:
-        return None
-    if rows is None and any(c.needs_tokens for c in covariates):
-        if loaded is None:
-            return None  # checked again once the model is loaded
-        rows = encode(loaded, examples, config.template, prompt_len)
-    z = covariate_values(covariates, examples, rows)
-    plan = holdout_plan(config, len(examples))
-    check_controls([c.text for c in covariates], z, assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None)
-    return z
-
-
 def probe(
     loaded: LoadedModel,
     prompt: Tensor,
@@ -123,6 +80,7 @@ def probe(
     out: Path | None = None,
     resume: bool = False,
     ranks: Ranks = Ranks(),
+    features: Sequence[Feature[Any]] = FEATURES,
 ) -> ProbeResult:
     """Correlate every neuron with the metric over `examples`, rank, and read the top neurons' activations.
 
@@ -137,6 +95,9 @@ def probe(
     With `ranks` of several processes (skn.engine.distributed) each rank passes over its shard of `examples`;
     the moments, the null, the metric and the exemplars are merged, so every rank returns the whole result.
 
+    `features` (skn.features): the optional parts of the probe that may run (each stays off unless `config` asks
+    for it); `result.sections` holds what each concluded.
+
     The pass takes the examples in a seeded order that follows their content (skn.inputs.example_order), so the
     batches, and with them the within-batch null, do not depend on the file's order; every output is in
     `examples`' order.
@@ -148,7 +109,7 @@ def probe(
     back = list(inverse(order))
     try:
         result = _probe_in_pass_order(loaded, prompt, tuple(examples[i] for i in order), spec, config, progress,
-                                      train_examples, out, resume, ranks)
+                                      train_examples, out, resume, ranks, tuple(features))
     except MetricFailure as failure:
         raise MetricFailure(failure, unscaled(spec, failure.values[back])) from None
     return in_file_order(replace(result, metric=unscaled(spec, result.metric)), examples, back, config.null.seed)
@@ -157,13 +118,15 @@ def probe(
 def in_file_order(result: ProbeResult, examples: tuple[Example, ...], back: Sequence[int], seed: int) -> ProbeResult:
     """A result computed in pass order, with every per-example output back in `examples`' order
     (`back[i]`: where example i sat in the pass)."""
-    holdout = result.holdout
-    if holdout is not None:
-        folds = replace(holdout.folds, confirm=holdout.folds.confirm[back])
-        holdout = replace(holdout, folds=folds)
+    sections = {name: _holdout_in_file_order(section, back) if isinstance(section, HoldoutResult) else section
+                for name, section in result.sections.items()}
     info = replace(result.info, extra={**result.info.extra, "pass_order": {"batches": ORDER_NAME, "seed": seed}})
     return replace(result, examples=examples, metric=result.metric[back], top_activations=result.top_activations[:, back],
-                   holdout=holdout, info=info)
+                   sections=sections, info=info)
+
+
+def _holdout_in_file_order(holdout: HoldoutResult, back: Sequence[int]) -> HoldoutResult:
+    return replace(holdout, folds=replace(holdout.folds, confirm=holdout.folds.confirm[back]))
 
 
 def _probe_in_pass_order(
@@ -177,6 +140,7 @@ def _probe_in_pass_order(
     out: Path | None,
     resume: bool,
     ranks: Ranks,
+    features: tuple[Feature[Any], ...],
 ) -> ProbeResult:
     """`probe` on examples already in pass order."""
     if prompt.dim() != 2 or prompt.shape[1] != loaded.hidden_size:
@@ -185,23 +149,12 @@ def _probe_in_pass_order(
     rows = encode(loaded, examples, config.template, prompt_len)
     plan = holdout_plan(config, len(examples))
     confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
-    sites = loaded.sites
     z = control_values(loaded, examples, config, prompt_len, rows)
     names = tuple(c.text for c in parse_controls(config.control))
     if z is not None and spec.known_before_pass:
         check_metric_residual(spec.text, names, z, metric_before_pass(spec, examples))
-    ranked_z = z if z is None or confirm is None else z[~confirm]
-    # on a CPU the null collects rows before each product (skn.statistics.null.buffer_rows); a GPU's memory needs no buffer
-    null_buffer = ROW_BUFFER_BYTES if loaded.device.type == "cpu" else 0
-    nulls = ([NullAccumulator(sites.num_layers, prompt_len, sites.width, config.null, loaded.device, ranked_z, null_buffer)]
-             if config.null.permutations > 0 else [])
-    # with a holdout the null is that of the selection fold, which ranks the neurons
-    statistics: list[Statistic] = [SelectedRows(n, ~confirm) for n in nulls] if confirm is not None else list(nulls)
-    comoments = (CovariateAccumulator(z, confirm.long() if confirm is not None else torch.zeros(len(examples), dtype=torch.long),
-                                      2 if confirm is not None else 1, sites.num_layers, prompt_len, sites.width, loaded.device)
-                 if z is not None else None)
-    if comoments is not None:
-        statistics.append(comoments)
+    setup = PassSetup(loaded, prompt, examples, rows, spec, config, plan, confirm, Controls(names, z))
+    fed = {feature.name: feature.statistics(setup) for feature in features}
     checkpoint = pass_checkpoint(loaded, config, out, resume)
     if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY):
         raise UsageError("under torchrun --checkpoint-every, --resume and --score predictivity are not available "
@@ -209,32 +162,22 @@ def _probe_in_pass_order(
     # the one pass's activation store (skn.statistics.exemplar_store); a checkpointed or sharded pass reads the top activations
     # in a second pass instead (the store's scratch file survives neither a restart nor another rank)
     one_pass = config.exemplars_pass is ExemplarsPass.AUTO and checkpoint is None and not ranks.active
-    store = ActivationStore(sites.num_layers, prompt_len, sites.width, config.exemplar_store) if one_pass else None
+    store = ActivationStore(loaded.sites.num_layers, prompt_len, loaded.sites.width, config.exemplar_store) if one_pass else None
     try:
-        return _probe_with(loaded, prompt, examples, rows, spec, config, progress, train_examples, confirm, plan,
-                           nulls, statistics, store, checkpoint, ranks, Controls(names, z, comoments))
+        return _probe_with(setup, progress, train_examples, features, fed, store, checkpoint, ranks)
     finally:
         if store is not None:
             store.close()  # the scratch file goes
 
 
-@dataclass(frozen=True)
-class Controls:
-    """The covariates of --control: their names, values [N, q] and the pass's co-moments with them (None without)."""
-
-    names: tuple[str, ...]
-    values: Tensor | None
-    comoments: CovariateAccumulator | None
-
-
 def _probe_with(
-    loaded: LoadedModel, prompt: Tensor, examples: tuple[Example, ...], rows: tuple[Encoded, ...], spec: MetricSpec,
-    config: ProbeConfig, progress: ProgressSink, train_examples: Sequence[Example], confirm: Tensor | None,
-    plan: HoldoutPlan, nulls: list[NullAccumulator], statistics: list[Statistic], store: ActivationStore | None,
-    checkpoint: PassCheckpoint | None, ranks: Ranks, controls: Controls,
+    setup: PassSetup, progress: ProgressSink, train_examples: Sequence[Example], features: tuple[Feature[Any], ...],
+    fed: dict[str, tuple[Statistic, ...]], store: ActivationStore | None, checkpoint: PassCheckpoint | None, ranks: Ranks,
 ) -> ProbeResult:
-    prompt_len = int(prompt.shape[0])
-    names, z, comoments = controls.names, controls.values, controls.comoments
+    """The pass, the ranking, each feature's section and summary, and the top neurons' activations."""
+    loaded, prompt, examples, rows, spec, config, confirm = (setup.loaded, setup.prompt, setup.examples, setup.rows,
+                                                             setup.spec, setup.config, setup.confirm)
+    statistics = [statistic for feature in features for statistic in fed[feature.name]]
     part = ranks.shard(len(rows), config.batch_size)
     known_all = metric_before_pass(spec, examples) if spec.known_before_pass and ranks.active else None
     passed = statistics_pass(loaded, prompt, rows[part], examples[part], spec, config.batch_size, config.backend, progress,
@@ -248,88 +191,38 @@ def _probe_with(
                          else replace(passed.folds, confirm=confirm))
     try:
         check_metric(spec, passed.metric, examples)
-        if z is not None:
-            check_metric_residual(spec.text, names, z, passed.metric)
-            if confirm is not None:
-                check_metric_residual(spec.text, names, z[~confirm], passed.metric[~confirm], "selection fold")
-                check_metric_residual(spec.text, names, z[confirm], passed.metric[confirm], "confirmation fold")
+        check_residuals(setup, passed.metric)
     except MetricError as err:
         raise MetricFailure(err, passed.metric) from None
-    ranked_cov: CovariateStats | None = None
-    fold_cov: FoldCovariates | None = None
-    full_cov: CovariateStats | None = None
-    if z is not None and comoments is not None:
-        y = passed.metric
-        if confirm is not None and passed.folds is not None:
-            selection = covariate_stats(names, z[~confirm], y[~confirm], comoments.fold_xz(0))
-            confirmation = covariate_stats(names, z[confirm], y[confirm], comoments.fold_xz(1))
-            full_cov = merge_covariates(selection, confirmation, passed.folds.selection, passed.folds.confirmation, z, y)
-            fold_cov, ranked_cov = FoldCovariates(selection, confirmation, full_cov), selection
-        else:
-            full_cov = ranked_cov = covariate_stats(names, z, y, comoments.fold_xz(0))
-    holdout: HoldoutResult | None = None
-    counts: PredictivityCounts | None = None
     timings: dict[str, float] = {"probe_pass_s": passed.seconds}
-    if config.score is Score.PREDICTIVITY:
-        start = time.perf_counter()
-        labels = binary_labels(passed.metric)
-        train_rows = encode(loaded, tuple(train_examples), config.template, prompt_len)
-        counts = predictivity_counts(loaded, prompt, train_rows, rows, labels, config.batch_size)
-        corr = correlation(passed.stats)
-        neurons = rank_by_predictivity(counts, corr, config.top_k)
-        timings["predictivity_s"] = time.perf_counter() - start
-    elif passed.folds is not None:
-        ranked = rank_with_holdout(passed.folds, config.top_k, config.reduce, plan.fraction, config.holdout_seed, fold_cov)
-        corr, neurons, holdout = ranked.corr, ranked.neurons, ranked.holdout
-    else:
-        corr = correlation(passed.stats) if full_cov is None else partial_correlation(passed.stats, full_cov)
-        neurons = rank_neurons(corr, config.top_k, config.reduce)
-    check_some_finite(corr, passed.stats.m2_y, passed.metric)
     start = time.perf_counter()
-    ranked_stats = passed.folds.selection if passed.folds is not None and counts is None else passed.stats
-    null_state = nulls[0].snapshot() if nulls else None
-    null = (null_result(null_state, ranked_stats, neurons, config.reduce, config.null.alpha, ranked_cov)
-            if null_state is not None else None)
-    partial: PartialResult | None = None
-    if full_cov is not None:
-        raw = correlation(ranked_stats)
-        partial = PartialResult(names, covariate_r(full_cov, passed.stats.m2_y), raw,
-                                tuple(float(raw[n.layer, n.position, n.index]) for n in neurons))
+    covariates = covariates_after_pass(setup, fed.get(CONTROL, ()), passed.metric, passed.folds)
+    ranked = rank_pass(setup, passed, covariates, train_examples)
+    if config.score is Score.PREDICTIVITY:
+        timings["predictivity_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    sections = {feature.name: section for feature in features
+                if (section := feature.conclude(setup, ranked, fed[feature.name])) is not None}
+    summaries = dict(entry for feature in features for entry in feature.summary(setup, ranked, sections.get(feature.name)))
     timings["null_s"] = time.perf_counter() - start
-    local, source = top_activations(store, loaded, prompt, rows[part], neurons, config.batch_size, progress)
+    local, source = top_activations(store, loaded, prompt, rows[part], ranked.neurons, config.batch_size, progress)
     activations = ranks.gather_rows(local, len(rows), config.batch_size)
     timings["exemplar_pass_s"] = source.second_pass_s
     timings["store_read_s"] = source.read_s
-    return with_passing(ProbeResult(
-        neurons=neurons,
-        corr=corr,
+    info = probe_info(loaded, spec, config, len(examples), len(ranked.neurons), timings)
+    return ProbeResult(
+        neurons=ranked.neurons,
+        corr=ranked.corr,
         stats=passed.stats,
         top_activations=activations,
         metric=passed.metric,
         examples=examples,
-        info=replace(
-            probe_info(loaded, spec, config, len(examples), len(neurons), timings),
-            extra={**loaded.identity(),  # the weights' fingerprint and hub revision (skn.models.model.LoadedModel.identity)
-                   "holdout": {**holdout.summary(), "note": plan.note} if holdout is not None
-                   else {"fraction": 0.0, "note": plan.note},
-                   "null": null_summary(null), "exemplars": source.summary(),
-                   **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {}),
-                   **({"control": partial.summary()} if partial is not None else {})},
-        ),
-        holdout=holdout,
-        predictivity=counts,
-        null=null,
-        partial=partial,
-    ))
+        info=replace(info, extra={
+            **loaded.identity(),  # the weights' fingerprint and hub revision (skn.models.model.LoadedModel.identity)
+            **summaries, "exemplars": source.summary(),
+            **({"probe_batch_size_after_oom": passed.batch_size} if 0 < passed.batch_size < config.batch_size else {})}),
+        sections=sections,
+    )
 
 
-def check_some_finite(corr: Tensor, m2_y: float, metric: Tensor) -> None:
-    """A probe in which no correlation is a number has found nothing: say why instead of ranking NaNs."""
-    if bool(torch.isfinite(corr).any()):
-        return
-    if not math.isfinite(m2_y):
-        why = (f"the metric's spread overflows float64 (|values| up to {float(metric.abs().max()):.3g}); "
-               "rescale the metric (e.g. a log or z-score)")
-    else:
-        why = "every neuron is constant or non-finite over the validation examples"
-    raise MetricFailure(MetricError(f"no neuron has a finite correlation with the metric: {why}"), metric)
+__all__ = ["MetricFailure", "control_values", "encode", "in_file_order", "probe", "train"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from skn.engine.api import control_values
+from skn.features.control import control_values
 from skn.statistics.backend import Backend
 from skn.statistics.covariates import parse_controls
 from skn.inputs.data import Example

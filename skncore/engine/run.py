@@ -24,7 +24,7 @@ import torch
 
 from skn import zoo
 from skn.engine.api import MetricFailure, probe, train
-from skn.engine.probe_config import ProbeConfig, Score
+from skn.engine.probe_config import ProbeConfig
 from skn.errors import UsageError
 from skn.inputs.examples_choice import choose_examples
 from skn.statistics.exemplar_store import exemplar_line
@@ -45,17 +45,15 @@ from skn.engine.preflight import (check_backend, check_before_training, check_co
 from skn.files.rundir import (
     SKN_NAMES,
     EXAMPLES_FILE,
-    RUN_ID,
     read_prompt,
 )
 from skn.engine.distributed import Ranks, check_supported, discard_run, from_environment, rank_device
 from skn.engine.pass_checkpoint import remove_checkpoint
-from skn.files.probe_files import write_examples, write_predictivity, write_probe_run
+from skn.files.probe_files import write_examples, write_probe_run
 from skn.files.run_out import claimed_run_directory
 from skn.engine.run_plan import announce_plan
 from skn.engine.stage import stage
 from skn.training.trainer import TrainConfig, TrainResult, with_steps_from_epochs
-from skn.version import __version__
 
 # ---------------------------------------------------------------- the steps of a run
 
@@ -252,20 +250,9 @@ def _run_probe(request: ProbeRequest, progress: ProgressSink, notify: Callable[[
         if out is None:  # a rank other than 0: the result, no files
             return result
         with stage("writing the run directory", out):
-            result = write_run(out, result)
+            result = write_probe_run(out, result)
         remove_checkpoint(out)  # the run is complete: nothing left to resume
         return result
-
-
-def write_run(out: Path, result: ProbeResult) -> ProbeResult:
-    """Every file of a probe's result: the run directory's (skn.files.rundir) and, with --score predictivity, its own;
-    returns the result with the run id its files carry."""
-    result = write_probe_run(out, result)
-    if result.predictivity is not None:
-        metadata = {"model": result.info.model, "metric": result.info.metric, "skn_version": __version__,
-                    RUN_ID: result.info.run_id}
-        write_predictivity(out, result.predictivity, result.corr, result.neurons, Score.PREDICTIVITY.value, metadata)
-    return result
 
 
 def run_train(request: ProbeRequest, progress: ProgressSink = AutoProgress(),
@@ -304,5 +291,4 @@ __all__ = [
     "run_train",
     "set_threads",
     "train_config_for",
-    "write_run",
 ]

@@ -1,12 +1,9 @@
-"""What a probe records of its own run in run.json: its settings and the versions (`probe_info`), and the
-permutation null's summary with how many neurons pass its threshold (`null_summary`, `with_passing`)."""
+"""What a probe records of its own run in run.json: its settings and the versions (`probe_info`); each
+feature writes its own summary (skn.features)."""
 
 from __future__ import annotations
 
-import math
 import platform
-from collections.abc import Mapping
-from dataclasses import replace
 
 import torch
 
@@ -14,34 +11,9 @@ from skn.statistics.backend import resolve_backend
 from skn.inputs.layout import resolve_template
 from skn.inputs.metrics import MetricSpec
 from skn.models.model import LoadedModel
-from skn.statistics.null_verdict import NullResult
 from skn.engine.probe_config import ProbeConfig
-from skn.files.result import ProbeResult, ProbeConfigRecord, RunInfo
+from skn.files.result import ProbeConfigRecord, RunInfo
 from skn.version import __version__
-
-
-def with_passing(result: ProbeResult) -> ProbeResult:
-    """run.json's "null" gains "passing": how many neurons pass the threshold, per layer and in all (skn.statistics.passing)."""
-    passing = result.passing
-    summary = result.info.extra.get("null")
-    if passing is None or not isinstance(summary, Mapping):
-        return result
-    extra = {**result.info.extra, "null": {**summary, "passing": passing.to_json()}}
-    return replace(result, info=replace(result.info, extra=extra))
-
-
-def null_summary(null: NullResult | None) -> dict[str, object] | None:
-    """run.json's "null": what the permutation null concluded (None: it was off)."""
-    if null is None:
-        return None
-    return {
-        "permutations": null.permutations,
-        "mode": null.mode.value,
-        "alpha": null.alpha,
-        "threshold": null.threshold if math.isfinite(null.threshold) else None,
-        "n_significant": null.n_significant,
-        "top_k": len(null.significant),
-    }
 
 
 def versions() -> dict[str, str]:
@@ -83,4 +55,4 @@ def probe_info(
     )
 
 
-__all__ = ["null_summary", "probe_info", "versions", "with_passing"]
+__all__ = ["probe_info", "versions"]

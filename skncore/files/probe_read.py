@@ -9,28 +9,24 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from skn.inputs.data import Example
-from skn.errors import RunDirError
-from skn.statistics.folds import FoldStats
-from skn.inputs.groups import GroupSummaries, groups_from_json
-from skn.ranking.holdout import HeldOutR, HoldoutResult
-from skn.inputs.layout import Template
-from skn.statistics.null import PermutationMode
-from skn.statistics.null_verdict import NullResult
-from skn.ranking.rank import Neuron
-from skn.ranking.replication import ALPHA, Replication
-from skn.models.fingerprint import FINGERPRINT_KEY
 from skn.engine.preflight import same_model
+from skn.errors import RunDirError
+from skn.features.feature import Feature, RunFiles
+from skn.features.registry import FEATURES
 from skn.files.result import ProbeResult, info_from_json
 from skn.files.run_integrity import check_group_neurons, check_metric_files, check_ranked_r, check_sizes
-from skn.statistics.partial import PartialResult
-from skn.files.rundir import (EXAMPLES_FILE, FOLD_NAMES, GROUPS_FILE, HOLDOUT_COLUMNS, MOMENTS, NEURONS_JSON, PROMPT_FILE, RUN_FILE,
-                              RUN_ID, STATS_FILE, TOP_ACTIVATIONS_FILE, PromptFile, check_one_run, load_tensors, read_json,
-                              read_metadata, read_prompt, require_file)
+from skn.files.rundir import (EXAMPLES_FILE, GROUPS_FILE, NEURONS_JSON, PROMPT_FILE, RUN_FILE, RUN_ID, STATS_FILE,
+                              TOP_ACTIVATIONS_FILE, PromptFile, check_one_run, load_tensors, read_json, read_metadata,
+                              read_prompt, require_file)
+from skn.inputs.data import Example
+from skn.inputs.groups import GroupSummaries, groups_from_json
+from skn.inputs.layout import Template
+from skn.models.fingerprint import FINGERPRINT_KEY
+from skn.ranking.rank import Neuron
 from skn.statistics.stats import PearsonStats
 
 
@@ -132,8 +128,9 @@ def run_template(run: ProbeResult) -> Template:
     return Template(settings.template if settings is not None and settings.template else "auto")
 
 
-def read_probe_run(directory: Path) -> ProbeResult:
-    """Read a run directory written by `write_probe_run`, checking that its files are of one run and agree."""
+def read_probe_run(directory: Path, features: Sequence[Feature[Any]] = FEATURES) -> ProbeResult:
+    """Read a run directory written by `write_probe_run`, checking that its files are of one run and agree;
+    each of `features` reads its own section back (skn.features)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise RunDirError(f"{directory}: no such run directory")
@@ -176,108 +173,13 @@ def read_probe_run(directory: Path) -> ProbeResult:
     _check_neurons(neurons, stats_t["corr"], directory / NEURONS_JSON)
     check_sizes(directory, info, stats_t["corr"], stats.count, len(examples))
     check_metric_files(examples_path, example_metric, top_path, metric)
-    holdout = _read_holdout(directory, stats_t, raw_neurons, info.extra) if "confirm" in stats_t else None
-    null = _read_null(directory, stats_t, raw_neurons, info.extra)
-    partial = _read_partial(directory, stats_t, raw_neurons, info.extra) if "corr_raw" in stats_t else None
-    run = ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, holdout, null=null,
-                      partial=partial)
+    files = RunFiles(directory, stats_t, raw_neurons, info.extra)
+    sections = {feature.name: section for feature in features if (section := feature.read(files)) is not None}
+    run = ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, sections)
     check_ranked_r(directory, run)
     if groups is not None:
         check_group_neurons(directory, groups, neurons)
     return run
-
-
-def _read_partial(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: list[object],
-                  info: Mapping[str, object]) -> PartialResult:
-    """--control's part of a run: `corr_raw` (stats.safetensors), each neuron's r_raw, run.json's `control`."""
-    control = info.get("control")
-    entries = control.get("covariates") if isinstance(control, Mapping) else None
-    try:
-        if not isinstance(entries, list):
-            raise TypeError("run.json has no 'control' covariates")
-        names = tuple(str(e["name"]) for e in entries)
-        metric_r = tuple(_number_or_nan(e.get("r_metric")) for e in entries)
-        raw_r = tuple(math.nan if n["r_raw"] is None else float(n["r_raw"]) for n in raw_neurons)  # type: ignore[index]
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise RunDirError(f"{directory}: corr_raw without the covariates in run.json or r_raw in neurons.json ({err})") from None
-    if tuple(tensors["corr_raw"].shape) != tuple(tensors["corr"].shape):
-        raise RunDirError(f"{directory / STATS_FILE}: 'corr_raw' is {tuple(tensors['corr_raw'].shape)}, 'corr' is {tuple(tensors['corr'].shape)}")
-    return PartialResult(names, metric_r, tensors["corr_raw"], raw_r)
-
-
-def _fold_stats_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:
-    return PearsonStats(
-        count=int(tensors[f"{prefix}count"]),
-        mean_x=tensors[f"{prefix}mean_x"],
-        m2_x=tensors[f"{prefix}m2_x"],
-        c_xy=tensors[f"{prefix}c_xy"],
-        mean_y=float(tensors[f"{prefix}mean_y"]),
-        m2_y=float(tensors[f"{prefix}m2_y"]),
-    )
-
-
-def _number_or_nan(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
-def _read_holdout(directory: Path, tensors: Mapping[str, Tensor], raw_neurons: list[object], info: Mapping[str, object]) -> HoldoutResult:
-    """The holdout of a run (stats.safetensors' fold tensors, neurons.json's held-out fields, run.json's summary)."""
-    needed = {f"{fold}_{name}" for fold in FOLD_NAMES for name in MOMENTS} | {"corr_selection", "corr_confirmation"}
-    missing = needed - set(tensors)
-    if missing:
-        raise RunDirError(f"{directory / STATS_FILE}: has a fold mask but lacks {', '.join(sorted(missing))}")
-    try:
-        per_neuron = tuple(
-            HeldOutR(*(math.nan if n[name] is None else float(n[name]) for name in HOLDOUT_COLUMNS))  # type: ignore[index]
-            for n in raw_neurons
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise RunDirError(f"{directory / NEURONS_JSON}: a run with a holdout needs {', '.join(HOLDOUT_COLUMNS)} ({err})") from None
-    summary = info.get("holdout")
-    summary = summary if isinstance(summary, Mapping) else {}
-    rep = summary.get("replication")
-    rep = rep if isinstance(rep, Mapping) else {}
-    replication = Replication(
-        top_k if isinstance(top_k := rep.get("top_k"), int) else len(per_neuron),
-        _number_or_nan(rep.get("selection_to_confirmation")),
-        _number_or_nan(rep.get("confirmation_to_selection")),
-        _number_or_nan(rep.get("rate")),
-        _number_or_nan(rep.get("alpha")) if "alpha" in rep else ALPHA,
-    )
-    folds = FoldStats(_fold_stats_from(tensors, "selection_"), _fold_stats_from(tensors, "confirmation_"), tensors["confirm"].to(torch.bool))
-    return HoldoutResult(
-        fraction=_number_or_nan(summary.get("fraction")),
-        seed=int(summary["seed"]) if isinstance(summary.get("seed"), int) else 0,
-        folds=folds,
-        corr_selection=tensors["corr_selection"],
-        corr_confirmation=tensors["corr_confirmation"],
-        per_neuron=per_neuron,
-        replication=replication,
-    )
-
-
-def _read_null(directory: Path, tensors: Mapping[str, Tensor], records: list[object], info: Mapping[str, object]) -> NullResult | None:
-    """The null as written by `write_probe_run`: maxima and threshold from stats.safetensors, the
-    per-neuron p-values from neurons.json, the scheme from run.json."""
-    if "null_max_abs_r" not in tensors:
-        return None
-    if "null_threshold" not in tensors or "null_alpha" not in tensors:
-        raise RunDirError(f"{directory / STATS_FILE}: null_max_abs_r without null_threshold and null_alpha")
-    summary = info.get("null")
-    mode_text = summary.get("mode") if isinstance(summary, Mapping) else None
-    try:
-        mode = PermutationMode(mode_text) if mode_text is not None else PermutationMode.WHOLE_SET
-        p_adjusted, p_cell, significant = [], [], []
-        for record in records:
-            if not isinstance(record, Mapping):
-                raise TypeError("not an object")
-            p_adjusted.append(math.nan if record["p_adjusted"] is None else float(record["p_adjusted"]))
-            p_cell.append(math.nan if record["p_cell"] is None else float(record["p_cell"]))
-            significant.append(bool(record["significant"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise RunDirError(f"{directory / NEURONS_JSON}: the run has a null but a neuron record lacks its p-values ({err})") from None
-    return NullResult(mode, float(tensors["null_alpha"]), tensors["null_max_abs_r"].to(torch.float64),
-                      float(tensors["null_threshold"]), tuple(p_adjusted), tuple(p_cell), tuple(significant))
 
 
 # ---------------------------------------------------------------- groups.json

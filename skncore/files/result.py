@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from torch import Tensor
 
 from skn.inputs.data import Example
-from skn.errors import RunDirError
+from skn.errors import InternalError, RunDirError
 from skn.inputs.groups import GroupSummaries
 from skn.ranking.holdout import HoldoutResult
 from skn.statistics.null_verdict import NullResult
@@ -27,6 +27,17 @@ from skn.statistics.predictivity import PredictivityCounts
 from skn.ranking.rank import Exemplars, Neuron, Reduce, exemplars
 from skn.views.result_view import html_table, neuron_frame, short_repr
 from skn.statistics.stats import PearsonStats
+
+
+Section = TypeVar("Section")
+
+
+def with_section(run: ProbeResult, name: str, section: object | None) -> ProbeResult:
+    """`run` with feature `name`'s section replaced (None: removed)."""
+    sections = {k: v for k, v in run.sections.items() if k != name}
+    if section is not None:
+        sections[name] = section
+    return replace(run, sections=sections)
 
 
 @dataclass(frozen=True)
@@ -107,14 +118,37 @@ class ProbeResult:
     examples: tuple[Example, ...]
     info: RunInfo
     groups: GroupSummaries | None = None  # with --group-by or a task
-    holdout: HoldoutResult | None = None  # with a holdout: `neurons` were ranked on its selection fold
-    predictivity: PredictivityCounts | None = None  # with --score predictivity (see skn.statistics.predictivity)
-    # the family-wise permutation null (skn.statistics.null_verdict.NullResult): null maxima, threshold, and per neuron (in
-    # `neurons` order) p_adjusted, p_cell, significant; None when the null is off (--null 0)
-    null: NullResult | None = None
-    # with --control (skn.statistics.partial): the covariates, their r with the metric, and the raw r beside the partial
-    # r that ranked (`corr` and every neuron's r are then partial r)
-    partial: PartialResult | None = None
+    # each feature's result section by its name (skn.features): read them with the properties below
+    sections: Mapping[str, object] = field(default_factory=dict)
+
+    def section(self, kind: type[Section]) -> Section | None:
+        """The section of type `kind`, or None when its feature was off in this run."""
+        found = [s for s in self.sections.values() if isinstance(s, kind)]
+        if len(found) > 1:
+            raise InternalError(f"a probe result with {len(found)} sections of type {kind.__name__}")
+        return found[0] if found else None
+
+    @property
+    def holdout(self) -> HoldoutResult | None:
+        """With a holdout: the folds and each top neuron's held-out r (`neurons` were ranked on its selection fold)."""
+        return self.section(HoldoutResult)
+
+    @property
+    def predictivity(self) -> PredictivityCounts | None:
+        """With --score predictivity (see skn.statistics.predictivity)."""
+        return self.section(PredictivityCounts)
+
+    @property
+    def null(self) -> NullResult | None:
+        """The family-wise permutation null (skn.statistics.null_verdict.NullResult): null maxima, threshold, and per
+        neuron (in `neurons` order) p_adjusted, p_cell, significant; None when the null is off (--null 0)."""
+        return self.section(NullResult)
+
+    @property
+    def partial(self) -> PartialResult | None:
+        """With --control (skn.statistics.partial): the covariates, their r with the metric, and the raw r beside the
+        partial r that ranked (`corr` and every neuron's r are then partial r)."""
+        return self.section(PartialResult)
 
     @property
     def holdout_note(self) -> str:

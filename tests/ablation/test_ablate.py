@@ -28,7 +28,7 @@ from skn.ablation.ablate_files import ABLATION_FILE, read_ablation
 from skn.ablation.ablate_run import AblationRequest, run_ablation
 from skn.engine.api import encode, probe
 from skn.engine.probe_config import ProbeConfig
-from skn.engine.run import write_run
+from skn.files.probe_files import write_probe_run
 from skn.inputs.data import Example
 from skn.errors import RunDirError, UsageError
 from skn.inputs.layout import Template, make_batch, pad_id
@@ -108,7 +108,7 @@ def test_mean_value_is_the_runs_own_validation_mean(tmp_path: Path) -> None:
     data = examples(17, seed=3)
     prompt = init_prompt(loaded, P, seed=2)  # type: ignore[arg-type]
     result = probe(loaded, prompt, data, "loss", ProbeConfig(batch_size=6, top_k=4))  # type: ignore[arg-type]
-    write_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
+    write_probe_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
     write_prompt(tmp_path, PromptFile(prompt, "tiny", "plain"))
     run = read_probe_run(tmp_path)
     rows = list(encode(loaded, data, Template.PLAIN, P))  # type: ignore[arg-type]
@@ -212,7 +212,7 @@ def test_holdout_run_ranks_on_selection_and_ablates_confirmation_items(tmp_path:
     data = examples(24, seed=5)
     prompt = init_prompt(loaded, P, seed=2)  # type: ignore[arg-type]
     result = probe(loaded, prompt, data, "loss", ProbeConfig(batch_size=6, top_k=5, holdout=0.5))  # type: ignore[arg-type]
-    write_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
+    write_probe_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
     write_prompt(tmp_path, PromptFile(prompt, "tiny", "plain"))
     run = read_probe_run(tmp_path)
     assert run.holdout is not None
@@ -235,7 +235,7 @@ def test_a_run_that_reused_a_prompt_is_ablated_with_that_prompt(tmp_path: Path) 
     given = write_prompt(tmp_path / "given", PromptFile(prompt, "tiny", "plain"))
     result = probe(loaded, prompt, data, "loss", ProbeConfig(batch_size=6, top_k=3))  # type: ignore[arg-type]
     run_dir = tmp_path / "run"
-    write_run(run_dir, replace(result, info=replace(result.info, model="tiny", prompt=str(tmp_path / "given"))))
+    write_probe_run(run_dir, replace(result, info=replace(result.info, model="tiny", prompt=str(tmp_path / "given"))))
     run = read_probe_run(run_dir)
     assert not (run_dir / "prompt.safetensors").exists()
     assert torch.equal(run_prompt(run_dir, run).prompt, prompt)

@@ -8,8 +8,6 @@ import random
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,7 @@ from skn.engine.probe import statistics_pass
 from skn.training.prompt import init_prompt
 from skn.files.result import ProbeResult
 
-from helpers import ROOT, tiny_loaded
+from helpers import ROOT, Interrupted, StopAfter, tiny_loaded
 
 P = 3
 
@@ -38,32 +36,6 @@ def examples(n: int, seed: int = 0) -> list[Example]:
     return [Example("".join(rng.choice("abcde ") for _ in range(rng.randint(1, 12))),
                     "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4))),
                     {"score": rng.random() * 1e3 + 1e6, "i": i}, f"t:{i}") for i in range(n)]
-
-
-class Interrupted(BaseException):  # as KeyboardInterrupt: not a failure of a stage
-    pass
-
-
-class StopAfter:
-    """A progress sink that raises once `examples` examples of the probing pass are done (mid-pass, after
-    a checkpoint or between two)."""
-
-    def __init__(self, examples: int) -> None:
-        self.examples = examples
-
-    def task(self, description: str, total: int) -> "contextmanager[object]":  # type: ignore[valid-type]
-        return self._task(description)
-
-    @contextmanager
-    def _task(self, description: str) -> Iterator[object]:
-        done = [0]
-
-        def advance(steps: int = 1, note: str = "") -> None:
-            done[0] += steps
-            if description == "probing" and done[0] >= self.examples:
-                raise Interrupted
-
-        yield advance
 
 
 def same(a: Tensor, b: Tensor) -> bool:

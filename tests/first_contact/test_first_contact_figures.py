@@ -29,6 +29,7 @@ from skn.views.figures import plain_text
 from skn.views.plots import choose_grouping, continuous_metric, neuron_figures, overview_figures, plot_run
 from skn.files.probe_files import write_probe_run
 from skn.files.probe_read import read_probe_run
+from skn.files.result import with_section
 from skn.ranking.replication import Replication
 from skn.views.report import STYLE, render_report
 from skn.files.result import ProbeResult
@@ -47,7 +48,7 @@ def holdout_run(run: ProbeResult) -> ProbeResult:
     folds = FoldStats(replace(run.stats, count=n - n // 2), replace(run.stats, count=n // 2), confirm)
     held = tuple(HeldOutR(0.8 * x.r, 0.8 * x.r - 0.2, 0.8 * x.r + 0.2, x.r, 0.9 * x.r) for x in run.neurons)
     result = HoldoutResult(0.5, 0, folds, run.corr, run.corr, held, Replication(len(run.neurons), 0.5, 0.5, 0.5))
-    return replace(run, holdout=result)
+    return with_section(run, "holdout", result)
 
 
 def continuous_run(directory: Path) -> ProbeResult:

@@ -24,6 +24,7 @@ from rich.console import Console
 from fake_run import make_run
 from helpers import char_tokenizer, run_main, tiny_model
 from skn.cli.main import main
+from skn.files.result import with_section
 
 FAST = ["--steps", "2", "--eval-every", "2", "--prompt-len", "2", "--batch-size", "8", "--top-k", "3", "--exemplars", "2"]
 WIDTH = 80
@@ -124,7 +125,7 @@ def test_the_verdict_says_how_sure(probed: Probed, tmp_path: Path) -> None:
     held = read_probe_run(probed.base / "R")
     assert held.holdout is not None
     noisy = replace(held.holdout, replication=replace(held.holdout.replication, rate=0.2))
-    assert "only 20% replicate on the other fold: most of this ranking is noise" in verdict_lines(replace(held, holdout=noisy))[1]
+    assert "only 20% replicate on the other fold: most of this ranking is noise" in verdict_lines(with_section(held, "holdout", noisy))[1]
 
     run = make_run(tmp_path / "RUN", with_null=True)  # 2 of 6 pass; no holdout; activations split by heuristic
     run = replace(run, groups=group_summaries(run.top_activations, run.neurons, run.examples, ["heuristic", "label"]))
@@ -133,10 +134,10 @@ def test_the_verdict_says_how_sure(probed: Probed, tmp_path: Path) -> None:
     assert found.startswith("Found: 2 of 6 top neurons pass the family-wise null (|r| > 0.850, alpha 0.05);"), found
     assert sure.startswith("Not held out") and "chose the neurons" in sure
     assert track.startswith("What they track: 'heuristic' explains") and "the most of 2 grouping fields" in track, track
-    null_off = verdict_lines(replace(run, null=None))[0]
+    null_off = verdict_lines(with_section(run, "null", None))[0]
     assert "null is off (--null 0)" in null_off and "nothing says" in null_off
     nothing = replace(run.null, significant=(False,) * 6)
-    assert "none of the 6 top neurons passes" in verdict_lines(replace(run, null=nothing))[0]
+    assert "none of the 6 top neurons passes" in verdict_lines(with_section(run, "null", nothing))[0]
     assert len(verdict_lines(replace(run, groups=None))) == 2
     assert next_line("R", report="R/report.html", ablated=True) == "Next: open R/report.html."
 

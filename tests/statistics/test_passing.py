@@ -22,6 +22,7 @@ from skn.statistics.null import PermutationMode
 from skn.statistics.null_verdict import NullResult
 from skn.statistics.passing import ALL, SELECTION, count_passing, passing_mask
 from skn.files.probe_files import write_probe_run
+from skn.files.result import with_section
 from skn.files.probe_read import read_probe_run
 from skn.training.prompt import init_prompt
 from skn.ranking.rank import Reduce
@@ -116,6 +117,6 @@ def test_the_views_show_the_count(runs: dict[str, Path]) -> None:
 
 def test_no_null_no_count(runs: dict[str, Path]) -> None:
     back = read_probe_run(runs["all"])
-    off = replace(back, null=None)
+    off = with_section(back, "null", None)
     assert off.passing is None
     assert "not counted" in dict(summary_rows(off, choose_grouping(off, None)))["neurons passing the null"]

@@ -14,7 +14,7 @@ import torch
 from skn.engine.api import encode, probe
 
 from skn.engine.probe_config import ProbeConfig, Score
-from skn.engine.run import write_run
+from skn.files.probe_files import write_probe_run
 from skn.inputs.data import Example
 from skn.errors import UsageError
 from skn.inputs.layout import Template
@@ -87,7 +87,7 @@ def test_probe_ranks_by_predictivity_and_checks_the_metric(tmp_path: Path, capsy
     scores = [float(pred[n.layer, n.position, n.index]) for n in result.neurons]
     assert scores == sorted(scores, reverse=True) and scores[0] == float(pred.amax())
     assert all(n.r == pytest.approx(float(result.corr[n.layer, n.position, n.index])) for n in result.neurons)
-    write_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
+    write_probe_run(tmp_path, replace(result, info=replace(result.info, model="tiny")))
     record = json.loads((tmp_path / PREDICTIVITY_JSON).read_text())
     assert [n["predictivity"] for n in record["neurons"]] == pytest.approx(scores)
     assert record["n_positive"] == 8 and 0 <= record["agreement"]["top_k_overlap"] <= 6
