@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.stats import hypergeom, spearmanr
 
 Array = NDArray[np.float64]
 
@@ -39,19 +40,12 @@ def jaccard(a: Sequence[int], b: Sequence[int]) -> float:
     return len(sa & sb) / len(union) if union else math.nan
 
 
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
 def chance_overlap_pmf(k: int, m: int) -> Array:
-    """P(|A n B| = j), j = 0..k, for two independent uniform k-subsets of m items (hypergeometric)."""
+    """P(|A n B| = j), j = 0..k, for two independent uniform k-subsets of m items (scipy's hypergeometric)."""
     if not 0 <= k <= m:
         raise ValueError(f"top K {k} must be between 0 and the {m} neurons")
-    out = np.zeros(k + 1)
-    for j in range(k + 1):
-        if k - j <= m - k:
-            out[j] = math.exp(_log_comb(k, j) + _log_comb(m - k, k - j) - _log_comb(m, k))
-    return out
+    pmf: Array = np.asarray(hypergeom(m, k, k).pmf(np.arange(k + 1)), dtype=np.float64)
+    return pmf
 
 
 def chance_jaccard(k: int, m: int) -> float:
@@ -63,33 +57,15 @@ def chance_jaccard(k: int, m: int) -> float:
     return float((pmf * j / (2 * k - j)).sum())
 
 
-def average_ranks(values: Array) -> Array:
-    """Ranks 1..n with ties given their average rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(values.size, dtype=np.float64)
-    sorted_values = values[order]
-    start = 0
-    while start < values.size:
-        end = start + 1
-        while end < values.size and sorted_values[end] == sorted_values[start]:
-            end += 1
-        ranks[order[start:end]] = (start + end + 1) / 2.0  # mean of ranks start+1 .. end
-        start = end
-    return ranks
-
-
 def spearman(a: Array, b: Array) -> tuple[float, int]:
-    """Spearman's rho over the entries finite in both, and how many those are; NaN below 3 or for constant ranks."""
+    """Spearman's rho (scipy's, ties given their average rank) over the entries finite in both, and how many
+    those are; NaN below 3 entries or where either side is constant."""
     x, y = a.reshape(-1), b.reshape(-1)
     keep = np.isfinite(x) & np.isfinite(y)
     n = int(keep.sum())
-    if n < 3:
+    if n < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
         return math.nan, n
-    rx, ry = average_ranks(x[keep]), average_ranks(y[keep])
-    rx -= rx.mean()
-    ry -= ry.mean()
-    denom = math.sqrt(float((rx * rx).sum()) * float((ry * ry).sum()))
-    return (float((rx * ry).sum()) / denom if denom > 0 else math.nan), n
+    return float(spearmanr(x[keep], y[keep]).statistic), n
 
 
 def consensus_min(scores: Sequence[Array]) -> Array:

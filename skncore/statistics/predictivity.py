@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
 import torch
+from scipy.stats import rankdata
 from torch import Tensor
 
 from skn.errors import UsageError
@@ -119,24 +119,13 @@ def rank_by_predictivity(counts: PredictivityCounts, corr: Tensor, top_k: int) -
     return tuple(Neuron(rank, l, i, int(position[l, i]), float(r[l, i])) for rank, (_, _, l, i) in enumerate(keys, start=1))
 
 
-def _ranks(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Ranks 1..n with ties averaged (as scipy.stats.rankdata)."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(values.size, dtype=np.float64)
-    sorted_values = values[order]
-    _, start, counts = np.unique(sorted_values, return_index=True, return_counts=True)
-    for s, c in zip(start.tolist(), counts.tolist()):
-        ranks[order[s : s + c]] = s + (c + 1) / 2.0
-    return ranks
-
-
 def agreement(counts: PredictivityCounts, corr: Tensor, top_k: int) -> dict[str, object]:
     """How far the two rankings agree: the overlap of their top K, and Spearman's rho between every
     neuron's best |r| and its best predictivity (neurons with an undefined r left out)."""
     best_r = corr.abs().nan_to_num(nan=-1.0).amax(dim=1).flatten().to(torch.float64).numpy()
     best_p = counts.predictivity().amax(dim=1).flatten().numpy()
     keep = best_r >= 0
-    rho = float(np.corrcoef(_ranks(best_r[keep]), _ranks(best_p[keep]))[0, 1]) if keep.sum() > 1 else math.nan
+    rho = float(np.corrcoef(rankdata(best_r[keep]), rankdata(best_p[keep]))[0, 1]) if keep.sum() > 1 else math.nan
     by_r = {(n.layer, n.index) for n in rank_neurons(corr, top_k)}
     by_p = {(n.layer, n.index) for n in rank_by_predictivity(counts, corr, top_k)}
     return {"top_k": top_k, "top_k_overlap": len(by_r & by_p), "spearman_best_abs_r_vs_predictivity": None if math.isnan(rho) else rho}

@@ -10,8 +10,8 @@ The legends of the run-level figures stand above their axes (`legend_above`), ne
 constrained layout keeps every text inside the figure.
 
 Matplotlib is used through its object API (`Figure` + `FigureCanvasAgg`) and never through pyplot, so no
-global state is touched and no display is needed. The density estimate is a plain Gaussian KDE with Scott's
-bandwidth in numpy (scipy is only a test dependency). A group with one example, or whose activations are all
+global state is touched and no display is needed. The density estimate is scipy's Gaussian KDE with Scott's
+bandwidth. A group with one example, or whose activations are all
 equal, has no density: it is drawn as a vertical dotted line at its value, and its legend entry says so.
 """
 
@@ -31,6 +31,7 @@ from matplotlib.legend import Legend
 from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
+from scipy import stats
 
 from skn.inputs.groups import Grouping
 from skn.statistics.null_verdict import NullResult
@@ -57,15 +58,13 @@ def scott_bandwidth(values: Array) -> float:
     return float(np.std(values, ddof=1)) * math.pow(n, -0.2)
 
 
-def gaussian_kde(values: Array, grid: Array, bandwidth: float) -> Array:
-    """The Gaussian kernel density of `values` evaluated on `grid` (integrates to 1)."""
-    if not bandwidth > 0.0:
-        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
-    density = np.zeros_like(grid)
-    for start in range(0, values.size, 4096):  # bounded memory for large N
-        z = (grid[:, None] - values[None, start : start + 4096]) / bandwidth
-        density += np.exp(-0.5 * z * z).sum(axis=1)
-    return density / (values.size * bandwidth * math.sqrt(2.0 * math.pi))
+def gaussian_kde(values: Array, grid: Array) -> Array:
+    """The Gaussian kernel density of `values` on `grid` with Scott's bandwidth (`scott_bandwidth`), by
+    scipy.stats.gaussian_kde; values with no spread have no density (a ValueError)."""
+    if not scott_bandwidth(values) > 0.0:
+        raise ValueError(f"no density for {values.size} value(s) without spread")
+    density: Array = np.asarray(stats.gaussian_kde(values)(grid), dtype=np.float64)
+    return density
 
 
 # ---------------------------------------------------------------- figures
@@ -130,7 +129,7 @@ def activation_figure(activations: Array, grouping: Grouping, neuron: Neuron, ca
         if values.size == 0:
             continue
         if bandwidth > 0.0 and math.isfinite(bandwidth):
-            density = gaussian_kde(values, grid, bandwidth)
+            density = gaussian_kde(values, grid)
             ax.plot(grid, density, color=color, lw=1.8, label=f"{label} (n={values.size})", gid=f"kde:{label}")
             ax.fill_between(grid, density, color=color, alpha=0.12, lw=0)
         else:

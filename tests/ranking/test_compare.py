@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from scipy import stats as sps
 
 from skn.files.probe_files import write_probe_run
 from skn.engine.api import probe
 from skn.engine.probe_config import ProbeConfig
 from skn.ranking.compare import compare_runs, scatter_figure, write_comparison
 from skn.errors import UsageError
-from skn.ranking.overlap import average_ranks, chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat
+from skn.ranking.overlap import chance_jaccard, chance_overlap_pmf, consensus_min, spearman, top_k_flat
 from skn.training.prompt import init_prompt
 
 from helpers import length_examples as examples, tiny_loaded
@@ -34,20 +33,35 @@ def test_chance_jaccard_by_enumeration() -> None:
     subsets = list(itertools.combinations(range(m), k))
     expected = np.mean([len(set(a) & set(b)) / len(set(a) | set(b)) for a in subsets for b in subsets])
     assert chance_jaccard(k, m) == pytest.approx(expected, rel=1e-12)
-    np.testing.assert_allclose(chance_overlap_pmf(10, 5000), sps.hypergeom(5000, 10, 10).pmf(np.arange(11)), rtol=1e-9, atol=1e-300)
+    counts = np.bincount([len(set(a) & set(b)) for a in subsets for b in subsets], minlength=k + 1)
+    np.testing.assert_allclose(chance_overlap_pmf(k, m), counts / len(subsets) ** 2, rtol=1e-12)
+    assert chance_overlap_pmf(0, 5).tolist() == [1.0]
+    with pytest.raises(ValueError, match="between 0 and"):
+        chance_overlap_pmf(6, 5)
     assert chance_jaccard(4, 4) == pytest.approx(1.0)
 
 
-def test_spearman_matches_scipy_with_ties_and_nan() -> None:
+def _brute_spearman(x: list[float], y: list[float]) -> float:
+    """Pearson r of average ranks, each rank counted by comparisons (float64 loops)."""
+    def ranks(v: list[float]) -> list[float]:
+        return [sum(1.0 for w in v if w < u) + (sum(1.0 for w in v if w == u) + 1.0) / 2.0 for u in v]
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return sxy / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+
+
+def test_spearman_against_a_brute_force_reference_with_ties_and_nan() -> None:
     rng = np.random.default_rng(0)
     a = np.round(rng.normal(size=(3, 40)), 1)  # ties
     b = a + rng.normal(size=(3, 40))
     a[0, 3], b[2, 7] = math.nan, math.nan
     rho, n = spearman(a, b)
     keep = np.isfinite(a) & np.isfinite(b)
-    assert n == int(keep.sum())
-    assert rho == pytest.approx(sps.spearmanr(a[keep], b[keep]).statistic, abs=1e-12)
-    np.testing.assert_allclose(average_ranks(np.array([3.0, 1.0, 3.0, 2.0])), sps.rankdata([3, 1, 3, 2]))
+    assert n == int(keep.sum()) == 118
+    assert rho == pytest.approx(_brute_spearman(a[keep].tolist(), b[keep].tolist()), abs=1e-12)
+    assert math.isnan(spearman(np.array([1.0, 2.0]), np.array([2.0, 1.0]))[0])  # below 3 entries
+    assert math.isnan(spearman(np.ones(5), np.arange(5.0))[0])  # a constant side
 
 
 def test_consensus_min_needs_agreeing_signs() -> None:
@@ -101,11 +115,11 @@ def test_every_figure_equals_brute_force(two_runs: tuple[Path, Path], tmp_path: 
     assert pair.overlap == len(tops[0] & tops[1])
     assert pair.jaccard == pytest.approx(len(tops[0] & tops[1]) / len(tops[0] | tops[1]))
     both = [key for key in keys if not (math.isnan(scores[0][key]) or math.isnan(scores[1][key]))]
-    rho = sps.spearmanr([scores[0][key] for key in both], [scores[1][key] for key in both]).statistic
+    rho = _brute_spearman([scores[0][key] for key in both], [scores[1][key] for key in both])
     assert pair.spearman == pytest.approx(rho, abs=1e-9) and pair.n_spearman == len(both)
     m = len(keys)
     assert pair.jaccard_chance == pytest.approx(
-        sum(sps.hypergeom(m, k, k).pmf(j) * j / (2 * k - j) for j in range(k + 1)), rel=1e-9)
+        sum(math.comb(k, j) * math.comb(m - k, k - j) / math.comb(m, k) * j / (2 * k - j) for j in range(k + 1)), rel=1e-9)
 
     def consensus(key: tuple[int, int]) -> float:
         a, b = scores[0][key], scores[1][key]

@@ -19,7 +19,7 @@ from skn.inputs.data import Example
 from skn.errors import UsageError
 from skn.inputs.layout import Template
 from skn.files.rundir import PREDICTIVITY_JSON
-from skn.statistics.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity, _ranks
+from skn.statistics.predictivity import PredictivityCounts, binary_labels, predictivity_counts, rank_by_predictivity
 from skn.training.prompt import init_prompt
 
 from helpers import tiny_loaded
@@ -104,6 +104,3 @@ def test_cli_rejects_a_non_binary_metric(tmp_path: Path, capsys: pytest.CaptureF
     code, text = run_main(["probe", "--data", str(data), "--metric", "size", "--score", "predictivity", "--out", str(tmp_path / "R")], capsys)
     assert code == 2 and "predictivity" in text
 
-
-def test_ranks_average_ties() -> None:
-    assert _ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
