@@ -7,7 +7,7 @@ The command it runs (SmolLM2-135M-Instruct from ../shared, float32 on the CPU, H
 
     skn probe --model ../shared/models/smollm2-135m-instruct --task hans --data TRAIN --val-data EVAL
               --metric heuristic==lexical_overlap --train-size 400 --val-size 1000 --steps 200 --eval-every 20
-              --lr-schedule linear --instruction-cache 4GiB --null 100 --out RUN
+              --lr-schedule linear --prompt-ema 0.0 --instruction-cache 4GiB --null 100 --out RUN
 
 (`--lr-schedule constant`, the paper's, kept the validation loss moving by 1.7% over its last three checks at
 300 steps: see bench/README.md.)
@@ -39,11 +39,12 @@ HANS = SHARED / "data" / "hans"
 KEEP = ("run.json", "neurons.json", "neurons.csv", "groups.json")
 
 
-def command(run: Path, steps: int, train: int, val: int, schedule: str) -> list[str]:
+def command(run: Path, steps: int, train: int, val: int, schedule: str, ema: float) -> list[str]:
     return [sys.executable, "-m", "skn", "probe", "--model", str(MODEL), "--task", "hans",
             "--data", str(HANS / "heuristics_train_set.derived.tsv"), "--val-data", str(HANS / "heuristics_evaluation_set.derived.tsv"),
             "--metric", "heuristic==lexical_overlap", "--train-size", str(train), "--val-size", str(val),
-            "--steps", str(steps), "--eval-every", "20", "--lr-schedule", schedule, "--instruction-cache", "4GiB", "--null", "100", "--out", str(run)]
+            "--steps", str(steps), "--eval-every", "20", "--lr-schedule", schedule, "--prompt-ema", repr(ema), "--instruction-cache", "4GiB", "--null", "100",
+            "--out", str(run)]
 
 
 def converged(losses: list[float], steps: int) -> tuple[bool, float]:
@@ -57,6 +58,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr-schedule", choices=("constant", "linear"), default="linear")
+    parser.add_argument("--prompt-ema", type=float, default=0.0, help="skn's --prompt-ema (0 = off).")
     parser.add_argument("--train-size", type=int, default=400)
     parser.add_argument("--val-size", type=int, default=1000)
     args = parser.parse_args()
@@ -65,7 +67,7 @@ def main() -> int:
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="skn-budget-"))
     run = scratch / "run"
-    argv = command(run, args.steps, args.train_size, args.val_size, args.lr_schedule)
+    argv = command(run, args.steps, args.train_size, args.val_size, args.lr_schedule, args.prompt_ema)
     load = os.getloadavg()[0]
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True)
@@ -87,7 +89,7 @@ def main() -> int:
     shown = " ".join(a if a == sys.executable else a.replace(str(ROOT.parent), "..") for a in argv[1:]).replace(str(run), "RUN")
     lines = ["# A converged SmolLM2 prompt and a 1,000-item probe on 2 CPU cores (issue #35)", "", "Made by", "",
              f"    python bench/cpu_budget.py --out {args.out} --steps {args.steps} --train-size {args.train_size} "
-             f"--val-size {args.val_size} --lr-schedule {args.lr_schedule}", "", "which runs", "", f"    python {shown}", "",
+             f"--val-size {args.val_size} --lr-schedule {args.lr_schedule} --prompt-ema {args.prompt_ema:g}", "", "which runs", "", f"    python {shown}", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.2f} at the start; "
              f"torch {info.get('versions', {}).get('torch', '?')}, dtype {info.get('dtype')}.", "",
              f"**Wall time: {wall:.0f} s ({wall / 60:.1f} min)** for the whole command (loading, training, the probe "

@@ -192,7 +192,7 @@ data_options = _packed(
     _DATA_KEYS,
 )
 
-_TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "lr_schedule", "batch_size", "grad_accum", "eval_every", "patience",
+_TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "lr_schedule", "prompt_ema", "batch_size", "grad_accum", "eval_every", "patience",
                "prompt_init", "gradient_checkpointing", "instruction_cache", "resume")
 
 train_options = _packed(
@@ -202,6 +202,7 @@ train_options = _packed(
         option("--epochs", TrainRequest, "epochs"),
         option("--lr", TrainRequest, "lr"),
         option("--lr-schedule", TrainRequest, "lr_schedule", type=click.Choice([s.value for s in LrSchedule])),
+        option("--prompt-ema", TrainRequest, "prompt_ema", metavar="DECAY"),
         option("--batch-size", TrainRequest, "batch_size"),
         option("--grad-accum", TrainRequest, "grad_accum"),
         option("--eval-every", TrainRequest, "eval_every"),

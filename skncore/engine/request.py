@@ -17,7 +17,7 @@ from skn.inputs.layout import Template
 from skn.models.model import DType
 from skn.models.placement import Placement
 from skn.models.quantize import Quantize
-from skn.training.trainer import LrSchedule, TrainConfig
+from skn.training.train_config import LrSchedule, TrainConfig, check_prompt_ema
 
 BUNDLED_STEPS = 50  # prompt steps on the bundled model: the whole run in well under a minute on 2 CPU cores
 BUNDLED_TRAIN_SIZE = 256
@@ -95,6 +95,8 @@ class TrainRequest:
     lr: float = field(default=TrainConfig.lr, metadata=_help("AdamW learning rate."))
     lr_schedule: LrSchedule = field(default=TrainConfig.lr_schedule, metadata=_help(
         "constant (the paper's) or linear (falls to 0 at the last step)."))
+    prompt_ema: float = field(default=TrainConfig.prompt_ema, metadata=_help(
+        "Evaluate and keep the moving average of the prompt over the steps, with this decay, e.g. 0.9 (0 = off, the paper's)."))
     batch_size: int = field(default=TrainConfig.batch_size, metadata=_help("Examples per batch (training and probing)."))
     grad_accum: int = field(default=TrainConfig.grad_accum, metadata=_help("Micro-batches per optimiser step."))
     eval_every: int = field(default=TrainConfig.eval_every, metadata=_help("Steps between validation-loss checks."))
@@ -118,6 +120,7 @@ class TrainRequest:
         count("--patience", self.patience, 0)
         count("--instruction-cache", self.instruction_cache, 0)
         positive("--lr", self.lr)
+        check_prompt_ema(self.prompt_ema)
         if self.seed is not None:
             seed_value("--seeds", self.seed)  # set from --seeds (skn.engine.seeds)
 

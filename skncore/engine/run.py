@@ -97,7 +97,7 @@ def train_config_for(settings: TrainRequest, seed: int, n_train: int, bundled_mo
     steps = settings.steps if settings.steps is not None else (BUNDLED_STEPS if bundled_model else TrainConfig.steps)
     init = settings.prompt_init if settings.prompt_init is not None else (zoo.PLACEHOLDER if bundled_model else "")
     config = TrainConfig(
-        prompt_len=settings.prompt_len, lr=settings.lr, lr_schedule=settings.lr_schedule, steps=steps, batch_size=settings.batch_size,
+        prompt_len=settings.prompt_len, lr=settings.lr, lr_schedule=settings.lr_schedule, prompt_ema=settings.prompt_ema, steps=steps, batch_size=settings.batch_size,
         grad_accum=settings.grad_accum, eval_every=settings.eval_every, patience=settings.patience,
         seed=settings.seed if settings.seed is not None else seed,
         init=PromptInit(init), gradient_checkpointing=settings.gradient_checkpointing,

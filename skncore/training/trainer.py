@@ -5,85 +5,34 @@ so a resumed run sees the same batches as an uninterrupted one. Validation loss 
 `eval_every` optimiser steps on at most `eval_examples` validation examples; the best prompt is kept,
 and `patience` evaluations without improvement stop early (0 = never). The learning rate is constant (the
 paper's), or with `LrSchedule.LINEAR` falls linearly to 0 at the last step (smaller steps at the end; it does not remove
-swings that come from which items a batch holds).
+swings that come from which items a batch holds). With `prompt_ema` > 0 the prompt that is evaluated and kept
+is the exponential moving average of the prompts over the steps (Polyak averaging), which smooths those swings.
+The configuration is skn.training.train_config's, the checkpoint skn.training.train_checkpoint's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from skn.checks import at_least, positive
 from skn.engine.distributed import Ranks
-from skn.errors import RunDirError, TrainingError, UsageError
+from skn.errors import TrainingError, UsageError
 from skn.training.scoring import completion_scores
 from skn.training.instruction_cache import CacheUse, InstructionCache
 from skn.training.split_forward import ForwardChoice, PrefixCache, StepForward, choose_forward, splittable, step_scores
 from skn.inputs.layout import Encoded, make_batch
 from skn.models.model import LoadedModel, batch_pad_id
 from skn.engine.progress import ProgressSink, SilentProgress
-from skn.training.prompt import PromptInit, init_prompt
-from skn.files.rundir import CHECKPOINT_FILE, write_tensors
-
-
-class LrSchedule(Enum):
-    """How the learning rate moves over the steps."""
-
-    CONSTANT = "constant"  # the paper's
-    LINEAR = "linear"  # from lr at the first step to 0 after the last (HF Trainer's default decay, no warmup)
-
-    def factor(self, step: int, steps: int) -> float:
-        """The multiple of lr for optimiser step `step` (0-based) of `steps`."""
-        return 1.0 if self is LrSchedule.CONSTANT else max(0.0, 1.0 - step / steps)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    prompt_len: int = 20
-    lr: float = 3e-3
-    lr_schedule: LrSchedule = LrSchedule.CONSTANT
-    weight_decay: float = 0.01
-    steps: int = 200
-    batch_size: int = 8
-    grad_accum: int = 1
-    eval_every: int = 20
-    eval_examples: int = 256
-    patience: int = 0
-    seed: int = 0
-    init: PromptInit = field(default_factory=PromptInit)
-    gradient_checkpointing: bool = False
-    split_forward: bool = True  # the split step (skn.training.split_forward) where the model supports it
-    eval_cache_bytes: int = 1 << 30  # with the split: keep the validation batches' instruction caches up to this
-    instruction_cache_bytes: int = 1 << 30  # with the split: keep each training item's instruction keys/values up to this
-
-    def __post_init__(self) -> None:
-        for flag, value in (("--prompt-len", self.prompt_len), ("--steps", self.steps), ("--batch-size", self.batch_size),
-                            ("--grad-accum", self.grad_accum), ("--eval-every", self.eval_every),
-                            ("TrainConfig.eval_examples", self.eval_examples)):
-            at_least(flag, value, 1)
-        at_least("--patience", self.patience, 0)
-        at_least("TrainConfig.eval_cache_bytes", self.eval_cache_bytes, 0)
-        at_least("TrainConfig.instruction_cache_bytes", self.instruction_cache_bytes, 0)
-        at_least("TrainConfig.weight_decay", self.weight_decay, 0.0)
-        positive("--lr", self.lr)
-
-
-@dataclass(frozen=True)
-class HistoryPoint:
-    step: int
-    train_loss: float
-    val_loss: float | None  # None between evaluations
+from skn.training.prompt import init_prompt
+from skn.training.train_checkpoint import load_checkpoint, save_checkpoint, training_identity
+from skn.training.train_config import HistoryPoint, LrSchedule, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -144,73 +93,6 @@ def validation_loss(loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded]
     return total / max(count, 1)
 
 
-def _checkpoint_path(out: Path) -> Path:
-    return Path(out) / CHECKPOINT_FILE
-
-
-def _save_checkpoint(
-    out: Path, prompt: Tensor, best: Tensor, optimizer: torch.optim.AdamW, step: int, best_val: float, best_step: int,
-    history: Sequence[HistoryPoint], config: TrainConfig, evals_without_gain: int = 0,
-    identity: dict[str, str] | None = None,
-) -> None:
-    state = optimizer.state[prompt]
-    tensors = {"prompt": prompt.detach(), "best_prompt": best}
-    if state:
-        tensors["exp_avg"] = state["exp_avg"]
-        tensors["exp_avg_sq"] = state["exp_avg_sq"]
-    meta = {
-        "step": str(step),
-        "best_val_loss": repr(best_val),
-        "best_step": str(best_step),
-        "history": json.dumps([h.__dict__ for h in history]),
-        "config": json.dumps({"prompt_len": config.prompt_len, "lr": config.lr, "batch_size": config.batch_size,
-                              "grad_accum": config.grad_accum, "seed": config.seed}),
-        "evals_without_gain": str(evals_without_gain),
-        "identity": json.dumps(identity or {}),
-    }
-    write_tensors(_checkpoint_path(out), tensors, meta)
-
-
-@dataclass(frozen=True)
-class _Resumed:
-    prompt: Tensor
-    best: Tensor
-    exp_avg: Tensor | None
-    exp_avg_sq: Tensor | None
-    step: int
-    best_val: float
-    best_step: int
-    history: tuple[HistoryPoint, ...]
-    evals_without_gain: int = 0
-
-
-def rows_fingerprint(rows: Sequence[Encoded]) -> str:
-    """sha256 of the token ids of the examples, in order: a resume must see the same data."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([list(row.instruction), list(row.completion)]).encode())
-    return digest.hexdigest()[:16]
-
-
-def training_identity(loaded: LoadedModel, train_rows: Sequence[Encoded], val_rows: Sequence[Encoded],
-                      config: TrainConfig) -> dict[str, str]:
-    """What a resumed training must share with the checkpointed one (all but the number of steps)."""
-    return {
-        "model": loaded.name,
-        "hidden_size": str(loaded.hidden_size),
-        "training data": rows_fingerprint(train_rows),
-        "validation data": rows_fingerprint(val_rows),
-        "lr": repr(config.lr),
-        "lr_schedule": config.lr_schedule.value if config.lr_schedule is LrSchedule.CONSTANT
-        else f"{config.lr_schedule.value} over {config.steps} steps",
-        "weight_decay": repr(config.weight_decay),
-        "eval_every": str(config.eval_every),
-        "eval_examples": str(config.eval_examples),
-        "patience": str(config.patience),
-        "init": config.init.token or "random-vocab",
-    }
-
-
 def check_finite_loss(value: float, step: int, what: str, config: TrainConfig) -> None:
     """A NaN or infinite loss means training has diverged: stop with an error instead of keeping the
     untrained prompt and calling it trained."""
@@ -219,40 +101,6 @@ def check_finite_loss(value: float, step: int, what: str, config: TrainConfig) -
             f"training diverged: the {what} loss is {value} at step {step} (--lr {config.lr:g}); "
             "lower --lr, or check the data"
         )
-
-
-def _load_checkpoint(out: Path, config: TrainConfig, identity: dict[str, str] | None = None) -> _Resumed:
-    path = _checkpoint_path(out)
-    if not path.is_file():
-        raise RunDirError(f"--resume: {path} does not exist (nothing to resume)")
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-        tensors = load_file(str(path))
-        saved = json.loads(meta.get("config", "{}"))
-        saved_identity = json.loads(meta.get("identity", "{}"))
-        history = tuple(HistoryPoint(**h) for h in json.loads(meta.get("history", "[]")))
-        resumed = _Resumed(
-            prompt=tensors["prompt"], best=tensors["best_prompt"], exp_avg=tensors.get("exp_avg"),
-            exp_avg_sq=tensors.get("exp_avg_sq"), step=int(meta["step"]), best_val=float(meta["best_val_loss"]),
-            best_step=int(meta["best_step"]), history=history,
-            evals_without_gain=int(meta.get("evals_without_gain", "0")),
-        )
-    except Exception as err:  # truncated or foreign file: safetensors, json and int() raise many kinds
-        raise RunDirError(f"--resume: {path} is not a readable skn checkpoint ({type(err).__name__}: {err})") from None
-    for key in ("prompt_len", "batch_size", "grad_accum", "seed"):
-        if saved.get(key) != getattr(config, key):
-            raise UsageError(f"--resume: the checkpoint was trained with {key}={saved.get(key)}, not {getattr(config, key)}")
-    for key, value in (identity or {}).items():
-        if key in saved_identity and saved_identity[key] != value:
-            raise TrainingError(f"--resume: the checkpoint in {out} was trained with another {key} "
-                                f"({saved_identity[key]}, now {value}); resume with the same settings or start afresh")
-    if identity is not None and tuple(resumed.prompt.shape) != (config.prompt_len, int(identity["hidden_size"])):
-        raise TrainingError(f"--resume: the checkpoint's prompt is {tuple(resumed.prompt.shape)}, this model needs "
-                            f"[{config.prompt_len}, {identity['hidden_size']}]")
-    return resumed
 
 
 def _enable_checkpointing(loaded: LoadedModel) -> None:
@@ -298,12 +146,14 @@ def train_prompt(
     eval_rows = list(val_rows[: config.eval_examples]) or list(train_rows[: config.eval_examples])
     step, best_val, best_step = 0, math.inf, 0
     best = prompt.detach().clone()
+    # with --prompt-ema the moving average is what is evaluated and kept (TrainConfig.average)
+    average = prompt.detach().clone() if config.prompt_ema > 0 else None
     history: list[HistoryPoint] = []
     evals_without_gain = 0
     if resume:
         if out is None:
             raise UsageError("--resume needs --out (the run directory to resume)")
-        saved = _load_checkpoint(out, config, training_identity(loaded, train_rows, val_rows, config))
+        saved = load_checkpoint(out, config, training_identity(loaded, train_rows, val_rows, config))
         with torch.no_grad():
             prompt.copy_(saved.prompt.to(prompt.device))
         if saved.exp_avg is not None and saved.exp_avg_sq is not None:
@@ -316,6 +166,8 @@ def train_prompt(
         best = saved.best.to(prompt.device)
         history = list(saved.history)
         evals_without_gain = saved.evals_without_gain
+        if average is not None:
+            average = (saved.average if saved.average is not None else saved.prompt).to(prompt.device).clone()
     pad = batch_pad_id(loaded)
     choice = ForwardChoice(StepForward.FULL, "split_forward=False")
     if config.split_forward:
@@ -355,20 +207,23 @@ def train_prompt(
             for group in optimizer.param_groups:  # a function of the step, so a resumed run continues it exactly
                 group["lr"] = config.lr * config.lr_schedule.factor(step, config.steps)
             optimizer.step()
+            if average is not None:
+                config.average(average, prompt)
             step += 1
             val_loss: float | None = None
             if step % config.eval_every == 0 or step == config.steps:
-                val_loss = validation_loss(loaded, prompt.detach(), eval_rows, config.batch_size, eval_prefixes, ranks)
+                evaluated = average if average is not None else prompt.detach()
+                val_loss = validation_loss(loaded, evaluated, eval_rows, config.batch_size, eval_prefixes, ranks)
                 check_finite_loss(val_loss, step, "validation", config)
                 if val_loss < best_val:
-                    best_val, best_step, best = val_loss, step, prompt.detach().clone()
+                    best_val, best_step, best = val_loss, step, evaluated.clone()
                     evals_without_gain = 0
                 else:
                     evals_without_gain += 1
             history.append(HistoryPoint(step, step_loss, val_loss))
             if val_loss is not None and out is not None:
-                _save_checkpoint(out, prompt, best, optimizer, step, best_val, best_step, history, config,
-                                 evals_without_gain, identity)
+                save_checkpoint(out, prompt, best, optimizer, step, best_val, best_step, history, config,
+                                evals_without_gain, identity, average)
             note = f"loss {step_loss:.4f}" + (f"  val {best_val:.4f}" if math.isfinite(best_val) else "")
             advance(1, note)
             if config.patience > 0 and evals_without_gain >= config.patience:
@@ -394,3 +249,7 @@ def with_steps_from_epochs(config: TrainConfig, epochs: float, n_train: int) -> 
     if not math.isfinite(steps):  # --epochs is finite (TrainRequest), but its product can overflow
         raise UsageError(f"--epochs {epochs} over {n_train} training examples is more steps than can be counted")
     return replace(config, steps=max(1, math.ceil(steps)))
+
+
+__all__ = ["BatchStream", "HistoryPoint", "LrSchedule", "TrainConfig", "TrainResult", "check_finite_loss", "train_prompt",
+           "validation_loss", "with_steps_from_epochs"]

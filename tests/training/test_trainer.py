@@ -194,3 +194,69 @@ def test_linear_schedule_resumes_exactly_and_refuses_other_steps(tmp_path: Path)
     resumed = train_prompt(loaded, rows, val, config, out=tmp_path / "b", resume=True)  # type: ignore[arg-type]
     assert resumed.steps_done == 12
     torch.testing.assert_close(resumed.prompt, full.prompt, rtol=0, atol=0)
+
+
+def test_prompt_ema_keeps_the_moving_average_of_the_prompts() -> None:
+    """With --prompt-ema d the prompt kept is d^N p_0 + sum_k (1 - d) d^(N-k) p_k over the raw prompts p_k after
+    each step k, which training without the average reaches alone (the optimiser never sees the average): each
+    p_k is a run of k steps, evaluated only at its end (so the prompt it returns is its last)."""
+    from skn.training.prompt import init_prompt
+
+    loaded = tiny_loaded("llama")
+    rows = encode(loaded, toy(24, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
+    base = TrainConfig(prompt_len=3, steps=1, eval_every=100, lr=0.05, batch_size=4)
+    raw = [init_prompt(loaded, 3, base.seed, base.init).to(torch.float64)]  # type: ignore[arg-type]
+    for k in range(1, 6):
+        raw.append(train_prompt(loaded, rows, rows, replace(base, steps=k)).prompt.to(torch.float64))  # type: ignore[arg-type]
+    decay = 0.6
+    expected = raw[0].clone()
+    for p in raw[1:]:
+        expected = decay * expected + (1 - decay) * p
+    averaged = train_prompt(loaded, rows, rows, replace(base, steps=5, prompt_ema=decay))  # type: ignore[arg-type]
+    torch.testing.assert_close(averaged.prompt.to(torch.float64), expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(averaged.prompt.to(torch.float64), raw[-1], atol=1e-4)  # it is not the last prompt
+
+
+def test_prompt_ema_is_checked_where_the_config_is_made() -> None:
+    from skn.errors import UsageError
+
+    with pytest.raises(UsageError, match="--prompt-ema must be below 1"):
+        TrainConfig(prompt_ema=1.0)
+    with pytest.raises(UsageError, match="--prompt-ema must be at least 0"):
+        TrainConfig(prompt_ema=-0.1)
+
+
+def test_prompt_ema_resume_gives_the_uninterrupted_average(tmp_path: Path) -> None:
+    """Killed after its step-4 checkpoint and resumed, a run with the average ends with the uninterrupted one's
+    prompt (the average is checkpointed); resuming it without the average is refused."""
+    from contextlib import contextmanager
+    from typing import Iterator
+
+    class Killed(Exception):
+        pass
+
+    class KillAfter:
+        def __init__(self, step: int) -> None:
+            self.step, self.done = step, 0
+
+        @contextmanager
+        def task(self, description: str, total: int) -> Iterator[object]:
+            def advance(steps: int = 1, note: str = "") -> None:
+                self.done += steps
+                if self.done >= self.step:
+                    raise Killed
+
+            yield advance
+
+    loaded = tiny_loaded("llama")
+    rows = encode(loaded, toy(40, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
+    val = encode(loaded, toy(8, 1), Template.PLAIN, 3)  # type: ignore[arg-type]
+    config = TrainConfig(prompt_len=3, steps=10, eval_every=4, lr=0.05, prompt_ema=0.8)
+    full = train_prompt(loaded, rows, val, config, out=tmp_path / "a")  # type: ignore[arg-type]
+    with pytest.raises(Killed):
+        train_prompt(loaded, rows, val, config, out=tmp_path / "b", progress=KillAfter(6))  # type: ignore[arg-type]
+    with pytest.raises(TrainingError, match="prompt_ema"):
+        train_prompt(loaded, rows, val, replace(config, prompt_ema=0.0), out=tmp_path / "b", resume=True)  # type: ignore[arg-type]
+    resumed = train_prompt(loaded, rows, val, config, out=tmp_path / "b", resume=True)  # type: ignore[arg-type]
+    assert (resumed.steps_done, resumed.best_step) == (10, full.best_step)
+    torch.testing.assert_close(resumed.prompt, full.prompt, rtol=0, atol=0)
