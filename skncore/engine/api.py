@@ -37,7 +37,6 @@ from skn.inputs.example_order import ORDER_NAME, inverse, pass_order
 from skn.inputs.layout import Template, resolve_template
 from skn.inputs.metrics import MetricSpec, check_metric, for_statistics, metric_before_pass, parse_metric, unscaled
 from skn.models.model import LoadedModel
-from skn.ranking.holdout import HoldoutResult
 from skn.statistics.covariates import parse_controls
 from skn.statistics.exemplar_store import ActivationStore, top_activations
 from skn.statistics.folds import assign_folds
@@ -112,21 +111,20 @@ def probe(
                                       train_examples, out, resume, ranks, tuple(features))
     except MetricFailure as failure:
         raise MetricFailure(failure, unscaled(spec, failure.values[back])) from None
-    return in_file_order(replace(result, metric=unscaled(spec, result.metric)), examples, back, config.null.seed)
+    return in_file_order(replace(result, metric=unscaled(spec, result.metric)), examples, back, config.null.seed,
+                         tuple(features))
 
 
-def in_file_order(result: ProbeResult, examples: tuple[Example, ...], back: Sequence[int], seed: int) -> ProbeResult:
+def in_file_order(result: ProbeResult, examples: tuple[Example, ...], back: Sequence[int], seed: int,
+                  features: Sequence[Feature[Any]] = FEATURES) -> ProbeResult:
     """A result computed in pass order, with every per-example output back in `examples`' order
-    (`back[i]`: where example i sat in the pass)."""
-    sections = {name: _holdout_in_file_order(section, back) if isinstance(section, HoldoutResult) else section
-                for name, section in result.sections.items()}
+    (`back[i]`: where example i sat in the pass), each feature's section by the feature."""
+    sections = {feature.name: feature.in_file_order(result.sections[feature.name], back)
+                for feature in features if feature.name in result.sections}
     info = replace(result.info, extra={**result.info.extra, "pass_order": {"batches": ORDER_NAME, "seed": seed}})
     return replace(result, examples=examples, metric=result.metric[back], top_activations=result.top_activations[:, back],
                    sections=sections, info=info)
 
-
-def _holdout_in_file_order(holdout: HoldoutResult, back: Sequence[int]) -> HoldoutResult:
-    return replace(holdout, folds=replace(holdout.folds, confirm=holdout.folds.confirm[back]))
 
 
 def _probe_in_pass_order(

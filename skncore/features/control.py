@@ -117,6 +117,9 @@ class ControlFeature:
     def tensors(self, section: PartialResult) -> dict[str, Tensor]:
         return {"corr_raw": section.raw_corr.to(torch.float32)}
 
+    def in_file_order(self, section: PartialResult, back: Sequence[int]) -> PartialResult:
+        return section
+
     def write(self, directory: Path, run: ProbeResult, section: PartialResult, metadata: Mapping[str, str]) -> None:
         return None
 

@@ -9,6 +9,8 @@ A probe (skn.engine.api) runs in stages, and a feature takes part in each throug
     summary(setup, ranked, section)   run.json's entries it writes (key, value), e.g. ("null", {...})
     columns / cells(section, row)     the columns it adds to neurons.json and neurons.csv, and one neuron's values
     tensors(section)                  the tensors it adds to stats.safetensors
+    in_file_order(section, back)      the section with its per-example parts in the file's order (the pass runs
+                                      in its own order: skn.inputs.example_order); most sections have none
     write(directory, run, section)    files of its own beside the run's (most features have none)
     read(files)                       its section back from a run directory (None: the run had none)
 
@@ -153,6 +155,8 @@ class Feature(Protocol, Generic[S]):
     def cells(self, section: S, row: int) -> tuple[Cell, ...]: ...
 
     def tensors(self, section: S) -> dict[str, Tensor]: ...
+
+    def in_file_order(self, section: S, back: Sequence[int]) -> S: ...
 
     def write(self, directory: Path, run: ProbeResult, section: S, metadata: Mapping[str, str]) -> None: ...
 

@@ -7,8 +7,8 @@ the ranking step (skn.engine.rank_pass) ranks on the selection fold and conclude
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +82,9 @@ class HoldoutFeature:
         tensors["corr_selection"] = section.corr_selection.to(torch.float32)
         tensors["corr_confirmation"] = section.corr_confirmation.to(torch.float32)
         return tensors
+
+    def in_file_order(self, section: HoldoutResult, back: Sequence[int]) -> HoldoutResult:
+        return replace(section, folds=replace(section.folds, confirm=section.folds.confirm[list(back)]))
 
     def write(self, directory: Path, run: ProbeResult, section: HoldoutResult, metadata: Mapping[str, str]) -> None:
         return None

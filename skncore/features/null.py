@@ -6,7 +6,7 @@ significant, and the tensors null_max_abs_r, null_threshold and null_alpha."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,6 +89,9 @@ class NullFeature:
             "null_threshold": torch.tensor(section.threshold, dtype=torch.float64),
             "null_alpha": torch.tensor(section.alpha, dtype=torch.float64),
         }
+
+    def in_file_order(self, section: NullResult, back: Sequence[int]) -> NullResult:
+        return section
 
     def write(self, directory: Path, run: ProbeResult, section: NullResult, metadata: Mapping[str, str]) -> None:
         return None

@@ -6,7 +6,7 @@ a run read back has no section (its files are read on their own)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +47,9 @@ class PredictivityFeature:
 
     def tensors(self, section: PredictivityCounts) -> dict[str, Tensor]:
         return {}
+
+    def in_file_order(self, section: PredictivityCounts, back: Sequence[int]) -> PredictivityCounts:
+        return section
 
     def write(self, directory: Path, run: ProbeResult, section: PredictivityCounts, metadata: Mapping[str, str]) -> None:
         own = {"model": run.info.model, "metric": run.info.metric, "skn_version": __version__, RUN_ID: run.info.run_id}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,6 +98,9 @@ class MeanActivationFeature:
 
     def tensors(self, section: MeanActivation) -> dict[str, Tensor]:
         return {"mean_activation": section.mean}
+
+    def in_file_order(self, section: MeanActivation, back: Sequence[int]) -> MeanActivation:
+        return section  # nothing per example
 
     def write(self, directory: Path, run: ProbeResult, section: MeanActivation, metadata: Mapping[str, str]) -> None:
         return None
