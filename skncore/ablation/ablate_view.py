@@ -1,10 +1,9 @@
 """Views of RUN/ablation.json (and RUN/ablation_curve.json) for people: the figure (the ablated set's effect on the loss against its random
-controls; each neuron of the set alone) and the report's HTML section. They read the record alone."""
+controls; each neuron of the set alone) and the report's HTML section (the templates ablation.html.j2 and
+ablation_curve.html.j2, skn.views.templating). They read the record alone."""
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 import textwrap
 from collections.abc import Sequence
@@ -20,7 +19,9 @@ from skn.ablation.ablate_curve import Axis
 from skn.ablation.ablate_record import AblationRecord
 from skn.ablation.ablate_test import cannot_depart
 from skn.ablation.curve_record import CurveRecord
-from skn.views.figures import new_figure, png_bytes
+from skn.views.cells import Cell, figure_image
+from skn.views.figures import new_figure
+from skn.views.templating import render
 
 NDArrayF = NDArray[np.float64]
 MEASURE_LABELS = {"loss": "loss", "metric": "metric", "accuracy": "accuracy"}
@@ -110,22 +111,18 @@ def _fmt(value: float | None) -> str:
     return "\u2013" if value is None else f"{value:+.4g}"
 
 
+def _p(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
 def ablation_html(record: AblationRecord) -> str:
-    """The report's section: summary table and the figure (text escaped)."""
-    esc = html.escape
-    head = "<tr><th>measure</th><th>unablated</th><th>ablated effect</th><th>controls mean \u00b1 std</th><th>p</th></tr>"
-    body = "".join(
-        f"<tr><td>{esc(r.measure)}</td><td class=\"num\">{'' if r.base is None else f'{r.base:.4g}'}</td>"
-        f"<td class=\"num\">{_fmt(r.effect)}</td><td class=\"num\">{_fmt(r.control_mean)} \u00b1 "
-        f"{'' if r.control_std is None else f'{r.control_std:.3g}'}</td>"
-        f"<td class=\"num\">{'' if r.p is None else f'{r.p:.3g}'}</td></tr>"
-        for r in effect_rows(record)
-    )
-    data = base64.b64encode(png_bytes(ablation_figure(record))).decode("ascii")
-    return (f'<section class="card" id="ablation"><h2>Ablation</h2><p class="sub">{esc(describe(record))}</p>'
-            f"<table>{head}{body}</table>"
-            f'<div class="figs"><img src="data:image/png;base64,{data}" alt="ablation effect against random controls"></div>'
-            f"</section>")
+    """The report's section (the template ablation.html.j2): summary table and the figure."""
+    rows = tuple((Cell(r.measure), Cell("" if r.base is None else f"{r.base:.4g}", "num"), Cell(_fmt(r.effect), "num"),
+                  Cell(f"{_fmt(r.control_mean)} \u00b1 {'' if r.control_std is None else f'{r.control_std:.3g}'}", "num"),
+                  Cell(_p(r.p), "num"))
+                 for r in effect_rows(record))
+    return render("ablation.html.j2", description=describe(record), rows=rows,
+                  figure=figure_image(ablation_figure(record), "ablation effect against random controls"))
 
 
 # ---------------------------------------------------------------- the curve (ablation_curve.json)
@@ -264,20 +261,12 @@ def curve_figure(record: CurveRecord) -> Figure:
 
 
 def curve_html(record: CurveRecord) -> str:
-    esc = html.escape
+    """The report's section (the template ablation_curve.html.j2): a table per curve, the figure."""
     axis = _axis_letter(record)
-    head = f"<tr><th>{axis}</th><th>set effect</th><th>random median</th><th>random 5-95%</th><th>p</th><th>Holm p</th></tr>"
-    tables = []
-    for view in curve_views(record):
-        body = "".join(
-            f"<tr><td class=\"num\">{r.x:g}</td><td class=\"num\">{_fmt(r.effect)}</td><td class=\"num\">{_fmt(r.median)}</td>"
-            f"<td class=\"num\">{_fmt(r.q05)} .. {_fmt(r.q95)}</td><td class=\"num\">{'' if r.p is None else f'{r.p:.3g}'}</td>"
-            f"<td class=\"num\">{'' if r.p_holm is None else f'{r.p_holm:.3g}'}</td></tr>"
-            for r in curve_rows(view)
-        )
-        tables.append(f"<h3>{esc(curve_title(view))}</h3><p class=\"sub\">{esc(describe_curve(view))}</p><table>{head}{body}</table>")
-    data = base64.b64encode(png_bytes(curve_figure(record))).decode("ascii")
-    ranking = record.ranking
-    return (f'<section class="card" id="ablation-curve"><h2>Ablation curve</h2><p class="sub">ranking: {esc(ranking)}</p>'
-            + "".join(tables)
-            + f'<div class="figs"><img src="data:image/png;base64,{data}" alt="effect against {axis} over random sets"></div></section>')
+    curves = tuple((curve_title(view), describe_curve(view),
+                    tuple((Cell(f"{r.x:g}", "num"), Cell(_fmt(r.effect), "num"), Cell(_fmt(r.median), "num"),
+                           Cell(f"{_fmt(r.q05)} .. {_fmt(r.q95)}", "num"), Cell(_p(r.p), "num"), Cell(_p(r.p_holm), "num"))
+                          for r in curve_rows(view)))
+                   for view in curve_views(record))
+    return render("ablation_curve.html.j2", ranking=record.ranking, axis=axis, curves=curves,
+                  figure=figure_image(curve_figure(record), f"effect against {axis} over random sets"))

@@ -1,55 +1,47 @@
 """The HTML report: a whole run on one self-contained page (`skn report`, `skn probe --report`).
 
 One file, readable offline in any browser: the figures are PNGs embedded as base64 data URIs, the style
-sheet and the table-sorting script are inline, nothing is fetched. Every piece of text that came from the
-user (model names, paths, examples, metadata) goes through `html.escape`.
+sheet and the table-sorting script are inline, nothing is fetched. The page is the template
+skn/views/templates/report.html.j2 (skn.views.templating: autoescaped, so every piece of text that came from
+the user, model names, paths, examples, metadata, is escaped); this module gives it its values.
 
 Sections: the run's summary (model, data, metric, N, the prompt's training curve, the full run.json), the
 run-level figures (|r| histogram, |r| per layer), the sortable table of top neurons (with the mean
 activation of each group, and with a holdout the held-out r, its 95% interval and the full-set r), and per
 neuron its density figure (with a continuous metric also its activation against the metric, beside it) and its
-most and least activating examples. A table wider than its card scrolls sideways inside it: no column is cut.
+most and least activating examples (skn.views.report_neurons). A table wider than its card scrolls sideways
+inside it: no column is cut.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from torch import Tensor
+from markupsafe import Markup
 
 from skn.ablation.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation, read_curve
 from skn.ablation.ablate_record import AblationRecord
 from skn.ablation.curve_record import CurveRecord
 from skn.ablation.ablate_view import ablation_html, curve_html
-from skn.views.figures import neuron_title, png_bytes
 from skn.inputs.groups import Grouping
-from skn.views.plots import (
-    NamedFigure,
-    choose_grouping,
-    neuron_figures,
-    overview_figures,
-)
+from skn.views.cells import figure_image, number
+from skn.views.plots import choose_grouping, overview_figures
+from skn.views.report_neurons import neuron_heads, neuron_rows, neuron_view, ranked_on
+from skn.views.templating import render
 from skn.ranking.holdout import summary_from_info
-from skn.statistics.null_verdict import NullResult
 from skn.statistics.partial import control_line
-from skn.ranking.rank import exemplars
 from skn.files.result import ProbeResult, info_to_json
 from skn.files.rundir import write_bytes
 from skn.files.probe_read import read_probe_run
 from skn.version import __version__
 
 REPORT_FILE = "report.html"
-DOT = " \u00b7 "
-TEXT_CHARS = 280  # longer instructions are cut in the tables (the full text is in the cell's tooltip)
+OVERVIEW = (("score_histogram", "histogram of every neuron's best |r|"), ("layers", "best |r| per layer"))  # name, alt
 
 STYLE = """
 :root { --fg: #1d2330; --muted: #5b6474; --line: #e3e6eb; --bg: #f5f6f8; --pos: #b42318; --neg: #1849a9; }
@@ -134,51 +126,11 @@ SCRIPT = """
 """
 
 
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _number(value: float, digits: int = 4) -> str:
-    return "NaN" if math.isnan(value) else f"{value:.{digits}g}"
-
-
-def _num_cell(value: float, text: str = "", css: str = "") -> str:
-    sort_key = "NaN" if math.isnan(value) else repr(value)
-    classes = "num" + (f" {css}" if css else "")
-    return f'<td class="{classes}" data-v="{sort_key}">{esc(text or _number(value))}</td>'
-
-
-def _r_cell(r: float) -> str:
-    return _num_cell(r, "NaN" if math.isnan(r) else f"{r:+.4f}", "pos" if r > 0 else "neg" if r < 0 else "")
-
-
-def _img(figure: Figure, alt: str, css: str = "") -> str:
-    data = base64.b64encode(png_bytes(figure)).decode("ascii")
-    cls = f' class="{css}"' if css else ""
-    return f'<img{cls} src="data:image/png;base64,{data}" alt="{esc(alt)}">'
-
-
-def breakable(text: str) -> str:
-    """`text` escaped, with a line-break opportunity (<wbr>) after each _ / . - inside words, so that a
-    header like `mean act. | lexical_overlap` can wrap and its column stay narrow."""
-    return re.sub(r"([_/.\-])(?=\w)", r"\1<wbr>", esc(text))
-
-
-def scrolling(table: str) -> str:
-    """`table` in a box that scrolls sideways when the table is wider than its card (no column is ever cut)."""
-    return f'<div class="scroll">{table}</div>'
-
-
-def _short(text: str) -> str:
-    cut = text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "\u2026"
-    return f'<td class="text" title="{esc(text)}">{esc(cut)}</td>' if cut != text else f'<td class="text">{esc(text)}</td>'
-
-
 def _mapping_text(value: object) -> str:
     if isinstance(value, Mapping):
         parts = []
         for key, item in value.items():
-            shown = _number(float(item)) if isinstance(item, float) else str(item)
+            shown = number(float(item)) if isinstance(item, float) else str(item)
             parts.append(f"{key} {shown}")
         return "  \u00b7  ".join(parts)
     return str(value)
@@ -189,7 +141,7 @@ def summary_rows(run: ProbeResult, grouping: Grouping) -> tuple[tuple[str, str],
     info = run.info
     metric = run.metric.to(torch.float64).numpy()
     finite = metric[np.isfinite(metric)]
-    spread = (f"mean {_number(float(finite.mean()))}, min {_number(float(finite.min()))}, max {_number(float(finite.max()))}"
+    spread = (f"mean {number(float(finite.mean()))}, min {number(float(finite.min()))}, max {number(float(finite.max()))}"
               if finite.size else "no finite values")
     groups = ", ".join(f"{label} ({len(members)})" for label, members in zip(grouping.labels, grouping.members, strict=True))
     rows = [
@@ -245,107 +197,6 @@ def passing_text(run: ProbeResult) -> str:
     return passing.line() if passing is not None else "not counted: the null is off (--null 0)"
 
 
-def _p_cells(null: NullResult | None, row: int) -> list[str]:
-    if null is None:
-        return []
-    adjusted = null.p_adjusted[row]
-    mark = " *" if null.significant[row] else ""
-    return [_num_cell(adjusted, _number(adjusted, 3) + mark, "pass" if null.significant[row] else ""),
-            _num_cell(null.p_cell[row], _number(null.p_cell[row], 3))]
-
-
-def _summary(run: ProbeResult, grouping: Grouping, training: NamedFigure | None) -> str:
-    rows = "".join(f"<tr><th>{esc(label)}</th><td>{esc(text)}</td></tr>" for label, text in summary_rows(run, grouping))
-    curve = (_img(training.figure, "soft-prompt training curve", "fig") if training is not None
-             else '<p class="sub">No training history in run.json (the prompt was given, not trained here).</p>')
-    full = esc(json.dumps(info_to_json(run.info), indent=2, ensure_ascii=False, default=str))
-    return (f'<section class="card" id="summary"><h2>Summary</h2><table class="summary">{rows}</table>'
-            f"<h4>Prompt training</h4>{curve}"
-            f"<details><summary>Full configuration (run.json)</summary><pre>{full}</pre></details></section>")
-
-
-def _neuron_table(run: ProbeResult, grouping: Grouping) -> str:
-    held = run.holdout.per_neuron if run.holdout is not None else ()
-    r_head = "r (selection fold)" if held else "r"
-    extra_heads = ["r held out", "95% interval", "r (all examples)"] if held else []
-    p_heads = ["p (adjusted)", "p (cell)"] if run.null is not None else []
-    raw_r = run.partial.raw_r if run.partial is not None else ()
-    if raw_r:
-        r_head = "partial " + r_head
-    raw_heads = ["raw r"] if raw_r else []
-    heads = ["rank", "layer", "neuron", "position", r_head, *raw_heads, *p_heads, *extra_heads] + [f"mean act. | {label}" for label in grouping.labels]
-    head = "".join(f'<th scope="col">{breakable(h)}</th>' for h in heads)
-    rows = []
-    for row, n in enumerate(run.neurons):
-        cells = [
-            f'<td class="num" data-v="{n.rank}"><a href="#neuron-{n.rank}">#{n.rank}</a></td>',
-            _num_cell(float(n.layer), str(n.layer)),
-            _num_cell(float(n.index), str(n.index)),
-            _num_cell(float(n.position), str(n.position)),
-            _r_cell(n.r),
-        ] + ([_r_cell(raw_r[row])] if raw_r else []) + _p_cells(run.null, row) + ([_r_cell(held[row].r_held_out), _num_cell(held[row].low, _interval(held[row].low, held[row].high)),
-              _r_cell(held[row].r_full)] if held else []) + [_num_cell(g.mean, _number(g.mean, 3)) for g in grouping.summaries(run.top_activations[row])]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return (f'<section class="card" id="neurons"><h2>Top {len(run.neurons)} neurons</h2>'
-            f'<p class="sub">Ranked by |r| at each neuron\'s best prompt position{esc(_ranked_on(run))}. Click a header to '
-            f"sort; click a rank to see the neuron.</p>"
-            + scrolling(f'<table class="sortable" id="neuron-table"><thead><tr>{head}</tr></thead>'
-                        f"<tbody>{''.join(rows)}</tbody></table>") + "</section>")
-
-
-def _interval(low: float, high: float) -> str:
-    return "NaN" if math.isnan(low) else f"[{low:+.3f}, {high:+.3f}]"
-
-
-def _ranked_on(run: ProbeResult) -> str:
-    if run.holdout is None:
-        return ""
-    return (f", on the {run.holdout.n_selection} selection examples; r held out is measured on the other "
-            f"{run.holdout.n_confirmation}, which played no part in choosing the neuron: quote that one")
-
-
-def _examples_table(run: ProbeResult, indices: Sequence[int], values: np.ndarray, labels: Sequence[str], field: str) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in ("example", "activation", "metric", field, "instruction", "completion"))
-    rows = []
-    metric = run.metric.to(torch.float64).tolist()
-    for index in indices:
-        example = run.examples[index]
-        rows.append(
-            "<tr>" + _num_cell(float(index), f"{index}") + _num_cell(float(values[index]), _number(float(values[index]), 4))
-            + _num_cell(float(metric[index])) + f"<td>{esc(labels[index])}</td>"
-            + _short(example.instruction) + _short(example.completion) + "</tr>"
-        )
-    return scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-
-
-def _group_table(values: Tensor, grouping: Grouping) -> str:
-    rows = []
-    for label, g in zip(grouping.labels, grouping.summaries(values), strict=True):
-        rows.append(f"<tr><td>{esc(label)}</td>{_num_cell(float(g.count), str(g.count))}"
-                    f"{_num_cell(g.mean, _number(g.mean, 3))}{_num_cell(g.std, _number(g.std, 3))}</tr>")
-    head = "".join(f"<th>{esc(h)}</th>" for h in (grouping.field, "n", "mean", "sd"))
-    return f'<table class="groups"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
-def _neuron_section(run: ProbeResult, row: int, grouping: Grouping, labels: Sequence[str], count: int) -> str:
-    neuron = run.neurons[row]
-    values = run.top_activations[row].to(torch.float64).numpy()
-    chosen = exemplars(run.top_activations[row], count)
-    figures = "".join(_img(named.figure, named.what, "fig") for named in neuron_figures(run, row, grouping))
-    held = ""
-    if run.holdout is not None:
-        h = run.holdout.per_neuron[row]
-        held = (f'<p class="sub">r held out {esc(_number(h.r_held_out))} {esc(_interval(h.low, h.high))} on '
-                f"{run.holdout.n_confirmation} examples; r on the selection fold {esc(_number(h.r_selection))}; "
-                f"on all examples {esc(_number(h.r_full))}</p>")
-    return (f'<section class="card neuron" id="neuron-{neuron.rank}"><h3>{esc(neuron_title(neuron))}</h3>{held}'
-            f'<div class="pair"><div class="figrow">{figures}</div>'
-            f"{_group_table(run.top_activations[row], grouping)}</div>"
-            f"<h4>Most activating</h4>{_examples_table(run, chosen.most, values, labels, grouping.field)}"
-            f"<h4>Least activating</h4>{_examples_table(run, chosen.least, values, labels, grouping.field)}"
-            f'<p class="sub"><a href="#neurons">back to the table</a></p></section>')
-
-
 def render_report(run: ProbeResult, source: str = "", group_by: str | None = None, exemplar_count: int = 5,
                   ablation: AblationRecord | None = None, curve: CurveRecord | None = None) -> str:
     """The report's HTML for `run`; `source` names the run directory in the page's header; `ablation`
@@ -353,34 +204,18 @@ def render_report(run: ProbeResult, source: str = "", group_by: str | None = Non
     grouping = choose_grouping(run, group_by)
     labels = grouping.label_of()
     overview = {named.name: named for named in overview_figures(run)}
+    training = overview.get("training")
     title = f"skn report \u00b7 {run.info.model} \u00b7 {run.info.metric}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body><main>",
-        f"<header><h1>{esc(title)}</h1>",
-        f'<p class="sub">{esc(source) + DOT if source else ""}N = {len(run.examples)} validation examples'
-        f"{DOT}skn {esc(__version__)}</p>",
-        '<nav><a href="#summary">Summary</a><a href="#overview">Where the skill sits</a>'
-        '<a href="#neurons">Top neurons</a>' + ('<a href="#ablation">Ablation</a>' if ablation is not None else "")
-        + ('<a href="#ablation-curve">Ablation curve</a>' if curve is not None else "")
-        + "</nav></header>",
-        _summary(run, grouping, overview.get("training")),
-    ]
-    figs = "".join(_img(overview[name].figure, alt) for name, alt in
-                   (("score_histogram", "histogram of every neuron's best |r|"), ("layers", "best |r| per layer"))
-                   if name in overview)
-    parts.append(f'<section class="card" id="overview"><h2>Where the skill sits</h2><div class="figs">{figs}</div></section>')
-    if ablation is not None:
-        parts.append(ablation_html(ablation))
-    if curve is not None:
-        parts.append(curve_html(curve))
-    parts.append(_neuron_table(run, grouping))
-    parts.extend(_neuron_section(run, row, grouping, labels, exemplar_count) for row in range(len(run.neurons)))
-    parts.append(f"<footer>Written by skn {esc(__version__)} from the run directory alone; self-contained, works offline.</footer>")
-    parts.append(f"</main><script>{SCRIPT}</script></body></html>\n")
-    return "\n".join(parts)
+    return render(  # the arguments are evaluated in order: the figures are drawn in the page's order
+        "report.html.j2", title=title, style=Markup(STYLE), script=Markup(SCRIPT), source=source,
+        n_examples=len(run.examples), version=__version__, summary=summary_rows(run, grouping),
+        training=figure_image(training.figure, "soft-prompt training curve", "fig") if training is not None else None,
+        run_json=json.dumps(info_to_json(run.info), indent=2, ensure_ascii=False, default=str),
+        overview=tuple(figure_image(overview[name].figure, alt) for name, alt in OVERVIEW if name in overview),
+        ablation=Markup(ablation_html(ablation)) if ablation is not None else None,
+        curve=Markup(curve_html(curve)) if curve is not None else None,
+        neuron_heads=neuron_heads(run, grouping), neuron_rows=neuron_rows(run, grouping), ranked_on=ranked_on(run),
+        neurons=tuple(neuron_view(run, row, grouping, labels, exemplar_count) for row in range(len(run.neurons))))
 
 
 def write_report(run_dir: Path, out: Path | None = None, group_by: str | None = None, exemplar_count: int = 5) -> Path:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,26 @@ from skn.files.rundir import read_prompt
 from skn.training.trainer import TrainConfig, train_prompt, validation_loss
 
 from helpers import tiny_loaded
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter:
+    """A progress sink that raises `Killed` once `step` training steps are done (after that step's checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.done = step, 0
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[object]:
+        def advance(steps: int = 1, note: str = "") -> None:
+            self.done += steps
+            if self.done >= self.step:
+                raise Killed
+
+        yield advance
 
 
 def toy(n: int, seed: int) -> list[Example]:
@@ -156,29 +178,7 @@ def test_linear_schedule_sets_each_steps_lr(monkeypatch: pytest.MonkeyPatch) -> 
 def test_linear_schedule_resumes_exactly_and_refuses_other_steps(tmp_path: Path) -> None:
     """A run killed after its step-8 checkpoint and resumed gives the uninterrupted run's prompt; resuming
     it with another number of steps would change the schedule's slope, so it is refused."""
-    from contextlib import contextmanager
-    from typing import Iterator
-
     from skn.training.trainer import LrSchedule
-
-    class Killed(Exception):
-        pass
-
-    class KillAfter:
-        def __init__(self, step: int) -> None:
-            self.step, self.done = step, 0
-
-        @contextmanager
-        def _task(self, description: str, total: int) -> Iterator[object]:
-            def advance(steps: int = 1, note: str = "") -> None:
-                self.done += steps
-                if self.done >= self.step:
-                    raise Killed
-
-            yield advance
-
-        def task(self, description: str, total: int) -> object:
-            return self._task(description, total)
 
     loaded = tiny_loaded("llama")
     rows = encode(loaded, toy(40, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
@@ -229,25 +229,6 @@ def test_prompt_ema_is_checked_where_the_config_is_made() -> None:
 def test_prompt_ema_resume_gives_the_uninterrupted_average(tmp_path: Path) -> None:
     """Killed after its step-4 checkpoint and resumed, a run with the average ends with the uninterrupted one's
     prompt (the average is checkpointed); resuming it without the average is refused."""
-    from contextlib import contextmanager
-    from typing import Iterator
-
-    class Killed(Exception):
-        pass
-
-    class KillAfter:
-        def __init__(self, step: int) -> None:
-            self.step, self.done = step, 0
-
-        @contextmanager
-        def task(self, description: str, total: int) -> Iterator[object]:
-            def advance(steps: int = 1, note: str = "") -> None:
-                self.done += steps
-                if self.done >= self.step:
-                    raise Killed
-
-            yield advance
-
     loaded = tiny_loaded("llama")
     rows = encode(loaded, toy(40, 0), Template.PLAIN, 3)  # type: ignore[arg-type]
     val = encode(loaded, toy(8, 1), Template.PLAIN, 3)  # type: ignore[arg-type]
