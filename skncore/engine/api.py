@@ -149,9 +149,12 @@ def _probe_in_pass_order(
     confirm = assign_folds(examples, plan.fraction, config.holdout_seed) if plan.on else None
     z = control_values(loaded, examples, config, prompt_len, rows)
     names = tuple(c.text for c in parse_controls(config.control))
-    if z is not None and spec.known_before_pass:
-        check_metric_residual(spec.text, names, z, metric_before_pass(spec, examples))
-    setup = PassSetup(loaded, prompt, examples, rows, spec, config, plan, confirm, Controls(names, z))
+    known = metric_before_pass(spec, examples) if spec.known_before_pass else None  # the one time it is computed
+    if known is not None:
+        check_metric(spec, known, examples)
+        if z is not None:
+            check_metric_residual(spec.text, names, z, known)
+    setup = PassSetup(loaded, prompt, examples, rows, spec, config, plan, confirm, Controls(names, z), known)
     fed = {feature.name: feature.statistics(setup) for feature in features}
     checkpoint = pass_checkpoint(loaded, config, out, resume)
     if ranks.active and (checkpoint is not None or config.score is Score.PREDICTIVITY):
@@ -177,12 +180,13 @@ def _probe_with(
                                                              setup.spec, setup.config, setup.confirm)
     statistics = [statistic for feature in features for statistic in fed[feature.name]]
     part = ranks.shard(len(rows), config.batch_size)
-    known_all = metric_before_pass(spec, examples) if spec.known_before_pass and ranks.active else None
+    known = setup.known
     passed = statistics_pass(loaded, prompt, rows[part], examples[part], spec, config.batch_size, config.backend, progress,
                              confirm[part] if confirm is not None else None,
-                             ranks.shard_statistics(statistics, len(rows), known_all, config.batch_size)
+                             ranks.shard_statistics(statistics, len(rows), known, config.batch_size)
                              + ([store] if store is not None else []),
-                             fused_mlp=config.fused_mlp, checkpoint=checkpoint, ranks=ranks)
+                             fused_mlp=config.fused_mlp, checkpoint=checkpoint, ranks=ranks,
+                             known=known[part] if known is not None else None)
     if ranks.active:  # the statistics are the whole set's; the metric and the fold mask are gathered here
         metric = ranks.gather_rows(passed.metric.to(STAT_DTYPE), len(rows), config.batch_size)
         passed = replace(passed, metric=metric, folds=None if passed.folds is None or confirm is None

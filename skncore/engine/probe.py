@@ -113,6 +113,7 @@ def statistics_pass(
     checkpoint: PassCheckpoint | None = None,
     retry_oom: bool | None = None,
     ranks: Collective = Ranks(),
+    known: Tensor | None = None,
 ) -> PassResult:
     """One pass over the validation set: the metric per example and the streamed statistics.
 
@@ -133,6 +134,9 @@ def statistics_pass(
     `checkpoint` (skn.engine.pass_checkpoint): save the state every few batches, and resume from a saved one.
     `retry_oom` (skn.engine.oom_retry; None = on CUDA): a batch out of CUDA memory is retried at half the size, every
     statistic rolled back first.
+
+    `known` ([N] float64): the metric of `examples` when it is known before the pass, computed and checked by the
+    caller; None: computed and checked here from `spec`.
     """
     if len(rows) != len(examples):
         raise InternalError(f"{len(rows)} encoded rows for {len(examples)} examples")
@@ -158,9 +162,11 @@ def statistics_pass(
     fused_in_pass = fused_mlp and confirm is None and not statistics
     pad = batch_pad_id(loaded)
     all_layers = list(range(sites.num_layers))
-    known = metric_before_pass(spec, examples) if spec.known_before_pass else None
-    if known is not None:
+    if known is None and spec.known_before_pass:
+        known = metric_before_pass(spec, examples)
         check_metric(spec, known, examples)
+    elif known is not None and (not spec.known_before_pass or known.shape != (len(rows),)):
+        raise InternalError(f"a metric of shape {tuple(known.shape)} given for {len(rows)} examples of '{spec.text}'")
     function = load_function(spec) if spec.kind is MetricKind.PYTHON else None
     parts: list[Statistic] = [moments, *statistics]
     for part in parts:

@@ -65,7 +65,8 @@ class Controls:
 class PassSetup:
     """What every feature may read before the pass: the model, the prompt, the examples in pass order, their
     encoded rows, the metric, the config, the holdout's plan and fold mask ([N] bool, True = confirmation
-    fold; None without a holdout) and the covariates."""
+    fold; None without a holdout), the covariates, and the metric's values where they are known before the
+    pass (computed once per probe)."""
 
     loaded: LoadedModel
     prompt: Tensor
@@ -76,6 +77,7 @@ class PassSetup:
     plan: HoldoutPlan
     confirm: Tensor | None
     controls: Controls
+    known: Tensor | None = None  # [N] float64: the metric when it is known before the pass (a label, a field)
 
     @property
     def prompt_len(self) -> int:

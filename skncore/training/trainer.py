@@ -6,7 +6,8 @@ so a resumed run sees the same batches as an uninterrupted one. Validation loss 
 and `patience` evaluations without improvement stop early (0 = never). The learning rate is constant (the
 paper's), or with `LrSchedule.LINEAR` falls linearly to 0 at the last step (smaller steps at the end; it does not remove
 swings that come from which items a batch holds). With `prompt_ema` > 0 the prompt that is evaluated and kept
-is the exponential moving average of the prompts over the steps (Polyak averaging), which smooths those swings.
+is the exponential moving average of the prompts over the steps (Polyak averaging), which averages out
+step-to-step noise (on HANS it left the slower swings: bench/README.md).
 The configuration is skn.training.train_config's, the checkpoint skn.training.train_checkpoint's.
 """
 
