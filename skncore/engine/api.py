@@ -29,7 +29,7 @@ from skn.engine.run_info import probe_info
 from skn.errors import MetricError, UsageError
 from skn.features.control import CONTROL, check_residuals, control_values, covariates_after_pass
 from skn.features.feature import Controls, Feature, PassSetup
-from skn.features.registry import FEATURES
+from skn.features.registry import FEATURES, checked
 from skn.files.result import ProbeResult
 from skn.files.rundir import PromptFile, write_prompt
 from skn.inputs.data import Example
@@ -101,18 +101,18 @@ def probe(
     batches, and with them the within-batch null, do not depend on the file's order; every output is in
     `examples`' order.
     """
-    examples = tuple(examples)
+    examples, features = tuple(examples), checked(features)
     # a field metric spread less than skn.inputs.metrics.SMALL_SPREAD is scaled by a power of two for the statistics
     spec = for_statistics(parse_metric(metric) if isinstance(metric, str) else metric, examples)
     order = pass_order(examples, config.null.seed)
     back = list(inverse(order))
     try:
         result = _probe_in_pass_order(loaded, prompt, tuple(examples[i] for i in order), spec, config, progress,
-                                      train_examples, out, resume, ranks, tuple(features))
+                                      train_examples, out, resume, ranks, features)
     except MetricFailure as failure:
         raise MetricFailure(failure, unscaled(spec, failure.values[back])) from None
     return in_file_order(replace(result, metric=unscaled(spec, result.metric)), examples, back, config.null.seed,
-                         tuple(features))
+                         features)
 
 
 def in_file_order(result: ProbeResult, examples: tuple[Example, ...], back: Sequence[int], seed: int,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from skn.features.feature import Cell, Feature
-from skn.features.registry import FEATURES
+from skn.features.registry import FEATURES, checked
 from skn.files.result import ProbeResult, info_to_json, new_run_id
 from skn.files.rundir import (EXAMPLES_FILE, GROUPS_FILE, NEURON_COLUMNS, NEURONS_CSV, NEURONS_JSON, RUN_FILE, RUN_ID,
                               STATS_FILE, TOP_ACTIVATIONS_FILE, json_safe, write_json, write_tensors, write_text)
@@ -89,7 +89,7 @@ def write_probe_run(directory: Path, run: ProbeResult, features: Sequence[Featur
     info = run.info
     metadata = {"model": info.model, "metric": info.metric, "data": info.val_data, "skn_version": __version__,
                 RUN_ID: info.run_id}
-    present = [(feature, run.sections[feature.name]) for feature in features if feature.name in run.sections]
+    present = [(feature, run.sections[feature.name]) for feature in checked(features) if feature.name in run.sections]
     stats = run.stats
     tensors: dict[str, Tensor] = {
         "corr": run.corr.to(torch.float32),

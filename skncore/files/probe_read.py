@@ -16,7 +16,7 @@ from torch import Tensor
 from skn.engine.preflight import same_model
 from skn.errors import RunDirError
 from skn.features.feature import Feature, RunFiles
-from skn.features.registry import FEATURES
+from skn.features.registry import FEATURES, checked
 from skn.files.result import ProbeResult, info_from_json
 from skn.files.run_integrity import check_group_neurons, check_metric_files, check_ranked_r, check_sizes
 from skn.files.rundir import (EXAMPLES_FILE, GROUPS_FILE, NEURONS_JSON, PROMPT_FILE, RUN_FILE, RUN_ID, STATS_FILE,
@@ -174,7 +174,7 @@ def read_probe_run(directory: Path, features: Sequence[Feature[Any]] = FEATURES)
     check_sizes(directory, info, stats_t["corr"], stats.count, len(examples))
     check_metric_files(examples_path, example_metric, top_path, metric)
     files = RunFiles(directory, stats_t, raw_neurons, info.extra)
-    sections = {feature.name: section for feature in features if (section := feature.read(files)) is not None}
+    sections = {feature.name: section for feature in checked(features) if (section := feature.read(files)) is not None}
     run = ProbeResult(neurons, stats_t["corr"], stats, activations, metric, examples, info, groups, sections)
     check_ranked_r(directory, run)
     if groups is not None:

@@ -116,12 +116,12 @@ REGISTRY = (*FEATURES, MeanActivationFeature())
 
 
 def _probe(config: ProbeConfig, out: Path | None = None, resume: bool = False,
-           progress: ProgressSink = SilentProgress()) -> ProbeResult:
+           progress: ProgressSink = SilentProgress(), features: tuple[object, ...] = REGISTRY) -> ProbeResult:
     loaded = tiny_loaded("llama")
     data = length_examples(30, seed=2)
     prompt = init_prompt(loaded, 3, seed=0)  # type: ignore[arg-type]
     return probe(loaded, prompt, data, "length", config, progress, out=out, resume=resume,  # type: ignore[arg-type]
-                 features=REGISTRY)
+                 features=features)  # type: ignore[arg-type]
 
 
 def test_a_registered_feature_runs_end_to_end(tmp_path: Path) -> None:
@@ -163,3 +163,16 @@ def test_a_registered_feature_is_checkpointed_with_the_pass(tmp_path: Path) -> N
     assert section is not None and reference is not None
     assert torch.equal(section.mean, reference.mean) and section.at_neurons == reference.at_neurons
     assert (reference.fed_batches, section.fed_batches) == (8, 4)  # 30 examples in batches of 4; 4 after the checkpoint
+
+
+def test_two_features_of_one_name_or_column_are_refused(tmp_path: Path) -> None:
+    from skn.errors import UsageError
+    from skn.features.registry import checked
+
+    assert checked(REGISTRY) == REGISTRY
+    with pytest.raises(UsageError, match="the name mean_activation is used by more than one feature"):
+        checked((*REGISTRY, MeanActivationFeature()))
+    with pytest.raises(UsageError, match="the column p_adjusted is used by more than one feature"):
+        checked((*FEATURES, MeanActivationFeature(name="other", columns=("p_adjusted",))))
+    with pytest.raises(UsageError, match="used by more than one feature"):
+        _probe(ProbeConfig(top_k=3, batch_size=4, holdout=0.0), features=(*REGISTRY, MeanActivationFeature()))
