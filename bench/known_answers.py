@@ -68,6 +68,7 @@ class Setup:
     val: tuple[object, ...]  # probes
     prompts: tuple[torch.Tensor, ...]
     layer: int
+    directions: Path  # where fitted read directions are kept, so that a rerun does not fit them again
 
 
 def log(text: str) -> None:
@@ -87,7 +88,7 @@ def hans_examples(n: int, seed: int) -> list[object]:
     return out
 
 
-def setup(model: str, n_train: int, n_val: int, layer: int) -> Setup:
+def setup(model: str, n_train: int, n_val: int, layer: int, directions: Path) -> Setup:
     from skn.models.model import load_model
     from skn.training.prompt import init_prompt
 
@@ -95,7 +96,7 @@ def setup(model: str, n_train: int, n_val: int, layer: int) -> Setup:
     examples = hans_examples(n_train + n_val, seed=0)
     prompts = tuple(init_prompt(loaded, PROMPT_LEN, seed) for seed in PROMPT_SEEDS)
     layer = layer if layer >= 0 else loaded.sites.num_layers // 2
-    return Setup(loaded, tuple(examples[:n_train]), tuple(examples[n_train:]), prompts, layer)
+    return Setup(loaded, tuple(examples[:n_train]), tuple(examples[n_train:]), prompts, layer, directions)
 
 
 def feature_values(examples: Sequence[object], name: str, loaded: object = None) -> torch.Tensor:
@@ -106,16 +107,31 @@ def feature_values(examples: Sequence[object], name: str, loaded: object = None)
 
 
 def direction_for(s: Setup, name: str, layer: int) -> object:
-    """The read direction of `name`, fitted on the training items' slot inputs under all three prompts."""
+    """The read direction of `name`, fitted on the training items' slot inputs under all three prompts; kept in
+    s.directions (safetensors: w, v; sd and r in the metadata) and read from there by a rerun with the same model,
+    items and layer (on SmolLM2 the fit is about half an hour of 2 cores)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     from skn.engine.api import encode
     from skn.inputs.layout import Template
-    from skn.models.plant import read_direction, slot_inputs
+    from skn.models.plant import ReadDirection, read_direction, slot_inputs
 
+    path = s.directions / f"{name}-layer{layer}-{len(s.train)}items.safetensors"
+    if path.is_file():
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata()
+            kept = ReadDirection(handle.get_tensor("w"), handle.get_tensor("v"), float(meta["sd"]), float(meta["r"]))
+        log(f"read direction of {name} at layer {layer}: kept in {path}")
+        return kept
     rows = encode(s.loaded, s.train, Template.AUTO, PROMPT_LEN)  # type: ignore[arg-type]
     inputs = torch.cat([slot_inputs(s.loaded, rows, p, layer) for p in s.prompts])  # type: ignore[arg-type]
     feature = feature_values(s.train, name, s.loaded).repeat(len(s.prompts))
     groups = torch.arange(len(s.prompts)).repeat_interleave(len(s.train))
-    return read_direction(inputs, feature, groups=groups)
+    fitted = read_direction(inputs, feature, groups=groups)
+    s.directions.mkdir(parents=True, exist_ok=True)
+    save_file({"w": fitted.w.contiguous(), "v": fitted.v.contiguous()}, str(path), {"sd": repr(fitted.sd), "r": repr(fitted.r)})
+    return fitted
 
 
 class Rows:
@@ -508,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"needs {MODELS[args.model]} and {HANS}", file=sys.stderr)
             return 2
         torch.set_num_threads(args.threads)
-        s = setup(args.model, args.train, args.val, args.layer)
+        s = setup(args.model, args.train, args.val, args.layer, out / "directions")
         chosen = [x.strip() for x in args.sections.split(",") if x.strip()]
         runs: dict[str, Callable[[], None]] = {
             "power": lambda: power(s, rows, args.reps), "control": lambda: control(s, rows, args.reps),
