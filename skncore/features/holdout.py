@@ -17,38 +17,14 @@ from torch import Tensor
 
 from skn.errors import RunDirError
 from skn.features.feature import Cell, number_or_nan, PassSetup, RankedPass, RunFiles
-from skn.files.rundir import FOLD_NAMES, HOLDOUT_COLUMNS, MOMENTS, NEURONS_JSON, STATS_FILE
+from skn.files.rundir import FOLD_NAMES, HOLDOUT_COLUMNS, MOMENTS, NEURONS_JSON, STATS_FILE, moment_tensors, read_moments
 from skn.ranking.holdout import HeldOutR, HoldoutResult
 from skn.ranking.replication import ALPHA, Replication
 from skn.statistics.folds import FoldStats
 from skn.statistics.statistic import Statistic
-from skn.statistics.stats import PearsonStats
 
 if TYPE_CHECKING:
     from skn.files.result import ProbeResult
-
-
-def moment_tensors(prefix: str, stats: PearsonStats) -> dict[str, Tensor]:
-    """One set of moments as stats.safetensors holds it, each name after `prefix`."""
-    return {
-        f"{prefix}count": torch.tensor(stats.count, dtype=torch.int64),
-        f"{prefix}mean_x": stats.mean_x,
-        f"{prefix}m2_x": stats.m2_x,
-        f"{prefix}c_xy": stats.c_xy,
-        f"{prefix}mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
-        f"{prefix}m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
-    }
-
-
-def _moments_from(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:
-    return PearsonStats(
-        count=int(tensors[f"{prefix}count"]),
-        mean_x=tensors[f"{prefix}mean_x"],
-        m2_x=tensors[f"{prefix}m2_x"],
-        c_xy=tensors[f"{prefix}c_xy"],
-        mean_y=float(tensors[f"{prefix}mean_y"]),
-        m2_y=float(tensors[f"{prefix}m2_y"]),
-    )
 
 
 @dataclass(frozen=True)
@@ -117,7 +93,7 @@ class HoldoutFeature:
             number_or_nan(rep.get("rate")),
             number_or_nan(rep.get("alpha")) if "alpha" in rep else ALPHA,
         )
-        folds = FoldStats(_moments_from(tensors, "selection_"), _moments_from(tensors, "confirmation_"),
+        folds = FoldStats(read_moments(tensors, "selection_"), read_moments(tensors, "confirmation_"),
                           tensors["confirm"].to(torch.bool))
         return HoldoutResult(
             fraction=number_or_nan(summary.get("fraction")),
@@ -130,4 +106,4 @@ class HoldoutFeature:
         )
 
 
-__all__ = ["HoldoutFeature", "moment_tensors"]
+__all__ = ["HoldoutFeature"]

@@ -17,9 +17,9 @@ from torch import Tensor
 from skn.errors import InternalError, RunDirError
 from skn.features.feature import Cell, PassSetup, RankedPass, RunFiles
 from skn.files.rundir import NEURONS_JSON, NULL_COLUMNS, STATS_FILE, json_safe
+from skn.ranking.holdout import ranked_passing
 from skn.statistics.null import NullAccumulator, PermutationMode, SelectedRows
 from skn.statistics.null_verdict import NullResult, null_result
-from skn.statistics.passing import ALL, SELECTION, count_passing
 from skn.statistics.scratch import ROW_BUFFER_BYTES
 from skn.statistics.statistic import Statistic
 
@@ -74,10 +74,7 @@ class NullFeature:
         if section is None or summary is None:
             return ((self.name, None),)
         # how many neurons (each at its best position) pass the threshold, on the r they were ranked on
-        holdout = ranked.holdout
-        on, n = (SELECTION, holdout.n_selection) if holdout is not None else (ALL, ranked.stats.count)
-        corr = holdout.corr_selection if holdout is not None else ranked.corr
-        passing = count_passing(corr, setup.config.reduce, section, on, n)
+        passing = ranked_passing(ranked.corr, ranked.holdout, ranked.stats.count, setup.config.reduce, section)
         return ((self.name, {**summary, "passing": passing.to_json()}),)
 
     def cells(self, section: NullResult, row: int) -> tuple[Cell, ...]:

@@ -20,7 +20,7 @@ from skn.features.feature import Cell, Feature
 from skn.features.registry import FEATURES, checked
 from skn.files.result import ProbeResult, info_to_json, new_run_id
 from skn.files.rundir import (EXAMPLES_FILE, GROUPS_FILE, NEURON_COLUMNS, NEURONS_CSV, NEURONS_JSON, RUN_FILE, RUN_ID,
-                              STATS_FILE, TOP_ACTIVATIONS_FILE, json_safe, write_json, write_tensors, write_text)
+                              STATS_FILE, TOP_ACTIVATIONS_FILE, json_safe, moment_tensors, write_json, write_tensors, write_text)
 from skn.inputs.data import Example
 from skn.inputs.groups import GroupSummaries, groups_to_json
 from skn.ranking.rank import Neuron
@@ -90,15 +90,9 @@ def write_probe_run(directory: Path, run: ProbeResult, features: Sequence[Featur
     metadata = {"model": info.model, "metric": info.metric, "data": info.val_data, "skn_version": __version__,
                 RUN_ID: info.run_id}
     present = [(feature, run.sections[feature.name]) for feature in checked(features) if feature.name in run.sections]
-    stats = run.stats
     tensors: dict[str, Tensor] = {
         "corr": run.corr.to(torch.float32),
-        "count": torch.tensor(stats.count, dtype=torch.int64),
-        "mean_x": stats.mean_x,
-        "m2_x": stats.m2_x,
-        "c_xy": stats.c_xy,
-        "mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
-        "m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
+        **moment_tensors("", run.stats),
     }
     for feature, section in present:
         tensors.update(feature.tensors(section))

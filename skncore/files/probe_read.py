@@ -21,7 +21,7 @@ from skn.files.result import ProbeResult, info_from_json
 from skn.files.run_integrity import check_group_neurons, check_metric_files, check_ranked_r, check_sizes
 from skn.files.rundir import (EXAMPLES_FILE, GROUPS_FILE, NEURONS_JSON, PROMPT_FILE, RUN_FILE, RUN_ID, STATS_FILE,
                               TOP_ACTIVATIONS_FILE, PromptFile, check_one_run, load_tensors, read_json, read_metadata,
-                              read_prompt, require_file)
+                              read_moments, read_prompt, require_file)
 from skn.inputs.data import Example
 from skn.inputs.groups import GroupSummaries, groups_from_json
 from skn.inputs.layout import Template
@@ -80,14 +80,7 @@ def _stats_from(tensors: Mapping[str, Tensor], path: Path) -> PearsonStats:
     for name in ("mean_x", "m2_x", "c_xy"):
         if tuple(tensors[name].shape) != tuple(corr.shape):
             raise RunDirError(f"{path}: '{name}' is {tuple(tensors[name].shape)}, 'corr' is {tuple(corr.shape)}")
-    return PearsonStats(
-        count=int(tensors["count"].reshape(())),
-        mean_x=tensors["mean_x"],
-        m2_x=tensors["m2_x"],
-        c_xy=tensors["c_xy"],
-        mean_y=float(tensors["mean_y"].reshape(())),
-        m2_y=float(tensors["m2_y"].reshape(())),
-    )
+    return read_moments(tensors, "")
 
 
 def _check_neurons(neurons: Sequence[Neuron], corr: Tensor, path: Path) -> None:

@@ -19,9 +19,9 @@ from torch import Tensor
 from skn.inputs.data import Example
 from skn.errors import InternalError, RunDirError
 from skn.inputs.groups import GroupSummaries
-from skn.ranking.holdout import HoldoutResult
+from skn.ranking.holdout import HoldoutResult, ranked_passing
 from skn.statistics.null_verdict import NullResult
-from skn.statistics.passing import ALL, SELECTION, PassingCounts, count_passing
+from skn.statistics.passing import PassingCounts
 from skn.statistics.partial import PartialResult
 from skn.statistics.predictivity import PredictivityCounts
 from skn.ranking.rank import Exemplars, Neuron, Reduce, exemplars
@@ -168,8 +168,7 @@ class ProbeResult:
         in all, counted on the ranked fold's r (skn.statistics.passing); None when the null is off."""
         if self.null is None:
             return None
-        on, n = (SELECTION, self.holdout.n_selection) if self.holdout is not None else (ALL, self.stats.count)
-        return count_passing(self.ranked_corr, self.info.reduce, self.null, on, n)
+        return ranked_passing(self.corr, self.holdout, self.stats.count, self.info.reduce, self.null)
 
     def exemplars(self, n: int) -> tuple[Exemplars, ...]:
         """The n most and least activating examples of every top neuron."""

@@ -53,6 +53,7 @@ from torch import Tensor
 
 from skn.errors import RunDirError
 from skn.models.fingerprint import FINGERPRINT_KEY
+from skn.statistics.stats import PearsonStats
 from skn.version import __version__
 
 PROMPT_FILE = "prompt.safetensors"
@@ -76,6 +77,33 @@ HOLDOUT_COLUMNS = ("r_held_out", "r_held_out_low", "r_held_out_high", "r_selecti
 CONTROL_COLUMNS = ("r_raw",)  # with --control: the plain r at the neuron's cell (r is then the partial r)
 FOLD_NAMES = ("selection", "confirmation")
 MOMENTS = ("count", "mean_x", "m2_x", "c_xy", "mean_y", "m2_y")
+
+
+# ---------------------------------------------------------------- moments in stats.safetensors
+
+
+def moment_tensors(prefix: str, stats: PearsonStats) -> dict[str, Tensor]:
+    """One set of moments as stats.safetensors holds it, each name after `prefix`."""
+    return {
+        f"{prefix}count": torch.tensor(stats.count, dtype=torch.int64),
+        f"{prefix}mean_x": stats.mean_x,
+        f"{prefix}m2_x": stats.m2_x,
+        f"{prefix}c_xy": stats.c_xy,
+        f"{prefix}mean_y": torch.tensor(stats.mean_y, dtype=torch.float64),
+        f"{prefix}m2_y": torch.tensor(stats.m2_y, dtype=torch.float64),
+    }
+
+
+def read_moments(tensors: Mapping[str, Tensor], prefix: str) -> PearsonStats:
+    """The moments `moment_tensors` wrote under `prefix` (names and shapes checked by the caller)."""
+    return PearsonStats(
+        count=int(tensors[f"{prefix}count"]),
+        mean_x=tensors[f"{prefix}mean_x"],
+        m2_x=tensors[f"{prefix}m2_x"],
+        c_xy=tensors[f"{prefix}c_xy"],
+        mean_y=float(tensors[f"{prefix}mean_y"]),
+        m2_y=float(tensors[f"{prefix}m2_y"]),
+    )
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -25,7 +25,9 @@ from torch import Tensor
 
 from skn.statistics.fisher import fisher_interval
 from skn.statistics.folds import FoldStats
+from skn.statistics.null_verdict import NullResult
 from skn.statistics.partial import FoldCovariates, partial_correlation
+from skn.statistics.passing import ALL, SELECTION, PassingCounts, count_passing
 from skn.ranking.rank import Neuron, Reduce, rank_neurons
 from skn.ranking.replication import Replication, cross_fit
 from skn.statistics.stats import PearsonStats, correlation
@@ -130,3 +132,11 @@ def summary_from_info(info: Mapping[str, object]) -> Mapping[str, object]:
     """run.json's `holdout` object ({} when the run has none)."""
     value = info.get("holdout")
     return value if isinstance(value, Mapping) else {}
+
+
+def ranked_passing(corr: Tensor, holdout: HoldoutResult | None, count: int, reduce: Reduce, null: NullResult) -> PassingCounts:
+    """How many neurons pass the null's threshold on the r they were ranked on (and the null computed on): the
+    selection fold's with a holdout, else `corr` over all `count` examples (skn.statistics.passing)."""
+    if holdout is not None:
+        return count_passing(holdout.corr_selection, reduce, null, SELECTION, holdout.n_selection)
+    return count_passing(corr, reduce, null, ALL, count)
