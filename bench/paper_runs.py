@@ -11,7 +11,9 @@ and started again at any point. The order puts what other steps need first:
 
     for each model (SmolLM2-135M-Instruct, then Gemma 3 270M when --gemma names its GGUF file) and
     each experiment (RQ3: BIG-bench arithmetic, all 20 subtasks, metric loss, --control on the instruction's
-    length in tokens and the digit count; RQ2: HANS, metric heuristic==lexical_overlap):
+    length in tokens and the digit count; RQ2: HANS, metric heuristic==lexical_overlap; RQ1, SmolLM2 only:
+    Skill-Mix's two skills in minimal pairs (--task skillmix-pairs: the skill varies, the wording does not),
+    metric skill==spatial reasoning, --control on the instruction's length in tokens):
         three prompts (seeds 0, 1, 2), each trained 200 steps of 16 items with the linear lr schedule,
         then probed on 1,000 validation items with the null and the holdout
         skn compare over the three (overlap and consensus)
@@ -66,8 +68,9 @@ def experiments(gemma: str) -> list[Experiment]:
     rq3 = ("--task", "arithmetic", "--data", str(ARITH), "--metric", "loss", "--control", "instruction_tokens,digits")
     rq2 = ("--task", "hans", "--data", str(HANS / "heuristics_train_set.derived.tsv"),
            "--val-data", str(HANS / "heuristics_evaluation_set.derived.tsv"), "--metric", "heuristic==lexical_overlap")
-    models = [("smollm2", str(SMOLLM2))] + ([("gemma3", gemma)] if gemma else [])
-    return [Experiment(f"{name}-{rq}", model, args) for name, model in models for rq, args in (("rq3", rq3), ("rq2", rq2))]
+    rq1 = ("--task", "skillmix-pairs", "--metric", "skill==spatial reasoning", "--control", "instruction_tokens")
+    runs = [Experiment(f"smollm2-{rq}", str(SMOLLM2), args) for rq, args in (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))]
+    return runs + ([Experiment(f"gemma3-{rq}", gemma, args) for rq, args in (("rq3", rq3), ("rq2", rq2))] if gemma else [])
 
 
 def skn() -> str:

@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_budget  # noqa: E402  (the convergence rule)
 import replicate_paper as rp  # noqa: E402  (the readers of a run directory: summarise, separations, auroc, fmt)
 
-GROUPS = {"rq3": ("last_digit_shortcut", "operation", "digits"), "rq2": ("heuristic", "label")}
+GROUPS = {"rq3": ("last_digit_shortcut", "operation", "digits"), "rq2": ("heuristic", "label"), "rq1": ("skill", "relation")}
 TITLES = {"rq3": "RQ3, BIG-bench arithmetic (all 20 subtasks), metric loss, --control instruction_tokens,digits",
-          "rq2": "RQ2, HANS, metric heuristic==lexical_overlap"}
+          "rq2": "RQ2, HANS, metric heuristic==lexical_overlap",
+          "rq1": "RQ1, Skill-Mix's two skills in minimal pairs (skillmix-pairs), metric skill==spatial reasoning, --control instruction_tokens"}
 MODELS = {"smollm2": "SmolLM2-135M-Instruct", "gemma3": "Gemma 3 270M (GGUF q4_k_m, dequantised to float32)"}
 
 
@@ -170,7 +171,7 @@ def main() -> int:
     parser.add_argument("--results", type=Path, required=True)
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
-    for key in ("smollm2-rq3", "smollm2-rq2", "gemma3-rq3", "gemma3-rq2"):
+    for key in ("smollm2-rq3", "smollm2-rq2", "smollm2-rq1", "gemma3-rq3", "gemma3-rq2"):
         if (args.runs / key).exists():
             (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key)), encoding="utf-8")
     both = ["# Two model families on the same items", ""] + two_models(args.runs, "rq3") + two_models(args.runs, "rq2")

@@ -1,4 +1,5 @@
-"""The paper's three experiments as built-in tasks: hans (RQ2), arithmetic (RQ3), skillmix (RQ1).
+"""The paper's three experiments as built-in tasks: hans (RQ2), arithmetic (RQ3), skillmix (RQ1), and
+skillmix-pairs (RQ1 in minimal pairs: the skill varies, the wording does not).
 
 A task turns its original files into instruction/completion examples with metadata, and names the
 paper's metric and the metadata fields to summarise activations by. `load_task` is what
@@ -7,7 +8,7 @@ paper's metric and the metadata fields to summarise activations by. `load_task` 
 - with `--val-data`, training examples come from `--data` and validation examples from `--val-data`;
 - with `--data` alone, a seeded split stratified by the task's field holds out `--val-size` examples
   (default: 20%) for validation;
-- with neither, a task with a generator (arithmetic, skillmix) generates its data; hans needs files.
+- with neither, a task with a generator (arithmetic, skillmix, skillmix-pairs) generates its data; hans needs files.
 
 `--train-size` / `--val-size` then draw that many examples with the seed, stratified by the task's
 field (heuristic, subtask, skill): each group gets its share, rounded by largest remainder. Sampled
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from skn.inputs.data import Example
 from skn.errors import DataError, UsageError
-from skn.tasks import arithmetic, hans, skillmix
+from skn.tasks import arithmetic, hans, skillmix, skillmix_pairs
 
 VAL_FRACTION = 0.2
 Source = str | Path
@@ -113,6 +114,32 @@ def _generate_skillmix(seed: int) -> tuple[Example, ...]:
     return generated
 
 
+def _read_skillmix_pairs(sources: Sequence[Source], seed: int) -> tuple[Example, ...]:
+    """Skill-Mix's topics.txt adds scenes, its skills.csv names the two skills' categories; nothing else is read."""
+    topics: list[str] = []
+    categories: dict[str, str] | None = None
+    for source in sources:
+        path = Path(source)
+        if skillmix.is_skills_file(path):
+            by_name = {s.name.strip().lower(): s.category for s in skillmix.load_skills(path)}
+            missing = [name for name in skillmix.SKILLS if name not in by_name]
+            if missing:
+                raise DataError(f"{path}: the skill list has no '{missing[0]}' (it has: {', '.join(sorted(by_name))})")
+            categories = {name: by_name[name] for name in skillmix.SKILLS}
+        elif path.suffix.lower() == ".txt":
+            topics.extend(skillmix.load_topics(path))
+        else:
+            raise UsageError(f"{path}: skillmix-pairs generates its items; --data takes only Skill-Mix's skills.csv "
+                             "and topics.txt (for your own items, use --task skillmix or plain --data)")
+    pairs: tuple[Example, ...] = skillmix_pairs.generate_pairs(skillmix_pairs.PAIRS, seed, topics, categories)
+    return pairs
+
+
+def _generate_skillmix_pairs(seed: int) -> tuple[Example, ...]:
+    pairs: tuple[Example, ...] = skillmix_pairs.generate_pairs(skillmix_pairs.PAIRS, seed)
+    return pairs
+
+
 TASKS = (
     Task(
         name="hans",
@@ -143,6 +170,16 @@ TASKS = (
         data_help="nothing (built-in generator), Skill-Mix skills.csv / topics.txt, or JSONL/CSV with a skill field",
         read=_read_skillmix,
         generate=_generate_skillmix,
+    ),
+    Task(
+        name="skillmix-pairs",
+        description="Skill-Mix (RQ1) in minimal pairs: spatial and metaphor items on the same frame and word count",
+        default_metric="skill==spatial reasoning",
+        group_by=("skill",),
+        stratify_by="skill",
+        data_help="nothing (built-in generator), or Skill-Mix skills.csv / topics.txt",
+        read=_read_skillmix_pairs,
+        generate=_generate_skillmix_pairs,
     ),
 )
 

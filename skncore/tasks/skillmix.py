@@ -47,7 +47,7 @@ class Scene:
     people: tuple[str, ...]
 
 
-# Our own scenes. A topic read from topics.txt without a scene here gets `_generic_scene`.
+# Our own scenes. A topic read from topics.txt without a scene here gets `generic_scene`.
 SCENES = (
     Scene("sewing", "in the sewing room", ("spool", "thimble", "pincushion", "tape measure", "button tin", "iron"),
           ("tailor", "apprentice")),
@@ -74,7 +74,7 @@ SCENES = (
 _GENERIC_THINGS = ("lamp", "box", "chair", "vase", "basket", "notebook")
 
 
-def _generic_scene(topic: str) -> Scene:
+def generic_scene(topic: str) -> Scene:
     return Scene(topic, f"at a gathering about {topic}", _GENERIC_THINGS, ("organiser", "visitor"))
 
 
@@ -279,7 +279,7 @@ def generate_examples(
                 raise DataError(f"the skill list has no '{name}' (it has: {', '.join(sorted(by_name))})")
             categories[name] = by_name[name].category
     known = {s.topic.lower() for s in SCENES}
-    scenes = SCENES + tuple(_generic_scene(t) for t in topics if t.strip() and t.strip().lower() not in known)
+    scenes = SCENES + tuple(generic_scene(t) for t in topics if t.strip() and t.strip().lower() not in known)
     rng = random.Random(f"skn-skillmix|{seed}")
     makers = {SPATIAL: SPATIAL_MAKERS, METAPHOR: METAPHOR_MAKERS}
     out: dict[str, list[Example]] = {SPATIAL: [], METAPHOR: []}

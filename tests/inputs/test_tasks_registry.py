@@ -17,12 +17,13 @@ BIGBENCH = SHARED / "data" / "bigbench_arithmetic"
 
 
 def test_registry() -> None:
-    assert [t.name for t in list_tasks()] == ["hans", "arithmetic", "skillmix"]
+    assert [t.name for t in list_tasks()] == ["hans", "arithmetic", "skillmix", "skillmix-pairs"]
     assert get_task("hans").default_metric == "heuristic==lexical_overlap"
     assert get_task("arithmetic").default_metric == "loss"
     assert get_task("skillmix").default_metric == "skill==spatial reasoning"
+    assert get_task("skillmix-pairs").default_metric == "skill==spatial reasoning"
     assert get_task("arithmetic").group_by == ("last_digit_shortcut", "operation")
-    with pytest.raises(UsageError, match=r"unknown task 'rq9' \(known tasks: hans, arithmetic, skillmix\)"):
+    with pytest.raises(UsageError, match=r"unknown task 'rq9' \(known tasks: hans, arithmetic, skillmix, skillmix-pairs\)"):
         get_task("rq9")
 
 
