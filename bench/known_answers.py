@@ -69,6 +69,7 @@ class Setup:
     prompts: tuple[torch.Tensor, ...]
     layer: int
     directions: Path  # where fitted read directions are kept, so that a rerun does not fit them again
+    slot_inputs: dict[int, torch.Tensor]  # per layer, the training items' slot inputs under the prompts (fit once)
 
 
 def log(text: str) -> None:
@@ -96,7 +97,7 @@ def setup(model: str, n_train: int, n_val: int, layer: int, directions: Path) ->
     examples = hans_examples(n_train + n_val, seed=0)
     prompts = tuple(init_prompt(loaded, PROMPT_LEN, seed) for seed in PROMPT_SEEDS)
     layer = layer if layer >= 0 else loaded.sites.num_layers // 2
-    return Setup(loaded, tuple(examples[:n_train]), tuple(examples[n_train:]), prompts, layer, directions)
+    return Setup(loaded, tuple(examples[:n_train]), tuple(examples[n_train:]), prompts, layer, directions, {})
 
 
 def feature_values(examples: Sequence[object], name: str, loaded: object = None) -> torch.Tensor:
@@ -124,8 +125,10 @@ def direction_for(s: Setup, name: str, layer: int) -> object:
             kept = ReadDirection(handle.get_tensor("w"), handle.get_tensor("v"), float(meta["sd"]), float(meta["r"]))
         log(f"read direction of {name} at layer {layer}: kept in {path}")
         return kept
-    rows = encode(s.loaded, s.train, Template.AUTO, PROMPT_LEN)  # type: ignore[arg-type]
-    inputs = torch.cat([slot_inputs(s.loaded, rows, p, layer) for p in s.prompts])  # type: ignore[arg-type]
+    if layer not in s.slot_inputs:  # the forward passes are the half hour; a second feature reuses them
+        rows = encode(s.loaded, s.train, Template.AUTO, PROMPT_LEN)  # type: ignore[arg-type]
+        s.slot_inputs[layer] = torch.cat([slot_inputs(s.loaded, rows, p, layer) for p in s.prompts])  # type: ignore[arg-type]
+    inputs = s.slot_inputs[layer]
     feature = feature_values(s.train, name, s.loaded).repeat(len(s.prompts))
     groups = torch.arange(len(s.prompts)).repeat_interleave(len(s.train))
     fitted = read_direction(inputs, feature, groups=groups)
