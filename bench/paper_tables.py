@@ -130,7 +130,35 @@ def experiment(runs_root: Path, key: str) -> list[str]:
     lines += control_lines(runs) + compare_lines(runs_root / key / "compare") + shown(runs[0]) + wall_times(runs_root, key)
     if rq == "rq3" and runs[0] in summaries:
         lines += ["Seed 0: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[runs[0]]), ""]
+    if rq == "rq1" and runs[0] in summaries:
+        lines += ["Seed 0, the minimal pairs:", "", *pair_lines(summaries[runs[0]])]
     return lines
+
+
+def pair_lines(s: rp.Summary) -> list[str]:
+    """RQ1 in minimal pairs: for the pairs whose two members are both validation items, does each top neuron
+    order the members by skill? Within a pair the wording is the same, so this comparison holds it fixed
+    exactly; a sign test (two-sided, ties dropped) against 1/2."""
+    from scipy.stats import binomtest
+
+    members: dict[int, dict[str, int]] = {}
+    for i, m in enumerate(s.meta):
+        if "pair" in m:
+            members.setdefault(int(str(m["pair"])), {})[str(m["skill"])] = i
+    both = np.array([(d["spatial reasoning"], d["metaphor"]) for d in members.values() if len(d) == 2], dtype=np.int64)
+    if len(both) == 0:
+        return ["Within pairs: no pair has both members among the validation items.", ""]
+    lines = [f"Within pairs ({len(both)} pairs with both members among the validation items): the share where the neuron "
+             "is further toward its r's sign on the spatial member than on the metaphor member (sign test, ties dropped).", "",
+             "| rank | neuron | r | spatial member further | p |", "|---|---|---|---|---|"]
+    for k in range(min(10, len(s.neurons), len(s.top_activation))):
+        n = s.neurons[k]
+        diff = math.copysign(1.0, float(n["r"])) * (s.top_activation[k][both[:, 0]] - s.top_activation[k][both[:, 1]])
+        wins, untied = int((diff > 0).sum()), int((diff != 0).sum())
+        p = binomtest(wins, untied, 0.5).pvalue if untied else math.nan
+        lines.append(f"| {k + 1} | L{n['layer']}.{n['neuron']}@{n['position']} | {float(n['r']):+.3f} | "
+                     f"{wins}/{untied} ({wins / untied if untied else math.nan:.0%}) | {rp.fmt(float(p), 2) if p >= 0.01 else f'{p:.1e}'} |")
+    return lines + [""]
 
 
 def column(run: Path, name: str) -> list[object]:
