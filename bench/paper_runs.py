@@ -16,9 +16,9 @@ and started again at any point. The order puts what other steps need first:
     metric skill==spatial reasoning, --control on the instruction's length in tokens):
         three prompts (seeds 0, 1, 2), each trained 200 steps of 16 items with the linear lr schedule,
         then probed on 1,000 validation items with the null and the holdout
+        skn ablate --curve on seed 0 as soon as it is probed (zero ablation at the prompt and everywhere;
+        --test auto, 10 controls, 64 items), which can depart with that many controls (docs/ablation.md)
         skn compare over the three (overlap and consensus)
-        skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
-        64 items), which can depart with that many controls (docs/ablation.md)
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
 """
@@ -97,7 +97,8 @@ def probe(exp: Experiment, seed: int, runs: Path, sizes: Sizes, log: Path) -> Pa
     out = runs / exp.key / f"seed-{seed}"
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
             "--batch-size", str(sizes.batch), "--steps", str(sizes.steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
-            "--null", str(sizes.null), "--seed", str(seed), "--threads", "2", "--out", str(out)]
+            "--null", str(sizes.null), "--seed", str(seed), "--threads", "2", "--out", str(out),
+            "--instruction-cache", "3GiB"]  # every training item's instruction kept (SmolLM2: 1 GiB kept 270 of 480)
     if not (out / "run.json").exists() and out.exists():
         # killed earlier: continue its training and pass from their checkpoints, or start afresh without one
         argv.append("--resume" if (out / "checkpoint.safetensors").exists() else "--overwrite")
@@ -116,14 +117,14 @@ def main() -> int:
     args.runs.mkdir(parents=True, exist_ok=True)
     log = args.runs / "commands.jsonl"
     chosen = [e for e in experiments(args.gemma) if not args.only or e.key in args.only.split(",")]
-    for exp in chosen:  # one experiment done whole (probes, comparison, curve) before the next begins
-        outs = [probe(exp, seed, args.runs, sizes, log) for seed in SEEDS]
-        compare = args.runs / exp.key / "compare"
-        run(["compare", *map(str, outs), "--out", str(compare)], compare / "compare.json", log)
-        seed0 = outs[0]
+    for exp in chosen:  # one experiment done whole (probes, curve, comparison) before the next begins
+        seed0 = probe(exp, SEEDS[0], args.runs, sizes, log)
         run(["ablate", str(seed0), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
              "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
-             "--threads", "2"], seed0 / "ablation_curve.json", log)
+             "--threads", "2"], seed0 / "ablation_curve.json", log)  # minutes: before the other prompts' hours
+        outs = [seed0] + [probe(exp, seed, args.runs, sizes, log) for seed in SEEDS[1:]]
+        compare = args.runs / exp.key / "compare"
+        run(["compare", *map(str, outs), "--out", str(compare)], compare / "compare.json", log)
     return 0
 
 
