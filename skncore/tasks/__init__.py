@@ -116,22 +116,18 @@ def _generate_skillmix(seed: int) -> tuple[Example, ...]:
 
 def _read_skillmix_pairs(sources: Sequence[Source], seed: int) -> tuple[Example, ...]:
     """Skill-Mix's topics.txt adds scenes, its skills.csv names the two skills' categories; nothing else is read."""
+    skills: list[skillmix.Skill] = []
     topics: list[str] = []
-    categories: dict[str, str] | None = None
     for source in sources:
         path = Path(source)
         if skillmix.is_skills_file(path):
-            by_name = {s.name.strip().lower(): s.category for s in skillmix.load_skills(path)}
-            missing = [name for name in skillmix.SKILLS if name not in by_name]
-            if missing:
-                raise DataError(f"{path}: the skill list has no '{missing[0]}' (it has: {', '.join(sorted(by_name))})")
-            categories = {name: by_name[name] for name in skillmix.SKILLS}
+            skills.extend(skillmix.load_skills(path))
         elif path.suffix.lower() == ".txt":
             topics.extend(skillmix.load_topics(path))
         else:
             raise UsageError(f"{path}: skillmix-pairs generates its items; --data takes only Skill-Mix's skills.csv "
                              "and topics.txt (for your own items, use --task skillmix or plain --data)")
-    pairs: tuple[Example, ...] = skillmix_pairs.generate_pairs(skillmix_pairs.PAIRS, seed, topics, categories)
+    pairs: tuple[Example, ...] = skillmix_pairs.generate_pairs(skillmix_pairs.PAIRS, seed, topics, skills)
     return pairs
 
 

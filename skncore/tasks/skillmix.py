@@ -258,6 +258,24 @@ def instruction(question: str) -> str:
     return f"Question: {question}\nAnswer:"
 
 
+def skill_categories(skills: Sequence[Skill]) -> dict[str, str]:
+    """The two skills' categories: the built-in ones, or those of Skill-Mix's skills.csv (which must list both)."""
+    categories = dict(CATEGORIES)
+    if skills:
+        by_name = {s.name.strip().lower(): s for s in skills}
+        for name in SKILLS:
+            if name not in by_name:
+                raise DataError(f"the skill list has no '{name}' (it has: {', '.join(sorted(by_name))})")
+            categories[name] = by_name[name].category
+    return categories
+
+
+def scenes_with(topics: Sequence[str]) -> tuple[Scene, ...]:
+    """The built-in scenes, and a generic one for each topic (e.g. of Skill-Mix's topics.txt) not among them."""
+    known = {s.topic.lower() for s in SCENES}
+    return SCENES + tuple(generic_scene(t) for t in topics if t.strip() and t.strip().lower() not in known)
+
+
 def generate_examples(
     per_skill: int = PER_SKILL,
     seed: int = 0,
@@ -271,15 +289,8 @@ def generate_examples(
     """
     if per_skill < 1:
         raise UsageError(f"the number of questions per skill must be at least 1, got {per_skill}")
-    categories = dict(CATEGORIES)
-    if skills:
-        by_name = {s.name.strip().lower(): s for s in skills}
-        for name in SKILLS:
-            if name not in by_name:
-                raise DataError(f"the skill list has no '{name}' (it has: {', '.join(sorted(by_name))})")
-            categories[name] = by_name[name].category
-    known = {s.topic.lower() for s in SCENES}
-    scenes = SCENES + tuple(generic_scene(t) for t in topics if t.strip() and t.strip().lower() not in known)
+    categories = skill_categories(skills)
+    scenes = scenes_with(topics)
     rng = random.Random(f"skn-skillmix|{seed}")
     makers = {SPATIAL: SPATIAL_MAKERS, METAPHOR: METAPHOR_MAKERS}
     out: dict[str, list[Example]] = {SPATIAL: [], METAPHOR: []}

@@ -95,5 +95,5 @@ def test_skill_mix_files_give_categories_and_scenes(tmp_path: Path) -> None:
     assert len({e.meta["topic"] for e in data.train + data.val}) > len(SCENES)
     partial = tmp_path / "skills.csv"
     partial.write_text("category,skill,definition,example\nlogical,spatial reasoning,d,e\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"skills.csv: the skill list has no 'metaphor'"):
+    with pytest.raises(DataError, match=r"the skill list has no 'metaphor' \(it has: spatial reasoning\)"):
         load_task(get_task("skillmix-pairs"), [partial], [], None, None, seed=0)
