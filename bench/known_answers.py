@@ -30,7 +30,8 @@ Sections (each row is appended to OUT/rows.jsonl as soon as it is measured; a re
     ablate_fp  nothing planted: a random neuron ablated against 10 random neurons (log-t, zero at every
                position): how often p < 0.05
 
-`--summary` only rewrites OUT/README.md and OUT/summary.json from the rows.
+`--summary` only rewrites OUT/README.md and OUT/summary.json from the rows, naming the measuring command (kept in
+OUT/command.txt) and including OUT/notes.md, where a person's notes on the rows go.
 """
 
 from __future__ import annotations
@@ -411,7 +412,9 @@ def _rate(values: Sequence[bool]) -> tuple[float, float, float]:
 
 
 def summarize(rows: Rows, out: Path, model: str, command: str) -> None:
+    notes = out / "notes.md"  # what was written by hand about these rows (kept when the tables are rewritten)
     lines = [f"# Known answers on {model} (issue #32)", "", "Made by", "", f"    {command}", "",
+             *([notes.read_text(encoding="utf-8").strip(), ""] if notes.is_file() else []),
              "See the docstring of `bench/known_answers.py` for what each section plants and measures.", ""]
     summary: dict[str, object] = {"model": model}
     power_rows = rows.of("power")
@@ -522,7 +525,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = Rows(out / "rows.jsonl")
     command = "python bench/known_answers.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    measured_by = out / "command.txt"  # the measuring command, which README.md names (not a later --summary)
+    if args.summary and measured_by.is_file():
+        command = measured_by.read_text(encoding="utf-8").strip()
     if not args.summary:
+        measured_by.write_text(command + "\n", encoding="utf-8")
         if not MODELS[args.model].exists() or not HANS.is_file():
             print(f"needs {MODELS[args.model]} and {HANS}", file=sys.stderr)
             return 2
