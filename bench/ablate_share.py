@@ -1,14 +1,17 @@
-"""Ablation sets sharing one forward (`skn ablate --share S`) against one set per forward, side by side.
+"""Ablation sets sharing one forward (`skn ablate --share S`) against one set per forward, and sets at the
+prompt sharing each batch's instruction (the split forward) against the full forward, side by side.
 
 A stack of sets like a curve's (the unablated model, then per K in 1, 10, 100 the top K and C random
-sets of K, mean at the prompt slots) is measured twice per round by `skn.ablation.ablate.measure_many`: with
-share 1 (one pass over the items per set) and with share S (S sets per forward, the items repeated S
-times along the batch), in turn, best of --repeats rounds each, so machine noise hits both alike. Also
-printed: the largest difference between the two paths' per-item losses (0.0: bitwise equal).
+sets of K, mean at the prompt slots) is measured three times per round by `skn.ablation.ablate.measure_many`:
+with the full forward at share 1 (one pass over the items per set) and at share S (S sets per forward, the
+items repeated S times along the batch), and with the split forward at share S (each batch's instruction run
+once for the S sets), in turn, best of --repeats rounds each, so machine noise hits all alike. Also printed:
+the largest difference between each path's per-item losses and the first's (0.0: bitwise equal).
 
 Model: the stories model (../shared/models/stories260K-hf, a 5-layer Llama, 172 neurons a layer) when it is
-there, else a random Qwen2 of the same size; random token rows, P = 8.
-Usage: python bench/ablate_share.py [--n 32] [--batch-size 8] [--controls 7] [--share 8] [--repeats 2]
+there, else a random Qwen2 of the same size; random token rows (instructions of 6-29 tokens, or --instruction
+LO,HI), P = 8.
+Usage: python bench/ablate_share.py [--n 32] [--batch-size 8] [--controls 7] [--share 8] [--repeats 2] [--instruction 6,30]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K-hf"
 
 
-def build(n: int, prompt_len: int = 8) -> tuple[object, list[object], list[object], torch.Tensor, str]:
+def build(n: int, lengths: tuple[int, int], prompt_len: int = 8) -> tuple[object, list[object], list[object], torch.Tensor, str]:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     from skn.inputs.data import Example
@@ -45,7 +48,7 @@ def build(n: int, prompt_len: int = 8) -> tuple[object, list[object], list[objec
     gen = torch.Generator().manual_seed(0)
     rows, examples = [], []
     for i in range(n):
-        length = int(torch.randint(6, 30, (1,), generator=gen))
+        length = int(torch.randint(lengths[0], lengths[1], (1,), generator=gen))
         instruction = tuple(int(t) for t in torch.randint(2, vocab, (length,), generator=gen))
         completion = tuple(int(t) for t in torch.randint(2, vocab, (6,), generator=gen)) + (1,)
         rows.append(Encoded(instruction, completion))
@@ -65,11 +68,16 @@ def main() -> None:
     parser.add_argument("--controls", type=int, default=7)
     parser.add_argument("--share", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--instruction", default="6,30", help="instruction lengths in tokens: LO,HI (HI excluded)")
     args = parser.parse_args()
-    loaded, rows, examples, prompt, name = build(args.n)
+    lo, hi = (int(x) for x in args.instruction.split(","))
+    loaded, rows, examples, prompt, name = build(args.n, (lo, hi))
     sites = loaded.sites  # type: ignore[attr-defined]
     P = int(prompt.shape[0])
-    data = prepare(loaded, prompt, rows, examples, parse_metric("loss"), (), (), False, args.batch_size)  # type: ignore[arg-type]
+    full = prepare(loaded, prompt, rows, examples, parse_metric("loss"), (), (), False, args.batch_size, split=False)  # type: ignore[arg-type]
+    split = prepare(loaded, prompt, rows, examples, parse_metric("loss"), (), (), False, args.batch_size)  # type: ignore[arg-type]
+    if not split.split:
+        raise SystemExit(f"{name} does not take the split forward")
     mean_x = torch.randn(sites.num_layers, P, sites.width, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(2)
     ranked = [Target(int(c) // sites.width, int(c) % sites.width, int(torch.randint(0, P, (1,), generator=gen)))
@@ -80,22 +88,26 @@ def main() -> None:
             stack.append(build_intervention(targets, Value(ValueKind.MEAN), Where.PROMPT, mean_x))
     sets = len(stack)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {name} ({sites.num_layers} x {sites.width} neurons), "
-          f"N={args.n}, batch {args.batch_size}, {sets} sets, best of {args.repeats} rounds", flush=True)
-    measure_many(data, stack[:2], 1)  # type: ignore[arg-type]  # warm-up
-    best = {1: float("inf"), args.share: float("inf")}
+          f"N={args.n}, batch {args.batch_size}, instructions of {lo}-{hi - 1} tokens, {sets} sets, best of {args.repeats} rounds", flush=True)
+    ways = {"full, share 1": (full, 1), f"full, share {args.share}": (full, args.share), f"split, share {args.share}": (split, args.share)}
+    measure_many(full, stack[:2], 1)  # type: ignore[arg-type]  # warm-up
+    best = {way: float("inf") for way in ways}
     results = {}
     with torch.no_grad():
         for _ in range(args.repeats):
-            for share in best:
+            for way, (data, share) in ways.items():
                 start = time.perf_counter()
-                results[share] = measure_many(data, stack, share)  # type: ignore[arg-type]
-                best[share] = min(best[share], time.perf_counter() - start)
-    diff = max(float((a.loss - b.loss).abs().max()) for a, b in zip(results[1], results[args.share], strict=True))
-    forwards = {s: passes(sets, s) * -(-args.n // args.batch_size) for s in best}
-    print(f"{'share':>6} {'passes':>7} {'forwards':>9} {'rows/forward':>13} {'seconds':>9}")
-    for s in best:
-        print(f"{s:>6} {passes(sets, s):>7} {forwards[s]:>9} {s * args.batch_size:>13} {best[s]:>9.2f}")
-    print(f"share {args.share} / share 1 time: {best[args.share] / best[1]:.3f}; largest per-item loss difference: {diff:.3g}")
+                results[way] = measure_many(data, stack, share)  # type: ignore[arg-type]
+                best[way] = min(best[way], time.perf_counter() - start)
+    first = next(iter(ways))
+    print(f"{'forward':>16} {'passes':>7} {'forwards':>9} {'rows/forward':>13} {'seconds':>9} {'largest loss diff':>18}")
+    for way, (_, share) in ways.items():
+        diff = max(float((a.loss - b.loss).abs().max()) for a, b in zip(results[first], results[way], strict=True))
+        print(f"{way:>16} {passes(sets, share):>7} {passes(sets, share) * -(-args.n // args.batch_size):>9} "
+              f"{share * args.batch_size:>13} {best[way]:>9.2f} {diff:>18.3g}")
+    shared, splitted = f"full, share {args.share}", f"split, share {args.share}"
+    print(f"share {args.share} / share 1 time: {best[shared] / best[first]:.3f}; split / full at share {args.share}: "
+          f"{best[splitted] / best[shared]:.3f}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ import math
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from torch import Tensor
 from skn.inputs.data import Example
 from skn.errors import UsageError
 from skn.training.scoring import CompletionScores, completion_scores
+from skn.training.split_forward import Prefix, StepForward, choose_forward, prefix_of, split_scores
 from skn.inputs.layout import Encoded, make_batch
 from skn.inputs.metrics import MetricKind, MetricSpec, load_function, metric_after_pass
 from skn.models.model import LoadedModel, batch_pad_id
@@ -132,16 +134,21 @@ class AblationData:
     alt_owner: tuple[int, ...]  # item index of each alternative row
     has_alternatives: bool
     batch_size: int = 16
+    split: bool = False  # the model takes the split forward: sets that edit only the prompt share each batch's instruction
 
 
 def prepare(
     loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], examples: Sequence[Example], spec: MetricSpec,
     alt_rows: Sequence[Encoded], alt_owner: Sequence[int], has_alternatives: bool, batch_size: int = 16,
+    split: bool = True,
 ) -> AblationData:
+    """`split`: use the split forward where the model takes it (skn.training.split_forward's check on the first
+    batch), so that the sets that edit only the prompt's slots run each batch's instruction once between them."""
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    splits = split and bool(rows) and choose_forward(loaded, list(rows[:batch_size]), prompt, batch_pad_id(loaded)).forward is StepForward.SPLIT
     return AblationData(loaded, prompt, tuple(rows), tuple(examples), spec, tuple(alt_rows), tuple(alt_owner),
-                        has_alternatives, batch_size)
+                        has_alternatives, batch_size, splits)
 
 
 def _slice(scores: CompletionScores, lo: int, hi: int) -> CompletionScores:
@@ -149,16 +156,43 @@ def _slice(scores: CompletionScores, lo: int, hi: int) -> CompletionScores:
                             scores.token_logprob[lo:hi], scores.token_mask[lo:hi])
 
 
-def _scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Intervention | None]) -> Iterator[tuple[int, int, list[CompletionScores]]]:
+def shares_instruction(data: AblationData, stack: Sequence[Intervention | None]) -> bool:
+    """Whether the sets of `stack` run each batch's instruction once between them: the model takes the split
+    forward and no set edits a position before the prompt (Where.PROMPT only), so the instruction's keys and
+    values are the unablated model's in every set."""
+    return data.split and all(i is None or i.where is Where.PROMPT for i in stack)
+
+
+def _stacked_prefix(data: AblationData, chunk: Sequence[Encoded], sets: int) -> Prefix | None:
+    """The chunk's instruction run once, its keys and values repeated for `sets` copies of the chunk (set s in
+    rows s * n .. (s + 1) * n - 1, as `intervened` lays them out); None where the chunk cannot be split."""
+    prefix = prefix_of(data.loaded, make_batch(list(chunk), int(data.prompt.shape[0]), batch_pad_id(data.loaded)), data.prompt)
+    if prefix is None:
+        return None
+    if sets > 1:
+        n = len(chunk)
+        prefix.cache.batch_repeat_interleave(sets)  # type: ignore[attr-defined]  # row b * sets + s ...
+        order = torch.arange(n * sets).view(n, sets).t().reshape(-1).to(prefix.mask.device)
+        prefix.cache.batch_select_indices(order)  # type: ignore[attr-defined]  # ... to row s * n + b
+    return replace(prefix, mask=prefix.mask.repeat(sets, 1), owned=True)  # made here: the suffix may extend it
+
+
+def _scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Intervention | None],
+            split: bool) -> Iterator[tuple[int, int, list[CompletionScores]]]:
     """Per batch of items (first index, count): each set's scores, all sets in one forward (the items
-    repeated once per set along the batch)."""
+    repeated once per set along the batch); with `split`, the forward is the split one, the batch's
+    instruction run once for all sets and the sets' edits applied in the suffix (prompt onward)."""
     pad = batch_pad_id(data.loaded)
     prompt_len = int(data.prompt.shape[0])
     sets = len(stack)
     for first in range(0, len(rows), data.batch_size):
         chunk = rows[first : first + data.batch_size]
         batch = make_batch(list(chunk) * sets, prompt_len, pad)
-        if all(i is None for i in stack):
+        prefix = _stacked_prefix(data, chunk, sets) if split else None
+        if prefix is not None:  # the suffix's columns start at the prompt: its slots are columns 0 .. P - 1
+            with intervened(data.loaded, stack, torch.zeros_like(batch.prompt_start)) if any(i is not None for i in stack) else nullcontext():
+                scores = split_scores(data.loaded, batch, data.prompt, prefix=prefix)
+        elif all(i is None for i in stack):
             scores = completion_scores(data.loaded, batch, data.prompt)
         else:
             with intervened(data.loaded, stack, batch.prompt_start):
@@ -167,14 +201,20 @@ def _scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Interve
         yield first, n, [_slice(scores, s * n, (s + 1) * n) for s in range(sets)]
 
 
-def measure_sets(data: AblationData, stack: Sequence[Intervention | None]) -> tuple[Measures, ...]:
+def measure_sets(data: AblationData, stack: Sequence[Intervention | None], split: bool = False) -> tuple[Measures, ...]:
     """Every item's measures under each intervention of `stack` (None: the unablated model), all of them in
     one pass over the items: each forward holds a batch of items once per intervention.
 
     The items of one set see the same padding and the same arithmetic as in a forward of their own, but a
     larger batch may make the matrix products take other blocking paths (CPU BLAS, cuBLAS heuristics), so
     a stacked set's measures equal the set-by-set ones to float32 rounding (tests/ablation/test_ablate_share.py),
-    not always to the last bit. With one set per forward (`share` = 1) the pass is the original one."""
+    not always to the last bit. With one set per forward (`share` = 1) the pass is the original one.
+
+    `split` (where `shares_instruction` allows it): the split forward, each batch's instruction run once for
+    every set; equal to the full forward's measures to float32 rounding. Measures that are compared with each
+    other must come from the same forward, so `measure_many` decides it once for its whole stack."""
+    if split and not shares_instruction(data, stack):
+        raise UsageError("the split forward needs a model that takes it and sets that edit only the prompt")
     if not stack:
         return ()
     output_metric = not data.spec.known_before_pass
@@ -184,7 +224,7 @@ def measure_sets(data: AblationData, stack: Sequence[Intervention | None]) -> tu
     metrics: list[list[Tensor]] = [[] for _ in range(sets)]
     totals: list[list[Tensor]] = [[] for _ in range(sets)]
     with torch.no_grad():
-        for first, n, per_set in _scored(data, data.rows, stack):
+        for first, n, per_set in _scored(data, data.rows, stack, split):
             for s, scores in enumerate(per_set):
                 losses[s].append(scores.loss)
                 totals[s].append(scores.token_logprob.sum(dim=1))
@@ -194,7 +234,7 @@ def measure_sets(data: AblationData, stack: Sequence[Intervention | None]) -> tu
         if data.has_alternatives:
             best_other = [torch.full((len(data.rows),), -math.inf, dtype=torch.float64) for _ in range(sets)]
             owner = torch.tensor(data.alt_owner, dtype=torch.int64)
-            for first, n, per_set in _scored(data, data.alt_rows, stack):
+            for first, n, per_set in _scored(data, data.alt_rows, stack, split):
                 for s, scores in enumerate(per_set):
                     best_other[s].scatter_reduce_(0, owner[first : first + n], scores.token_logprob.sum(dim=1), reduce="amax")
             correct = [(torch.cat(totals[s]) > best_other[s]).to(torch.float64) for s in range(sets)]
@@ -208,13 +248,16 @@ def measure(data: AblationData, intervention: Intervention | None) -> Measures:
 
 def measure_many(data: AblationData, stack: Sequence[Intervention | None], share: int = 1,
                  advance: Advance | None = None) -> tuple[Measures, ...]:
-    """`measure` for each intervention, `share` of them per pass over the items (ceil(len / share) passes)."""
+    """`measure` for each intervention, `share` of them per pass over the items (ceil(len / share) passes); with
+    the split forward where `shares_instruction` allows it for the whole stack (so every set, the unablated
+    model included, is measured by the same forward)."""
     if share < 1:
         raise UsageError(f"--share must be at least 1, got {share}")
+    split = shares_instruction(data, stack)
     out: list[Measures] = []
     for lo in range(0, len(stack), share):
         part = stack[lo : lo + share]
-        out.extend(measure_sets(data, part))
+        out.extend(measure_sets(data, part, split))
         if advance is not None:
             advance(len(part))
     return tuple(out)

@@ -144,27 +144,37 @@ def _measure_points(
     items: Sequence[int], progress: ProgressSink, title: str,
 ) -> tuple[Curve, ...]:
     """Measure every set of every point, `share` sets per pass (the unablated model among them), then
-    correct each curve over its own grid (Holm, per curve: each curve is its own question)."""
+    correct each curve over its own grid (Holm, per curve: each curve is its own question).
+
+    The points at the prompt and those everywhere are measured apart, each with its own unablated run: the
+    sets that edit only the prompt share each batch's instruction (`shares_instruction`), which a stack
+    with an edit everywhere cannot."""
     start = time.perf_counter()
     share = configs[0].share
-    stack = [None, *(build_intervention(t, p.value, p.where, mean_x) for p in points for t in p.sets)]
-    with progress.task(title, len(stack)) as advance:
-        measured = measure_many(data, stack, share, advance)
-    base, at = measured[0], 1
+    groups = [g for g in ([p for p in points if p.where is Where.PROMPT], [p for p in points if p.where is not Where.PROMPT]) if g]
+    stacks = [[None, *(build_intervention(t, p.value, p.where, mean_x) for p in group for t in p.sets)] for group in groups]
+    with progress.task(title, sum(len(stack) for stack in stacks)) as advance:
+        measured = [measure_many(data, stack, share, advance) for stack in stacks]
     raw: list[list[tuple[int, float | None, ControlComparison]]] = [[] for _ in configs]
+    bases: dict[int, Measures] = {}
     family = [sum(1 for p in points if p.curve == c) for c in range(len(configs))]
     tests = [resolve_test(config.test, config.n_controls, g) for config, g in zip(configs, family, strict=True)]
-    for p in points:
-        measures = measured[at : at + len(p.sets)]
-        raw[p.curve].append((p.k, p.scale, comparison_of(base, p.label, p.sets, measures, tests[p.curve])))
-        at += len(p.sets)
+    for group, results in zip(groups, measured, strict=True):
+        at = 1
+        for p in group:
+            measures = results[at : at + len(p.sets)]
+            bases[p.curve] = results[0]
+            raw[p.curve].append((p.k, p.scale, comparison_of(results[0], p.label, p.sets, measures, tests[p.curve])))
+            at += len(p.sets)
     seconds = time.perf_counter() - start
+    n_sets = sum(len(stack) for stack in stacks)
+    n_passes = sum(passes(len(stack), share) for stack in stacks)
     curves = []
-    for config, rows in zip(configs, raw, strict=True):
-        adjusted = {m: holm([c.summary[m].p for _, _, c in rows]) for m in MEASURES}
-        done = tuple(CurvePoint(k, s, c, {m: adjusted[m][i] for m in MEASURES}) for i, (k, s, c) in enumerate(rows))
-        curves.append(Curve(axis, config, data.spec.text, tuple(items), base, done, first_departure(adjusted["loss"]),
-                            passes(len(stack), share), seconds, len(stack)))
+    for c, (config, rows) in enumerate(zip(configs, raw, strict=True)):
+        adjusted = {m: holm([x.summary[m].p for _, _, x in rows]) for m in MEASURES}
+        done = tuple(CurvePoint(k, s, x, {m: adjusted[m][i] for m in MEASURES}) for i, (k, s, x) in enumerate(rows))
+        curves.append(Curve(axis, config, data.spec.text, tuple(items), bases[c], done, first_departure(adjusted["loss"]),
+                            n_passes, seconds, n_sets))
     return tuple(curves)
 
 
@@ -179,8 +189,8 @@ def k_curves(
 ) -> tuple[Curve, ...]:
     """The top K of `ranked` (best first) against random sets of K, for each K of `grid`, one curve per
     config (value x where, see `combinations`). The controls of a K are the same sets in every curve (one
-    seed), so the curves differ only by what the neurons become and where. Cost: 1 + curves * G * (1 + C)
-    sets, ceil(that / share) passes over the items."""
+    seed), so the curves differ only by what the neurons become and where. Cost: one unablated run per place
+    (prompt, everywhere) + curves * G * (1 + C) sets, ceil(that / share) passes over the items per place."""
     if not grid or max(grid) > len(ranked):
         raise UsageError(f"the K grid must lie within the {len(ranked)} ranked neurons")
     if not configs:

@@ -45,13 +45,13 @@ def _examples(n: int, seed: int) -> list[Example]:
                     "".join(rng.choice("xyz") for _ in range(rng.randint(1, 4))), {"i": i}, f"t:{i}") for i in range(n)]
 
 
-def _data(loaded: object, n: int = 7, metric: str = "confidence", batch_size: int = 3) -> object:
+def _data(loaded: object, n: int = 7, metric: str = "confidence", batch_size: int = 3, split: bool = True) -> object:
     data = _examples(n, 0)
     prompt = init_prompt(loaded, P, seed=0)  # type: ignore[arg-type]
     rows = encode(loaded, data, Template.PLAIN, P)  # type: ignore[arg-type]
     alts = [Example(e.instruction, e.completion + "x", e.meta, e.source) for e in data]
     alt_rows = encode(loaded, alts, Template.PLAIN, P)  # type: ignore[arg-type]
-    return prepare(loaded, prompt, rows, data, parse_metric(metric), alt_rows, list(range(n)), True, batch_size)  # type: ignore[arg-type]
+    return prepare(loaded, prompt, rows, data, parse_metric(metric), alt_rows, list(range(n)), True, batch_size, split)  # type: ignore[arg-type]
 
 
 def _same(a: Measures, b: Measures) -> None:
@@ -94,11 +94,43 @@ def test_stacked_sets_measure_what_each_measures_alone(arch: str) -> None:
 
 def test_one_set_per_forward_is_the_original_pass_bitwise() -> None:
     loaded = tiny_loaded("qwen2", seed=4)
-    data = _data(loaded)
+    data = _data(loaded, split=False)
     mean_x = torch.zeros(loaded.sites.num_layers, P, loaded.sites.width, dtype=torch.float64)
     one = build_intervention((Target(1, 3, 0), Target(0, 9, 2)), Value(ValueKind.ZERO), Where.PROMPT, mean_x)
     a, b = measure(data, one), measure_many(data, [one], share=1)[0]  # type: ignore[arg-type]
     assert torch.equal(a.loss, b.loss) and a.metric is not None and b.metric is not None and torch.equal(a.metric, b.metric)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_sets_at_the_prompt_share_the_instruction(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the split forward, a stack of sets that edit only the prompt runs each batch's instruction once for
+    all of them, and measures what the full forward measures (float32 rounding); a stack with a set that edits
+    everywhere takes the full forward."""
+    import skn.ablation.ablate as ablate_module
+
+    loaded = tiny_loaded(arch, seed=6, init_range=0.2)
+    width, layers = loaded.sites.width, loaded.sites.num_layers
+    split, full = _data(loaded, n=8, batch_size=3), _data(loaded, n=8, batch_size=3, split=False)
+    assert split.split and not full.split  # type: ignore[attr-defined]
+    mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
+    prompt_only = [None, build_intervention((Target(1, 3, 0), Target(0, 9, 2)), Value(ValueKind.ZERO), Where.PROMPT, mean_x),
+                   build_intervention((Target(0, 1, 1),), Value(ValueKind.SCALE, 5.0), Where.PROMPT, mean_x),
+                   build_intervention((Target(1, 7, 2), Target(1, 8, 2)), Value(ValueKind.MEAN), Where.PROMPT, mean_x)]
+    calls: list[int] = []
+    real = ablate_module.prefix_of
+    monkeypatch.setattr(ablate_module, "prefix_of", lambda *a: calls.append(1) or real(*a))
+    measured = measure_many(split, prompt_only, share=4)  # type: ignore[arg-type]
+    assert len(calls) == 3 + 3  # one instruction per batch of 3 of the 8 items, and of their alternatives, for 4 sets
+    reference = measure_many(full, prompt_only, share=1)  # type: ignore[arg-type]
+    for a, b in zip(measured, reference, strict=True):
+        _same(a, b)
+    assert all(float((m.loss - measured[0].loss).abs().max()) > 1e-3 for m in measured[1:])  # the edits took effect
+    calls.clear()
+    everywhere = [*prompt_only, build_intervention((Target(0, 2, 0),), Value(ValueKind.ZERO), Where.ALL, mean_x)]
+    mixed = measure_many(split, everywhere, share=5)  # type: ignore[arg-type]
+    assert calls == [] and torch.equal(mixed[0].loss, measure(full, None).loss)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="split forward needs"):
+        measure_sets(full, prompt_only, split=True)  # type: ignore[arg-type]
 
 
 def test_four_curves_in_one_call_share_the_controls(tmp_path: Path) -> None:
@@ -112,8 +144,9 @@ def test_four_curves_in_one_call_share_the_controls(tmp_path: Path) -> None:
     assert [(c.value.text, c.where.value) for c in configs] == [("mean", "prompt"), ("mean", "all"), ("zero", "prompt"), ("zero", "all")]
     shared = k_curves(data, ranked, (1, 10), mean_x, [c.__class__(**{**c.__dict__, "share": 5}) for c in configs], range(5))  # type: ignore[arg-type]
     single = k_curves(data, ranked, (1, 10), mean_x, configs, range(5))  # type: ignore[arg-type]
-    sets = 1 + 4 * 2 * (1 + 3)
-    assert shared[0].sets == single[0].sets == sets and single[0].forwards == sets and shared[0].forwards == passes(sets, 5)
+    per_place = 1 + 2 * 2 * (1 + 3)  # the prompt's curves and everywhere's are measured apart, each with its unablated run
+    sets = 2 * per_place
+    assert shared[0].sets == single[0].sets == sets and single[0].forwards == sets and shared[0].forwards == 2 * passes(per_place, 5)
     for a, b in zip(shared, single, strict=True):
         for pa, pb in zip(a.points, b.points, strict=True):
             assert [t for t in pa.comparison.ablated.targets] == [t for t in pb.comparison.ablated.targets]
@@ -192,7 +225,7 @@ def test_steering_curves_at_both_places_share_their_sets() -> None:
     config = AblationConfig(n_controls=2, seed=4, share=3)
     zero = torch.zeros(layers, P, width, dtype=torch.float64)
     curves = scale_curves(data, targets, (1.0, 0.0), zero, combinations(config, (), parse_wheres("prompt,all")), range(4))  # type: ignore[arg-type]
-    assert [c.config.where for c in curves] == [Where.PROMPT, Where.ALL] and curves[0].sets == 1 + 2 * 2 * 3
+    assert [c.config.where for c in curves] == [Where.PROMPT, Where.ALL] and curves[0].sets == 2 * (1 + 2 * 3)  # a base per place
     for curve in curves:
         assert curve.points[0].comparison.ablated.effect.loss == 0.0 or abs(curve.points[0].comparison.ablated.effect.loss) < ATOL
         assert [p.scale for p in curve.points] == [1.0, 0.0]

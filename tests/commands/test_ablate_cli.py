@@ -63,8 +63,8 @@ def test_four_curves_and_a_consensus_from_the_cli(tmp_path: Path, saved_tiny_mod
     record = json.loads((out / "ablation_curve.json").read_text())
     assert [(c["config"]["value"], c["config"]["where"]) for c in record["curves"]] == [
         ("mean", "prompt"), ("mean", "all"), ("zero", "prompt"), ("zero", "all")]
-    sets = 1 + 4 * 2 * 3
-    assert record["sets"] == sets and record["forwards"] == -(-sets // 4) and record["config"]["share"] == 4
+    per_place = 1 + 2 * 2 * 3  # the prompt's two curves and everywhere's are measured apart, each with its unablated run
+    assert record["sets"] == 2 * per_place and record["forwards"] == 2 * -(-per_place // 4) and record["config"]["share"] == 4
     assert result.output.count("ablation curve:") == 4 and (out / "plots" / "ablation_curve.png").is_file()
     shown = runner.invoke(cli, ["show", str(out), "--exemplars", "0"])
     assert shown.exit_code == 0 and shown.output.count("ablation curve:") == 4
