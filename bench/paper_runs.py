@@ -1,7 +1,7 @@
 """The paper's experiments at a size that can carry a conclusion (issue #36): converged prompts, 1,000
 validation items, three prompt seeds, two model families.
 
-    python bench/paper_runs.py --runs runs/paper                 # many hours on 2 CPU cores; resumable
+    python bench/paper_runs.py --runs runs/paper                 # many hours on 2 CPU cores; resumable (not a curve)
     python bench/paper_runs.py --runs runs/paper --only smollm2-rq3
     python bench/paper_runs.py --runs /tmp/smoke --smoke          # minutes: every step on a few items
 
@@ -16,9 +16,9 @@ and started again at any point. The order puts what other steps need first:
     metric skill==spatial reasoning, --control on the instruction's length in tokens):
         three prompts (seeds 0, 1, 2), each trained 200 steps of 16 items with the linear lr schedule,
         then probed on 1,000 validation items with the null and the holdout
-        skn ablate --curve on seed 0 as soon as it is probed (zero ablation at the prompt and everywhere;
-        --test auto, 10 controls, 64 items), which can depart with that many controls (docs/ablation.md)
         skn compare over the three (overlap and consensus)
+        skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
+        64 items), which can depart with that many controls (docs/ablation.md); not checkpointed, so last
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
 """
@@ -117,14 +117,14 @@ def main() -> int:
     args.runs.mkdir(parents=True, exist_ok=True)
     log = args.runs / "commands.jsonl"
     chosen = [e for e in experiments(args.gemma) if not args.only or e.key in args.only.split(",")]
-    for exp in chosen:  # one experiment done whole (probes, curve, comparison) before the next begins
-        seed0 = probe(exp, SEEDS[0], args.runs, sizes, log)
-        run(["ablate", str(seed0), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
-             "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
-             "--threads", "2"], seed0 / "ablation_curve.json", log)  # minutes: before the other prompts' hours
-        outs = [seed0] + [probe(exp, seed, args.runs, sizes, log) for seed in SEEDS[1:]]
+    for exp in chosen:  # one experiment done whole (probes, comparison, curve) before the next begins
+        outs = [probe(exp, seed, args.runs, sizes, log) for seed in SEEDS]  # resumable: first
         compare = args.runs / exp.key / "compare"
         run(["compare", *map(str, outs), "--out", str(compare)], compare / "compare.json", log)
+        seed0 = outs[0]  # the curve is not checkpointed: about 2 hours on 2 cores for RQ3 (64 items x 7 choices x 67 sets)
+        run(["ablate", str(seed0), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
+             "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
+             "--threads", "2"], seed0 / "ablation_curve.json", log)
     return 0
 
 
