@@ -164,17 +164,21 @@ def shares_instruction(data: AblationData, stack: Sequence[Intervention | None])
 
 
 def _stacked_prefix(data: AblationData, chunk: Sequence[Encoded], sets: int) -> Prefix | None:
-    """The chunk's instruction run once, its keys and values repeated for `sets` copies of the chunk (set s in
-    rows s * n .. (s + 1) * n - 1, as `intervened` lays them out); None where the chunk cannot be split."""
-    prefix = prefix_of(data.loaded, make_batch(list(chunk), int(data.prompt.shape[0]), batch_pad_id(data.loaded)), data.prompt)
+    """The chunk's instructions, each distinct one run once (an item's alternative answers share its
+    instruction), their keys and values laid out for `sets` copies of the chunk (set s in rows s * n .. (s + 1) *
+    n - 1, as `intervened` lays them out); None where the chunk cannot be split."""
+    distinct: dict[tuple[int, ...], int] = {}
+    for row in chunk:
+        distinct.setdefault(row.instruction, len(distinct))
+    firsts = list({row.instruction: row for row in reversed(chunk)}.values())[::-1]  # the first row of each instruction
+    prefix = prefix_of(data.loaded, make_batch(firsts, int(data.prompt.shape[0]), batch_pad_id(data.loaded)), data.prompt)
     if prefix is None:
         return None
-    if sets > 1:
-        n = len(chunk)
-        prefix.cache.batch_repeat_interleave(sets)  # type: ignore[attr-defined]  # row b * sets + s ...
-        order = torch.arange(n * sets).view(n, sets).t().reshape(-1).to(prefix.mask.device)
-        prefix.cache.batch_select_indices(order)  # type: ignore[attr-defined]  # ... to row s * n + b
-    return replace(prefix, mask=prefix.mask.repeat(sets, 1), owned=True)  # made here: the suffix may extend it
+    which = torch.tensor([distinct[row.instruction] for row in chunk], dtype=torch.int64)
+    prefix.cache.batch_repeat_interleave(sets)  # type: ignore[attr-defined]  # distinct instruction u, set s: row u * sets + s
+    order = (which.unsqueeze(0) * sets + torch.arange(sets).unsqueeze(1)).reshape(-1)  # row s * n + b: b's instruction, set s
+    prefix.cache.batch_select_indices(order.to(prefix.mask.device))  # type: ignore[attr-defined]
+    return replace(prefix, mask=prefix.mask[which.to(prefix.mask.device)].repeat(sets, 1), owned=True)  # made here: the suffix may extend it
 
 
 def _scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Intervention | None],

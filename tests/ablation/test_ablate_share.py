@@ -101,8 +101,12 @@ def test_one_set_per_forward_is_the_original_pass_bitwise() -> None:
     assert torch.equal(a.loss, b.loss) and a.metric is not None and b.metric is not None and torch.equal(a.metric, b.metric)
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_sets_at_the_prompt_share_the_instruction(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+# batch 3: the items' instructions in batches of 3, 3, 2; their 24 alternatives in batches of 3 rows, one item's
+# three answers each, so one instruction a batch (an item's answers share its instruction). batch 4: items 4, 4;
+# alternatives in batches of 4 rows that hold two items' answers (3 + 1, 2 + 2, 1 + 3, ...), two instructions each
+@pytest.mark.parametrize("arch, batch, prefixes", [("qwen2", 3, [3, 3, 2] + [1] * 8), ("llama", 3, [3, 3, 2] + [1] * 8),
+                                                   ("llama", 4, [4, 4] + [2] * 6)])
+def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, prefixes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """With the split forward, a stack of sets that edit only the prompt runs each batch's instruction once for
     all of them, and measures what the full forward measures (float32 rounding); a stack with a set that edits
     everywhere takes the full forward."""
@@ -110,17 +114,23 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, monkeypatch: pytest
 
     loaded = tiny_loaded(arch, seed=6, init_range=0.2)
     width, layers = loaded.sites.width, loaded.sites.num_layers
-    split, full = _data(loaded, n=8, batch_size=3), _data(loaded, n=8, batch_size=3, split=False)
-    assert split.split and not full.split  # type: ignore[attr-defined]
+    items = _examples(8, 0)
+    prompt = init_prompt(loaded, P, seed=0)
+    rows = encode(loaded, items, Template.PLAIN, P)
+    alts = [Example(e.instruction, e.completion + x, e.meta, e.source) for e in items for x in ("x", "yy", "z")]  # 3 answers per item
+    alt_rows = encode(loaded, alts, Template.PLAIN, P)
+    owners = [i for i in range(8) for _ in range(3)]
+    split, full = (prepare(loaded, prompt, rows, items, parse_metric("confidence"), alt_rows, owners, True, batch, way) for way in (True, False))
+    assert split.split and not full.split
     mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
     prompt_only = [None, build_intervention((Target(1, 3, 0), Target(0, 9, 2)), Value(ValueKind.ZERO), Where.PROMPT, mean_x),
                    build_intervention((Target(0, 1, 1),), Value(ValueKind.SCALE, 5.0), Where.PROMPT, mean_x),
                    build_intervention((Target(1, 7, 2), Target(1, 8, 2)), Value(ValueKind.MEAN), Where.PROMPT, mean_x)]
     calls: list[int] = []
     real = ablate_module.prefix_of
-    monkeypatch.setattr(ablate_module, "prefix_of", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(ablate_module, "prefix_of", lambda loaded, batch, prompt: calls.append(batch.size) or real(loaded, batch, prompt))
     measured = measure_many(split, prompt_only, share=4)  # type: ignore[arg-type]
-    assert len(calls) == 3 + 3  # one instruction per batch of 3 of the 8 items, and of their alternatives, for 4 sets
+    assert calls == prefixes  # the instructions run, per batch, for the 4 sets at once
     reference = measure_many(full, prompt_only, share=1)  # type: ignore[arg-type]
     for a, b in zip(measured, reference, strict=True):
         _same(a, b)
@@ -128,7 +138,8 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, monkeypatch: pytest
     calls.clear()
     everywhere = [*prompt_only, build_intervention((Target(0, 2, 0),), Value(ValueKind.ZERO), Where.ALL, mean_x)]
     mixed = measure_many(split, everywhere, share=5)  # type: ignore[arg-type]
-    assert calls == [] and torch.equal(mixed[0].loss, measure(full, None).loss)  # type: ignore[arg-type]
+    assert calls == []  # the full forward: no instruction run apart
+    _same(mixed[0], measure(full, None))  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="split forward needs"):
         measure_sets(full, prompt_only, split=True)  # type: ignore[arg-type]
 
