@@ -168,9 +168,11 @@ def _stacked_prefix(data: AblationData, chunk: Sequence[Encoded], sets: int) -> 
     instruction), their keys and values laid out for `sets` copies of the chunk (set s in rows s * n .. (s + 1) *
     n - 1, as `intervened` lays them out); None where the chunk cannot be split."""
     distinct: dict[tuple[int, ...], int] = {}
+    firsts: list[Encoded] = []  # the first row of each distinct instruction, in the order of `distinct`
     for row in chunk:
-        distinct.setdefault(row.instruction, len(distinct))
-    firsts = list({row.instruction: row for row in reversed(chunk)}.values())[::-1]  # the first row of each instruction
+        if row.instruction not in distinct:
+            distinct[row.instruction] = len(firsts)
+            firsts.append(row)
     prefix = prefix_of(data.loaded, make_batch(firsts, int(data.prompt.shape[0]), batch_pad_id(data.loaded)), data.prompt)
     if prefix is None:
         return None

@@ -146,12 +146,13 @@ def _measure_points(
     """Measure every set of every point, `share` sets per pass (the unablated model among them), then
     correct each curve over its own grid (Holm, per curve: each curve is its own question).
 
-    The points at the prompt and those everywhere are measured apart, each with its own unablated run: the
-    sets that edit only the prompt share each batch's instruction (`shares_instruction`), which a stack
-    with an edit everywhere cannot."""
+    Where the model takes the split forward, the points at the prompt and those everywhere are measured apart,
+    each with its own unablated run: the sets that edit only the prompt share each batch's instruction
+    (`shares_instruction`), which a stack with an edit everywhere cannot."""
     start = time.perf_counter()
     share = configs[0].share
-    groups = [g for g in ([p for p in points if p.where is Where.PROMPT], [p for p in points if p.where is not Where.PROMPT]) if g]
+    at_prompt = [p for p in points if p.where is Where.PROMPT]
+    groups = [g for g in (at_prompt, [p for p in points if p.where is not Where.PROMPT]) if g] if data.split else [list(points)]
     stacks = [[None, *(build_intervention(t, p.value, p.where, mean_x) for p in group for t in p.sets)] for group in groups]
     with progress.task(title, sum(len(stack) for stack in stacks)) as advance:
         measured = [measure_many(data, stack, share, advance) for stack in stacks]

@@ -104,9 +104,12 @@ def test_one_set_per_forward_is_the_original_pass_bitwise() -> None:
 # batch 3: the items' instructions in batches of 3, 3, 2; their 24 alternatives in batches of 3 rows, one item's
 # three answers each, so one instruction a batch (an item's answers share its instruction). batch 4: items 4, 4;
 # alternatives in batches of 4 rows that hold two items' answers (3 + 1, 2 + 2, 1 + 3, ...), two instructions each
-@pytest.mark.parametrize("arch, batch, prefixes", [("qwen2", 3, [3, 3, 2] + [1] * 8), ("llama", 3, [3, 3, 2] + [1] * 8),
-                                                   ("llama", 4, [4, 4] + [2] * 6)])
-def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, prefixes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+# interleaved: the answers of items 0 and 1, then 2 and 3, ... alternate (0, 1, 0 | 1, 0, 1 | 2, 3, 2 | ...)
+@pytest.mark.parametrize("arch, batch, interleaved, prefixes", [
+    ("qwen2", 3, False, [3, 3, 2] + [1] * 8), ("llama", 3, False, [3, 3, 2] + [1] * 8), ("llama", 4, False, [4, 4] + [2] * 6),
+    ("llama", 3, True, [3, 3, 2] + [2] * 8)])
+def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interleaved: bool, prefixes: list[int],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """With the split forward, a stack of sets that edit only the prompt runs each batch's instruction once for
     all of them, and measures what the full forward measures (float32 rounding); a stack with a set that edits
     everywhere takes the full forward."""
@@ -117,9 +120,10 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, prefixe
     items = _examples(8, 0)
     prompt = init_prompt(loaded, P, seed=0)
     rows = encode(loaded, items, Template.PLAIN, P)
-    alts = [Example(e.instruction, e.completion + x, e.meta, e.source) for e in items for x in ("x", "yy", "z")]  # 3 answers per item
+    owners = [i for k in range(0, 8, 2) for _ in range(3) for i in (k, k + 1)] if interleaved else [i for i in range(8) for _ in range(3)]
+    answers = {i: iter(("x", "yy", "z")) for i in range(8)}  # 3 answers per item
+    alts = [Example(items[i].instruction, items[i].completion + next(answers[i]), items[i].meta, items[i].source) for i in owners]
     alt_rows = encode(loaded, alts, Template.PLAIN, P)
-    owners = [i for i in range(8) for _ in range(3)]
     split, full = (prepare(loaded, prompt, rows, items, parse_metric("confidence"), alt_rows, owners, True, batch, way) for way in (True, False))
     assert split.split and not full.split
     mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
@@ -134,6 +138,12 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, prefixe
     reference = measure_many(full, prompt_only, share=1)  # type: ignore[arg-type]
     for a, b in zip(measured, reference, strict=True):
         _same(a, b)
+    # the alternatives' own scores (accuracy alone would hide a wrong instruction: every item wins by a margin)
+    with torch.no_grad():
+        for (_, _, got), (_, _, want) in zip(ablate_module._scored(split, split.alt_rows, prompt_only, True),
+                                             ablate_module._scored(full, full.alt_rows, prompt_only, False), strict=True):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g.loss.numpy(), w.loss.numpy(), rtol=0, atol=ATOL)
     assert all(float((m.loss - measured[0].loss).abs().max()) > 1e-3 for m in measured[1:])  # the edits took effect
     calls.clear()
     everywhere = [*prompt_only, build_intervention((Target(0, 2, 0),), Value(ValueKind.ZERO), Where.ALL, mean_x)]
