@@ -8,7 +8,8 @@ whether it converged: >= 200 steps and within 1% over them), the top 10's |r| on
 held-out items, replication, the family-wise null (threshold, neurons passing), the top neuron's separation of
 each group (AUROC); the covariates' r with the metric under --control; `skn compare` across the seeds (top-10
 overlap against chance, the consensus); the ablation curve of seed 0 as `skn show` prints it; and the wall time of
-every command. Experiments not run yet are listed as such.
+every command; for RQ3, per seed, whether the top 10 separate the last-digit-shortcut items. Experiments not run yet
+are listed as such.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def experiment(runs_root: Path, key: str) -> list[str]:
     summaries = {run: rp.summarise(run) for run in runs if (run / "run.json").exists()}  # each run read once
     lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
     lines += control_lines(runs) + compare_lines(runs_root / key / "compare") + shown(runs[0]) + wall_times(runs_root, key)
-    if rq == "rq3" and runs[0] in summaries:
-        lines += ["Seed 0: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[runs[0]]), ""]
+    for run in (runs if rq == "rq3" else []):
+        if run in summaries:
+            lines += [f"{run.name}: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[run]), ""]
     if rq == "rq1" and runs[0] in summaries:
         lines += ["Seed 0, the minimal pairs:", "", *pair_lines(summaries[runs[0]])]
     return lines
