@@ -88,10 +88,10 @@ def _generate_arithmetic(seed: int) -> tuple[Example, ...]:
     return tuple(arithmetic.to_example(item, seed) for item in default_arithmetic_items(seed))
 
 
-def _read_skillmix(sources: Sequence[Source], seed: int) -> tuple[Example, ...]:
+def _skillmix_files(sources: Sequence[Source], other: Callable[[Source], None]) -> tuple[list[skillmix.Skill], list[str]]:
+    """Skill-Mix's skills.csv and topics.txt among `sources`, read in order; any other source goes to `other`."""
     skills: list[skillmix.Skill] = []
     topics: list[str] = []
-    generations: list[Example] = []
     for source in sources:
         path = Path(source)
         if skillmix.is_skills_file(path):
@@ -99,7 +99,13 @@ def _read_skillmix(sources: Sequence[Source], seed: int) -> tuple[Example, ...]:
         elif path.suffix.lower() == ".txt":
             topics.extend(skillmix.load_topics(path))
         else:
-            generations.extend(skillmix.load_generations(source))
+            other(source)
+    return skills, topics
+
+
+def _read_skillmix(sources: Sequence[Source], seed: int) -> tuple[Example, ...]:
+    generations: list[Example] = []
+    skills, topics = _skillmix_files(sources, lambda source: generations.extend(skillmix.load_generations(source)))
     if generations and (skills or topics):
         raise UsageError("give skillmix either generations (JSONL/CSV with a skill field) or skills.csv/topics.txt "
                          "for the generator, not both")
@@ -116,17 +122,12 @@ def _generate_skillmix(seed: int) -> tuple[Example, ...]:
 
 def _read_skillmix_pairs(sources: Sequence[Source], seed: int) -> tuple[Example, ...]:
     """Skill-Mix's topics.txt adds scenes, its skills.csv names the two skills' categories; nothing else is read."""
-    skills: list[skillmix.Skill] = []
-    topics: list[str] = []
-    for source in sources:
-        path = Path(source)
-        if skillmix.is_skills_file(path):
-            skills.extend(skillmix.load_skills(path))
-        elif path.suffix.lower() == ".txt":
-            topics.extend(skillmix.load_topics(path))
-        else:
-            raise UsageError(f"{path}: skillmix-pairs generates its items; --data takes only Skill-Mix's skills.csv "
-                             "and topics.txt (for your own items, use --task skillmix or plain --data)")
+
+    def refuse(source: Source) -> None:
+        raise UsageError(f"{Path(source)}: skillmix-pairs generates its items; --data takes only Skill-Mix's skills.csv "
+                         "and topics.txt (for your own items, use --task skillmix or plain --data)")
+
+    skills, topics = _skillmix_files(sources, refuse)
     pairs: tuple[Example, ...] = skillmix_pairs.generate_pairs(skillmix_pairs.PAIRS, seed, topics, skills)
     return pairs
 
