@@ -30,9 +30,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,13 +39,11 @@ from torch import Tensor
 
 from skn.inputs.data import Example
 from skn.errors import UsageError
-from skn.training.scoring import CompletionScores, completion_scores
-from skn.training.split_forward import Prefix, StepForward, choose_forward, prefix_of, split_scores
-from skn.inputs.layout import Encoded, make_batch
-from skn.inputs.metrics import MetricKind, MetricSpec, load_function, metric_after_pass
-from skn.models.model import LoadedModel, batch_pad_id
+from skn.inputs.metrics import MetricKind, load_function, metric_after_pass
 from skn.ablation.ablate_test import DepartureTest, empirical_p, log_t_p, resolve_test  # noqa: F401  (empirical_p: re-exported)
-from skn.ablation.intervention import Intervention, Target, Value, ValueKind, Where, build_intervention, intervened
+from skn.ablation.intervention import Intervention, Target, Value, ValueKind, Where, build_intervention
+from skn.ablation.stacked_forward import AblationData, scored, shares_instruction
+from skn.ablation.stacked_forward import prepare as prepare  # re-exported: callers build the data and ablate in one import
 from skn.engine.progress import Advance, ProgressSink, SilentProgress
 
 MAX_LABELS = 8  # more distinct completions than this: not a label task, no accuracy
@@ -121,92 +118,6 @@ def alternatives(examples: Sequence[Example], population: Sequence[Example] = ()
     return None
 
 
-@dataclass(frozen=True)
-class AblationData:
-    """The items of one ablation and everything needed to score them: built once, used by every set."""
-
-    loaded: LoadedModel
-    prompt: Tensor  # [P, d]
-    rows: tuple[Encoded, ...]
-    examples: tuple[Example, ...]
-    spec: MetricSpec
-    alt_rows: tuple[Encoded, ...]  # every item's alternatives, flattened
-    alt_owner: tuple[int, ...]  # item index of each alternative row
-    has_alternatives: bool
-    batch_size: int = 16
-    split: bool = False  # the model takes the split forward: sets that edit only the prompt share each batch's instruction
-
-
-def prepare(
-    loaded: LoadedModel, prompt: Tensor, rows: Sequence[Encoded], examples: Sequence[Example], spec: MetricSpec,
-    alt_rows: Sequence[Encoded], alt_owner: Sequence[int], has_alternatives: bool, batch_size: int = 16,
-    split: bool = True,
-) -> AblationData:
-    """`split`: use the split forward where the model takes it (skn.training.split_forward's check on the first
-    batch), so that the sets that edit only the prompt's slots run each batch's instruction once between them."""
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    splits = split and bool(rows) and choose_forward(loaded, list(rows[:batch_size]), prompt, batch_pad_id(loaded)).forward is StepForward.SPLIT
-    return AblationData(loaded, prompt, tuple(rows), tuple(examples), spec, tuple(alt_rows), tuple(alt_owner),
-                        has_alternatives, batch_size, splits)
-
-
-def _slice(scores: CompletionScores, lo: int, hi: int) -> CompletionScores:
-    return CompletionScores(scores.loss[lo:hi], scores.confidence[lo:hi], scores.correct[lo:hi], scores.mean_loss,
-                            scores.token_logprob[lo:hi], scores.token_mask[lo:hi])
-
-
-def shares_instruction(data: AblationData, stack: Sequence[Intervention | None]) -> bool:
-    """Whether the sets of `stack` run each batch's instruction once between them: the model takes the split
-    forward and no set edits a position before the prompt (Where.PROMPT only), so the instruction's keys and
-    values are the unablated model's in every set."""
-    return data.split and all(i is None or i.where is Where.PROMPT for i in stack)
-
-
-def _stacked_prefix(data: AblationData, chunk: Sequence[Encoded], sets: int) -> Prefix | None:
-    """The chunk's instructions, each distinct one run once (an item's alternative answers share its
-    instruction), their keys and values laid out for `sets` copies of the chunk (set s in rows s * n .. (s + 1) *
-    n - 1, as `intervened` lays them out); None where the chunk cannot be split."""
-    distinct: dict[tuple[int, ...], int] = {}
-    firsts: list[Encoded] = []  # the first row of each distinct instruction, in the order of `distinct`
-    for row in chunk:
-        if row.instruction not in distinct:
-            distinct[row.instruction] = len(firsts)
-            firsts.append(row)
-    prefix = prefix_of(data.loaded, make_batch(firsts, int(data.prompt.shape[0]), batch_pad_id(data.loaded)), data.prompt)
-    if prefix is None:
-        return None
-    which = torch.tensor([distinct[row.instruction] for row in chunk], dtype=torch.int64)
-    prefix.cache.batch_repeat_interleave(sets)  # type: ignore[attr-defined]  # distinct instruction u, set s: row u * sets + s
-    order = (which.unsqueeze(0) * sets + torch.arange(sets).unsqueeze(1)).reshape(-1)  # row s * n + b: b's instruction, set s
-    prefix.cache.batch_select_indices(order.to(prefix.mask.device))  # type: ignore[attr-defined]
-    return replace(prefix, mask=prefix.mask[which.to(prefix.mask.device)].repeat(sets, 1), owned=True)  # made here: the suffix may extend it
-
-
-def _scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Intervention | None],
-            split: bool) -> Iterator[tuple[int, int, list[CompletionScores]]]:
-    """Per batch of items (first index, count): each set's scores, all sets in one forward (the items
-    repeated once per set along the batch); with `split`, the forward is the split one, the batch's
-    instruction run once for all sets and the sets' edits applied in the suffix (prompt onward)."""
-    pad = batch_pad_id(data.loaded)
-    prompt_len = int(data.prompt.shape[0])
-    sets = len(stack)
-    for first in range(0, len(rows), data.batch_size):
-        chunk = rows[first : first + data.batch_size]
-        batch = make_batch(list(chunk) * sets, prompt_len, pad)
-        prefix = _stacked_prefix(data, chunk, sets) if split else None
-        if prefix is not None:  # the suffix's columns start at the prompt: its slots are columns 0 .. P - 1
-            with intervened(data.loaded, stack, torch.zeros_like(batch.prompt_start)) if any(i is not None for i in stack) else nullcontext():
-                scores = split_scores(data.loaded, batch, data.prompt, prefix=prefix)
-        elif all(i is None for i in stack):
-            scores = completion_scores(data.loaded, batch, data.prompt)
-        else:
-            with intervened(data.loaded, stack, batch.prompt_start):
-                scores = completion_scores(data.loaded, batch, data.prompt)
-        n = len(chunk)
-        yield first, n, [_slice(scores, s * n, (s + 1) * n) for s in range(sets)]
-
-
 def measure_sets(data: AblationData, stack: Sequence[Intervention | None], split: bool = False) -> tuple[Measures, ...]:
     """Every item's measures under each intervention of `stack` (None: the unablated model), all of them in
     one pass over the items: each forward holds a batch of items once per intervention.
@@ -230,7 +141,7 @@ def measure_sets(data: AblationData, stack: Sequence[Intervention | None], split
     metrics: list[list[Tensor]] = [[] for _ in range(sets)]
     totals: list[list[Tensor]] = [[] for _ in range(sets)]
     with torch.no_grad():
-        for first, n, per_set in _scored(data, data.rows, stack, split):
+        for first, n, per_set in scored(data, data.rows, stack, split):
             for s, scores in enumerate(per_set):
                 losses[s].append(scores.loss)
                 totals[s].append(scores.token_logprob.sum(dim=1))
@@ -240,7 +151,7 @@ def measure_sets(data: AblationData, stack: Sequence[Intervention | None], split
         if data.has_alternatives:
             best_other = [torch.full((len(data.rows),), -math.inf, dtype=torch.float64) for _ in range(sets)]
             owner = torch.tensor(data.alt_owner, dtype=torch.int64)
-            for first, n, per_set in _scored(data, data.alt_rows, stack, split):
+            for first, n, per_set in scored(data, data.alt_rows, stack, split):
                 for s, scores in enumerate(per_set):
                     best_other[s].scatter_reduce_(0, owner[first : first + n], scores.token_logprob.sum(dim=1), reduce="amax")
             correct = [(torch.cat(totals[s]) > best_other[s]).to(torch.float64) for s in range(sets)]

@@ -34,7 +34,8 @@ from enum import Enum
 
 import torch
 
-from skn.ablation.ablate import MEASURES, AblationConfig, AblationData, ControlComparison, Measures, comparison_of, draw_controls, measure_many, passes
+from skn.ablation.ablate import MEASURES, AblationConfig, ControlComparison, Measures, comparison_of, draw_controls, measure_many, passes
+from skn.ablation.stacked_forward import AblationData
 from skn.ablation.ablate_test import resolve_test
 from skn.ablation.intervention import Target, Value, ValueKind, Where, build_intervention
 from skn.errors import UsageError

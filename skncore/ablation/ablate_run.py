@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from skn.ablation.ablate import AblationConfig, AblationData, AblationResult, alternatives, ablate, prepare, sample_items
+from skn.ablation.ablate import AblationConfig, AblationResult, alternatives, ablate, sample_items
+from skn.ablation.stacked_forward import AblationData, prepare
 from skn.ablation.intervention import Target, Value, Where, parse_targets
 from skn.ablation.ablate_consensus import consensus_targets
 from skn.ablation.ablate_files import (

@@ -113,7 +113,7 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interle
     """With the split forward, a stack of sets that edit only the prompt runs each batch's instruction once for
     all of them, and measures what the full forward measures (float32 rounding); a stack with a set that edits
     everywhere takes the full forward."""
-    import skn.ablation.ablate as ablate_module
+    import skn.ablation.stacked_forward as stacked
 
     loaded = tiny_loaded(arch, seed=6, init_range=0.2)
     width, layers = loaded.sites.width, loaded.sites.num_layers
@@ -131,8 +131,8 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interle
                    build_intervention((Target(0, 1, 1),), Value(ValueKind.SCALE, 5.0), Where.PROMPT, mean_x),
                    build_intervention((Target(1, 7, 2), Target(1, 8, 2)), Value(ValueKind.MEAN), Where.PROMPT, mean_x)]
     calls: list[int] = []
-    real = ablate_module.prefix_of
-    monkeypatch.setattr(ablate_module, "prefix_of", lambda loaded, batch, prompt: calls.append(batch.size) or real(loaded, batch, prompt))
+    real = stacked.prefix_of
+    monkeypatch.setattr(stacked, "prefix_of", lambda loaded, batch, prompt: calls.append(batch.size) or real(loaded, batch, prompt))
     measured = measure_many(split, prompt_only, share=4)  # type: ignore[arg-type]
     assert calls == prefixes  # the instructions run, per batch, for the 4 sets at once
     reference = measure_many(full, prompt_only, share=1)  # type: ignore[arg-type]
@@ -140,8 +140,8 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interle
         _same(a, b)
     # the alternatives' own scores (accuracy alone would hide a wrong instruction: every item wins by a margin)
     with torch.no_grad():
-        for (_, _, got), (_, _, want) in zip(ablate_module._scored(split, split.alt_rows, prompt_only, True),
-                                             ablate_module._scored(full, full.alt_rows, prompt_only, False), strict=True):
+        for (_, _, got), (_, _, want) in zip(stacked.scored(split, split.alt_rows, prompt_only, True),
+                                             stacked.scored(full, full.alt_rows, prompt_only, False), strict=True):
             for g, w in zip(got, want, strict=True):
                 np.testing.assert_allclose(g.loss.numpy(), w.loss.numpy(), rtol=0, atol=ATOL)
     assert all(float((m.loss - measured[0].loss).abs().max()) > 1e-3 for m in measured[1:])  # the edits took effect
