@@ -1,13 +1,14 @@
 """The paper's experiments at a size that can carry a conclusion (issue #36): converged prompts, 1,000
 validation items, three prompt seeds, two model families.
 
-    python bench/paper_runs.py --runs runs/paper                 # many hours on 2 CPU cores; resumable (not a curve)
+    python bench/paper_runs.py --runs runs/paper                 # many hours on 2 CPU cores; resumable
     python bench/paper_runs.py --runs runs/paper --only smollm2-rq3
     python bench/paper_runs.py --runs /tmp/smoke --smoke          # minutes: every step on a few items
 
 Each step is one `skn` command (printed, timed, appended to RUNS/commands.jsonl). A step whose output exists
-is skipped, and a probe killed mid-way resumes its training from the checkpoint (`--resume`), so the script can be stopped
-and started again at any point. The order puts what other steps need first:
+is skipped, a probe killed mid-way resumes its training from the checkpoint (`--resume`), and an ablation curve
+keeps every forward it finished (RUN/ablation_checkpoint.safetensors), so the script can be stopped and started
+again at any point. The order puts what other steps need first:
 
     for each model (SmolLM2-135M-Instruct, then Gemma 3 270M when --gemma names its GGUF file) and
     each experiment (RQ3: BIG-bench arithmetic, all 20 subtasks, metric loss, --control on the instruction's
@@ -18,7 +19,7 @@ and started again at any point. The order puts what other steps need first:
         then probed on 1,000 validation items with the null and the holdout
         skn compare over the three (overlap and consensus)
         skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
-        64 items), which can depart with that many controls (docs/ablation.md); not checkpointed, so last
+        64 items), which can depart with that many controls (docs/ablation.md)
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
 """
@@ -121,7 +122,7 @@ def main() -> int:
         outs = [probe(exp, seed, args.runs, sizes, log) for seed in SEEDS]  # resumable: first
         compare = args.runs / exp.key / "compare"
         run(["compare", *map(str, outs), "--out", str(compare)], compare / "compare.json", log)
-        seed0 = outs[0]  # the curve is not checkpointed: about 2 hours on 2 cores for RQ3 (64 items x 7 choices x 67 sets)
+        seed0 = outs[0]  # about 2 hours on 2 cores for RQ3 (64 items x 7 choices x 67 sets); resumes after a kill
         run(["ablate", str(seed0), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
              "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
              "--threads", "2"], seed0 / "ablation_curve.json", log)

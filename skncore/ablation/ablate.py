@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -163,18 +164,45 @@ def measure(data: AblationData, intervention: Intervention | None) -> Measures:
     return measure_sets(data, (intervention,))[0]
 
 
+class SetStore(Protocol):
+    """Where the measures of each forward's sets are kept, so that a rerun measures only what is missing
+    (skn.ablation.ablate_checkpoint's file; `NoStore` keeps nothing)."""
+
+    def known(self, chunk: Sequence[Intervention | None], split: bool) -> tuple[Measures, ...]:
+        """The measures of exactly these sets in one forward, if kept; () if not."""
+        ...
+
+    def keep(self, chunk: Sequence[Intervention | None], split: bool, measures: Sequence[Measures]) -> None: ...
+
+
+@dataclass(frozen=True)
+class NoStore:
+    """Keeps nothing: every set is measured."""
+
+    def known(self, chunk: Sequence[Intervention | None], split: bool) -> tuple[Measures, ...]:
+        return ()
+
+    def keep(self, chunk: Sequence[Intervention | None], split: bool, measures: Sequence[Measures]) -> None:
+        """Nothing to keep."""
+
+
 def measure_many(data: AblationData, stack: Sequence[Intervention | None], share: int = 1,
-                 advance: Advance | None = None) -> tuple[Measures, ...]:
+                 advance: Advance | None = None, store: SetStore = NoStore()) -> tuple[Measures, ...]:
     """`measure` for each intervention, `share` of them per pass over the items (ceil(len / share) passes); with
     the split forward where `shares_instruction` allows it for the whole stack (so every set, the unablated
-    model included, is measured by the same forward)."""
+    model included, is measured by the same forward). A forward whose sets `store` already holds is not run
+    again (the same sets in the same forward: the same numbers), and each one run is handed to `store`."""
     if share < 1:
         raise UsageError(f"--share must be at least 1, got {share}")
     split = shares_instruction(data, stack)
     out: list[Measures] = []
     for lo in range(0, len(stack), share):
         part = stack[lo : lo + share]
-        out.extend(measure_sets(data, part, split))
+        measured = store.known(part, split)
+        if not measured:
+            measured = measure_sets(data, part, split)
+            store.keep(part, split, measured)
+        out.extend(measured)
         if advance is not None:
             advance(len(part))
     return tuple(out)
@@ -330,9 +358,10 @@ def sample_items(n_examples: int, items: int, seed: int) -> tuple[int, ...]:
 
 def ablate(
     data: AblationData, targets: Sequence[Target], mean_x: Tensor, config: AblationConfig, items: Sequence[int],
-    progress: ProgressSink = SilentProgress(),
+    progress: ProgressSink = SilentProgress(), store: SetStore = NoStore(),
 ) -> AblationResult:
-    """Unablated pass, the ablated set, its controls, and the first `per_neuron` neurons one at a time."""
+    """Unablated pass, the ablated set, its controls, and the first `per_neuron` neurons one at a time (the
+    forwards `store` holds are not run again)."""
     start = time.perf_counter()
     if not targets:
         raise UsageError("nothing to ablate: the set is empty")
@@ -344,7 +373,7 @@ def ablate(
     total = 1 + len(sets)
     with progress.task("ablating", total) as advance:
         stack = [None, *(build_intervention(t, config.value, config.where, mean_x) for t in sets)]
-        measured = measure_many(data, stack, config.share, advance)
+        measured = measure_many(data, stack, config.share, advance, store)
     base = measured[0]
     comparison = comparison_of(base, "ablated", sets[: 1 + config.n_controls], measured[1 : 2 + config.n_controls],
                                resolve_test(config.test, config.n_controls, 1))

@@ -34,7 +34,8 @@ from enum import Enum
 
 import torch
 
-from skn.ablation.ablate import MEASURES, AblationConfig, ControlComparison, Measures, comparison_of, draw_controls, measure_many, passes
+from skn.ablation.ablate import (MEASURES, AblationConfig, ControlComparison, Measures, NoStore, SetStore, comparison_of, draw_controls,
+                                 measure_many, passes)
 from skn.ablation.stacked_forward import AblationData
 from skn.ablation.ablate_test import resolve_test
 from skn.ablation.intervention import Target, Value, ValueKind, Where, build_intervention
@@ -142,21 +143,22 @@ class _Point:
 
 def _measure_points(
     data: AblationData, axis: Axis, configs: Sequence[AblationConfig], points: Sequence[_Point], mean_x: torch.Tensor,
-    items: Sequence[int], progress: ProgressSink, title: str,
+    items: Sequence[int], progress: ProgressSink, title: str, store: SetStore,
 ) -> tuple[Curve, ...]:
     """Measure every set of every point, `share` sets per pass (the unablated model among them), then
     correct each curve over its own grid (Holm, per curve: each curve is its own question).
 
     Where the model takes the split forward, the points at the prompt and those everywhere are measured apart,
     each with its own unablated run: the sets that edit only the prompt share each batch's instruction
-    (`shares_instruction`), which a stack with an edit everywhere cannot."""
+    (`shares_instruction`), which a stack with an edit everywhere cannot. The forwards `store` holds are not run
+    again."""
     start = time.perf_counter()
     share = configs[0].share
     at_prompt = [p for p in points if p.where is Where.PROMPT]
     groups = [g for g in (at_prompt, [p for p in points if p.where is not Where.PROMPT]) if g] if data.split else [list(points)]
     stacks = [[None, *(build_intervention(t, p.value, p.where, mean_x) for p in group for t in p.sets)] for group in groups]
     with progress.task(title, sum(len(stack) for stack in stacks)) as advance:
-        measured = [measure_many(data, stack, share, advance) for stack in stacks]
+        measured = [measure_many(data, stack, share, advance, store) for stack in stacks]
     raw: list[list[tuple[int, float | None, ControlComparison]]] = [[] for _ in configs]
     bases: dict[int, Measures] = {}
     family = [sum(1 for p in points if p.curve == c) for c in range(len(configs))]
@@ -188,6 +190,7 @@ def combinations(config: AblationConfig, values: Sequence[Value] = (), wheres: S
 def k_curves(
     data: AblationData, ranked: Sequence[Target], grid: Sequence[int], mean_x: torch.Tensor,
     configs: Sequence[AblationConfig], items: Sequence[int], progress: ProgressSink = SilentProgress(),
+    store: SetStore = NoStore(),
 ) -> tuple[Curve, ...]:
     """The top K of `ranked` (best first) against random sets of K, for each K of `grid`, one curve per
     config (value x where, see `combinations`). The controls of a K are the same sets in every curve (one
@@ -202,7 +205,7 @@ def k_curves(
     drawn = {k: (tuple(ranked[:k]), *draw_controls(ranked[:k], width, n_controls, seed, True)) for k in grid}
     points = [_Point(c, k, None, f"top {k}", config.value, config.where, drawn[k])
               for c, config in enumerate(configs) for k in grid]
-    return _measure_points(data, Axis.K, configs, points, mean_x, items, progress, "curve over K")
+    return _measure_points(data, Axis.K, configs, points, mean_x, items, progress, "curve over K", store)
 
 
 def k_curve(
@@ -216,13 +219,14 @@ def k_curve(
 def scale_curves(
     data: AblationData, targets: Sequence[Target], scales: Sequence[float], mean_x: torch.Tensor,
     configs: Sequence[AblationConfig], items: Sequence[int], progress: ProgressSink = SilentProgress(),
+    store: SetStore = NoStore(),
 ) -> tuple[Curve, ...]:
     """One set steered by each factor S of `scales` (`scale:S`), against the same random sets at every S;
     one curve per config's place (its value is replaced by scale:S)."""
     sets = (tuple(targets), *draw_controls(targets, data.loaded.sites.width, configs[0].n_controls, configs[0].seed))
     points = [_Point(c, len(targets), s, f"scale {s:g}", Value(ValueKind.SCALE, s), config.where, sets)
               for c, config in enumerate(configs) for s in scales]
-    return _measure_points(data, Axis.SCALE, configs, points, mean_x, items, progress, "curve over S")
+    return _measure_points(data, Axis.SCALE, configs, points, mean_x, items, progress, "curve over S", store)
 
 
 def scale_curve(

@@ -5,6 +5,10 @@ The model comes from the caller (the CLI loads run.json's `model` unless --model
 RUN/prompt.safetensors, the items from RUN/examples.jsonl, the means from RUN/stats.safetensors (`mean_x`),
 the ranking from its corr with run.json's reduce, so a set larger than neurons.json can be ablated too.
 
+Every forward's measures are kept in RUN/ablation_checkpoint.safetensors (skn.ablation.ablate_checkpoint) until
+the result is written: the same command run again after a kill measures only the sets that were not done,
+and ends with the numbers of an uninterrupted run.
+
 With a holdout (the default for >= 200 validation items) the ranking is the selection fold's r, as in
 neurons.json, and the items come from the confirmation fold only: the effect of the top neurons is measured
 on items that did not choose them. ablation.json and ablation_curve.json record both ("ranked_on",
@@ -36,6 +40,7 @@ from skn.ablation.ablate_files import (
     write_curve,
 )
 from skn.ablation.ablate_test import cannot_depart
+from skn.ablation.ablate_checkpoint import open_checkpoint
 from skn.ablation.ablate_curve import Curve, combinations, default_grid, k_curves, parse_grid, scale_curves
 from skn.inputs.data import Example
 from skn.errors import RunDirError, UsageError
@@ -166,8 +171,10 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
     setup = _setup(loaded, request)
     targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
     _warn_if_powerless(request.config, 1, notify)
-    result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress)
+    checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
+    result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress, checkpoint)
     write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows, setup.provenance)
+    checkpoint.remove()
     return result
 
 
@@ -188,7 +195,8 @@ def run_curve(
         targets = run_targets(run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
         configs = combinations(request.config, (), wheres)
         _warn_if_powerless(request.config, len(scales), notify)
-        curves = scale_curves(setup.data, targets, scales, mean_x, configs, setup.items, progress)
+        checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
+        curves = scale_curves(setup.data, targets, scales, mean_x, configs, setup.items, progress, checkpoint)
     else:
         if request.neurons:
             raise UsageError("--curve ranks the run's own neurons: --neurons goes with --scales, not with a K curve")
@@ -200,8 +208,10 @@ def run_curve(
         grid = parse_grid(k_grid, total) if k_grid else default_grid(total)
         configs = combinations(request.config, values, wheres)
         _warn_if_powerless(request.config, len(grid), notify)
-        curves = k_curves(setup.data, ranked, grid, mean_x, configs, setup.items, progress)
+        checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
+        curves = k_curves(setup.data, ranked, grid, mean_x, configs, setup.items, progress, checkpoint)
     write_curve(Path(request.run_dir), curves, loaded.name, request.consensus, setup.provenance)
+    checkpoint.remove()
     return curves
 
 

@@ -66,6 +66,7 @@ RUN_FILE = "run.json"
 GROUPS_FILE = "groups.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 PASS_CHECKPOINT_FILE = "pass_checkpoint.safetensors"  # the probe pass's (skn.engine.pass_checkpoint)
+ABLATION_CHECKPOINT_FILE = "ablation_checkpoint.safetensors"  # skn ablate's measured sets (skn.ablation.ablate_checkpoint)
 CLAIM_FILE = ".skn-claim"  # held by the run that writes the directory (skn.files.run_claim)
 RUN_ID = "run_id"  # the key of the run id in run.json, the safetensors' metadata and the JSON records
 PREDICTIVITY_JSON = "predictivity.json"  # with --score predictivity (skn.statistics.predictivity)
@@ -139,7 +140,7 @@ def _fsync(path: Path) -> None:
 SKN_NAMES = (PROMPT_FILE, STATS_FILE, NEURONS_JSON, NEURONS_CSV, TOP_ACTIVATIONS_FILE, EXAMPLES_FILE, RUN_FILE,
              GROUPS_FILE, CHECKPOINT_FILE, "report.html", "plots", "error.log", PREDICTIVITY_FILE, PREDICTIVITY_JSON,
              "ablation.json", "ablation_curve.json", "seeds.json", "compare.json", "compare.csv", "compare.png",
-             "compare.html", PASS_CHECKPOINT_FILE)
+             "compare.html", PASS_CHECKPOINT_FILE, ABLATION_CHECKPOINT_FILE)
 TRAINING_NAMES = (PROMPT_FILE, CHECKPOINT_FILE)
 CHECKPOINT_NAMES = (CHECKPOINT_FILE, PASS_CHECKPOINT_FILE)  # what --resume continues from
 
