@@ -1,6 +1,7 @@
 """Can any neuron of the bundled model read the last-digit shortcut at the prompt slots? (issue #32, the demo)
 
     python bench/shortcut_decodable.py            # about a minute on one core
+    python bench/shortcut_decodable.py --model /tmp/aux   # another model over the same tokenizer
 
 A planted neuron (skn.models.plant) reads one direction of its layer's FFN input at the soft-prompt slots,
 so it can separate the shortcut items only as well as the best linear read of those inputs does. This fits
@@ -47,9 +48,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=512, help="Items to fit on, and as many to score on.")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="", help="a model folder [default: the bundled model]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    loaded = load_model(str(zoo.verify_model()), "float32", "cpu")
+    loaded = load_model(args.model or str(zoo.verify_model()), "float32", "cpu")
     split = zoo.default_examples(args.items, args.items)
     prompt = init_prompt(loaded, 20, 0, PromptInit(zoo.PLACEHOLDER))
     rows_fit, rows_score = (encode(loaded, part, Template.AUTO, 20) for part in (split.train, split.val))
@@ -58,7 +60,7 @@ def main() -> None:
     print("| layer | slots | " + " | ".join(f"ridge {r:g}: fitted / held out" for r in RIDGES) + " |")
     print("|---|---|" + "---|" * len(RIDGES))
     for layer in range(loaded.sites.num_layers):
-        for slot in (-1, 19):
+        for slot in (-1, 18, 19):
             x_fit = slot_inputs(loaded, rows_fit, prompt, layer, slot=slot)
             x_score = slot_inputs(loaded, rows_score, prompt, layer, slot=slot)
             mean = x_fit.mean(dim=0)
@@ -72,7 +74,7 @@ def main() -> None:
                 fitted = auroc((centred @ w).numpy(), y_fit.numpy())
                 held_out = auroc(((x_score - mean) @ w).numpy(), y_score.numpy())
                 cells.append(f"{fitted:.3f} / **{held_out:.3f}**")
-            print(f"| {layer} | {'mean of 20' if slot < 0 else 'last'} | " + " | ".join(cells) + " |")
+            print(f"| {layer} | {'mean of 20' if slot < 0 else slot} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

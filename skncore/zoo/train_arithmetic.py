@@ -5,6 +5,8 @@ skn's own generated BIG-bench-style multiple-choice multiplication items.
     python -m skn.zoo.train_arithmetic --out /tmp/smoke --steps 3 --pool 64  # a smoke run (seconds)
     python -m skn.zoo.train_arithmetic --out /tmp/shortcut --digits 1,2,3,4,5 --format-pool 2000 \
         --val-items 60 --distractor-prefix 2   # the second attempt of bench/README.md (not shipped)
+    python -m skn.zoo.train_arithmetic --out /tmp/aux --init-from skncore/zoo/arith_tiny --auxiliary shortcut \
+        --steps 1000 --lr 1e-3    # the shipped model taught to say at the slots whether the shortcut holds
 
 Why it looks the way it does:
 - Training text is only what `skn.tasks.arithmetic.generate_items` writes (BIG-bench's canary forbids its
@@ -17,6 +19,10 @@ Why it looks the way it does:
   predicting them would only spend the model's small capacity.
 - One thread, a fixed seed, deterministic algorithms, and batches that are a pure function of
   (seed, step): the run rebuilds bit for bit, and `--resume` continues it exactly.
+- `--auxiliary shortcut` adds a second target: from every prompt slot but the last (whose next token is the
+  completion's first), the token "Y" when the item's last-digit shortcut holds (the answer is the only
+  numeric choice ending in the product's last digit), else "N", weighted by `aux_weight` against the
+  completion's loss. The model must then compute the shortcut at the slots, where skn's neurons are read.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +44,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from skn.errors import ModelError
 from skn.inputs.data import Example
 from skn.tasks.arithmetic import ArithmeticItem
-from skn.models.tokenizer import Tokenizer
+from skn.models.tokenizer import Tokenizer, token_id
 from skn.zoo import CHECKSUM_FILE, PLACEHOLDER
-from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate, token_nll
+from skn.inputs.layout import Encoded, make_batch
+from skn.zoo.multiple_choice import encode_pretraining, evaluate, token_nll
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", PLACEHOLDER)
 # Every printable ASCII character plus newline: one token each.
@@ -50,6 +59,14 @@ CHARACTERS = ("\n",) + tuple(chr(code) for code in range(32, 127))
 # (a0 * b0) mod 10, and the length are easy), items below this many digits are there for the format and get
 # `format_pool` items each. The shipped model has only 1-3 digits, with format_pool = pool.
 FORMAT_BELOW = 4
+AUX_TOKENS = ("N", "Y")  # the auxiliary target: the shortcut does not hold / holds
+
+
+class Auxiliary(Enum):
+    NONE = "none"
+    SHORTCUT = "shortcut"  # from slots 0..P-2: "Y" when the item's last-digit shortcut holds, else "N"
+
+
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -81,6 +98,9 @@ class PretrainConfig:
     max_positions: int = 256
     eval_every: int = 250
     checkpoint_every: int = 250
+    auxiliary: Auxiliary = Auxiliary.NONE
+    aux_weight: float = 1.0  # the auxiliary loss's weight against the completion's (both per-token means)
+    init_from: str = ""  # a model folder to start from (fine-tuning) instead of the seeded initialisation
 
 
 @dataclass
@@ -211,6 +231,34 @@ def generated_examples(cfg: PretrainConfig, counts: Mapping[int, int], salt: int
 # training
 
 
+def aux_targets(starts: Tensor, width: int, labels: Sequence[bool], prompt_len: int, ids: tuple[int, int]) -> Tensor:
+    """[B, width] targets: AUX_TOKENS[label] from slots 0..P-2 of each row (the slot before the completion
+    predicts its first token), -100 elsewhere."""
+    out = torch.full((len(labels), width), -100, dtype=torch.int64)
+    for b, (start, label) in enumerate(zip(starts.tolist(), labels)):
+        out[b, start : start + prompt_len - 1] = ids[int(label)]
+    return out
+
+
+def shortcut_labels(examples: Sequence[Example]) -> tuple[bool, ...]:
+    return tuple(bool(e.meta["last_digit_shortcut"]) for e in examples)
+
+
+def aux_accuracy(model: nn.Module, rows: Sequence[Encoded], labels: Sequence[bool], cfg: PretrainConfig,
+                 placeholder: int, pad: int, ids: tuple[int, int]) -> float:
+    """How often the slot before the last says the right one of AUX_TOKENS (the larger logit of the two)."""
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for lo in range(0, len(rows), 256):
+            batch = make_batch(rows[lo : lo + 256], cfg.prompt_len, pad, slot_token=placeholder)
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            at = batch.prompt_start + cfg.prompt_len - 2
+            pick = logits[torch.arange(len(at)), at][:, list(ids)].argmax(dim=1)
+            right += sum(int(p) == int(l) for p, l in zip(pick.tolist(), labels[lo : lo + 256]))
+    return right / max(len(rows), 1)
+
+
 def learning_rate(cfg: PretrainConfig, step: int) -> float:
     """Linear warmup, then cosine decay to min_lr at the last step."""
     if step < cfg.warmup:
@@ -279,7 +327,7 @@ def save_model(folder: Path, model: nn.Module, tokenizer: Tokenizer, cfg: Pretra
         if (folder / extra).exists():
             (folder / extra).unlink()
     save_tokenizer(tokenizer, folder)
-    record = {"train_config": asdict(cfg), "train_seconds": round(seconds, 1), "history": history.rows,
+    record = {"train_config": {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items()}, "train_seconds": round(seconds, 1), "history": history.rows,
               "torch": torch.__version__, "placeholder_token": PLACEHOLDER}
     (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     write_checksums(folder)
@@ -294,9 +342,24 @@ def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bo
     placeholder = SPECIAL_TOKENS.index(PLACEHOLDER)
     pad = SPECIAL_TOKENS.index("<pad>")
 
+    if cfg.init_from:
+        weights = load_file(str(Path(cfg.init_from) / "model.safetensors"))
+        try:
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+        except RuntimeError as err:  # a tensor of another shape
+            raise ModelError(f"--init-from {cfg.init_from}: not this architecture ({str(err).splitlines()[-1].strip()})") from None
+        if unexpected or any(not name.endswith("lm_head.weight") for name in missing):  # tied to the embedding
+            raise ModelError(f"--init-from {cfg.init_from}: not this architecture (missing {missing}, unexpected {unexpected})")
+
     started = time.perf_counter()
-    train_rows = [encode_pretraining(tokenizer, e) for e in generated_examples(cfg, training_counts(cfg), salt=1)]
+    train_examples = generated_examples(cfg, training_counts(cfg), salt=1)
+    train_rows = [encode_pretraining(tokenizer, e) for e in train_examples]
     val_examples = generated_examples(cfg, {d: cfg.val_items for d in cfg.digits}, salt=2)
+    aux = cfg.auxiliary is Auxiliary.SHORTCUT
+    aux_ids = (token_id(tokenizer, AUX_TOKENS[0]), token_id(tokenizer, AUX_TOKENS[1]))
+    train_labels = shortcut_labels(train_examples) if aux else ()
+    val_rows = [encode_pretraining(tokenizer, e) for e in val_examples] if aux else []
+    val_labels = shortcut_labels(val_examples) if aux else ()
     if log:
         print(f"{sum(p.numel() for p in model.parameters())} parameters; {len(train_rows)} training items "
               f"built in {time.perf_counter() - started:.1f}s", flush=True)
@@ -318,9 +381,15 @@ def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bo
         model.train()
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + step)
         picks = torch.randint(len(train_rows), (cfg.batch_size,), generator=generator).tolist()
-        ids, mask, targets = batch_tensors([train_rows[i] for i in picks], cfg.prompt_len, placeholder, pad)
-        nll = token_nll(model, ids, mask, targets)
-        loss = nll.sum() / (targets != -100).sum()
+        batch = make_batch([train_rows[i] for i in picks], cfg.prompt_len, pad, slot_token=placeholder)
+        ids, mask, targets = batch.input_ids, batch.attention_mask, batch.targets
+        if aux:
+            extra = aux_targets(batch.prompt_start, ids.shape[1], [train_labels[i] for i in picks], cfg.prompt_len, aux_ids)
+            nll = token_nll(model, ids, mask, torch.where(extra != -100, extra, targets))
+            loss = nll[targets != -100].mean() + cfg.aux_weight * nll[extra != -100].mean()
+        else:
+            nll = token_nll(model, ids, mask, targets)
+            loss = nll.sum() / (targets != -100).sum()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
         optimizer.zero_grad(set_to_none=True)
@@ -334,10 +403,13 @@ def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bo
             report = evaluate(model, tokenizer, val_examples, cfg.prompt_len)
             row = {"step": step, "train_loss": round(running / seen, 4), **asdict(report),
                    "elapsed_s": round(time.perf_counter() - started, 1)}
+            if aux:
+                row["aux_accuracy"] = round(aux_accuracy(model, val_rows, val_labels, cfg, placeholder, pad, aux_ids), 4)
             history.rows.append(row)
             running, seen = 0.0, 0
             if log:
-                print(f"step {step} train {row['train_loss']:.3f} | val {report.line()} | "
+                said = f" | shortcut said right {row['aux_accuracy']:.3f}" if aux else ""
+                print(f"step {step} train {row['train_loss']:.3f} | val {report.line()}{said} | "
                       f"{row['elapsed_s']}s", flush=True)
         if checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(checkpoint, model, optimizer, step, history)
@@ -361,6 +433,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--auxiliary", choices=[a.value for a in Auxiliary], default=defaults.auxiliary.value,
+                        help="a second target at the prompt slots (shortcut: whether the last-digit shortcut holds)")
+    parser.add_argument("--aux-weight", type=float, default=defaults.aux_weight)
+    parser.add_argument("--init-from", default="", help="start from this model folder's weights (fine-tune)")
     args = parser.parse_args(argv)
     cfg = PretrainConfig(
         seed=args.seed, steps=args.steps, pool=args.pool, format_pool=args.format_pool, val_items=args.val_items,
@@ -368,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         eval_every=min(args.eval_every, args.steps), batch_size=args.batch_size,
         checkpoint_every=min(defaults.checkpoint_every, args.steps),
         warmup=min(defaults.warmup, max(1, args.steps // 10)),
+        lr=args.lr, min_lr=min(defaults.min_lr, args.lr), auxiliary=Auxiliary(args.auxiliary), aux_weight=args.aux_weight,
+        init_from=args.init_from,
     )
     pretrain(cfg, args.out, args.checkpoint, args.resume)
 

@@ -122,6 +122,25 @@ def test_the_script_runs_from_the_command_line(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "m" / "training.json").read_text())["train_config"]["steps"] == 2
 
 
+def test_the_auxiliary_target_sits_at_every_slot_but_the_last(tmp_path: Path) -> None:
+    """--auxiliary shortcut: "Y"/"N" from slots 0..P-2 of each row (slot P-1 predicts the completion's first
+    token, which keeps its own target), and a fine-tuning run from a saved model records its choices."""
+    starts = torch.tensor([2, 5])
+    out = train.aux_targets(starts, 30, [True, False], 4, (70, 71))
+    assert out[0].tolist() == [-100, -100, 71, 71, 71, *([-100] * 25)]
+    assert out[1].tolist() == [*([-100] * 5), 70, 70, 70, *([-100] * 22)]
+    base = _tiny_config()
+    train.pretrain(base, tmp_path / "base", None, resume=False, log=False)
+    tuned = _tiny_config(auxiliary=train.Auxiliary.SHORTCUT, init_from=str(tmp_path / "base"), steps=2, eval_every=2,
+                         checkpoint_every=2)
+    history = train.pretrain(tuned, tmp_path / "tuned", None, resume=False, log=False)
+    assert 0.0 <= float(history.rows[-1]["aux_accuracy"]) <= 1.0  # type: ignore[arg-type]
+    record = json.loads((tmp_path / "tuned" / "training.json").read_text())["train_config"]
+    assert record["auxiliary"] == "shortcut" and record["init_from"] == str(tmp_path / "base")
+    with pytest.raises(ModelError, match="not this architecture"):
+        train.pretrain(_tiny_config(init_from=str(tmp_path / "base"), hidden=64), tmp_path / "x", None, resume=False, log=False)
+
+
 def test_choice_scores_equal_a_plain_forward() -> None:
     """Summed NLL of each choice against an independent float64 computation on the raw sequence."""
     torch.manual_seed(0)
