@@ -138,6 +138,21 @@ def write_data(path: Path, n: int, seed: int) -> Path:
     return path
 
 
+def probed_tiny_run(base: Path) -> Path:
+    """base/R: a `skn probe --metric loss` run (FAST) of a tiny Qwen2 saved in base/tiny-qwen2, on 16 training
+    and 12 validation examples of `write_data`; its run.json names the model, so `skn ablate` can load it."""
+    from skn.cli.main import main
+
+    model = base / "tiny-qwen2"
+    tiny_model("qwen2").save_pretrained(model)  # type: ignore[operator]
+    char_tokenizer().save_pretrained(model)
+    train, val = write_data(base / "train.jsonl", 16, 0), write_data(base / "val.jsonl", 12, 1)
+    out = base / "R"
+    main(["probe", "--model", str(model), "--data", str(train), "--val-data", str(val), "--metric", "loss",
+          "--out", str(out), *FAST])
+    return out
+
+
 def reference_r(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Two-pass float64 Pearson r per column of acts [N, L, P, m]; NaN for constant columns."""
     x = acts.astype(np.float64)

@@ -31,7 +31,7 @@ from skn.inputs.layout import Template
 from skn.inputs.metrics import parse_metric
 from skn.training.prompt import init_prompt
 
-from helpers import FAST, char_tokenizer, tiny_loaded, tiny_model, write_data
+from helpers import probed_tiny_run, tiny_loaded
 
 P = 3
 
@@ -191,15 +191,7 @@ class DyingProgress:
 
 
 def test_skn_ablate_resumes_after_a_kill_and_removes_its_checkpoint(tmp_path: Path) -> None:
-    from skn.cli.main import main
-
-    model = tmp_path / "tiny-qwen2"
-    tiny_model("qwen2").save_pretrained(model)  # type: ignore[operator]
-    char_tokenizer().save_pretrained(model)
-    train, val = write_data(tmp_path / "train.jsonl", 16, 0), write_data(tmp_path / "val.jsonl", 12, 1)
-    run = tmp_path / "R"
-    main(["probe", "--model", str(model), "--data", str(train), "--val-data", str(val), "--metric", "loss",
-          "--out", str(run), *FAST])
+    run = probed_tiny_run(tmp_path)
     twin = tmp_path / "twin"
     shutil.copytree(run, twin)
     config = AblationConfig(n_controls=3, items=6, batch_size=3, share=2)

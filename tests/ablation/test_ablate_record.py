@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from helpers import FAST, char_tokenizer, run_main, tiny_model, write_data
+from helpers import probed_tiny_run, run_main
 from skn.ablation.ablate import AblationConfig
 from skn.ablation.ablate_files import ABLATION_FILE, CURVE_FILE, read_ablation_run
 from skn.ablation.ablate_record import parse_ablation
@@ -30,17 +30,7 @@ SMALL_FLAGS = ["--controls", "2", "--per-neuron", "1", "--items", "4", "--batch-
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A probe run of a tiny saved model (its run.json names the model, so `ablate_run` loads it)."""
-    from skn.cli.main import main
-
-    base = tmp_path_factory.mktemp("tiny")
-    model = base / "tiny-qwen2"
-    tiny_model("qwen2").save_pretrained(model)  # type: ignore[operator]
-    char_tokenizer().save_pretrained(model)
-    train, val = write_data(base / "train.jsonl", 16, 0), write_data(base / "val.jsonl", 12, 1)
-    out = base / "R"
-    main(["probe", "--model", str(model), "--data", str(train), "--val-data", str(val), "--metric", "loss",
-          "--out", str(out), *FAST])
-    return out
+    return probed_tiny_run(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
