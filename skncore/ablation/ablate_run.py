@@ -39,7 +39,7 @@ from skn.ablation.ablate_files import (
     write_ablation_figures,
     write_curve,
 )
-from skn.ablation.ablate_test import cannot_depart
+from skn.ablation.ablate_test import cannot_depart, inert_note
 from skn.ablation.ablate_checkpoint import open_checkpoint
 from skn.ablation.ablate_curve import Curve, combinations, default_grid, k_curves, parse_grid, scale_curves
 from skn.inputs.data import Example
@@ -164,6 +164,15 @@ def _warn_if_powerless(config: AblationConfig, family: int, notify: Callable[[st
         notify(f"note: {reason}; the p-values are still measured and written, but none can say yes")
 
 
+def _warn_if_inert(targets: Sequence[Target], loaded: LoadedModel, prompt_len: int, wheres: Sequence[Where],
+                   notify: Callable[[str], None], label: str = "") -> None:
+    """Say before any pass when neurons of the set cannot change the completion at the prompt
+    (skn.ablation.ablate_test.inert_note)."""
+    reason = inert_note(targets, loaded.sites.num_layers, prompt_len, wheres)
+    if reason:
+        notify(f"note: {label}{reason}")
+
+
 def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: ProgressSink = SilentProgress(),
                  notify: Callable[[str], None] = _no_notice) -> AblationResult:
     """Ablate and write RUN/ablation.json; returns the result. `notify` hears, before any pass, when the
@@ -171,6 +180,7 @@ def run_ablation(loaded: LoadedModel, request: AblationRequest, progress: Progre
     setup = _setup(loaded, request)
     targets = run_targets(setup.run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
     _warn_if_powerless(request.config, 1, notify)
+    _warn_if_inert(targets, loaded, setup.prompt_len, (request.config.where,), notify)
     checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
     result = ablate(setup.data, targets, setup.run.stats.mean_x, request.config, setup.items, progress, checkpoint)
     write_ablation(Path(request.run_dir), result, loaded.name, setup.alternative_rows, setup.provenance)
@@ -195,6 +205,7 @@ def run_curve(
         targets = run_targets(run, request.neurons, request.top_k, setup.prompt_len, request.consensus)
         configs = combinations(request.config, (), wheres)
         _warn_if_powerless(request.config, len(scales), notify)
+        _warn_if_inert(targets, loaded, setup.prompt_len, wheres or (request.config.where,), notify)
         checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
         curves = scale_curves(setup.data, targets, scales, mean_x, configs, setup.items, progress, checkpoint)
     else:
@@ -208,6 +219,7 @@ def run_curve(
         grid = parse_grid(k_grid, total) if k_grid else default_grid(total)
         configs = combinations(request.config, values, wheres)
         _warn_if_powerless(request.config, len(grid), notify)
+        _warn_if_inert(ranked[: grid[0]], loaded, setup.prompt_len, [c.where for c in configs], notify, f"at K = {grid[0]}, ")
         checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
         curves = k_curves(setup.data, ranked, grid, mean_x, configs, setup.items, progress, checkpoint)
     write_curve(Path(request.run_dir), curves, loaded.name, request.consensus, setup.provenance)

@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from enum import Enum
 
+from skn.ablation.intervention import Target, Where
 from skn.errors import UsageError
 
 ALPHA = 0.05
@@ -84,6 +85,21 @@ def cannot_depart(test: DepartureTest, n_controls: int, family: int, alpha: floa
     return ""
 
 
+def inert_note(targets: Sequence[Target], num_layers: int, prompt_len: int, wheres: Sequence[Where]) -> str:
+    """Why ablating some of `targets` at the prompt cannot change the completion, or "" when all can: a neuron
+    of the last layer writes only into its own position's output, and the output of a slot before the last
+    predicts nothing that is scored (the last slot predicts the completion's first token)."""
+    if Where.PROMPT not in wheres or not targets:
+        return ""
+    dead = sum(1 for t in targets if t.layer == num_layers - 1 and t.slot < prompt_len - 1)
+    if not dead:
+        return ""
+    where = "its effect at the prompt is exactly 0" if dead == len(targets) else "they add nothing to its effect at the prompt"
+    share = "every neuron-slot of the set is" if dead == len(targets) else f"{dead} of the set's {len(targets)} neuron-slots are"
+    return (f"{share} in the last layer ({num_layers - 1}) at a slot before the last, whose output no scored token "
+            f"reads: {where} (--where all, or neurons of earlier layers, can matter)")
+
+
 def parse_test(text: str) -> DepartureTest:
     try:
         return DepartureTest(text)
@@ -91,5 +107,5 @@ def parse_test(text: str) -> DepartureTest:
         raise UsageError(f"--test {text}: choose {', '.join(t.value for t in DepartureTest)}") from None
 
 
-__all__ = ["ALPHA", "DepartureTest", "cannot_depart", "empirical_can_depart", "empirical_p", "log_t_p", "parse_test",
-           "resolve_test"]
+__all__ = ["ALPHA", "DepartureTest", "cannot_depart", "empirical_can_depart", "empirical_p", "inert_note", "log_t_p",
+           "parse_test", "resolve_test"]

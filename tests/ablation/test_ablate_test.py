@@ -1,10 +1,12 @@
 """The test of an ablated set against its controls (skn.ablation.ablate_test): the log-t test holds its level on
 null draws, a strong planted neuron departs at K = 1 with 10 controls (the empirical test cannot), a
-neuron that writes nothing is never called causal, and a configuration that cannot say yes is named."""
+neuron that writes nothing is never called causal, and a configuration that cannot say yes is named (too few
+controls; neurons of the last layer at slots whose output nothing reads)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +15,12 @@ from scipy import stats
 
 from skn.ablation.ablate import AblationConfig
 from skn.ablation.ablate_curve import k_curve
-from skn.ablation.ablate_test import DepartureTest, cannot_depart, empirical_p, log_t_p, parse_test, resolve_test
+from skn.ablation.ablate_run import AblationRequest, ablate_run
+from skn.ablation.ablate_test import DepartureTest, cannot_depart, empirical_p, inert_note, log_t_p, parse_test, resolve_test
 from skn.errors import UsageError
-from skn.ablation.intervention import Target, Value, ValueKind
+from skn.ablation.intervention import Target, Value, ValueKind, Where
 
-from helpers import ABLATION_P as P, ablation_data, plant_neuron, tiny_loaded
+from helpers import ABLATION_P as P, ablation_data, plant_neuron, probed_tiny_run, tiny_loaded
 
 
 def test_log_t_matches_a_float64_prediction_interval() -> None:
@@ -75,3 +78,27 @@ def test_a_strong_planted_neuron_departs_at_k_one_with_ten_controls() -> None:
     assert mute.points[0].comparison.ablated.effect.loss == 0.0 and mute.departure is None
     assert mute.points[0].comparison.summary["loss"].p == 1.0
     assert empirical_p(0.0, [0.0, 0.1]) == 1.0
+
+
+def test_a_last_layer_neuron_before_the_last_slot_is_named_inert() -> None:
+    last, P4 = 1, 4  # two layers, four slots
+    assert "every neuron-slot of the set" in inert_note([Target(last, 3, 0), Target(last, 5, 2)], 2, P4, [Where.PROMPT])
+    assert "1 of the set's 2 neuron-slots" in inert_note([Target(last, 3, 0), Target(0, 5, 0)], 2, P4, [Where.PROMPT])
+    assert inert_note([Target(last, 3, P4 - 1)], 2, P4, [Where.PROMPT]) == ""  # the last slot predicts the completion
+    assert inert_note([Target(0, 3, 0)], 2, P4, [Where.PROMPT]) == ""
+    assert inert_note([Target(last, 3, 0)], 2, P4, [Where.ALL]) == ""  # everywhere it reaches the completion
+
+
+def test_the_inert_note_is_true_and_said_before_the_passes(tmp_path: Path) -> None:
+    """What the note says, measured: a last-layer neuron at slot 0 changes nothing at the prompt (effect exactly
+    0), the same neuron at the last slot does, and only the first is named."""
+    run = probed_tiny_run(tmp_path)  # tiny Qwen2: 2 layers, --prompt-len 4
+    config = AblationConfig(value=Value(ValueKind.SCALE, 50.0), n_controls=2, per_neuron=0, items=6, batch_size=6)
+    heard: list[str] = []
+    inert = ablate_run(AblationRequest(run, config, neurons="1.0@0,1.1@0,1.2@0"), notify=heard.append).ablation
+    assert inert is not None and inert.effect.loss == 0.0
+    assert len([h for h in heard if "exactly 0" in h]) == 1
+    heard.clear()
+    live = ablate_run(AblationRequest(run, config, neurons="1.0@3,1.1@3,1.2@3"), notify=heard.append).ablation
+    assert live is not None and abs(live.effect.loss) > 1e-6
+    assert not any("last layer" in h for h in heard)
