@@ -12,8 +12,9 @@ place, value and every edit, the values in float64), so a chunk is reused only b
 those sets: the same arithmetic, so a rerun of the same command ends bitwise equal to an uninterrupted one.
 The fingerprint covers what all the sets are measured on: the model, its dtype and device, the prompt, the
 items' token ids and their alternatives, the metric, the batch size and skn's version. A checkpoint of
-another ablation is replaced at the first forward (the caller hears so), the file is written through skn.files.rundir's atomic write, and removed once
-ablation.json or ablation_curve.json is written (skn.ablation.ablate_run).
+other data is replaced at the first forward (the caller hears so). The file is written through
+skn.files.rundir's atomic write after every forward, and removed once ablation.json or ablation_curve.json
+is written (skn.ablation.ablate_run).
 """
 
 from __future__ import annotations
