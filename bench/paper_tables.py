@@ -111,9 +111,45 @@ def shown(run: Path) -> list[str]:
     """The ablation curve as `skn show RUN` prints it (the library's own reading of ablation_curve.json)."""
     if not (run / "ablation_curve.json").exists():
         return ["Ablation curve of seed 0: not run yet", ""]
-    text = subprocess.run([rp.SKN, "show", str(run), "--top-k", "0"], capture_output=True, text=True, cwd=rp.ROOT).stdout
-    start = text.find("ablation")
-    return ["Ablation curve of seed 0 (`skn show`):", "", "```", text[start:].strip() if start >= 0 else text.strip(), "```", ""]
+    text = subprocess.run([rp.SKN, "show", str(run), "--exemplars", "0"], capture_output=True, text=True, cwd=rp.ROOT,
+                          check=True).stdout
+    start, end = text.find("ablation curve:"), text.find("\nFound:")
+    if start < 0:
+        raise SystemExit(f"skn show {run}: no ablation curve in its output")
+    return ["Ablation curve of seed 0 (`skn show`):", "", "```", text[start : end if end > start else None].strip(), "```", ""]
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2e}" if abs(value) < 0.01 else f"{value:+.4f}"
+
+
+def curve_table(run: Path) -> list[str]:
+    """Every point of every curve of RUN/ablation_curve.json, unabridged (skn's own reader)."""
+    if not (run / "ablation_curve.json").exists():
+        return []
+    from skn.ablation.ablate_files import read_curve
+
+    record = read_curve(run)
+    base = record.base
+    lines = [f"Unablated on the {record.n_items} items: loss {base.loss:.4f}, accuracy {base.accuracy}. "
+             f"Each point: the top K (ranked on the selection fold) zeroed, against {record.config.controls} random sets of "
+             f"K with the same count per layer at the same slots; p from the {record.curves[0].test.value if record.curves[0].test else 'empirical'} "
+             f"test, Holm over each curve's {len(record.curves[0].points)} points.", "",
+             "| place | K | loss effect | random median [5%, 95%] | p | Holm p | accuracy effect | random accuracy mean |",
+             "|---|---|---|---|---|---|---|---|"]
+    for curve in record.curves:
+        for point in curve.points:
+            band = point.band.loss
+            spread = point.controls_summary.loss
+            acc = point.controls_summary.accuracy
+            lines.append(f"| {curve.where} | {point.k} | {_g(point.effect.loss)} | "
+                         f"{_g(band.median) if band else '-'} [{_g(band.q05) if band else '-'}, {_g(band.q95) if band else '-'}] | "
+                         f"{spread.p:.2g} | {point.p_holm.loss:.2g} | {_g(point.effect.accuracy)} | "
+                         f"{_g(acc.mean) if acc else '-'} |" if spread and point.p_holm.loss is not None else
+                         f"| {curve.where} | {point.k} | {_g(point.effect.loss)} | - | - | - | {_g(point.effect.accuracy)} | - |")
+        depart = curve.departure
+        lines.append(f"| {curve.where}: departs | {depart.k if depart else 'never'} | | | | | | |")
+    return [*lines, ""]
 
 
 def wall_times(runs_root: Path, key: str) -> list[str]:
@@ -128,7 +164,7 @@ def experiment(runs_root: Path, key: str) -> list[str]:
     runs = [runs_root / key / f"seed-{s}" for s in (0, 1, 2)]
     summaries = {run: rp.summarise(run) for run in runs if (run / "run.json").exists()}  # each run read once
     lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
-    lines += control_lines(runs) + compare_lines(runs_root / key / "compare") + shown(runs[0]) + wall_times(runs_root, key)
+    lines += control_lines(runs) + compare_lines(runs_root / key / "compare") + shown(runs[0]) + curve_table(runs[0]) + wall_times(runs_root, key)
     for run in (runs if rq == "rq3" else []):
         if run in summaries:
             lines += [f"{run.name}: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[run]), ""]
