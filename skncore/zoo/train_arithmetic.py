@@ -327,7 +327,8 @@ def save_model(folder: Path, model: nn.Module, tokenizer: Tokenizer, cfg: Pretra
         if (folder / extra).exists():
             (folder / extra).unlink()
     save_tokenizer(tokenizer, folder)
-    record = {"train_config": {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items()}, "train_seconds": round(seconds, 1), "history": history.rows,
+    settings = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items()}  # enums as their text
+    record = {"train_config": settings, "train_seconds": round(seconds, 1), "history": history.rows,
               "torch": torch.__version__, "placeholder_token": PLACEHOLDER}
     (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     write_checksums(folder)
