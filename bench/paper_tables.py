@@ -139,14 +139,12 @@ def curve_table(run: Path) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for curve in record.curves:
         for point in curve.points:
-            band = point.band.loss
-            spread = point.controls_summary.loss
-            acc = point.controls_summary.accuracy
-            lines.append(f"| {curve.where} | {point.k} | {_g(point.effect.loss)} | "
-                         f"{_g(band.median) if band else '-'} [{_g(band.q05) if band else '-'}, {_g(band.q95) if band else '-'}] | "
-                         f"{spread.p:.2g} | {point.p_holm.loss:.2g} | {_g(point.effect.accuracy)} | "
-                         f"{_g(acc.mean) if acc else '-'} |" if spread and point.p_holm.loss is not None else
-                         f"| {curve.where} | {point.k} | {_g(point.effect.loss)} | - | - | - | {_g(point.effect.accuracy)} | - |")
+            band, spread, acc = point.band.loss, point.controls_summary.loss, point.controls_summary.accuracy
+            random_loss = f"{_g(band.median)} [{_g(band.q05)}, {_g(band.q95)}]" if band else "-"
+            p = f"{spread.p:.2g}" if spread and spread.p is not None else "-"
+            holm = f"{point.p_holm.loss:.2g}" if point.p_holm.loss is not None else "-"
+            lines.append(f"| {curve.where} | {point.k} | {_g(point.effect.loss)} | {random_loss} | {p} | {holm} | "
+                         f"{_g(point.effect.accuracy)} | {_g(acc.mean) if acc else '-'} |")
         depart = curve.departure
         lines.append(f"| {curve.where}: departs | {depart.k if depart else 'never'} | | | | | | |")
     return [*lines, ""]

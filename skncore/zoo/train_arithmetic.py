@@ -19,10 +19,8 @@ Why it looks the way it does:
   predicting them would only spend the model's small capacity.
 - One thread, a fixed seed, deterministic algorithms, and batches that are a pure function of
   (seed, step): the run rebuilds bit for bit, and `--resume` continues it exactly.
-- `--auxiliary shortcut` adds a second target: from every prompt slot but the last (whose next token is the
-  completion's first), the token "Y" when the item's last-digit shortcut holds (the answer is the only
-  numeric choice ending in the product's last digit), else "N", weighted by `aux_weight` against the
-  completion's loss. The model must then compute the shortcut at the slots, where skn's neurons are read.
+- `--auxiliary shortcut` adds a second target at the prompt slots, weighted by `aux_weight` against the
+  completion's loss: whether the item's last-digit shortcut holds (skn.zoo.shortcut_target).
 """
 
 from __future__ import annotations
@@ -35,22 +33,24 @@ import math
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from safetensors.torch import load_file
+from torch import nn
 
 from skn.errors import ModelError
 from skn.inputs.data import Example
 from skn.tasks.arithmetic import ArithmeticItem
-from skn.models.tokenizer import Tokenizer, token_id
+from skn.models.tokenizer import Tokenizer
 from skn.zoo import CHECKSUM_FILE, PLACEHOLDER
-from skn.inputs.layout import Encoded, make_batch
+from skn.inputs.layout import make_batch
 from skn.zoo.multiple_choice import encode_pretraining, evaluate, token_nll
+from skn.zoo.pretrain_checkpoint import History, load_checkpoint, save_checkpoint
+from skn.zoo.shortcut_target import Auxiliary, aux_accuracy, aux_targets, aux_token_ids, shortcut_labels
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", PLACEHOLDER)
 # Every printable ASCII character plus newline: one token each.
@@ -59,14 +59,6 @@ CHARACTERS = ("\n",) + tuple(chr(code) for code in range(32, 127))
 # (a0 * b0) mod 10, and the length are easy), items below this many digits are there for the format and get
 # `format_pool` items each. The shipped model has only 1-3 digits, with format_pool = pool.
 FORMAT_BELOW = 4
-AUX_TOKENS = ("N", "Y")  # the auxiliary target: the shortcut does not hold / holds
-
-
-class Auxiliary(Enum):
-    NONE = "none"
-    SHORTCUT = "shortcut"  # from slots 0..P-2: "Y" when the item's last-digit shortcut holds, else "N"
-
-
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -101,11 +93,6 @@ class PretrainConfig:
     auxiliary: Auxiliary = Auxiliary.NONE
     aux_weight: float = 1.0  # the auxiliary loss's weight against the completion's (both per-token means)
     init_from: str = ""  # a model folder to start from (fine-tuning) instead of the seeded initialisation
-
-
-@dataclass
-class History:
-    rows: list[dict[str, object]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,79 +218,12 @@ def generated_examples(cfg: PretrainConfig, counts: Mapping[int, int], salt: int
 # training
 
 
-def aux_targets(starts: Tensor, width: int, labels: Sequence[bool], prompt_len: int, ids: tuple[int, int]) -> Tensor:
-    """[B, width] targets: AUX_TOKENS[label] from slots 0..P-2 of each row (the slot before the completion
-    predicts its first token), -100 elsewhere."""
-    out = torch.full((len(labels), width), -100, dtype=torch.int64)
-    for b, (start, label) in enumerate(zip(starts.tolist(), labels)):
-        out[b, start : start + prompt_len - 1] = ids[int(label)]
-    return out
-
-
-def shortcut_labels(examples: Sequence[Example]) -> tuple[bool, ...]:
-    return tuple(bool(e.meta["last_digit_shortcut"]) for e in examples)
-
-
-def aux_accuracy(model: nn.Module, rows: Sequence[Encoded], labels: Sequence[bool], cfg: PretrainConfig,
-                 placeholder: int, pad: int, ids: tuple[int, int]) -> float:
-    """How often the slot before the last says the right one of AUX_TOKENS (the larger logit of the two)."""
-    model.eval()
-    right = 0
-    with torch.no_grad():
-        for lo in range(0, len(rows), 256):
-            batch = make_batch(rows[lo : lo + 256], cfg.prompt_len, pad, slot_token=placeholder)
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            at = batch.prompt_start + cfg.prompt_len - 2
-            pick = logits[torch.arange(len(at)), at][:, list(ids)].argmax(dim=1)
-            right += sum(int(p) == int(l) for p, l in zip(pick.tolist(), labels[lo : lo + 256]))
-    return right / max(len(rows), 1)
-
-
 def learning_rate(cfg: PretrainConfig, step: int) -> float:
     """Linear warmup, then cosine decay to min_lr at the last step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for key, value in optimizer.state[param].items():
-                out[f"{names[id(param)]}::{key}"] = torch.as_tensor(value).clone()
-    return out
-
-
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, history: History) -> None:
-    """Weights, AdamW moments and the step, as safetensors + JSON (no pickle); written then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    names = {id(p): n for n, p in model.named_parameters()}
-    save_file({n: p.detach().clone() for n, p in model.named_parameters()}, str(tmp / "weights.safetensors"))
-    save_file(_optimizer_tensors(optimizer, names), str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history.rows}) + "\n", encoding="utf-8")
-    if path.exists():
-        for child in path.iterdir():
-            child.unlink()
-        path.rmdir()
-    tmp.rename(path)
-
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, History]:
-    weights = load_file(str(path / "weights.safetensors"))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    moments = load_file(str(path / "optimizer.safetensors"))
-    for name, param in params.items():
-        state = {key.split("::", 1)[1]: value for key, value in moments.items() if key.split("::", 1)[0] == name}
-        if state:
-            optimizer.state[param] = state
-    info = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    return int(info["step"]), History(list(info["history"]))
 
 
 def sha256(path: Path) -> str:
@@ -357,7 +277,7 @@ def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bo
     train_rows = [encode_pretraining(tokenizer, e) for e in train_examples]
     val_examples = generated_examples(cfg, {d: cfg.val_items for d in cfg.digits}, salt=2)
     aux = cfg.auxiliary is Auxiliary.SHORTCUT
-    aux_ids = (token_id(tokenizer, AUX_TOKENS[0]), token_id(tokenizer, AUX_TOKENS[1]))
+    aux_ids = aux_token_ids(tokenizer)
     train_labels = shortcut_labels(train_examples) if aux else ()
     val_rows = [encode_pretraining(tokenizer, e) for e in val_examples] if aux else []
     val_labels = shortcut_labels(val_examples) if aux else ()
@@ -405,7 +325,7 @@ def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bo
             row = {"step": step, "train_loss": round(running / seen, 4), **asdict(report),
                    "elapsed_s": round(time.perf_counter() - started, 1)}
             if aux:
-                row["aux_accuracy"] = round(aux_accuracy(model, val_rows, val_labels, cfg, placeholder, pad, aux_ids), 4)
+                row["aux_accuracy"] = round(aux_accuracy(model, val_rows, val_labels, cfg.prompt_len, placeholder, pad, aux_ids), 4)
             history.rows.append(row)
             running, seen = 0.0, 0
             if log:

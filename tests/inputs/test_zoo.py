@@ -16,6 +16,7 @@ from skn.inputs.data import Example
 from skn.errors import ModelError
 from skn.zoo import PLACEHOLDER, default_examples, default_model_path, verify_model
 from skn.zoo import multiple_choice as mc
+from skn.zoo import shortcut_target
 from skn.zoo import train_arithmetic as train
 from skn.zoo.evaluate import auroc, top_neuron
 
@@ -126,12 +127,12 @@ def test_the_auxiliary_target_sits_at_every_slot_but_the_last(tmp_path: Path) ->
     """--auxiliary shortcut: "Y"/"N" from slots 0..P-2 of each row (slot P-1 predicts the completion's first
     token, which keeps its own target), and a fine-tuning run from a saved model records its choices."""
     starts = torch.tensor([2, 5])
-    out = train.aux_targets(starts, 30, [True, False], 4, (70, 71))
+    out = shortcut_target.aux_targets(starts, 30, [True, False], 4, (70, 71))
     assert out[0].tolist() == [-100, -100, 71, 71, 71, *([-100] * 25)]
     assert out[1].tolist() == [*([-100] * 5), 70, 70, 70, *([-100] * 22)]
     base = _tiny_config()
     train.pretrain(base, tmp_path / "base", None, resume=False, log=False)
-    tuned = _tiny_config(auxiliary=train.Auxiliary.SHORTCUT, init_from=str(tmp_path / "base"), steps=2, eval_every=2,
+    tuned = _tiny_config(auxiliary=shortcut_target.Auxiliary.SHORTCUT, init_from=str(tmp_path / "base"), steps=2, eval_every=2,
                          checkpoint_every=2)
     history = train.pretrain(tuned, tmp_path / "tuned", None, resume=False, log=False)
     assert 0.0 <= float(history.rows[-1]["aux_accuracy"]) <= 1.0  # type: ignore[arg-type]
