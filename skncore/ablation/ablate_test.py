@@ -22,6 +22,7 @@ from enum import Enum
 
 from skn.ablation.intervention import Target, Where
 from skn.errors import UsageError
+from skn.ranking.reach import reaches_completion
 
 ALPHA = 0.05
 
@@ -88,10 +89,10 @@ def cannot_depart(test: DepartureTest, n_controls: int, family: int, alpha: floa
 def inert_note(targets: Sequence[Target], num_layers: int, prompt_len: int, wheres: Sequence[Where]) -> str:
     """Why ablating some of `targets` at the prompt cannot change the completion, or "" when all can: a neuron
     of the last layer writes only into its own position's output, and the output of a slot before the last
-    predicts nothing that is scored (the last slot predicts the completion's first token)."""
+    predicts nothing that is scored (skn.ranking.reach)."""
     if Where.PROMPT not in wheres or not targets:
         return ""
-    dead = sum(1 for t in targets if t.layer == num_layers - 1 and t.slot < prompt_len - 1)
+    dead = sum(1 for t in targets if not reaches_completion(t.layer, t.slot, num_layers, prompt_len))
     if not dead:
         return ""
     where = "its effect at the prompt is exactly 0" if dead == len(targets) else "they add nothing to its effect at the prompt"

@@ -8,12 +8,15 @@ print the same lines), one sentence each:
     100% replicate on the other fold.
     What they track: 'digits' explains 64% of the variance of their activations on average (the most of 2
     grouping fields; the top neuron is highest at digits = 2).
+    Reach: 1 of 10 top neurons (3.339@5) sits in the last layer before the last prompt slot: nothing it writes
+    reaches a scored token, so it can track the metric but cannot change the completion.
 
 "How sure" is the family-wise permutation null (pass or fail, or that it is off) and the holdout (the r on
 examples that played no part in choosing the neurons, and the cross-fitted replication rate), or, without a
 holdout, that r was measured on the examples that chose the neurons. "What they track" is the grouping
 field (`--group-by` or the task's) whose values explain the largest share of the top neurons' activation
 variance (eta squared: between-group over total sum of squares, from the group summaries), if any.
+"Reach" appears only when some top neurons cannot change the completion (skn.ranking.reach).
 `next_line(run)` says what to run next.
 """
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from skn.engine.probe_config import Score
 from skn.inputs.groups import GroupSummaries, NeuronGroups, value_label
 from skn.files.result import ProbeResult
+from skn.ranking.reach import reaches_completion
 
 LOW_REPLICATION = 0.5  # below this replication rate the verdict says most of the ranking did not replicate
 MIN_SHARE = 0.05  # a field explaining less of the activation variance than this is said to track nothing
@@ -134,9 +138,28 @@ def track_line(groups: GroupSummaries | None) -> str:
     return f"What they track: '{best.field}' explains {best.share:.0%} of the variance of their activations on average{also}."
 
 
+SHOWN_UNREACHABLE = 3  # the reach line names this many of the neurons it counts
+
+
+def reach_line(result: ProbeResult) -> str:
+    """How many top neurons sit where nothing they write reaches a scored token ("" when none do)."""
+    num_layers, prompt_len = int(result.corr.shape[0]), int(result.corr.shape[1])
+    cut = [n for n in result.neurons if not reaches_completion(n.layer, n.position, num_layers, prompt_len)]
+    if not cut:
+        return ""
+    named = ", ".join(f"{n.layer}.{n.index}@{n.position}" for n in cut[:SHOWN_UNREACHABLE])
+    named += ", ..." if len(cut) > SHOWN_UNREACHABLE else ""
+    one = len(cut) == 1
+    return (f"Reach: {len(cut)} of {len(result.neurons)} top neurons ({named}) {'sits' if one else 'sit'} in the last "
+            f"layer before the last prompt slot: nothing {'it writes' if one else 'they write'} reaches a scored "
+            f"token, so {'it' if one else 'they'} can track the metric but cannot change the completion.")
+
+
 def verdict_lines(result: ProbeResult) -> tuple[str, ...]:
-    """What was found, how sure, and (with groups) what the top neurons track: two or three lines."""
-    return tuple(line for line in (found_line(result), sure_line(result), track_line(result.groups)) if line)
+    """What was found, how sure, (with groups) what the top neurons track, and (when some cannot change the
+    completion) their reach: two to four lines."""
+    lines = (found_line(result), sure_line(result), track_line(result.groups), reach_line(result))
+    return tuple(line for line in lines if line)
 
 
 def next_line(run: str, report: str = "", ablated: bool = False) -> str:
@@ -148,4 +171,4 @@ def next_line(run: str, report: str = "", ablated: bool = False) -> str:
     return "Next: " + "; ".join(steps) + "."
 
 
-__all__ = ["Separation", "found_line", "next_line", "separations", "sure_line", "track_line", "verdict_lines"]
+__all__ = ["Separation", "found_line", "next_line", "reach_line", "separations", "sure_line", "track_line", "verdict_lines"]

@@ -130,7 +130,7 @@ def test_the_verdict_says_how_sure(probed: Probed, tmp_path: Path) -> None:
     run = make_run(tmp_path / "RUN", with_null=True)  # 2 of 6 pass; no holdout; activations split by heuristic
     run = replace(run, groups=group_summaries(run.top_activations, run.neurons, run.examples, ["heuristic", "label"]))
     assert run.null is not None and run.holdout is None
-    found, sure, track = verdict_lines(run)
+    found, sure, track, reach = verdict_lines(run)
     assert found.startswith("Found: 2 of 6 top neurons pass the family-wise null (|r| > 0.850, alpha 0.05);"), found
     assert sure.startswith("Not held out") and "chose the neurons" in sure
     assert track.startswith("What they track: 'heuristic' explains") and "the most of 2 grouping fields" in track, track
@@ -138,7 +138,13 @@ def test_the_verdict_says_how_sure(probed: Probed, tmp_path: Path) -> None:
     assert "null is off (--null 0)" in null_off and "nothing says" in null_off
     nothing = replace(run.null, significant=(False,) * 6)
     assert "none of the 6 top neurons passes" in verdict_lines(with_section(run, "null", nothing))[0]
-    assert len(verdict_lines(replace(run, groups=None))) == 2
+    cut = [n for n in run.neurons if n.layer == 2 and n.position < 3]  # the fake run has 3 layers and 4 slots
+    assert cut and len(cut) < len(run.neurons)
+    assert reach.startswith(f"Reach: {len(cut)} of 6 top neurons ({cut[0].layer}.{cut[0].index}@{cut[0].position}"), reach
+    assert "cannot change the completion" in reach
+    reachable = tuple(n for n in run.neurons if n not in cut)
+    assert len(verdict_lines(replace(run, groups=None, neurons=reachable))) == 2
+    assert len(verdict_lines(replace(run, groups=None))) == 3
     assert next_line("R", report="R/report.html", ablated=True) == "Next: open R/report.html."
 
 
