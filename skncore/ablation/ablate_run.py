@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -206,8 +207,7 @@ def run_curve(
         configs = combinations(request.config, (), wheres)
         _warn_if_powerless(request.config, len(scales), notify)
         _warn_if_inert(targets, loaded, setup.prompt_len, wheres or (request.config.where,), notify)
-        checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
-        curves = scale_curves(setup.data, targets, scales, mean_x, configs, setup.items, progress, checkpoint)
+        measure = partial(scale_curves, setup.data, targets, scales, mean_x, configs, setup.items, progress)
     else:
         if request.neurons:
             raise UsageError("--curve ranks the run's own neurons: --neurons goes with --scales, not with a K curve")
@@ -220,8 +220,9 @@ def run_curve(
         configs = combinations(request.config, values, wheres)
         _warn_if_powerless(request.config, len(grid), notify)
         _warn_if_inert(ranked[: grid[0]], loaded, setup.prompt_len, [c.where for c in configs], notify, f"at K = {grid[0]}, ")
-        checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
-        curves = k_curves(setup.data, ranked, grid, mean_x, configs, setup.items, progress, checkpoint)
+        measure = partial(k_curves, setup.data, ranked, grid, mean_x, configs, setup.items, progress)
+    checkpoint = open_checkpoint(Path(request.run_dir), setup.data, notify)
+    curves = measure(checkpoint)
     write_curve(Path(request.run_dir), curves, loaded.name, request.consensus, setup.provenance)
     checkpoint.remove()
     return curves

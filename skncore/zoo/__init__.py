@@ -28,6 +28,15 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parent / "arith_tiny"
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read 1 MiB at a time (the checksum SHA256SUMS holds)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def verify_model(path: Path | None = None) -> Path:
     """Check every file listed in the folder's SHA256SUMS; return the folder or raise ModelError."""
     folder = default_model_path() if path is None else path
@@ -41,7 +50,7 @@ def verify_model(path: Path | None = None) -> Path:
         target = folder / name
         if not target.is_file():
             raise ModelError(f"{sums}:{number}: {name} is missing from {folder}")
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        digest = file_sha256(target)
         if digest != expected:
             raise ModelError(f"{target}: sha256 {digest} does not match {expected} recorded in {sums}:{number}")
     return folder
@@ -71,5 +80,6 @@ __all__ = [
     "PLACEHOLDER",
     "default_examples",
     "default_model_path",
+    "file_sha256",
     "verify_model",
 ]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import random
@@ -46,7 +45,7 @@ from skn.errors import ModelError
 from skn.inputs.data import Example
 from skn.tasks.arithmetic import ArithmeticItem
 from skn.models.tokenizer import Tokenizer
-from skn.zoo import CHECKSUM_FILE, PLACEHOLDER
+from skn.zoo import CHECKSUM_FILE, PLACEHOLDER, file_sha256
 from skn.inputs.layout import make_batch
 from skn.zoo.multiple_choice import encode_pretraining, evaluate, token_nll
 from skn.zoo.pretrain_checkpoint import History, load_checkpoint, save_checkpoint
@@ -226,16 +225,8 @@ def learning_rate(cfg: PretrainConfig, step: int) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_checksums(folder: Path) -> None:
-    lines = [f"{sha256(folder / name)}  {name}" for name in MODEL_FILES if (folder / name).exists()]
+    lines = [f"{file_sha256(folder / name)}  {name}" for name in MODEL_FILES if (folder / name).exists()]
     (folder / CHECKSUM_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
