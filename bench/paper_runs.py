@@ -20,6 +20,9 @@ again at any point. The order puts what other steps need first:
         skn compare over the three (overlap and consensus)
         skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
         64 items), which can depart with that many controls (docs/ablation.md)
+        for SmolLM2 RQ3: seed 0 again, trained twice as many steps (seed-0-400steps), and skn compare of the
+        two: does a prompt trained longer single out the same neurons? (200 steps left the validation loss
+        falling by 1-8% over the last three checks)
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
 """
@@ -52,10 +55,12 @@ class Sizes:
     curve_items: int
     curve_controls: int
     curve_k: str
+    longer: int  # the steps of the longer-trained seed 0
 
 
-FULL = Sizes(train=480, val=1000, batch=16, steps=200, eval_every=20, null=100, curve_items=64, curve_controls=10, curve_k="1,10,100")
-SMOKE = Sizes(train=16, val=24, batch=8, steps=4, eval_every=2, null=19, curve_items=6, curve_controls=2, curve_k="1,3")
+FULL = Sizes(train=480, val=1000, batch=16, steps=200, eval_every=20, null=100, curve_items=64, curve_controls=10, curve_k="1,10,100",
+             longer=400)
+SMOKE = Sizes(train=16, val=24, batch=8, steps=4, eval_every=2, null=19, curve_items=6, curve_controls=2, curve_k="1,3", longer=8)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Experiment:
     key: str  # e.g. smollm2-rq3
     model: str
     args: tuple[str, ...]  # task, data, metric and control options
+    longer: bool = False  # seed 0 trained Sizes.longer steps too, and compared with the shorter seed 0
 
 
 def experiments(gemma: str) -> list[Experiment]:
@@ -70,7 +76,7 @@ def experiments(gemma: str) -> list[Experiment]:
     rq2 = ("--task", "hans", "--data", str(HANS / "heuristics_train_set.derived.tsv"),
            "--val-data", str(HANS / "heuristics_evaluation_set.derived.tsv"), "--metric", "heuristic==lexical_overlap")
     rq1 = ("--task", "skillmix-pairs", "--metric", "skill==spatial reasoning", "--control", "instruction_tokens")
-    runs = [Experiment(f"smollm2-{rq}", str(SMOLLM2), args) for rq, args in (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))]
+    runs = [Experiment(f"smollm2-{rq}", str(SMOLLM2), args, longer=rq == "rq3") for rq, args in (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))]
     return runs + ([Experiment(f"gemma3-{rq}", gemma, args) for rq, args in (("rq3", rq3), ("rq2", rq2))] if gemma else [])
 
 
@@ -94,10 +100,11 @@ def run(argv: list[str], done: Path, log: Path) -> None:
     print(f"[done] {seconds:.0f} s", flush=True)
 
 
-def probe(exp: Experiment, seed: int, runs: Path, sizes: Sizes, log: Path) -> Path:
-    out = runs / exp.key / f"seed-{seed}"
+def probe(exp: Experiment, seed: int, runs: Path, sizes: Sizes, log: Path, steps: int = 0) -> Path:
+    """Seed `seed`'s probe, trained `sizes.steps` steps (into seed-S) or `steps` (into seed-S-{steps}steps)."""
+    out = runs / exp.key / (f"seed-{seed}-{steps}steps" if steps else f"seed-{seed}")
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
-            "--batch-size", str(sizes.batch), "--steps", str(sizes.steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
+            "--batch-size", str(sizes.batch), "--steps", str(steps or sizes.steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
             "--null", str(sizes.null), "--seed", str(seed), "--threads", "2", "--out", str(out),
             "--instruction-cache", "3GiB"]  # every training item's instruction kept (SmolLM2: 1 GiB kept 270 of 480)
     if not (out / "run.json").exists() and out.exists():
@@ -126,6 +133,10 @@ def main() -> int:
         run(["ablate", str(seed0), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
              "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
              "--threads", "2"], seed0 / "ablation_curve.json", log)
+        if exp.longer:  # about 2 hours of 2 cores for RQ3's 400 steps
+            longer = probe(exp, 0, args.runs, sizes, log, steps=sizes.longer)
+            folder = args.runs / exp.key / "compare-longer"
+            run(["compare", str(seed0), str(longer), "--out", str(folder)], folder / "compare.json", log)
     return 0
 
 

@@ -7,7 +7,8 @@ Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation los
 whether it converged: >= 200 steps and within 1% over them), the top 10's |r| on the selection fold and on the
 held-out items, replication, the family-wise null (threshold, neurons passing), the top neuron's separation of
 each group (AUROC); the covariates' r with the metric under --control; `skn compare` across the seeds (top-10
-overlap against chance, the consensus); the ablation curve of seed 0 as `skn show` prints it; and the wall time of
+overlap against chance, the consensus); where seed 0 was also trained longer (seed-0-NNNsteps), its row and
+`skn compare` of the two; the ablation curve of seed 0 as `skn show` prints it; and the wall time of
 every command; for RQ3, per seed, whether the top 10 separate the last-digit-shortcut items. Experiments not run yet
 are listed as such.
 """
@@ -87,17 +88,17 @@ def control_lines(runs: list[Path]) -> list[str]:
             *lines, ""] if lines else []
 
 
-def compare_lines(folder: Path) -> list[str]:
+def compare_lines(folder: Path, what: str = "across the seeds") -> list[str]:
     path = folder / "compare.json"
     if not path.exists():
-        return ["skn compare across the seeds: not run yet", ""]
+        return [f"skn compare {what}: not run yet", ""]
     c = rp.read_json(path)
     assert isinstance(c, dict)
     name = [Path(str(r["name"])).name for r in c["runs"]]
     pairs = ", ".join(f"{name[p['a']]}/{name[p['b']]} {p['overlap']} (chance {p['overlap_chance']:.2f}), "
                       f"Spearman {rp.fmt(p['spearman'], 2) if p['spearman'] is not None else 'n/a'}" for p in c["pairs"])
     passing = [r.get("n_passing") for r in c["runs"]]
-    lines = [f"skn compare across the seeds (top {c['top_k']}): overlap per pair {pairs}; mean Jaccard "
+    lines = [f"skn compare {what} (top {c['top_k']}): overlap per pair {pairs}; mean Jaccard "
              f"{rp.fmt(c['mean_jaccard']) if c['mean_jaccard'] is not None else 'n/a'}; neurons passing each null {passing}, "
              f"passing all {c.get('passing_all')}.", "", "Consensus top 10 (min over seeds of |score|):", "",
              "| rank | layer | neuron | consensus min | scores per seed | passes every null |", "|---|---|---|---|---|---|"]
@@ -160,10 +161,14 @@ def wall_times(runs_root: Path, key: str) -> list[str]:
 def experiment(runs_root: Path, key: str) -> list[str]:
     model, rq = key.split("-")
     runs = [runs_root / key / f"seed-{s}" for s in (0, 1, 2)]
-    summaries = {run: rp.summarise(run) for run in runs if (run / "run.json").exists()}  # each run read once
-    lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
-    lines += control_lines(runs) + compare_lines(runs_root / key / "compare") + shown(runs[0]) + curve_table(runs[0]) + wall_times(runs_root, key)
-    for run in (runs if rq == "rq3" else []):
+    longer = sorted((runs_root / key).glob("seed-0-*steps"))  # seed 0 trained longer (bench/paper_runs.py)
+    summaries = {run: rp.summarise(run) for run in runs + longer if (run / "run.json").exists()}  # each run read once
+    lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs + longer, summaries), ""]
+    lines += control_lines(runs + longer) + compare_lines(runs_root / key / "compare")
+    if longer:
+        lines += compare_lines(runs_root / key / "compare-longer", f"of seed 0 against {longer[0].name} (the same seed trained longer)")
+    lines += shown(runs[0]) + curve_table(runs[0]) + wall_times(runs_root, key)
+    for run in (runs + longer if rq == "rq3" else []):
         if run in summaries:
             lines += [f"{run.name}: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[run]), ""]
     if rq == "rq1" and runs[0] in summaries:
