@@ -96,7 +96,7 @@ def compare_lines(folder: Path, what: str = "across the seeds") -> list[str]:
     assert isinstance(c, dict)
     name = [Path(str(r["name"])).name for r in c["runs"]]
     pairs = ", ".join(f"{name[p['a']]}/{name[p['b']]} {p['overlap']} (chance {p['overlap_chance']:.2f}), "
-                      f"Spearman {rp.fmt(p['spearman'], 2) if p['spearman'] is not None else 'n/a'}" for p in c["pairs"])
+                      f"Spearman {rp.fmt(p['spearman'], 3) if p['spearman'] is not None else 'n/a'}" for p in c["pairs"])
     passing = [r.get("n_passing") for r in c["runs"]]
     lines = [f"skn compare {what} (top {c['top_k']}): overlap per pair {pairs}; mean Jaccard "
              f"{rp.fmt(c['mean_jaccard']) if c['mean_jaccard'] is not None else 'n/a'}; neurons passing each null {passing}, "
