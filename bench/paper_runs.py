@@ -5,6 +5,8 @@ validation items, three prompt seeds, two model families.
     python bench/paper_runs.py --runs runs/paper --only smollm2-rq3
     python bench/paper_runs.py --runs /tmp/smoke --smoke          # minutes: every step on a few items
 
+Run directories are RUNS/EXPERIMENT/seed-S-{steps}steps (e.g. runs/paper/smollm2-rq3/seed-0-400steps).
+
 Each step is one `skn` command (printed, timed, appended to RUNS/commands.jsonl). A step whose output exists
 is skipped, a probe killed mid-way resumes its training from the checkpoint (`--resume`), and an ablation curve
 keeps every forward it finished (RUN/ablation_checkpoint.safetensors), so the script can be stopped and started
@@ -15,14 +17,14 @@ again at any point. The order puts what other steps need first:
     length in tokens and the digit count; RQ2: HANS, metric heuristic==lexical_overlap; RQ1, SmolLM2 only:
     Skill-Mix's two skills in minimal pairs (--task skillmix-pairs: the skill varies, the wording does not),
     metric skill==spatial reasoning, --control on the instruction's length in tokens):
-        three prompts (seeds 0, 1, 2), each trained 200 steps of 16 items with the linear lr schedule,
+        three prompts (seeds 0, 1, 2), each trained 400 steps of 16 items with the linear lr schedule,
         then probed on 1,000 validation items with the null and the holdout
         skn compare over the three (overlap and consensus)
         skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
         64 items), which can depart with that many controls (docs/ablation.md)
-        for SmolLM2 RQ3: seed 0 again, trained twice as many steps (seed-0-400steps), and skn compare of the
-        two: does a prompt trained longer single out the same neurons? (200 steps left the validation loss
-        falling by 1-8% over the last three checks)
+        for SmolLM2 RQ3, which ran first at 200 steps (two of its three prompts were not flat by the 1% rule):
+        the 200-step prompts too (seed-S-200steps, with their own comparison and seed 0's curve), and skn
+        compare of seed 0 at 200 and at 400 steps (compare-steps)
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
 """
@@ -55,12 +57,12 @@ class Sizes:
     curve_items: int
     curve_controls: int
     curve_k: str
-    longer: int  # the steps of the longer-trained seed 0
+    shorter: int  # the steps of SmolLM2 RQ3's first prompts
 
 
-FULL = Sizes(train=480, val=1000, batch=16, steps=200, eval_every=20, null=100, curve_items=64, curve_controls=10, curve_k="1,10,100",
-             longer=400)
-SMOKE = Sizes(train=16, val=24, batch=8, steps=4, eval_every=2, null=19, curve_items=6, curve_controls=2, curve_k="1,3", longer=8)
+FULL = Sizes(train=480, val=1000, batch=16, steps=400, eval_every=20, null=100, curve_items=64, curve_controls=10, curve_k="1,10,100",
+             shorter=200)
+SMOKE = Sizes(train=16, val=24, batch=8, steps=8, eval_every=2, null=19, curve_items=6, curve_controls=2, curve_k="1,3", shorter=4)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class Experiment:
     key: str  # e.g. smollm2-rq3
     model: str
     args: tuple[str, ...]  # task, data, metric and control options
-    longer: bool = False  # seed 0 trained Sizes.longer steps too, and compared with the shorter seed 0
+    shorter: bool = False  # the prompts trained Sizes.shorter steps too, compared with the longer ones
 
 
 def experiments(gemma: str) -> list[Experiment]:
@@ -76,7 +78,7 @@ def experiments(gemma: str) -> list[Experiment]:
     rq2 = ("--task", "hans", "--data", str(HANS / "heuristics_train_set.derived.tsv"),
            "--val-data", str(HANS / "heuristics_evaluation_set.derived.tsv"), "--metric", "heuristic==lexical_overlap")
     rq1 = ("--task", "skillmix-pairs", "--metric", "skill==spatial reasoning", "--control", "instruction_tokens")
-    runs = [Experiment(f"smollm2-{rq}", str(SMOLLM2), args, longer=rq == "rq3") for rq, args in (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))]
+    runs = [Experiment(f"smollm2-{rq}", str(SMOLLM2), args, shorter=rq == "rq3") for rq, args in (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))]
     return runs + ([Experiment(f"gemma3-{rq}", gemma, args) for rq, args in (("rq3", rq3), ("rq2", rq2))] if gemma else [])
 
 
@@ -100,11 +102,11 @@ def run(argv: list[str], done: Path, log: Path) -> None:
     print(f"[done] {seconds:.0f} s", flush=True)
 
 
-def probe(exp: Experiment, seed: int, runs: Path, sizes: Sizes, log: Path, steps: int = 0) -> Path:
-    """Seed `seed`'s probe, trained `sizes.steps` steps (into seed-S) or `steps` (into seed-S-{steps}steps)."""
-    out = runs / exp.key / (f"seed-{seed}-{steps}steps" if steps else f"seed-{seed}")
+def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log: Path) -> Path:
+    """Seed `seed`'s probe, its prompt trained `steps` steps, into RUNS/EXPERIMENT/seed-S-{steps}steps."""
+    out = runs / exp.key / f"seed-{seed}-{steps}steps"
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
-            "--batch-size", str(sizes.batch), "--steps", str(steps or sizes.steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
+            "--batch-size", str(sizes.batch), "--steps", str(steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
             "--null", str(sizes.null), "--seed", str(seed), "--threads", "2", "--out", str(out),
             "--instruction-cache", "3GiB"]  # every training item's instruction kept (SmolLM2: 1 GiB kept 270 of 480)
     if not (out / "run.json").exists() and out.exists():
@@ -112,6 +114,17 @@ def probe(exp: Experiment, seed: int, runs: Path, sizes: Sizes, log: Path, steps
         argv.append("--resume" if (out / "checkpoint.safetensors").exists() else "--overwrite")
     run(argv, out / "run.json", log)
     return out
+
+
+def compare(outs: list[Path], folder: Path, log: Path) -> None:
+    run(["compare", *map(str, outs), "--out", str(folder)], folder / "compare.json", log)
+
+
+def curve(out: Path, sizes: Sizes, log: Path) -> None:
+    """The ablation curve of one run; resumes after a kill (RUN/ablation_checkpoint.safetensors)."""
+    run(["ablate", str(out), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
+         "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
+         "--threads", "2"], out / "ablation_curve.json", log)
 
 
 def main() -> int:
@@ -126,17 +139,13 @@ def main() -> int:
     log = args.runs / "commands.jsonl"
     chosen = [e for e in experiments(args.gemma) if not args.only or e.key in args.only.split(",")]
     for exp in chosen:  # one experiment done whole (probes, comparison, curve) before the next begins
-        outs = [probe(exp, seed, args.runs, sizes, log) for seed in SEEDS]  # resumable: first
-        compare = args.runs / exp.key / "compare"
-        run(["compare", *map(str, outs), "--out", str(compare)], compare / "compare.json", log)
-        seed0 = outs[0]  # about 2 hours on 2 cores for RQ3 (64 items x 7 choices x 67 sets); resumes after a kill
-        run(["ablate", str(seed0), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
-             "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
-             "--threads", "2"], seed0 / "ablation_curve.json", log)
-        if exp.longer:  # about 2 hours of 2 cores for RQ3's 400 steps
-            longer = probe(exp, 0, args.runs, sizes, log, steps=sizes.longer)
-            folder = args.runs / exp.key / "compare-longer"
-            run(["compare", str(seed0), str(longer), "--out", str(folder)], folder / "compare.json", log)
+        outs = [probe(exp, seed, sizes.steps, args.runs, sizes, log) for seed in SEEDS]  # resumable: first
+        compare(outs, args.runs / exp.key / "compare", log)
+        curve(outs[0], sizes, log)  # about 2 hours on 2 cores for RQ3 (64 items x 7 choices x 67 sets)
+        if exp.shorter:
+            short = [probe(exp, seed, sizes.shorter, args.runs, sizes, log) for seed in SEEDS]
+            compare(short, args.runs / exp.key / f"compare-{sizes.shorter}steps", log)
+            compare([short[0], outs[0]], args.runs / exp.key / "compare-steps", log)
     return 0
 
 

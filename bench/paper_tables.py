@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_budget  # noqa: E402  (the convergence rule)
+import paper_runs  # noqa: E402  (the sizes and seeds the runs were made with)
 import replicate_paper as rp  # noqa: E402  (the readers of a run directory: summarise, separations, auroc, fmt)
 
 GROUPS = {"rq3": ("last_digit_shortcut", "operation", "digits"), "rq2": ("heuristic", "label"), "rq1": ("skill", "relation")}
@@ -111,13 +112,13 @@ def compare_lines(folder: Path, what: str = "across the seeds") -> list[str]:
 def shown(run: Path) -> list[str]:
     """The ablation curve as `skn show RUN` prints it (the library's own reading of ablation_curve.json)."""
     if not (run / "ablation_curve.json").exists():
-        return ["Ablation curve of seed 0: not run yet", ""]
+        return [f"Ablation curve of {run.name}: not run yet", ""]
     text = subprocess.run([rp.SKN, "show", str(run), "--exemplars", "0"], capture_output=True, text=True, cwd=rp.ROOT,
                           check=True).stdout
     start, end = text.find("ablation curve:"), text.find("\nFound:")
     if start < 0:
         raise SystemExit(f"skn show {run}: no ablation curve in its output")
-    return ["Ablation curve of seed 0 (`skn show`):", "", "```", text[start : end if end > start else None].strip(), "```", ""]
+    return [f"Ablation curve of {run.name} (`skn show`):", "", "```", text[start : end if end > start else None].strip(), "```", ""]
 
 
 def _g(value: float | None) -> str:
@@ -155,24 +156,60 @@ def wall_times(runs_root: Path, key: str) -> list[str]:
     path = runs_root / "commands.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line] if path.exists() else []
     mine = [r for r in rows if f"/{key}/" in r["command"]]
-    return ["Commands and wall times (2 CPU cores):", "", *(f"- {r['wall_s']:.0f} s: `{r['command']}`" for r in mine), ""]
+    return ["Commands and wall times (2 CPU cores):", "", *(f"- {r['wall_s']:.0f} s: `{r['command']}`{renamed(r)}" for r in mine), ""]
+
+
+# SmolLM2 RQ3 ran first with 200-step prompts written to seed-S and compared into compare; when the prompts went
+# to 400 steps the folders were renamed once, at RENAME_TIME (bench/README), and the comparisons made again.
+RENAME_TIME = "2026-12-07 07:53:00"
+RENAMED = {"seed-0": "seed-0-200steps", "seed-1": "seed-1-200steps", "seed-2": "seed-2-200steps",
+           "compare": "compare-200steps", "compare-longer": "compare-steps"}
+
+
+def renamed(row: dict[str, object]) -> str:
+    """A note for a command logged before the rename whose folder (--out, or the run `skn ablate` reads) was renamed."""
+    words = str(row["command"]).split()
+    if str(row["finished"]) >= RENAME_TIME:
+        return ""
+    folder = words[words.index("--out") + 1] if "--out" in words[:-1] else words[2] if words[1:2] == ["ablate"] else ""
+    name = Path(folder).name
+    return f" (before {RENAME_TIME}; that folder is now {RENAMED[name]})" if name in RENAMED else ""
+
+
+def run_dirs(folder: Path) -> list[Path]:
+    """The experiment's runs: those bench/paper_runs.py makes first (seed-S-{steps}steps at its steps, present
+    or not), then any other seed-S-{N}steps present, by steps (most first) and seed."""
+    expected = [folder / f"seed-{s}-{paper_runs.FULL.steps}steps" for s in paper_runs.SEEDS]
+    others = [d for d in folder.glob("seed-*-*steps") if d.is_dir() and d not in expected]
+
+    def order(d: Path) -> tuple[int, int]:
+        _, seed, steps = d.name.split("-")
+        return -int(steps.removesuffix("steps")), int(seed)
+
+    return expected + sorted(others, key=order)
 
 
 def experiment(runs_root: Path, key: str) -> list[str]:
     model, rq = key.split("-")
-    runs = [runs_root / key / f"seed-{s}" for s in (0, 1, 2)]
-    longer = sorted((runs_root / key).glob("seed-0-*steps"))  # seed 0 trained longer (bench/paper_runs.py)
-    summaries = {run: rp.summarise(run) for run in runs + longer if (run / "run.json").exists()}  # each run read once
-    lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs + longer, summaries), ""]
-    lines += control_lines(runs + longer) + compare_lines(runs_root / key / "compare")
-    if longer:
-        lines += compare_lines(runs_root / key / "compare-longer", f"of seed 0 against {longer[0].name} (the same seed trained longer)")
-    lines += shown(runs[0]) + curve_table(runs[0]) + wall_times(runs_root, key)
-    for run in (runs + longer if rq == "rq3" else []):
+    folder = runs_root / key
+    runs = run_dirs(folder)
+    summaries = {run: rp.summarise(run) for run in runs if (run / "run.json").exists()}  # each run read once
+    lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
+    steps, shorter = paper_runs.FULL.steps, paper_runs.FULL.shorter
+    lines += control_lines(runs) + compare_lines(folder / "compare", f"across the seeds at {steps} steps")
+    if (folder / f"compare-{shorter}steps").exists():
+        lines += compare_lines(folder / f"compare-{shorter}steps", f"across the seeds at {shorter} steps")
+    if (folder / "compare-steps").exists():
+        lines += compare_lines(folder / "compare-steps", f"of seed 0 at {shorter} and at {steps} steps")
+    for run in runs:  # the curve of seed 0 at the full steps, present or not, and any other run's
+        if run == runs[0] or (run / "ablation_curve.json").exists():
+            lines += shown(run) + curve_table(run)
+    lines += wall_times(runs_root, key)
+    for run in (runs if rq == "rq3" else []):
         if run in summaries:
             lines += [f"{run.name}: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[run]), ""]
     if rq == "rq1" and runs[0] in summaries:
-        lines += ["Seed 0, the minimal pairs:", "", *pair_lines(summaries[runs[0]])]
+        lines += [f"{runs[0].name}, the minimal pairs:", "", *pair_lines(summaries[runs[0]])]
     return lines
 
 
@@ -210,7 +247,8 @@ def column(run: Path, name: str) -> list[object]:
 def two_models(runs_root: Path, rq: str) -> list[str]:
     """Does a finding hold in both models, on the same items? The per-item metric's rank correlation, and
     which group each model's top neurons separate best."""
-    a, b = runs_root / f"smollm2-{rq}" / "seed-0", runs_root / f"gemma3-{rq}" / "seed-0"
+    seed0 = f"seed-0-{paper_runs.FULL.steps}steps"
+    a, b = runs_root / f"smollm2-{rq}" / seed0, runs_root / f"gemma3-{rq}" / seed0
     if not ((a / "run.json").exists() and (b / "run.json").exists()):
         return [f"## {TITLES[rq]}: both models not run yet", ""]
     sa, sb = rp.summarise(a), rp.summarise(b)
