@@ -17,13 +17,14 @@ again at any point. The order puts what other steps need first:
     length in tokens and the digit count; RQ2: HANS, metric heuristic==lexical_overlap; RQ1, SmolLM2 only:
     Skill-Mix's two skills in minimal pairs (--task skillmix-pairs: the skill varies, the wording does not),
     metric skill==spatial reasoning, --control on the instruction's length in tokens):
-        three prompts (seeds 0, 1, 2), each trained 400 steps of 16 items with the linear lr schedule,
-        then probed on 1,000 validation items with the null and the holdout
+        three prompts (prompt seeds 0, 1, 2 on the items of --seed 0), each trained 400 steps of 16 items with
+        the linear lr schedule, then probed on the same 1,000 validation items with the null and the holdout
         skn compare over the three (overlap and consensus)
         skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
         64 items), which can depart with that many controls (docs/ablation.md)
         for SmolLM2 RQ3, which ran first at 200 steps (two of its three prompts were not flat by the 1% rule):
-        the 200-step prompts too (seed-S-200steps, with their own comparison and seed 0's curve), and skn
+        the 200-step prompts too (seed-S-200steps, made with --seed S: each read other items; with their own
+        comparison and seed 0's curve), and skn
         compare of seed 0 at 200 and at 400 steps (compare-steps)
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
@@ -102,12 +103,15 @@ def run(argv: list[str], done: Path, log: Path) -> None:
     print(f"[done] {seconds:.0f} s", flush=True)
 
 
-def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log: Path) -> Path:
-    """Seed `seed`'s probe, its prompt trained `steps` steps, into RUNS/EXPERIMENT/seed-S-{steps}steps."""
+def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log: Path, same_items: bool = True) -> Path:
+    """Seed `seed`'s probe, its prompt trained `steps` steps, into RUNS/EXPERIMENT/seed-S-{steps}steps. With
+    `same_items` the seed is the prompt's alone (--prompt-seed; every seed reads --seed 0's items); without, as
+    RQ3's 200-step prompts were made, --seed S, which draws other items too."""
     out = runs / exp.key / f"seed-{seed}-{steps}steps"
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
             "--batch-size", str(sizes.batch), "--steps", str(steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
-            "--null", str(sizes.null), "--seed", str(seed), "--threads", "2", "--out", str(out),
+            "--null", str(sizes.null), *(["--seed", "0", "--prompt-seed", str(seed)] if same_items else ["--seed", str(seed)]),
+            "--threads", "2", "--out", str(out),
             "--instruction-cache", "3GiB"]  # every training item's instruction kept (SmolLM2: 1 GiB kept 270 of 480)
     if not (out / "run.json").exists() and out.exists():
         # killed earlier: continue its training and pass from their checkpoints, or start afresh without one
@@ -143,7 +147,7 @@ def main() -> int:
         compare(outs, args.runs / exp.key / "compare", log)
         curve(outs[0], sizes, log)  # about 2 hours on 2 cores for RQ3 (64 items x 7 choices x 67 sets)
         if exp.shorter:
-            short = [probe(exp, seed, sizes.shorter, args.runs, sizes, log) for seed in SEEDS]
+            short = [probe(exp, seed, sizes.shorter, args.runs, sizes, log, same_items=False) for seed in SEEDS]
             compare(short, args.runs / exp.key / f"compare-{sizes.shorter}steps", log)
             compare([short[0], outs[0]], args.runs / exp.key / "compare-steps", log)
     return 0

@@ -109,6 +109,16 @@ def compare_lines(folder: Path, what: str = "across the seeds") -> list[str]:
     return lines + [""]
 
 
+def shared_items(runs: list[Path]) -> list[str]:
+    """How many validation items (examples.jsonl's `source`) each pair of runs has in common."""
+    done = [r for r in runs if (r / "examples.jsonl").exists()]
+    if len(done) < 2:
+        return []
+    items = {r: set(column(r, "source")) for r in done}
+    pairs = [f"{a.name}/{b.name} {len(items[a] & items[b])} of {len(items[a])}" for i, a in enumerate(done) for b in done[i + 1:]]
+    return [f"Validation items in common: {', '.join(pairs)}.", ""]
+
+
 def shown(run: Path) -> list[str]:
     """The ablation curve as `skn show RUN` prints it (the library's own reading of ablation_curve.json)."""
     if not (run / "ablation_curve.json").exists():
@@ -196,11 +206,13 @@ def experiment(runs_root: Path, key: str) -> list[str]:
     summaries = {run: rp.summarise(run) for run in runs if (run / "run.json").exists()}  # each run read once
     lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
     steps, shorter = paper_runs.FULL.steps, paper_runs.FULL.shorter
-    lines += control_lines(runs) + compare_lines(folder / "compare", f"across the seeds at {steps} steps")
+    at = {n: [folder / f"seed-{s}-{n}steps" for s in paper_runs.SEEDS] for n in (steps, shorter)}
+    lines += control_lines(runs) + compare_lines(folder / "compare", f"across the seeds at {steps} steps") + shared_items(at[steps])
     if (folder / f"compare-{shorter}steps").exists():
-        lines += compare_lines(folder / f"compare-{shorter}steps", f"across the seeds at {shorter} steps")
+        lines += compare_lines(folder / f"compare-{shorter}steps", f"across the seeds at {shorter} steps") + shared_items(at[shorter])
     if (folder / "compare-steps").exists():
-        lines += compare_lines(folder / "compare-steps", f"of seed 0 at {shorter} and at {steps} steps")
+        lines += compare_lines(folder / "compare-steps", f"of seed 0 at {shorter} and at {steps} steps") + shared_items(
+            [at[shorter][0], at[steps][0]])
     for run in runs:  # the curve of seed 0 at the full steps, present or not, and any other run's
         if run == runs[0] or (run / "ablation_curve.json").exists():
             lines += shown(run) + curve_table(run)

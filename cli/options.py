@@ -193,7 +193,7 @@ data_options = _packed(
 )
 
 _TRAIN_KEYS = ("prompt_len", "steps", "epochs", "lr", "lr_schedule", "prompt_ema", "batch_size", "grad_accum", "eval_every", "patience",
-               "prompt_init", "gradient_checkpointing", "instruction_cache", "resume")
+               "prompt_init", "gradient_checkpointing", "instruction_cache", "resume", "prompt_seed")
 
 train_options = _packed(
     [
@@ -211,6 +211,7 @@ train_options = _packed(
         option("--gradient-checkpointing", TrainRequest, "gradient_checkpointing"),
         option("--instruction-cache", TrainRequest, "instruction_cache", metavar="SIZE", type=ByteSize()),
         option("--resume", TrainRequest, "resume"),
+        option("--prompt-seed", TrainRequest, "prompt_seed", type=int, default=None, metavar="S"),
     ],
     "train",
     lambda lr_schedule, **rest: TrainRequest(lr_schedule=LrSchedule(lr_schedule), **rest),

@@ -18,6 +18,7 @@ from skn.views.report import write_report
 from skn.views.compare_report import write_compare_report
 from skn.views.console import plain
 from skn.engine.distributed import from_environment
+from skn.checks import seed_value
 from skn.errors import UsageError
 from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
 from skn.engine.run import run_probe
@@ -87,8 +88,10 @@ def probe_command(
       skn probe --task arithmetic --metric loss --control instruction_tokens,digits
     """
     seed_list = parse_seeds(seeds) if seeds else ()
+    if seed_list and train.prompt_seed is not None:
+        raise UsageError("--prompt-seed and --seeds both set the prompt's seed: give one of them")
     for each in seed_list:
-        replace(train, seed=each)  # TrainRequest checks each seed now, before any training
+        seed_value("--seeds", each)  # each seed checked now, before any training
     request = ProbeRequest(
         model=model,
         data=replace(data, task=task, train_size=train_size, val_size=val_size),

@@ -107,7 +107,9 @@ class TrainRequest:
     instruction_cache: int = field(default=TrainConfig.instruction_cache_bytes, metadata=_help(
         "Memory for the training items' instruction keys and values, kept across steps (0 = recompute them each step)."))
     resume: bool = field(default=False, metadata=_help("Continue the training (and, for probe, the pass) checkpointed in --out."))
-    seed: int | None = None  # the prompt's seed (initialisation, batch order); None = the data's --seed
+    prompt_seed: int | None = field(default=None, metadata=_help(
+        "Seed of the prompt alone (initialisation, batch order): the split, the folds and the null keep --seed's, so "
+        "prompts of different seeds are read on the same validation items [default: --seed]."))
 
     def __post_init__(self) -> None:
         for flag, value in (("--prompt-len", self.prompt_len), ("--batch-size", self.batch_size),
@@ -121,8 +123,8 @@ class TrainRequest:
         count("--instruction-cache", self.instruction_cache, 0)
         positive("--lr", self.lr)
         check_prompt_ema(self.prompt_ema)
-        if self.seed is not None:
-            seed_value("--seeds", self.seed)  # set from --seeds (skn.engine.seeds)
+        if self.prompt_seed is not None:
+            seed_value("--prompt-seed", self.prompt_seed)  # or one of --seeds (skn.engine.seeds)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def train_config_for(settings: TrainRequest, seed: int, n_train: int, bundled_mo
     config = TrainConfig(
         prompt_len=settings.prompt_len, lr=settings.lr, lr_schedule=settings.lr_schedule, prompt_ema=settings.prompt_ema, steps=steps, batch_size=settings.batch_size,
         grad_accum=settings.grad_accum, eval_every=settings.eval_every, patience=settings.patience,
-        seed=settings.seed if settings.seed is not None else seed,
+        seed=settings.prompt_seed if settings.prompt_seed is not None else seed,
         init=PromptInit(init), gradient_checkpointing=settings.gradient_checkpointing,
         instruction_cache_bytes=settings.instruction_cache,
     )

@@ -64,7 +64,7 @@ def run_seeds(request: ProbeRequest, seeds: Sequence[int], progress: ProgressSin
     done: list[dict[str, object]] = []
     for seed in seeds:
         sub = subrun_dir(out, seed)
-        seeded = replace(request, out=str(sub), train=replace(request.train, seed=seed))
+        seeded = replace(request, out=str(sub), train=replace(request.train, prompt_seed=seed))
         try:
             outcomes.append(run_probe(seeded, progress))
         except Exception as err:

@@ -53,9 +53,9 @@ def test_a_failing_seed_keeps_the_runs_done(tmp_path: Path, monkeypatch: pytest.
     calls: list[int] = []
 
     def fake_run(request: ProbeRequest, progress: object) -> ProbeResult:
-        assert request.train.seed is not None
-        calls.append(request.train.seed)
-        if request.train.seed == 2:
+        assert request.train.prompt_seed is not None
+        calls.append(request.train.prompt_seed)
+        if request.train.prompt_seed == 2:
             raise MetricError("metric constant over the validation set")
         Path(request.out).mkdir(parents=True)
         (Path(request.out) / "done").write_text("ok")
@@ -70,3 +70,24 @@ def test_a_failing_seed_keeps_the_runs_done(tmp_path: Path, monkeypatch: pytest.
     assert json.loads((tmp_path / "RUN" / "seeds.json").read_text())["done"][-1] == {"seed": 1, "run": "seed-1"}
     with pytest.raises(UsageError, match="--prompt"):
         seeds.run_seeds(ProbeRequest(prompt=str(tmp_path), out=str(tmp_path / "X")), (0, 1))
+
+
+def test_prompt_seed_changes_the_prompt_and_keeps_the_items(tmp_path: Path, saved_tiny_model: Path) -> None:
+    """--prompt-seed S: the prompt of seed S on --seed's items (what one seed of --seeds does, in its own run
+    directory); --seed S alone draws other items too."""
+    train, val = write_data(tmp_path / "train.jsonl", 16, 0), write_data(tmp_path / "val.jsonl", 30, 1)
+    runs: dict[str, Path] = {}
+    for name, extra in (("base", []), ("prompt5", ["--prompt-seed", "5"]), ("seed5", ["--seed", "5"])):
+        runs[name] = tmp_path / name
+        result = CliRunner().invoke(cli, ["probe", "--model", str(saved_tiny_model), "--data", str(train), "--val-data", str(val),
+                                          "--val-size", "12", "--metric", "size", *extra, "--out", str(runs[name]), *FAST])
+        assert result.exit_code == 0, result.output
+    base, prompt5, seed5 = (read_probe_run(runs[n]) for n in ("base", "prompt5", "seed5"))
+    assert (base.info.seed, prompt5.info.seed, seed5.info.seed) == (0, 5, 5)
+    assert prompt5.examples == base.examples and seed5.examples != base.examples
+    prompt = {n: (runs[n] / "prompt.safetensors").read_bytes() for n in runs}
+    assert prompt["prompt5"] != prompt["base"]
+    both = CliRunner().invoke(cli, ["probe", "--seeds", "1,2", "--prompt-seed", "3", "--out", str(tmp_path / "both")])
+    assert isinstance(both.exception, UsageError) and "--prompt-seed and --seeds both set the prompt's seed" in str(both.exception)
+    bad = CliRunner().invoke(cli, ["probe", "--prompt-seed", "-1", "--out", str(tmp_path / "bad")])
+    assert isinstance(bad.exception, UsageError) and "--prompt-seed must be a whole number" in str(bad.exception)

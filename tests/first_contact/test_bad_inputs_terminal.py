@@ -195,7 +195,7 @@ def test_a_real_file_size_limit(ctx: Ctx, tmp_path: Path) -> None:
 ], ids=["metric-failure", "stage-failure", "storage"])
 def test_seeds_keep_the_failing_seeds_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     def fake_run(request: ProbeRequest, progress: object) -> object:
-        if request.train.seed == 1:
+        if request.train.prompt_seed == 1:
             raise error
         Path(request.out).mkdir(parents=True)
         return None
