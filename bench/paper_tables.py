@@ -7,8 +7,9 @@ Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation los
 whether it converged: >= 200 steps and within 1% over them), the top 10's |r| on the selection fold and on the
 held-out items, replication, the family-wise null (threshold, neurons passing), the top neuron's separation of
 each group (AUROC); the covariates' r with the metric under --control; `skn compare` across the seeds (top-10
-overlap against chance, the consensus); where seed 0 was also trained longer (seed-0-NNNsteps), its row and
-`skn compare` of the two; the ablation curve of seed 0 as `skn show` prints it; and the wall time of
+overlap against chance, the consensus) and how many validation items the runs share; for RQ3 on SmolLM2 the
+200-step prompts beside the 400-step ones (their rows, their comparison, seed 0 at both lengths); every ablation
+curve as `skn show` prints it and in full; and the wall time of
 every command; for RQ3, per seed, whether the top 10 separate the last-digit-shortcut items. Experiments not run yet
 are listed as such.
 """
@@ -170,7 +171,7 @@ def wall_times(runs_root: Path, key: str) -> list[str]:
 
 
 # SmolLM2 RQ3 ran first with 200-step prompts written to seed-S and compared into compare; when the prompts went
-# to 400 steps the folders were renamed once, at RENAME_TIME (bench/README), and the comparisons made again.
+# to 400 steps those folders were renamed once, at RENAME_TIME (bench/README), the comparisons with them.
 RENAME_TIME = "2026-12-07 07:53:00"
 RENAMED = {"seed-0": "seed-0-200steps", "seed-1": "seed-1-200steps", "seed-2": "seed-2-200steps",
            "compare": "compare-200steps", "compare-longer": "compare-steps"}
