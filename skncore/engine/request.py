@@ -69,7 +69,8 @@ class DataRequest:
     completion_field: str = field(default="completion", metadata=_help("The field holding the completion."))
     template: Template = field(default=Template.AUTO, metadata=_help("auto = the chat template when the tokenizer has one."))
     seed: int = field(default=0, metadata=_help(
-        f"Seeds the split, the prompt initialisation and the batch order (0 to {SEED_MAX})."))
+        f"Seeds the split, the sampled examples, the folds and the null, and (unless --prompt-seed is given) the "
+        f"prompt's initialisation and batch order (0 to {SEED_MAX})."))
     task: str = field(default="", metadata=_help("A built-in task (see `skn tasks`): reads --data/--val-data in its format."))
     train_size: int | None = field(default=None, metadata=_help("Sample this many training examples (seeded; stratified for tasks)."))
     val_size: int | None = field(default=None, metadata=_help("Sample this many validation examples (seeded; stratified for tasks)."))
