@@ -18,13 +18,12 @@ from skn.views.report import write_report
 from skn.views.compare_report import write_compare_report
 from skn.views.console import plain
 from skn.engine.distributed import from_environment
-from skn.checks import seed_value
 from skn.errors import UsageError
 from skn.engine.request import DataRequest, ModelRequest, ProbeRequest, TrainRequest
 from skn.engine.run import run_probe
 from skn.files.run_out import run_directory
 from skn.engine.run_plan import memory_plan
-from skn.engine.seeds import parse_seeds, run_seeds, subrun_dir
+from skn.engine.seeds import check_seeds, parse_seeds, run_seeds, subrun_dir
 from skn.views.verdict import next_line
 
 from skn.cli.compare_cmd import print_comparison
@@ -88,10 +87,7 @@ def probe_command(
       skn probe --task arithmetic --metric loss --control instruction_tokens,digits
     """
     seed_list = parse_seeds(seeds) if seeds else ()
-    if seed_list and train.prompt_seed is not None:
-        raise UsageError("--prompt-seed and --seeds both set the prompt's seed: give one of them")
-    for each in seed_list:
-        seed_value("--seeds", each)  # each seed checked now, before any training
+    check_seeds(train, seed_list)  # now, before any training (run_seeds checks again for library callers)
     request = ProbeRequest(
         model=model,
         data=replace(data, task=task, train_size=train_size, val_size=val_size),

@@ -18,10 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from skn.ranking.compare import SUBRUN_PREFIX, Comparison, compare_runs, write_comparison
+from skn.checks import seed_value
 from skn.errors import InternalError, SknError, UsageError
 from skn.engine.progress import ProgressSink, SilentProgress
 from skn.files.result import ProbeResult
-from skn.engine.request import ProbeRequest
+from skn.engine.request import ProbeRequest, TrainRequest
 from skn.engine.run import run_probe
 from skn.engine.stage import storage_error
 from skn.files.rundir import write_json
@@ -40,6 +41,15 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def check_seeds(train: TrainRequest, seeds: Sequence[int]) -> None:
+    """--seeds' checks, before any work: not given with --prompt-seed (both set the prompt's seed), and each
+    one a seed."""
+    if seeds and train.prompt_seed is not None:
+        raise UsageError("--prompt-seed and --seeds both set the prompt's seed: give one of them")
+    for each in seeds:
+        seed_value("--seeds", each)
+
+
 def subrun_dir(out: Path, seed: int) -> Path:
     return Path(out) / f"{SUBRUN_PREFIX}{seed}"
 
@@ -55,6 +65,7 @@ def run_seeds(request: ProbeRequest, seeds: Sequence[int], progress: ProgressSin
     """`skn.engine.run.run_probe` once per prompt seed into request.out/seed-N, then compare the sub-runs."""
     if not seeds:
         raise UsageError("--seeds needs at least one seed")
+    check_seeds(request.train, seeds)
     if request.prompt:
         raise UsageError("--seeds trains one prompt per seed; it cannot be combined with --prompt")
     if not request.out:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from skn.engine import seeds
 from skn.files.result import ProbeResult
-from skn.engine.request import ProbeRequest
+from skn.engine.request import ProbeRequest, TrainRequest
 from skn.cli.main import cli
 from skn.errors import MetricError, UsageError
 from skn.files.probe_read import read_probe_run
@@ -89,5 +89,8 @@ def test_prompt_seed_changes_the_prompt_and_keeps_the_items(tmp_path: Path, save
     assert prompt["prompt5"] != prompt["base"]
     both = CliRunner().invoke(cli, ["probe", "--seeds", "1,2", "--prompt-seed", "3", "--out", str(tmp_path / "both")])
     assert isinstance(both.exception, UsageError) and "--prompt-seed and --seeds both set the prompt's seed" in str(both.exception)
+    with pytest.raises(UsageError, match="--prompt-seed and --seeds both set the prompt's seed"):  # from Python too
+        seeds.run_seeds(ProbeRequest(train=TrainRequest(prompt_seed=3), out=str(tmp_path / "lib")), (1, 2))
+    assert not (tmp_path / "lib").exists()
     bad = CliRunner().invoke(cli, ["probe", "--prompt-seed", "-1", "--out", str(tmp_path / "bad")])
     assert isinstance(bad.exception, UsageError) and "--prompt-seed must be a whole number" in str(bad.exception)
