@@ -12,8 +12,8 @@ is skipped, a probe killed mid-way resumes its training from the checkpoint (`--
 keeps every forward it finished (RUN/ablation_checkpoint.safetensors), so the script can be stopped and started
 again at any point. The order puts what other steps need first:
 
-    for each model (SmolLM2-135M-Instruct, then Gemma 3 270M when --gemma names its GGUF file) and
-    each experiment (RQ3: BIG-bench arithmetic, all 20 subtasks, metric loss, --control on the instruction's
+    for each experiment, on SmolLM2-135M-Instruct and then on Gemma 3 270M (when --gemma names its GGUF file)
+    before the next experiment (RQ3: BIG-bench arithmetic, all 20 subtasks, metric loss, --control on the instruction's
     length in tokens and the digit count; RQ2: HANS, metric heuristic==lexical_overlap; RQ1, SmolLM2 only:
     Skill-Mix's two skills in minimal pairs (--task skillmix-pairs: the skill varies, the wording does not),
     metric skill==spatial reasoning, --control on the instruction's length in tokens):
@@ -79,8 +79,11 @@ def experiments(gemma: str) -> list[Experiment]:
     rq2 = ("--task", "hans", "--data", str(HANS / "heuristics_train_set.derived.tsv"),
            "--val-data", str(HANS / "heuristics_evaluation_set.derived.tsv"), "--metric", "heuristic==lexical_overlap")
     rq1 = ("--task", "skillmix-pairs", "--metric", "skill==spatial reasoning", "--control", "instruction_tokens")
-    runs = [Experiment(f"smollm2-{rq}", str(SMOLLM2), args, shorter=rq == "rq3") for rq, args in (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))]
-    return runs + ([Experiment(f"gemma3-{rq}", gemma, args) for rq, args in (("rq3", rq3), ("rq2", rq2))] if gemma else [])
+    tasks = (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))
+    smollm2 = {rq: Experiment(f"smollm2-{rq}", str(SMOLLM2), args, shorter=rq == "rq3") for rq, args in tasks}
+    gemma3 = {rq: Experiment(f"gemma3-{rq}", gemma, args) for rq, args in (("rq3", rq3), ("rq2", rq2))} if gemma else {}
+    # each task on both models before the next task: the two families can be compared as early as possible
+    return [e for rq in ("rq3", "rq2", "rq1") for e in (smollm2.get(rq), gemma3.get(rq)) if e is not None]
 
 
 def skn() -> str:

@@ -48,7 +48,7 @@ from skn.models.tokenizer import Tokenizer
 from skn.zoo import CHECKSUM_FILE, PLACEHOLDER, file_sha256
 from skn.inputs.layout import make_batch
 from skn.zoo.multiple_choice import encode_pretraining, evaluate, token_nll
-from skn.zoo.pretrain_checkpoint import History, load_checkpoint, save_checkpoint
+from skn.zoo.pretrain_checkpoint import STATE_FILE, History, load_checkpoint, save_checkpoint
 from skn.zoo.shortcut_target import Auxiliary, aux_accuracy, aux_targets, aux_token_ids, shortcut_labels
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", PLACEHOLDER)
@@ -283,7 +283,7 @@ def pretrain(cfg: PretrainConfig, out: Path, checkpoint: Path | None, resume: bo
         lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8,
     )
     step, history = 0, History()
-    if resume and checkpoint is not None and (checkpoint / "state.json").exists():
+    if resume and checkpoint is not None and (checkpoint / STATE_FILE).exists():
         step, history = load_checkpoint(checkpoint, model, optimizer)
         if log:
             print(f"resumed at step {step}", flush=True)

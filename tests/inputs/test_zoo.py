@@ -118,6 +118,33 @@ def test_training_script_smoke_run_is_bit_for_bit_repeatable(tmp_path: Path) -> 
     assert (tmp_path / "ckpt" / "state.json").exists()
 
 
+def test_a_kill_while_checkpointing_leaves_the_previous_step_and_resumes_bit_for_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill after the step's tensors are written but before state.json names them: the checkpoint is the
+    previous step's, complete, and resuming from it gives the uninterrupted run's weights exactly."""
+    from skn.zoo import pretrain_checkpoint
+
+    cfg = _tiny_config(steps=4, eval_every=2, checkpoint_every=2)
+    train.pretrain(cfg, tmp_path / "whole", None, resume=False, log=False)
+    real_write_json = pretrain_checkpoint.write_json
+
+    def killed_at_step_4(path: Path, value: Any) -> None:
+        if value["step"] == 4:
+            raise KeyboardInterrupt("killed")
+        real_write_json(path, value)
+
+    monkeypatch.setattr(pretrain_checkpoint, "write_json", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train.pretrain(cfg, tmp_path / "killed", tmp_path / "ckpt", resume=False, log=False)
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 2
+    assert (tmp_path / "ckpt" / "weights-4.safetensors").exists()  # written, not yet named: ignored
+    monkeypatch.setattr(pretrain_checkpoint, "write_json", real_write_json)
+    train.pretrain(cfg, tmp_path / "resumed", tmp_path / "ckpt", resume=True, log=False)
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert sorted(f.name for f in (tmp_path / "ckpt").iterdir()) == ["optimizer-4.safetensors", "state.json", "weights-4.safetensors"]
+
+
 def test_the_script_runs_from_the_command_line(tmp_path: Path) -> None:
     train.main(["--out", str(tmp_path / "m"), "--steps", "2", "--pool", "4", "--val-items", "1"])
     assert json.loads((tmp_path / "m" / "training.json").read_text())["train_config"]["steps"] == 2
