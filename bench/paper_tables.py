@@ -3,15 +3,15 @@ sets the two models side by side, whatever the runs show.
 
     python bench/paper_tables.py --runs runs/paper --results bench/results/paper
 
-Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation loss at the last three checks and
-whether it converged: >= 200 steps and within 1% over them), the top 10's |r| on the selection fold and on the
-held-out items, replication, the family-wise null (threshold, neurons passing), the top neuron's separation of
-each group (AUROC); the covariates' r with the metric under --control; `skn compare` across the seeds (top-10
-overlap against chance, the consensus) and how many validation items the runs share; for RQ3 on SmolLM2 the
-200-step prompts beside the 400-step ones (their rows, their comparison, seed 0 at both lengths); every ablation
-curve as `skn show` prints it and in full; and the wall time of
-every command; for RQ3, per seed, whether the top 10 separate the last-digit-shortcut items. Experiments not run yet
-are listed as such.
+Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation loss at the last three checks,
+whether it converged: >= 200 steps and within 1% over them, and the least-squares trend over the last 100
+steps, +- 2 SE), the top 10's |r| on the selection fold and on the held-out items, replication, the
+family-wise null (threshold, neurons passing), the top neuron's separation of each group (AUROC); the
+covariates' r with the metric under --control; `skn compare` across the seeds (top-10 overlap against chance,
+the consensus) and how many validation items the runs share; for RQ3 on SmolLM2 the 200-step prompts beside
+the 400-step ones (their rows, their comparison, seed 0 at both lengths); every ablation curve as `skn show`
+prints it and in full; and the wall time of every command; for RQ3, per seed, whether the top 10 separate the
+last-digit-shortcut items. Experiments not run yet are listed as such.
 """
 
 from __future__ import annotations
@@ -45,12 +45,27 @@ def converged(info: dict[str, object]) -> tuple[str, str]:
         return "n/a", "too few checks"
     ok, change = cpu_budget.converged([v for _, v in checks], checks[-1][0])
     text = ", ".join(f"{s}: {v:.4f}" for s, v in checks[-3:])
-    return ("yes" if ok else "no") + f" ({change:.2%})", f"{checks[0][0]}: {checks[0][1]:.4f} ... {text}"
+    return ("yes" if ok else "no") + f" ({change:.2%}); trend {trend(checks)}", f"{checks[0][0]}: {checks[0][1]:.4f} ... {text}"
+
+
+def trend(checks: list[tuple[int, float]], span: int = 100) -> str:
+    """The validation loss's least-squares slope over the checks of the last `span` steps, as a change per
+    `span` steps relative to their mean, +- 2 standard errors: the 1% rule looks at three noisy checks, this
+    at the line through the last ones (a slope whose band excludes 0 is still moving)."""
+    last = [(s, v) for s, v in checks if s >= checks[-1][0] - span]
+    if len(last) < 3:
+        return "n/a"
+    x, y = np.array([s for s, _ in last], dtype=float), np.array([v for _, v in last])
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    se = math.sqrt(float(resid @ resid) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
+    scale = span / float(y.mean())
+    return f"{slope * scale:+.1%} +- {2 * se * scale:.1%} per {span} steps"
 
 
 def seed_rows(key: str, runs: list[Path], summaries: dict[Path, rp.Summary]) -> list[str]:
     rq = key.split("-")[1]
-    lines = ["| seed | validation loss (first check ... last three) | converged | top-10 \\|r\\| (selection; partial r under --control) | "
+    lines = ["| seed | validation loss (first check ... last three) | converged (the 1% rule); trend of the last 100 steps | top-10 \\|r\\| (selection; partial r under --control) | "
              "held-out r, top 10 (sign-aligned median) | replication | null threshold | neurons passing (of all) | "
              "top neuron | its AUROC per group (value vs rest) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
@@ -167,7 +182,12 @@ def wall_times(runs_root: Path, key: str) -> list[str]:
     path = runs_root / "commands.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line] if path.exists() else []
     mine = [r for r in rows if f"/{key}/" in r["command"]]
-    return ["Commands and wall times (2 CPU cores):", "", *(f"- {r['wall_s']:.0f} s: `{r['command']}`{renamed(r)}" for r in mine), ""]
+    return ["Commands and wall times (2 CPU cores):", "", *(f"- {r['wall_s']:.0f} s{resumed(r)}: `{r['command']}`{renamed(r)}" for r in mine), ""]
+
+
+def resumed(row: dict[str, object]) -> str:
+    """A probe that resumed after a kill logs the wall time of its last part only (a killed part logs nothing)."""
+    return " (the part after the last resume; earlier parts were killed and not timed)" if "--resume" in str(row["command"]).split() else ""
 
 
 # SmolLM2 RQ3 ran first with 200-step prompts written to seed-S and compared into compare; when the prompts went
