@@ -125,6 +125,21 @@ def compare_lines(folder: Path, what: str = "across the seeds") -> list[str]:
     return lines + [""]
 
 
+def consensus_overlap(a: Path, b: Path, what: str) -> list[str]:
+    """How many neurons the consensus top 10 of two comparisons (two sets of prompts) have in common, against
+    the overlap two random draws of as many neurons would have."""
+    if not ((a / "compare.json").exists() and (b / "compare.json").exists()):
+        return []
+    ca, cb = rp.read_json(a / "compare.json"), rp.read_json(b / "compare.json")
+    assert isinstance(ca, dict) and isinstance(cb, dict)
+    top = [{(int(n["layer"]), int(n["neuron"])) for n in c["consensus"][:10]} for c in (ca, cb)]
+    both = sorted(top[0] & top[1])
+    n_neurons = int(ca["neurons"])  # how many neurons each run scored
+    chance = f" (chance {len(top[0]) * len(top[1]) / n_neurons:.3f})" if n_neurons else ""
+    return [f"Consensus top 10 of {what}: {len(both)} neurons in common{chance}: "
+            + ", ".join(f"L{layer}.{neuron}" for layer, neuron in both) + ".", ""]
+
+
 def shared_items(runs: list[Path]) -> list[str]:
     """How many validation items (examples.jsonl's `source`) each pair of runs has in common."""
     done = [r for r in runs if (r / "examples.jsonl").exists()]
@@ -231,6 +246,9 @@ def experiment(runs_root: Path, key: str) -> list[str]:
     lines += control_lines(runs) + compare_lines(folder / "compare", f"across the seeds at {steps} steps") + shared_items(at[steps])
     if (folder / f"compare-{shorter}steps").exists():
         lines += compare_lines(folder / f"compare-{shorter}steps", f"across the seeds at {shorter} steps") + shared_items(at[shorter])
+        lines += consensus_overlap(folder / "compare", folder / f"compare-{shorter}steps",
+                                   f"the {steps}-step prompts and of the {shorter}-step prompts (made with --seed S: seeds 1 and 2 drew "
+                                   "other items and other prompts; seed 0's prompt started from the same draw at both lengths)")
     if (folder / "compare-steps").exists():
         lines += compare_lines(folder / "compare-steps", f"of seed 0 at {shorter} and at {steps} steps") + shared_items(
             [at[shorter][0], at[steps][0]])
