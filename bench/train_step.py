@@ -13,6 +13,7 @@ the first step of each (a rough figure on the CPU).
 Shapes: `bench` = instructions of 6-14 tokens, 4 completion tokens + EOS (probe_overhead's rows);
 `hans` = instructions of ~60 tokens (55-65), 2 completion tokens + EOS.
 Usage: python bench/train_step.py [--shape bench|hans|both] [--rounds 5] [--steps 3]   (needs `pip install skn[bench]`)
+       python bench/train_step.py --model MODEL [--rounds 5] [--steps 3]   a real model: cached, split and full steps
        python bench/train_step.py --eval [--shape ...]   one validation evaluation: full, split, split with kept prefixes
 """
 
@@ -47,33 +48,38 @@ def rows(shape: str, n: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return out
 
 
-def skn_step(model: torch.nn.Module, data: list, device: torch.device, mode: str) -> Callable[[], None]:
+def skn_step(loaded: object, batch: object, mode: str) -> Callable[[], None]:
     """mode: cached (the split with the instruction cache), split, or full."""
     from skn.training.scoring import completion_scores
-    from skn.inputs.layout import Encoded, make_batch
-    from skn.models.model import wrap_loaded
     from skn.training.instruction_cache import InstructionCache
     from skn.training.split_forward import ForwardChoice, StepForward, step_scores
 
-    loaded = wrap_loaded("bench-qwen2", model, SimpleNamespace(pad_token_id=0, eos_token_id=1), device)
-    batch = make_batch([Encoded(i, c) for i, c in data], 20, 0)
-    prompt = (torch.randn(20, 512, device=device) * 0.02).requires_grad_(True)
+    width = int(loaded.input_embeddings.weight.shape[1])  # type: ignore[attr-defined]
+    prompt = (torch.randn(20, width, device=loaded.device) * 0.02).requires_grad_(True)  # type: ignore[attr-defined]
     optimizer = torch.optim.AdamW([prompt], lr=3e-3)
     choice = ForwardChoice(StepForward.FULL if mode == "full" else StepForward.SPLIT)
     cache = InstructionCache(1 << 30)
-    items = list(range(len(data)))
+    items = list(range(batch.size))  # type: ignore[attr-defined]
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         if mode == "full":
-            loss = completion_scores(loaded, batch, prompt).mean_loss
+            loss = completion_scores(loaded, batch, prompt).mean_loss  # type: ignore[arg-type]
         else:
-            prefix = cache.prefix(loaded, batch, items, prompt) if mode == "cached" else None
-            loss = step_scores(loaded, batch, prompt, choice, prefix=prefix).mean_loss
+            prefix = cache.prefix(loaded, batch, items, prompt) if mode == "cached" else None  # type: ignore[arg-type]
+            loss = step_scores(loaded, batch, prompt, choice, prefix=prefix).mean_loss  # type: ignore[arg-type]
         loss.backward()
         optimizer.step()
 
     return step
+
+
+def bench_loaded(model: torch.nn.Module, data: list, device: torch.device) -> tuple[object, object]:
+    from skn.inputs.layout import Encoded, make_batch
+    from skn.models.model import wrap_loaded
+
+    loaded = wrap_loaded("bench-qwen2", model, SimpleNamespace(pad_token_id=0, eos_token_id=1), device)
+    return loaded, make_batch([Encoded(i, c) for i, c in data], 20, 0)
 
 
 def peft_step(model: torch.nn.Module, data: list, device: torch.device) -> Callable[[], None]:
@@ -128,9 +134,18 @@ def run(shape: str, rounds: int, steps: int, device: torch.device) -> None:
     model = build(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    steps_by_name = {"skn cached": skn_step(model, data, device, "cached"), "skn split": skn_step(model, data, device, "split"),
-                     "skn full": skn_step(model, data, device, "full")}
+    loaded, batch = bench_loaded(model, data, device)
+    steps_by_name = {f"skn {mode}": skn_step(loaded, batch, mode) for mode in ("cached", "split", "full")}
     steps_by_name["peft"] = peft_step(model, data, device)  # wraps the same (frozen) model
+    med, peaks = alternate(steps_by_name, rounds, steps, device)
+    print(f"shape={shape} device={device.type} batch=8 P=20 rounds={rounds} steps/round={steps}")
+    for name in steps_by_name:
+        print(f"  {name:10s} {med[name] * 1e3:8.1f} ms/step  {med[name] / med['peft']:5.2f}x peft  peak {peaks[name]:8.1f} MiB")
+
+
+def alternate(steps_by_name: dict[str, Callable[[], None]], rounds: int, steps: int,
+              device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """The median seconds per step of each, alternated round by round, and each one's peak (MiB)."""
     peaks = {name: peak_of(fn, device) for name, fn in steps_by_name.items()}
     times: dict[str, list[float]] = {name: [] for name in steps_by_name}
     for _ in range(rounds):
@@ -141,10 +156,31 @@ def run(shape: str, rounds: int, steps: int, device: torch.device) -> None:
                 fn()
             sync(device)
             times[name].append((time.perf_counter() - t0) / steps)
-    med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"shape={shape} device={device.type} batch=8 P=20 rounds={rounds} steps/round={steps}")
-    for name in steps_by_name:
-        print(f"  {name:10s} {med[name] * 1e3:8.1f} ms/step  {med[name] / med['peft']:5.2f}x peft  peak {peaks[name]:8.1f} MiB")
+    return {name: statistics.median(v) for name, v in times.items()}, peaks
+
+
+def run_model(name: str, rounds: int, steps: int, device: torch.device) -> None:
+    """A real model (a Hugging Face folder or a GGUF file, loaded as `skn probe --model` loads it) on one batch of
+    16 generated BIG-bench-style arithmetic items (the paper runs' batch, the chat template where the tokenizer has
+    one): the split with the instruction cache, the split, and the full forward, alternated."""
+    from skn.engine.encoding import encode
+    from skn.inputs.layout import Template, make_batch
+    from skn.models.model import batch_pad_id, load_model
+    from skn.tasks import get_task
+    from skn.training.split_forward import columns_needed, split_support
+
+    loaded = load_model(name, device=device.type)
+    examples = get_task("arithmetic").generate(0)[::97][:16]
+    rows = list(encode(loaded, examples, Template.AUTO, 20))
+    batch = make_batch(rows, 20, batch_pad_id(loaded))
+    support = split_support(loaded, columns_needed(rows, 20))
+    steps_by_name = {f"skn {mode}": skn_step(loaded, batch, mode) for mode in ("cached", "split", "full")}
+    med, peaks = alternate(steps_by_name, rounds, steps, device)
+    lengths = sorted(len(r.instruction) for r in rows)
+    print(f"model={name} device={device.type} batch=16 P=20 instructions {lengths[0]}-{lengths[-1]} tokens "
+          f"rounds={rounds} steps/round={steps}; skn's choice: {support.forward.value} {support.reason}")
+    for key in steps_by_name:
+        print(f"  {key:10s} {med[key] * 1e3:8.1f} ms/step  {med[key] / med['skn full']:5.2f}x full  peak {peaks[key]:8.1f} MiB")
 
 
 def run_eval(shape: str, rounds: int, device: torch.device, n_rows: int = 64) -> None:
@@ -188,7 +224,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--eval", action="store_true", help="time a validation evaluation instead of a step")
+    parser.add_argument("--model", default="", help="a real model instead (folder or GGUF file): cached, split and full steps")
     args = parser.parse_args()
+    if args.model:
+        run_model(args.model, args.rounds, args.steps, torch.device(args.device))
+        return
     for shape in (["bench", "hans"] if args.shape == "both" else [args.shape]):
         if args.eval:
             run_eval(shape, args.rounds, torch.device(args.device))

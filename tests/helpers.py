@@ -41,7 +41,7 @@ def char_tokenizer() -> Any:
 VOCAB = len(SPECIALS) + len(CHARS)
 
 
-def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02) -> torch.nn.Module:
+def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02, window: int = 8) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
     torch.manual_seed(seed)
@@ -53,12 +53,12 @@ def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02) -> torch.nn.M
                              num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
     elif arch == "gpt2":
         config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256)
-    elif arch == "gemma3":  # GeGLU (gelu-tanh gate), sliding-window layers: the window of 8 is shorter than the rows
+    elif arch == "gemma3":  # GeGLU (gelu-tanh gate), sliding-window layers: the default window of 8 is shorter than the rows
         from transformers import Gemma3TextConfig
 
         config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-                                  sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+                                  sliding_window=window, layer_types=["sliding_attention", "full_attention"])
     else:
         raise ValueError(arch)
     config.pad_token_id = 0
@@ -68,10 +68,10 @@ def tiny_model(arch: str, seed: int = 0, init_range: float = 0.02) -> torch.nn.M
     return model
 
 
-def tiny_loaded(arch: str, seed: int = 0, init_range: float = 0.02) -> Any:
+def tiny_loaded(arch: str, seed: int = 0, init_range: float = 0.02, window: int = 8) -> Any:
     from skn.models.model import wrap_loaded
 
-    return wrap_loaded(f"tiny-{arch}", tiny_model(arch, seed, init_range), char_tokenizer(), torch.device("cpu"))
+    return wrap_loaded(f"tiny-{arch}", tiny_model(arch, seed, init_range, window), char_tokenizer(), torch.device("cpu"))
 
 
 

@@ -23,7 +23,7 @@ from skn.inputs.layout import Encoded, make_batch
 from skn.inputs.metrics import MetricSpec
 from skn.models.model import LoadedModel, batch_pad_id
 from skn.training.scoring import CompletionScores, completion_scores
-from skn.training.split_forward import Prefix, StepForward, choose_forward, prefix_of, split_scores
+from skn.training.split_forward import Prefix, StepForward, choose_forward, columns_needed, prefix_of, split_scores
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,9 @@ def prepare(
     batch), so that the sets that edit only the prompt's slots run each batch's instruction once between them."""
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    splits = split and bool(rows) and choose_forward(loaded, list(rows[:batch_size]), prompt, batch_pad_id(loaded)).forward is StepForward.SPLIT
+    columns = columns_needed([*rows, *alt_rows], int(prompt.shape[0]))
+    splits = split and bool(rows) and choose_forward(loaded, list(rows[:batch_size]), prompt, batch_pad_id(loaded),
+                                                     columns).forward is StepForward.SPLIT
     return AblationData(loaded, prompt, tuple(rows), tuple(examples), spec, tuple(alt_rows), tuple(alt_owner),
                         has_alternatives, batch_size, splits)
 

@@ -23,9 +23,12 @@ its prompt changes nothing but the order of float additions. Right rather than l
 prefix: a left-padded pad query would see no unmasked key at all (a fully masked softmax row), which
 some attention kernels turn into NaN keys and values in the cache.
 
-Where it does not apply (see `split_support`): models whose forward takes no cache or position ids,
-sliding-window or non-attention layers (their window counts cache columns, which are not positions
-here), encoder-decoders, a batch with an empty instruction. The trainer then uses the full forward
+Sliding-window layers count cache columns, which are not positions here; but where no batch can reach the
+window (the longest instruction + P + the longest completion, `columns_needed`, below the window) no key is
+ever outside it, in the split or the full forward, and the window changes nothing (Gemma 3's 512 against
+rows of about a hundred tokens). Where it does not apply (see `split_support`): models whose forward takes
+no cache or position ids, sliding windows that a batch can reach, other layer types (chunked, recurrent),
+encoder-decoders, a batch with an empty instruction. The trainer then uses the full forward
 (`skn.training.scoring.completion_scores`) and reports which one it used.
 
 Gradient checkpointing: transformers drops the cache inside a checkpointed layer, so the split
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -73,8 +77,17 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in _parameters(model) else "past_key_values"
 
 
-def split_support(loaded: LoadedModel) -> ForwardChoice:
-    """The split where the model's forward and attention layout allow it, else FULL with the reason."""
+def columns_needed(rows: Sequence[Encoded], prompt_len: int) -> int:
+    """The most key/value cache columns a split batch of these rows can take: the longest instruction (the
+    prefix's width) plus the prompt and the longest completion (the suffix's)."""
+    if not rows:
+        return prompt_len
+    return max(len(r.instruction) for r in rows) + prompt_len + max(len(r.completion) for r in rows)
+
+
+def split_support(loaded: LoadedModel, columns: int) -> ForwardChoice:
+    """The split where the model's forward and attention layout allow it for batches of at most `columns`
+    cache columns (`columns_needed`), else FULL with the reason."""
     model, name = loaded.model, loaded.name
     params = _parameters(model)
     config = getattr(model, "config", None)
@@ -82,20 +95,26 @@ def split_support(loaded: LoadedModel) -> ForwardChoice:
         return ForwardChoice(StepForward.FULL, f"{name}: forward() takes no cache, position_ids or inputs_embeds")
     if getattr(config, "is_encoder_decoder", False):
         return ForwardChoice(StepForward.FULL, f"{name}: an encoder-decoder")
-    layer_types = getattr(config, "layer_types", None) or ()
-    other = sorted({str(t) for t in layer_types} - {"full_attention"})
+    layer_types = {str(t) for t in getattr(config, "layer_types", None) or ()}
+    other = sorted(layer_types - {"full_attention", "sliding_attention"})
     if other:
         return ForwardChoice(StepForward.FULL, f"{name}: layers of type {', '.join(other)} (the cache columns are not positions)")
     window = getattr(config, "sliding_window", None)
-    if isinstance(window, int) and window > 0 and getattr(config, "use_sliding_window", True):
-        return ForwardChoice(StepForward.FULL, f"{name}: a sliding attention window (the cache columns are not positions)")
+    size = window if isinstance(window, int) and window > 0 else 0
+    windowed = "sliding_attention" in layer_types or (not layer_types and size > 0 and getattr(config, "use_sliding_window", True))
+    if windowed and size == 0:
+        return ForwardChoice(StepForward.FULL, f"{name}: sliding-attention layers without a window size")
+    if windowed and columns >= size:
+        return ForwardChoice(StepForward.FULL, f"{name}: a sliding attention window of {window} columns, and a batch "
+                                               f"can take {columns} (the cache columns are not positions)")
     return ForwardChoice(StepForward.SPLIT)
 
 
-def choose_forward(loaded: LoadedModel, rows: list[Encoded], prompt: Tensor, pad: int) -> ForwardChoice:
-    """`split_support`, then a check on a few real rows: the split's per-example losses must match
+def choose_forward(loaded: LoadedModel, rows: list[Encoded], prompt: Tensor, pad: int, columns: int) -> ForwardChoice:
+    """`split_support` for batches of at most `columns` cache columns (`columns_needed` over every row the
+    choice will serve), then a check on a few real rows (`rows`): the split's per-example losses must match
     the full forward's (relative 1e-3 in float32, 3e-2 in half precision), or the full forward is used."""
-    choice = split_support(loaded)
+    choice = split_support(loaded, columns)
     if choice.forward is StepForward.FULL or not rows:
         return choice
     batch = make_batch(rows, int(prompt.shape[0]), pad)

@@ -27,7 +27,8 @@ from skn.engine.distributed import Ranks
 from skn.errors import TrainingError, UsageError
 from skn.training.scoring import completion_scores
 from skn.training.instruction_cache import CacheUse, InstructionCache
-from skn.training.split_forward import ForwardChoice, PrefixCache, StepForward, choose_forward, splittable, step_scores
+from skn.training.split_forward import (ForwardChoice, PrefixCache, StepForward, choose_forward, columns_needed, splittable,
+                                       step_scores)
 from skn.inputs.layout import Encoded, make_batch
 from skn.models.model import LoadedModel, batch_pad_id
 from skn.engine.progress import ProgressSink, SilentProgress
@@ -172,7 +173,8 @@ def train_prompt(
     pad = batch_pad_id(loaded)
     choice = ForwardChoice(StepForward.FULL, "split_forward=False")
     if config.split_forward:
-        choice = choose_forward(loaded, list(train_rows[: config.batch_size]), prompt.detach(), pad)
+        choice = choose_forward(loaded, list(train_rows[: config.batch_size]), prompt.detach(), pad,
+                                columns_needed([*train_rows, *val_rows], config.prompt_len))
     split = choice.forward is StepForward.SPLIT
     if config.gradient_checkpointing and not split:  # the split checkpoints its whole step itself
         _enable_checkpointing(loaded)

@@ -16,7 +16,7 @@ import torch
 from skn.training.scoring import CompletionScores, completion_scores
 from skn.inputs.layout import Encoded, make_batch
 from skn.models.model import LoadedModel
-from skn.training.split_forward import ForwardChoice, StepForward, choose_forward, split_scores, split_support
+from skn.training.split_forward import ForwardChoice, StepForward, choose_forward, columns_needed, split_scores, split_support
 
 from helpers import tiny_loaded
 
@@ -62,7 +62,7 @@ RAGGED = [(1, 3), (40, 1), (7, 6), (23, 0)]
 @pytest.mark.parametrize("prompt_len", [1, 5])
 def test_split_equals_full_on_ragged_batches(arch: str, prompt_len: int) -> None:
     loaded = tiny_loaded(arch, init_range=0.3)  # large weights: every position matters
-    assert split_support(loaded) == ForwardChoice(StepForward.SPLIT)  # type: ignore[arg-type]
+    assert split_support(loaded, 100) == ForwardChoice(StepForward.SPLIT)  # type: ignore[arg-type]
     assert_same(loaded, random_rows(RAGGED, 80, 1, 2), prompt_len)  # type: ignore[arg-type]
 
 
@@ -111,7 +111,7 @@ def test_stories_split_equals_full(stories_path: Path) -> None:
 
     loaded = load_model(str(stories_path), device="cpu")
     rows = random_rows([(3, 2), (50, 1), (17, 5)], 500, 6, 2)
-    assert split_support(loaded).forward is StepForward.SPLIT
+    assert split_support(loaded, 100).forward is StepForward.SPLIT
     assert_same(loaded, rows, 1)
     assert_same(loaded, rows, 20)
 
@@ -122,12 +122,34 @@ def test_empty_instruction_uses_the_full_forward() -> None:
     assert_same(loaded, rows, 2)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("prompt_len", [1, 5])
+def test_sliding_window_layers_split_where_no_batch_reaches_the_window(prompt_len: int) -> None:
+    """Gemma 3's layout: sliding-window layers beside full ones. Rows of at most 40 + P + 7 columns, a window of
+    64: no key is ever outside the window, so the split equals the full forward. With a window of 8 the rows
+    reach it (the cache columns are not positions) and the full forward is used, with the reason."""
+    rows = random_rows(RAGGED, 80, 1, 2)
+    assert columns_needed(rows, prompt_len) == 40 + prompt_len + 7  # the longest instruction + P + the longest completion
+    wide = tiny_loaded("gemma3", init_range=0.3, window=64)
+    assert split_support(wide, columns_needed(rows, prompt_len)) == ForwardChoice(StepForward.SPLIT)
+    assert_same(wide, rows, prompt_len)  # type: ignore[arg-type]
+    narrow = tiny_loaded("gemma3", init_range=0.3, window=8)
+    choice = split_support(narrow, columns_needed(rows, prompt_len))
+    assert choice.forward is StepForward.FULL and "window of 8 columns" in choice.reason
+    prompt = torch.randn(prompt_len, 32, generator=torch.Generator().manual_seed(3)) * 0.3
+    batch = make_batch(rows, prompt_len, 0)
+    with torch.no_grad():  # why: forced on the narrow window, the split's losses are not the full forward's
+        gap = (split_scores(narrow, batch, prompt).loss - completion_scores(narrow, batch, prompt).loss).abs().max()
+    assert float(gap) > 1e-2
+    assert split_support(wide, 64).forward is StepForward.FULL  # a batch of 64 columns reaches a window of 64
+    assert split_support(wide, 63).forward is StepForward.SPLIT
+
+
 def test_unsupported_models_fall_back_with_a_reason() -> None:
     loaded = tiny_loaded("qwen2")
     config = loaded.model.config  # type: ignore[attr-defined]
-    config.layer_types = ["full_attention", "sliding_attention"]
-    choice = split_support(loaded)  # type: ignore[arg-type]
-    assert choice.forward is StepForward.FULL and "sliding_attention" in choice.reason
+    config.layer_types = ["full_attention", "chunked_attention"]
+    choice = split_support(loaded, 100)  # type: ignore[arg-type]
+    assert choice.forward is StepForward.FULL and "chunked_attention" in choice.reason
 
     class NoCache(torch.nn.Module):
         def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> None:
@@ -135,7 +157,7 @@ def test_unsupported_models_fall_back_with_a_reason() -> None:
 
     plain = tiny_loaded("llama")
     object.__setattr__(plain, "model", NoCache())
-    choice = split_support(plain)  # type: ignore[arg-type]
+    choice = split_support(plain, 100)  # type: ignore[arg-type]
     assert choice.forward is StepForward.FULL and "takes no cache" in choice.reason
 
 
@@ -143,7 +165,7 @@ def test_choose_forward_checks_on_real_rows() -> None:
     loaded = tiny_loaded("gpt2", init_range=0.3)
     rows = random_rows([(4, 2), (12, 3)], 80, 7, 2)
     prompt = torch.zeros(3, 32)
-    assert choose_forward(loaded, rows, prompt, 0).forward is StepForward.SPLIT  # type: ignore[arg-type]
+    assert choose_forward(loaded, rows, prompt, 0, 100).forward is StepForward.SPLIT  # type: ignore[arg-type]
     model = loaded.model  # type: ignore[attr-defined]
     original = model.forward
 
@@ -157,7 +179,7 @@ def test_choose_forward_checks_on_real_rows() -> None:
 
     model.forward = forgets_the_cache
     try:
-        choice = choose_forward(loaded, rows, prompt, 0)  # type: ignore[arg-type]
+        choice = choose_forward(loaded, rows, prompt, 0, 100)  # type: ignore[arg-type]
     finally:
         del model.forward
     assert choice.forward is StepForward.FULL and "differ" in choice.reason
