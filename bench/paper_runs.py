@@ -91,8 +91,9 @@ def skn() -> str:
     return str(script) if script.exists() else "skn"
 
 
-def run(argv: list[str], done: Path, log: Path) -> None:
-    """`skn ARGV` unless `done` exists; its wall time goes to `log` (one JSON line per command)."""
+def run(argv: list[str], done: Path, log: Path, resumed: bool = False) -> None:
+    """`skn ARGV` unless `done` exists; its wall time goes to `log` (one JSON line per command), with `resumed`
+    where it continues a killed command (whose earlier parts logged nothing)."""
     line = " ".join(["skn", *argv])
     if done.exists():
         print(f"[reused] {line}", flush=True)
@@ -102,7 +103,8 @@ def run(argv: list[str], done: Path, log: Path) -> None:
     subprocess.run([skn(), *argv], check=True, cwd=ROOT)
     seconds = time.perf_counter() - start
     with log.open("a", encoding="utf-8") as f:
-        f.write(json.dumps({"command": line, "wall_s": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        f.write(json.dumps({"command": line, "wall_s": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                            "resumed": resumed}) + "\n")
     print(f"[done] {seconds:.0f} s", flush=True)
 
 
@@ -119,7 +121,7 @@ def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log:
     if not (out / "run.json").exists() and out.exists():
         # killed earlier: continue its training and pass from their checkpoints, or start afresh without one
         argv.append("--resume" if (out / "checkpoint.safetensors").exists() else "--overwrite")
-    run(argv, out / "run.json", log)
+    run(argv, out / "run.json", log, resumed="--resume" in argv)
     return out
 
 
@@ -131,7 +133,7 @@ def curve(out: Path, sizes: Sizes, log: Path) -> None:
     """The ablation curve of one run; resumes after a kill (RUN/ablation_checkpoint.safetensors)."""
     run(["ablate", str(out), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
          "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
-         "--threads", "2"], out / "ablation_curve.json", log)
+         "--threads", "2"], out / "ablation_curve.json", log, resumed=(out / "ablation_checkpoint.safetensors").exists())
 
 
 def main() -> int:

@@ -201,8 +201,10 @@ def wall_times(runs_root: Path, key: str) -> list[str]:
 
 
 def resumed(row: dict[str, object]) -> str:
-    """A probe that resumed after a kill logs the wall time of its last part only (a killed part logs nothing)."""
-    return " (the part after the last resume; earlier parts were killed and not timed)" if "--resume" in str(row["command"]).split() else ""
+    """A command that resumed after a kill (a probe's --resume, a curve's checkpoint) logs the wall time of its last
+    part only (a killed part logs nothing). Lines logged before `resumed` was (2026-12-07) mark only probes."""
+    again = bool(row.get("resumed")) or "--resume" in str(row["command"]).split()
+    return " (the part after the last resume; earlier parts were killed and not timed)" if again else ""
 
 
 # SmolLM2 RQ3 ran first with 200-step prompts written to seed-S and compared into compare; when the prompts went
