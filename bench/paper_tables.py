@@ -237,11 +237,18 @@ def run_dirs(folder: Path) -> list[Path]:
     return expected + sorted(others, key=order)
 
 
-def experiment(runs_root: Path, key: str) -> list[str]:
+def summary(run: Path, read: dict[Path, rp.Summary]) -> rp.Summary:
+    """RUN's summary, read from its files once per table run (`read` keeps it for the two-model table)."""
+    if run not in read:
+        read[run] = rp.summarise(run)
+    return read[run]
+
+
+def experiment(runs_root: Path, key: str, read: dict[Path, rp.Summary]) -> list[str]:
     model, rq = key.split("-")
     folder = runs_root / key
     runs = run_dirs(folder)
-    summaries = {run: rp.summarise(run) for run in runs if (run / "run.json").exists()}  # each run read once
+    summaries = {run: summary(run, read) for run in runs if (run / "run.json").exists()}
     lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
     steps, shorter = paper_runs.FULL.steps, paper_runs.FULL.shorter
     at = {n: [folder / f"seed-{s}-{n}steps" for s in paper_runs.SEEDS] for n in (steps, shorter)}
@@ -297,14 +304,14 @@ def column(run: Path, name: str) -> list[object]:
     return [json.loads(line)[name] for line in (run / "examples.jsonl").read_text(encoding="utf-8").splitlines() if line]
 
 
-def two_models(runs_root: Path, rq: str) -> list[str]:
+def two_models(runs_root: Path, rq: str, read: dict[Path, rp.Summary]) -> list[str]:
     """Does a finding hold in both models, on the same items? The per-item metric's rank correlation, and
     which group each model's top neurons separate best."""
     seed0 = f"seed-0-{paper_runs.FULL.steps}steps"
     a, b = runs_root / f"smollm2-{rq}" / seed0, runs_root / f"gemma3-{rq}" / seed0
     if not ((a / "run.json").exists() and (b / "run.json").exists()):
         return [f"## {TITLES[rq]}: both models not run yet", ""]
-    sa, sb = rp.summarise(a), rp.summarise(b)
+    sa, sb = summary(a, read), summary(b, read)
     same = column(a, "source") == column(b, "source")
     lines = [f"## {TITLES[rq]}", "", f"Same validation items in both runs: {'yes' if same else 'no'}.", ""]
     if same:
@@ -331,10 +338,11 @@ def main() -> int:
     parser.add_argument("--results", type=Path, required=True)
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
+    read: dict[Path, rp.Summary] = {}  # every run's summary, read once
     for key in ("smollm2-rq3", "smollm2-rq2", "smollm2-rq1", "gemma3-rq3", "gemma3-rq2"):
         if (args.runs / key).exists():
-            (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key)), encoding="utf-8")
-    both = ["# Two model families on the same items", ""] + two_models(args.runs, "rq3") + two_models(args.runs, "rq2")
+            (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key, read)), encoding="utf-8")
+    both = ["# Two model families on the same items", ""] + two_models(args.runs, "rq3", read) + two_models(args.runs, "rq2", read)
     (args.results / "two_models.md").write_text("\n".join(both), encoding="utf-8")
     print(f"tables in {args.results}")
     return 0

@@ -24,8 +24,13 @@ import statistics
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from skn.inputs.layout import Batch
+    from skn.models.model import LoadedModel
 
 
 def build(device: torch.device) -> torch.nn.Module:
@@ -48,33 +53,33 @@ def rows(shape: str, n: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return out
 
 
-def skn_step(loaded: object, batch: object, mode: str) -> Callable[[], None]:
+def skn_step(loaded: LoadedModel, batch: Batch, mode: str) -> Callable[[], None]:
     """mode: cached (the split with the instruction cache), split, or full."""
     from skn.training.scoring import completion_scores
     from skn.training.instruction_cache import InstructionCache
     from skn.training.split_forward import ForwardChoice, StepForward, step_scores
 
-    width = int(loaded.input_embeddings.weight.shape[1])  # type: ignore[attr-defined]
-    prompt = (torch.randn(20, width, device=loaded.device) * 0.02).requires_grad_(True)  # type: ignore[attr-defined]
+    width = int(loaded.input_embeddings.weight.shape[1])
+    prompt = (torch.randn(20, width, device=loaded.device) * 0.02).requires_grad_(True)
     optimizer = torch.optim.AdamW([prompt], lr=3e-3)
     choice = ForwardChoice(StepForward.FULL if mode == "full" else StepForward.SPLIT)
     cache = InstructionCache(1 << 30)
-    items = list(range(batch.size))  # type: ignore[attr-defined]
+    items = list(range(batch.size))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         if mode == "full":
-            loss = completion_scores(loaded, batch, prompt).mean_loss  # type: ignore[arg-type]
+            loss = completion_scores(loaded, batch, prompt).mean_loss
         else:
-            prefix = cache.prefix(loaded, batch, items, prompt) if mode == "cached" else None  # type: ignore[arg-type]
-            loss = step_scores(loaded, batch, prompt, choice, prefix=prefix).mean_loss  # type: ignore[arg-type]
+            prefix = cache.prefix(loaded, batch, items, prompt) if mode == "cached" else None
+            loss = step_scores(loaded, batch, prompt, choice, prefix=prefix).mean_loss
         loss.backward()
         optimizer.step()
 
     return step
 
 
-def bench_loaded(model: torch.nn.Module, data: list, device: torch.device) -> tuple[object, object]:
+def bench_loaded(model: torch.nn.Module, data: list, device: torch.device) -> tuple[LoadedModel, Batch]:
     from skn.inputs.layout import Encoded, make_batch
     from skn.models.model import wrap_loaded
 
