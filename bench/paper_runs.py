@@ -17,15 +17,19 @@ again at any point. The order puts what other steps need first:
     length in tokens and the digit count; RQ2: HANS, metric heuristic==lexical_overlap; RQ1, SmolLM2 only:
     Skill-Mix's two skills in minimal pairs (--task skillmix-pairs: the skill varies, the wording does not),
     metric skill==spatial reasoning, --control on the instruction's length in tokens):
-        three prompts (prompt seeds 0, 1, 2 on the items of --seed 0), each trained 400 steps of 16 items with
-        the linear lr schedule, then probed on the same 1,000 validation items with the null and the holdout
+        three prompts (prompt seeds 0, 1, 2 on the items of --seed 0), each trained with the linear lr schedule
+        in steps of 16 items, 400 steps on SmolLM2 and 800 on Gemma 3 (checked every 20 and every 40 steps:
+        Gemma 3's first 400-step prompt was still falling, its curve's exponential fit 6% above its plateau,
+        bench/paper_tables.py), then probed on the same 1,000 validation items with the null and the holdout
         skn compare over the three (overlap and consensus)
+        the shorter prompts, where the experiment has them, and their comparisons:
+            SmolLM2 RQ3 ran first at 200 steps (two of its three prompts were not flat by the 1% rule): the
+            200-step prompts (seed-S-200steps, made with --seed S: each read other items; with their own
+            comparison), and skn compare of seed 0 at 200 and at 400 steps (compare-steps)
+            Gemma 3 RQ3 ran first at 400 steps: seed 0's 400-step prompt (the same items and prompt seed)
+            and skn compare of seed 0 at 400 and at 800 steps (compare-steps)
         skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
         64 items), which can depart with that many controls (docs/ablation.md)
-        for SmolLM2 RQ3, which ran first at 200 steps (two of its three prompts were not flat by the 1% rule):
-        the 200-step prompts too (seed-S-200steps, made with --seed S: each read other items; with their own
-        comparison and seed 0's curve), and skn
-        compare of seed 0 at 200 and at 400 steps (compare-steps)
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
 """
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,12 +71,32 @@ FULL = Sizes(train=480, val=1000, batch=16, steps=400, eval_every=20, null=100, 
 SMOKE = Sizes(train=16, val=24, batch=8, steps=8, eval_every=2, null=19, curve_items=6, curve_controls=2, curve_k="1,3", shorter=4)
 
 
+class Shorter(Enum):
+    """Prompts of an experiment trained fewer steps than its own, compared with them."""
+
+    NONE = "none"
+    OTHER_ITEMS = "every seed at Sizes.shorter steps, made with --seed S (other items too)"  # SmolLM2 RQ3's first
+    SEED0_AT_BASE = "seed 0 at Sizes.steps, on the same items"  # Gemma 3 RQ3's first prompt, before it went to 800
+
+
 @dataclass(frozen=True)
 class Experiment:
     key: str  # e.g. smollm2-rq3
     model: str
     args: tuple[str, ...]  # task, data, metric and control options
-    shorter: bool = False  # the prompts trained Sizes.shorter steps too, compared with the longer ones
+    length: int = 1  # its prompts train length x Sizes.steps steps, checked every length x Sizes.eval_every
+    shorter: Shorter = Shorter.NONE
+
+    def steps(self, sizes: Sizes) -> int:
+        return sizes.steps * self.length
+
+    def shorter_runs(self, sizes: Sizes) -> tuple[int, tuple[int, ...], bool]:
+        """The shorter prompts: their steps, seeds and whether they read --seed 0's items (none: no seeds)."""
+        if self.shorter is Shorter.OTHER_ITEMS:
+            return sizes.shorter, SEEDS, False
+        if self.shorter is Shorter.SEED0_AT_BASE:
+            return sizes.steps, (0,), True
+        return 0, (), True
 
 
 def experiments(gemma: str) -> list[Experiment]:
@@ -80,8 +105,10 @@ def experiments(gemma: str) -> list[Experiment]:
            "--val-data", str(HANS / "heuristics_evaluation_set.derived.tsv"), "--metric", "heuristic==lexical_overlap")
     rq1 = ("--task", "skillmix-pairs", "--metric", "skill==spatial reasoning", "--control", "instruction_tokens")
     tasks = (("rq3", rq3), ("rq2", rq2), ("rq1", rq1))
-    smollm2 = {rq: Experiment(f"smollm2-{rq}", str(SMOLLM2), args, shorter=rq == "rq3") for rq, args in tasks}
-    gemma3 = {rq: Experiment(f"gemma3-{rq}", gemma, args) for rq, args in (("rq3", rq3), ("rq2", rq2))} if gemma else {}
+    smollm2 = {rq: Experiment(f"smollm2-{rq}", str(SMOLLM2), args, shorter=Shorter.OTHER_ITEMS if rq == "rq3" else Shorter.NONE)
+               for rq, args in tasks}
+    gemma3 = {rq: Experiment(f"gemma3-{rq}", gemma, args, length=2, shorter=Shorter.SEED0_AT_BASE if rq == "rq3" else Shorter.NONE)
+              for rq, args in (("rq3", rq3), ("rq2", rq2))} if gemma else {}
     # each task on both models before the next task: the two families can be compared as early as possible
     return [e for rq in ("rq3", "rq2", "rq1") for e in (smollm2.get(rq), gemma3.get(rq)) if e is not None]
 
@@ -114,7 +141,7 @@ def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log:
     RQ3's 200-step prompts were made, --seed S, which draws other items too."""
     out = runs / exp.key / f"seed-{seed}-{steps}steps"
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
-            "--batch-size", str(sizes.batch), "--steps", str(steps), "--eval-every", str(sizes.eval_every), "--lr-schedule", "linear",
+            "--batch-size", str(sizes.batch), "--steps", str(steps), "--eval-every", str(sizes.eval_every * max(1, steps // sizes.steps)), "--lr-schedule", "linear",
             "--null", str(sizes.null), *(["--seed", "0", "--prompt-seed", str(seed)] if same_items else ["--seed", str(seed)]),
             "--threads", "2", "--out", str(out),
             "--instruction-cache", "3GiB"]  # every training item's instruction kept (SmolLM2: 1 GiB kept 270 of 480)
@@ -147,14 +174,16 @@ def main() -> int:
     args.runs.mkdir(parents=True, exist_ok=True)
     log = args.runs / "commands.jsonl"
     chosen = [e for e in experiments(args.gemma) if not args.only or e.key in args.only.split(",")]
-    for exp in chosen:  # one experiment done whole (probes, comparison, curve) before the next begins
-        outs = [probe(exp, seed, sizes.steps, args.runs, sizes, log) for seed in SEEDS]  # resumable: first
+    for exp in chosen:  # one experiment done whole (probes, comparisons, curve) before the next begins
+        outs = [probe(exp, seed, exp.steps(sizes), args.runs, sizes, log) for seed in SEEDS]  # resumable: first
         compare(outs, args.runs / exp.key / "compare", log)
-        curve(outs[0], sizes, log)  # about 2 hours on 2 cores for RQ3 (64 items x 7 choices x 67 sets)
-        if exp.shorter:
-            short = [probe(exp, seed, sizes.shorter, args.runs, sizes, log, same_items=False) for seed in SEEDS]
-            compare(short, args.runs / exp.key / f"compare-{sizes.shorter}steps", log)
+        steps, seeds, same_items = exp.shorter_runs(sizes)
+        short = [probe(exp, seed, steps, args.runs, sizes, log, same_items=same_items) for seed in seeds]
+        if len(short) > 1:
+            compare(short, args.runs / exp.key / f"compare-{steps}steps", log)
+        if short:
             compare([short[0], outs[0]], args.runs / exp.key / "compare-steps", log)
+        curve(outs[0], sizes, log)  # about 2 hours on 2 cores for SmolLM2 RQ3 (64 items x 7 choices x 67 sets)
     return 0
 
 

@@ -4,8 +4,8 @@ sets the two models side by side, whatever the runs show.
     python bench/paper_tables.py --runs runs/paper --results bench/results/paper
 
 Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation loss at the last three checks,
-whether it converged: >= 200 steps and within 1% over them, and the least-squares trend over the last 100
-steps, +- 2 SE), the top 10's |r| on the selection fold and on the held-out items, replication, the
+whether it converged: >= 200 steps and within 1% over them, the least-squares trend over the last 100
+steps, +- 2 SE, and how far the end of an exponential fit is above its plateau), the top 10's |r| on the selection fold and on the held-out items, replication, the
 family-wise null (threshold, neurons passing), the top neuron's separation of each group (AUROC); the
 covariates' r with the metric under --control; `skn compare` across the seeds (top-10 overlap against chance,
 the consensus) and how many validation items the runs share; for RQ3 on SmolLM2 the 200-step prompts beside
@@ -45,7 +45,32 @@ def converged(info: dict[str, object]) -> tuple[str, str]:
         return "n/a", "too few checks"
     ok, change = cpu_budget.converged([v for _, v in checks], checks[-1][0])
     text = ", ".join(f"{s}: {v:.4f}" for s, v in checks[-3:])
-    return ("yes" if ok else "no") + f" ({change:.2%}); trend {trend(checks)}", f"{checks[0][0]}: {checks[0][1]:.4f} ... {text}"
+    return ("yes" if ok else "no") + f" ({change:.2%}); trend {trend(checks)}; {plateau(checks)}", f"{checks[0][0]}: {checks[0][1]:.4f} ... {text}"
+
+
+def plateau(checks: list[tuple[int, float]], start: int = 100) -> str:
+    """Where the curve is heading: the least-squares fit of a + b exp(-step / tau) to the checks from step
+    `start` on (tau on a log grid of 10 to 10,000 steps; a and b linear given tau), and how far the fit at the
+    last step is above the plateau a (the checks of 256 items are too noisy to read one alone). A best tau at the grid's top means no bend in the checks (still falling in a
+    line, or flat and noisy): no plateau can be read off. With the linear schedule the lr reaches 0 at the last
+    step, so part of a bend is the schedule's."""
+    late = [(s, v) for s, v in checks if s >= start]
+    if len(late) < 4:
+        return "plateau n/a"
+    x, y = np.array([s for s, _ in late], dtype=float), np.array([v for _, v in late])
+    taus = np.geomspace(10, 10_000, 1201)  # 0.6% apart: a tau off by the spacing moves the plateau little
+    best = (math.inf, 0.0, 0.0, 0)
+    for i, tau in enumerate(taus):
+        design = np.stack([np.ones_like(x), np.exp(-(x - x[0]) / tau)], axis=1)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        sse = float(((design @ coef - y) ** 2).sum())
+        if sse < best[0]:
+            best = (sse, float(coef[0]), float(coef[1]), i)
+    _, a, b, i = best
+    if i == len(taus) - 1 or b <= 0:
+        return "plateau n/a (no bend)"
+    end = a + b * math.exp(-(x[-1] - x[0]) / taus[i])  # the fit at the last step: less noisy than its check
+    return f"fitted plateau {a:.4f} (tau {taus[i]:.0f} steps), the fit at step {int(x[-1])} {end / a - 1:.1%} above it"
 
 
 def trend(checks: list[tuple[int, float]], span: int = 100) -> str:
@@ -65,7 +90,7 @@ def trend(checks: list[tuple[int, float]], span: int = 100) -> str:
 
 def seed_rows(key: str, runs: list[Path], summaries: dict[Path, rp.Summary]) -> list[str]:
     rq = key.split("-")[1]
-    lines = ["| seed | validation loss (first check ... last three) | converged (the 1% rule); trend of the last 100 steps | top-10 \\|r\\| (selection; partial r under --control) | "
+    lines = ["| seed | validation loss (first check ... last three) | converged (the 1% rule); trend of the last 100 steps; fitted plateau | top-10 \\|r\\| (selection; partial r under --control) | "
              "held-out r, top 10 (sign-aligned median) | replication | null threshold | neurons passing (of all) | "
              "top neuron | its AUROC per group (value vs rest) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
@@ -224,10 +249,16 @@ def renamed(row: dict[str, object]) -> str:
     return f" (before {RENAME_TIME}; that folder is now {RENAMED[name]})" if name in RENAMED else ""
 
 
+def plan(key: str) -> paper_runs.Experiment:
+    """How bench/paper_runs.py makes experiment KEY (its steps, its shorter prompts)."""
+    return next(e for e in paper_runs.experiments("GEMMA.gguf") if e.key == key)
+
+
 def run_dirs(folder: Path) -> list[Path]:
     """The experiment's runs: those bench/paper_runs.py makes first (seed-S-{steps}steps at its steps, present
     or not), then any other seed-S-{N}steps present, by steps (most first) and seed."""
-    expected = [folder / f"seed-{s}-{paper_runs.FULL.steps}steps" for s in paper_runs.SEEDS]
+    steps = plan(folder.name).steps(paper_runs.FULL)
+    expected = [folder / f"seed-{s}-{steps}steps" for s in paper_runs.SEEDS]
     others = [d for d in folder.glob("seed-*-*steps") if d.is_dir() and d not in expected]
 
     def order(d: Path) -> tuple[int, int]:
@@ -250,15 +281,17 @@ def experiment(runs_root: Path, key: str, read: dict[Path, rp.Summary]) -> list[
     runs = run_dirs(folder)
     summaries = {run: summary(run, read) for run in runs if (run / "run.json").exists()}
     lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
-    steps, shorter = paper_runs.FULL.steps, paper_runs.FULL.shorter
+    steps = plan(key).steps(paper_runs.FULL)
+    shorter, seeds, same_items = plan(key).shorter_runs(paper_runs.FULL)
     at = {n: [folder / f"seed-{s}-{n}steps" for s in paper_runs.SEEDS] for n in (steps, shorter)}
     lines += control_lines(runs) + compare_lines(folder / "compare", f"across the seeds at {steps} steps") + shared_items(at[steps])
-    if (folder / f"compare-{shorter}steps").exists():
+    if len(seeds) > 1 and (folder / f"compare-{shorter}steps").exists():
+        drawn = "on the same items" if same_items else ("made with --seed S: seeds 1 and 2 drew other items and other prompts; "
+                                                        "seed 0's prompt started from the same draw at both lengths")
         lines += compare_lines(folder / f"compare-{shorter}steps", f"across the seeds at {shorter} steps") + shared_items(at[shorter])
         lines += consensus_overlap(folder / "compare", folder / f"compare-{shorter}steps",
-                                   f"the {steps}-step prompts and of the {shorter}-step prompts (made with --seed S: seeds 1 and 2 drew "
-                                   "other items and other prompts; seed 0's prompt started from the same draw at both lengths)")
-    if (folder / "compare-steps").exists():
+                                   f"the {steps}-step prompts and of the {shorter}-step prompts ({drawn})")
+    if seeds and (folder / "compare-steps").exists():
         lines += compare_lines(folder / "compare-steps", f"of seed 0 at {shorter} and at {steps} steps") + shared_items(
             [at[shorter][0], at[steps][0]])
     for run in runs:  # the curve of seed 0 at the full steps, present or not, and any other run's
@@ -304,16 +337,23 @@ def column(run: Path, name: str) -> list[object]:
     return [json.loads(line)[name] for line in (run / "examples.jsonl").read_text(encoding="utf-8").splitlines() if line]
 
 
+def seed0(folder: Path) -> Path:
+    """Prompt seed 0's run of an experiment: at the experiment's steps when it is there, else the longest
+    seed-0 run there is (Gemma 3's 400-step prompt until its 800-step one is done)."""
+    present = [d for d in run_dirs(folder) if d.name.startswith("seed-0-") and (d / "run.json").exists()]
+    return present[0] if present else run_dirs(folder)[0]
+
+
 def two_models(runs_root: Path, rq: str, read: dict[Path, rp.Summary]) -> list[str]:
     """Does a finding hold in both models, on the same items? The per-item metric's rank correlation, and
     which group each model's top neurons separate best."""
-    seed0 = f"seed-0-{paper_runs.FULL.steps}steps"
-    a, b = runs_root / f"smollm2-{rq}" / seed0, runs_root / f"gemma3-{rq}" / seed0
+    a, b = (seed0(runs_root / f"{m}-{rq}") for m in ("smollm2", "gemma3"))
     if not ((a / "run.json").exists() and (b / "run.json").exists()):
         return [f"## {TITLES[rq]}: both models not run yet", ""]
     sa, sb = summary(a, read), summary(b, read)
     same = column(a, "source") == column(b, "source")
-    lines = [f"## {TITLES[rq]}", "", f"Same validation items in both runs: {'yes' if same else 'no'}.", ""]
+    lines = [f"## {TITLES[rq]}", "", f"Runs: {a.parent.name}/{a.name} and {b.parent.name}/{b.name}. "
+             f"Same validation items in both runs: {'yes' if same else 'no'}.", ""]
     if same:
         from scipy.stats import spearmanr
 
