@@ -43,7 +43,7 @@ from skn.errors import UsageError
 from skn.inputs.metrics import MetricKind, load_function, metric_after_pass
 from skn.ablation.ablate_test import DepartureTest, empirical_p, log_t_p, resolve_test  # noqa: F401  (empirical_p: re-exported)
 from skn.ablation.intervention import Intervention, Target, Value, ValueKind, Where, build_intervention
-from skn.ablation.stacked_forward import AblationData, scored, shares_instruction
+from skn.ablation.stacked_forward import AblationData, scored
 from skn.ablation.stacked_forward import prepare as prepare  # re-exported: callers build the data and ablate in one import
 from skn.engine.progress import Advance, ProgressSink, SilentProgress
 
@@ -128,11 +128,13 @@ def measure_sets(data: AblationData, stack: Sequence[Intervention | None], split
     a stacked set's measures equal the set-by-set ones to float32 rounding (tests/ablation/test_ablate_share.py),
     not always to the last bit. With one set per forward (`share` = 1) the pass is the original one.
 
-    `split` (where `shares_instruction` allows it): the split forward, each batch's instruction run once for
-    every set; equal to the full forward's measures to float32 rounding. Measures that are compared with each
-    other must come from the same forward, so `measure_many` decides it once for its whole stack."""
-    if split and not shares_instruction(data, stack):
-        raise UsageError("the split forward needs a model that takes it and sets that edit only the prompt")
+    `split` (where the model takes it, `data.split`): the split forward, each batch's distinct instructions run
+    once for the sets that edit only the prompt and once for each set that edits everywhere
+    (`skn.ablation.stacked_forward.scored`); equal to the full forward's measures to float32 rounding. Measures
+    that are compared with each other must come from the same forward, so `measure_many` decides it once for its
+    whole stack."""
+    if split and not data.split:
+        raise UsageError("the split forward needs a model that takes it (skn.training.split_forward)")
     if not stack:
         return ()
     output_metric = not data.spec.known_before_pass
@@ -189,12 +191,12 @@ class NoStore:
 def measure_many(data: AblationData, stack: Sequence[Intervention | None], share: int = 1,
                  advance: Advance | None = None, store: SetStore = NoStore()) -> tuple[Measures, ...]:
     """`measure` for each intervention, `share` of them per pass over the items (ceil(len / share) passes); with
-    the split forward where `shares_instruction` allows it for the whole stack (so every set, the unablated
-    model included, is measured by the same forward). A forward whose sets `store` already holds is not run
+    the split forward where the model takes it (`data.split`), for the whole stack (so every set, the
+    unablated model included, is measured by the same forward). A forward whose sets `store` already holds is not run
     again (the same sets in the same forward: the same numbers), and each one run is handed to `store`."""
     if share < 1:
         raise UsageError(f"--share must be at least 1, got {share}")
-    split = shares_instruction(data, stack)
+    split = data.split
     out: list[Measures] = []
     for lo in range(0, len(stack), share):
         part = stack[lo : lo + share]

@@ -149,9 +149,10 @@ def _measure_points(
     correct each curve over its own grid (Holm, per curve: each curve is its own question).
 
     Where the model takes the split forward, the points at the prompt and those everywhere are measured apart,
-    each with its own unablated run: the sets that edit only the prompt share each batch's instruction
-    (`shares_instruction`), which a stack with an edit everywhere cannot. The forwards `store` holds are not run
-    again."""
+    each with its own unablated run: the sets that edit only the prompt share each batch's instruction between
+    them, while a set that edits everywhere runs the instruction under its own edits
+    (`skn.ablation.stacked_forward.instruction_edits`), so a pass that mixed the two would run it once per set.
+    The forwards `store` holds are not run again."""
     start = time.perf_counter()
     share = configs[0].share
     at_prompt = [p for p in points if p.where is Where.PROMPT]

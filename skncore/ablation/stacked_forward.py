@@ -2,9 +2,11 @@
 `prepare`), and each batch's forward with every set of the stack in it (`scored`): the items repeated once per
 set along the batch, each copy rewritten with its own set's edits (`skn.ablation.intervention.intervened`).
 
-Sets that edit only the prompt's slots leave the instruction as the unablated model computes it, so where the
-model takes the split forward (skn.training.split_forward) each distinct instruction of a batch runs once for
-every set and row that has it (`shares_instruction`), and only the prompt and completion run per set.
+Where the model takes the split forward (skn.training.split_forward), each distinct instruction of a batch runs
+once for all the rows that have it (an item's alternative answers share its instruction), and only the prompt
+and completion run per row (`_stacked_prefix`). Sets that edit only the prompt's slots leave the instruction as
+the unablated model computes it, so a stack of them runs each instruction once between all its sets; a set
+that edits everywhere (Where.ALL) runs the instructions once for itself, under its own edits.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class AblationData:
     alt_owner: tuple[int, ...]  # item index of each alternative row
     has_alternatives: bool
     batch_size: int = 16
-    split: bool = False  # the model takes the split forward: sets that edit only the prompt share each batch's instruction
+    split: bool = False  # the model takes the split forward: each batch's distinct instructions run apart (`scored`)
 
 
 def prepare(
@@ -48,7 +50,7 @@ def prepare(
     split: bool = True,
 ) -> AblationData:
     """`split`: use the split forward where the model takes it (skn.training.split_forward's check on the first
-    batch), so that the sets that edit only the prompt's slots run each batch's instruction once between them."""
+    batch), so that each batch's distinct instructions run once per kind of instruction forward (`scored`)."""
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     columns = columns_needed([*rows, *alt_rows], int(prompt.shape[0]))
@@ -63,45 +65,59 @@ def _slice(scores: CompletionScores, lo: int, hi: int) -> CompletionScores:
                             scores.token_logprob[lo:hi], scores.token_mask[lo:hi])
 
 
-def shares_instruction(data: AblationData, stack: Sequence[Intervention | None]) -> bool:
-    """Whether the sets of `stack` run each batch's instruction once between them: the model takes the split
-    forward and no set edits a position before the prompt (Where.PROMPT only), so the instruction's keys and
-    values are the unablated model's in every set."""
-    return data.split and all(i is None or i.where is Where.PROMPT for i in stack)
+def instruction_edits(stack: Sequence[Intervention | None]) -> tuple[Intervention | None, ...]:
+    """What each set of `stack` changes in the instruction's forward: a set's edits everywhere (Where.ALL); a
+    set at the prompt's slots, or the unablated model, nothing (causal attention: positions before the prompt
+    never see the prompt)."""
+    return tuple(i if i is not None and i.where is Where.ALL else None for i in stack)
 
 
-def _stacked_prefix(data: AblationData, chunk: Sequence[Encoded], sets: int) -> Prefix | None:
-    """The chunk's instructions, each distinct one run once (an item's alternative answers share its
-    instruction), their keys and values laid out for `sets` copies of the chunk (set s in rows s * n .. (s + 1) *
-    n - 1, as `intervened` lays them out); None where the chunk cannot be split."""
+def _stacked_prefix(data: AblationData, chunk: Sequence[Encoded], stack: Sequence[Intervention | None]) -> Prefix | None:
+    """The chunk's instructions, each distinct one run once per kind of instruction forward (an item's
+    alternative answers share its instruction), their keys and values laid out for one copy of the chunk per
+    set (set s in rows s * n .. (s + 1) * n - 1, as `intervened` lays them out); None where the chunk cannot be
+    split. When no set edits the instruction (`instruction_edits`), the distinct instructions run once for all
+    the sets; else once per set, set s's copy under set s's edits everywhere."""
     distinct: dict[tuple[int, ...], int] = {}
     firsts: list[Encoded] = []  # the first row of each distinct instruction, in the order of `distinct`
     for row in chunk:
         if row.instruction not in distinct:
             distinct[row.instruction] = len(firsts)
             firsts.append(row)
-    prefix = prefix_of(data.loaded, make_batch(firsts, int(data.prompt.shape[0]), batch_pad_id(data.loaded)), data.prompt)
+    sets, unique = len(stack), len(firsts)
+    edits = instruction_edits(stack)
+    per_set = any(e is not None for e in edits)
+    batch = make_batch(firsts * sets if per_set else firsts, int(data.prompt.shape[0]), batch_pad_id(data.loaded))
+    with intervened(data.loaded, edits, batch.prompt_start) if per_set else nullcontext():
+        prefix = prefix_of(data.loaded, batch, data.prompt)
     if prefix is None:
         return None
     which = torch.tensor([distinct[row.instruction] for row in chunk], dtype=torch.int64)
-    prefix.cache.batch_repeat_interleave(sets)  # type: ignore[attr-defined]  # distinct instruction u, set s: row u * sets + s
-    order = (which.unsqueeze(0) * sets + torch.arange(sets).unsqueeze(1)).reshape(-1)  # row s * n + b: b's instruction, set s
-    prefix.cache.batch_select_indices(order.to(prefix.mask.device))  # type: ignore[attr-defined]
-    return replace(prefix, mask=prefix.mask[which.to(prefix.mask.device)].repeat(sets, 1), owned=True)  # made here: the suffix may extend it
+    copy = torch.arange(sets).unsqueeze(1)
+    if per_set:  # distinct instruction u under set s's edits: prefix row s * unique + u
+        order = (copy * unique + which.unsqueeze(0)).reshape(-1)  # row s * n + b: b's instruction, set s
+    else:  # one prefix row per distinct instruction u, repeated: row u * sets + s
+        prefix.cache.batch_repeat_interleave(sets)  # type: ignore[attr-defined]
+        order = (which.unsqueeze(0) * sets + copy).reshape(-1)
+    device = prefix.mask.device
+    prefix.cache.batch_select_indices(order.to(device))  # type: ignore[attr-defined]
+    mask = prefix.mask[order.to(device) if per_set else which.repeat(sets).to(device)]
+    return replace(prefix, mask=mask, owned=True)  # made here: the suffix may extend it
 
 
 def scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Intervention | None],
             split: bool) -> Iterator[tuple[int, int, list[CompletionScores]]]:
     """Per batch of items (first index, count): each set's scores, all sets in one forward (the items
-    repeated once per set along the batch); with `split`, the forward is the split one, the batch's
-    instruction run once for all sets and the sets' edits applied in the suffix (prompt onward)."""
+    repeated once per set along the batch); with `split`, the forward is the split one: the batch's distinct
+    instructions run once for all sets that leave them as they are, and once per set that edits everywhere
+    (`_stacked_prefix`), and the sets' edits apply in the suffix (prompt onward) too."""
     pad = batch_pad_id(data.loaded)
     prompt_len = int(data.prompt.shape[0])
     sets = len(stack)
     for first in range(0, len(rows), data.batch_size):
         chunk = rows[first : first + data.batch_size]
         batch = make_batch(list(chunk) * sets, prompt_len, pad)
-        prefix = _stacked_prefix(data, chunk, sets) if split else None
+        prefix = _stacked_prefix(data, chunk, stack) if split else None
         if prefix is not None:  # the suffix's columns start at the prompt: its slots are columns 0 .. P - 1
             with intervened(data.loaded, stack, torch.zeros_like(batch.prompt_start)) if any(i is not None for i in stack) else nullcontext():
                 scores = split_scores(data.loaded, batch, data.prompt, prefix=prefix)
@@ -114,4 +130,4 @@ def scored(data: AblationData, rows: Sequence[Encoded], stack: Sequence[Interven
         yield first, n, [_slice(scores, s * n, (s + 1) * n) for s in range(sets)]
 
 
-__all__ = ["AblationData", "prepare", "scored", "shares_instruction"]
+__all__ = ["AblationData", "instruction_edits", "prepare", "scored"]

@@ -112,7 +112,8 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interle
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """With the split forward, a stack of sets that edit only the prompt runs each batch's instruction once for
     all of them, and measures what the full forward measures (float32 rounding); a stack with a set that edits
-    everywhere takes the full forward."""
+    everywhere runs the instructions once per set, each under its set's edits, and measures what the full
+    forward measures too."""
     import skn.ablation.stacked_forward as stacked
 
     loaded = tiny_loaded(arch, seed=6, init_range=0.2, window=256)  # gemma3: sliding-window layers no row reaches
@@ -146,12 +147,58 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interle
                 np.testing.assert_allclose(g.loss.numpy(), w.loss.numpy(), rtol=0, atol=ATOL)
     assert all(float((m.loss - measured[0].loss).abs().max()) > 1e-3 for m in measured[1:])  # the edits took effect
     calls.clear()
-    everywhere = [*prompt_only, build_intervention((Target(0, 2, 0),), Value(ValueKind.ZERO), Where.ALL, mean_x)]
+    everywhere = [*prompt_only, build_intervention((Target(0, 2, 0), Target(1, 5, 1)), Value(ValueKind.SCALE, 4.0), Where.ALL, mean_x)]
     mixed = measure_many(split, everywhere, share=5)  # type: ignore[arg-type]
-    assert calls == []  # the full forward: no instruction run apart
-    _same(mixed[0], measure(full, None))  # type: ignore[arg-type]
+    assert calls == [5 * n for n in prefixes]  # one copy of the instructions per set: one set edits them
+    for a, b in zip(mixed, measure_many(full, everywhere, share=1), strict=True):  # type: ignore[arg-type]
+        _same(a, b)
     with pytest.raises(UsageError, match="split forward needs"):
         measure_sets(full, prompt_only, split=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch, batch, interleaved", [("llama", 3, False), ("qwen2", 4, True), ("gemma3", 3, True)])
+def test_sets_everywhere_run_their_own_instruction(arch: str, batch: int, interleaved: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the split forward, a stack of sets that edit everywhere (Where.ALL) runs each batch's distinct
+    instructions once per set under that set's edits (an item's answers share them within the set), and every
+    set, the unablated one among them, measures what the full forward measures, the alternatives' scores too.
+    Without the edits in the instruction's forward the measures would differ: the check can fail."""
+    import skn.ablation.stacked_forward as stacked
+
+    loaded = tiny_loaded(arch, seed=7, init_range=0.2, window=256)
+    width, layers = loaded.sites.width, loaded.sites.num_layers
+    items = _examples(8, 1)
+    prompt = init_prompt(loaded, P, seed=1)
+    rows = encode(loaded, items, Template.PLAIN, P)
+    owners = [i for k in range(0, 8, 2) for _ in range(3) for i in (k, k + 1)] if interleaved else [i for i in range(8) for _ in range(3)]
+    answers = {i: iter(("x", "yy", "z")) for i in range(8)}
+    alts = [Example(items[i].instruction, items[i].completion + next(answers[i]), items[i].meta, items[i].source) for i in owners]
+    alt_rows = encode(loaded, alts, Template.PLAIN, P)
+    split, full = (prepare(loaded, prompt, rows, items, parse_metric("confidence"), alt_rows, owners, True, batch, way) for way in (True, False))
+    mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 3
+    stack = [None, build_intervention((Target(0, 4, 0), Target(1, 2, 1)), Value(ValueKind.ZERO), Where.ALL, mean_x),
+             build_intervention((Target(0, 6, 2), Target(1, 6, 2)), Value(ValueKind.SCALE, -3.0), Where.ALL, mean_x),
+             build_intervention((Target(0, 1, 1), Target(0, 3, 2)), Value(ValueKind.MEAN), Where.ALL, mean_x)]
+    # every set edits layer 0, which the later positions read through attention (a last-layer edit at the
+    # instruction's positions reaches no scored token, so it could not tell the two prefixes apart)
+    calls: list[int] = []
+    real = stacked.prefix_of
+    monkeypatch.setattr(stacked, "prefix_of", lambda loaded, batch, prompt: calls.append(batch.size) or real(loaded, batch, prompt))
+    measured = measure_many(split, stack, share=4)  # type: ignore[arg-type]
+    distinct = [len(set(owners[i : i + batch])) for i in range(0, len(owners), batch)]
+    assert calls == [4 * len(rows[i : i + batch]) for i in range(0, len(rows), batch)] + [4 * d for d in distinct]
+    reference = measure_many(full, stack, share=1)  # type: ignore[arg-type]
+    for a, b in zip(measured, reference, strict=True):
+        _same(a, b)
+    with torch.no_grad():
+        for (_, _, got), (_, _, want) in zip(stacked.scored(split, split.alt_rows, stack, True),
+                                             stacked.scored(full, full.alt_rows, stack, False), strict=True):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g.loss.numpy(), w.loss.numpy(), rtol=0, atol=ATOL)
+    assert all(float((m.loss - measured[0].loss).abs().max()) > 1e-3 for m in measured[1:])  # the edits took effect
+    monkeypatch.setattr(stacked, "instruction_edits", lambda stack: tuple(None for _ in stack))  # edits after the instruction only
+    wrong = measure_many(split, stack, share=4)  # type: ignore[arg-type]
+    assert all(float((w.loss - r.loss).abs().max()) > 1e-3 for w, r in zip(wrong[1:], reference[1:], strict=True))
 
 
 def test_four_curves_in_one_call_share_the_controls(tmp_path: Path) -> None:
