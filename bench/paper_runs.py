@@ -140,8 +140,9 @@ def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log:
     `same_items` the seed is the prompt's alone (--prompt-seed; every seed reads --seed 0's items); without, as
     RQ3's 200-step prompts were made, --seed S, which draws other items too."""
     out = runs / exp.key / f"seed-{seed}-{steps}steps"
+    every = sizes.eval_every * max(1, steps // sizes.steps)  # 20 checks at the experiment's steps, as at Sizes.steps
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
-            "--batch-size", str(sizes.batch), "--steps", str(steps), "--eval-every", str(sizes.eval_every * max(1, steps // sizes.steps)), "--lr-schedule", "linear",
+            "--batch-size", str(sizes.batch), "--steps", str(steps), "--eval-every", str(every), "--lr-schedule", "linear",
             "--null", str(sizes.null), *(["--seed", "0", "--prompt-seed", str(seed)] if same_items else ["--seed", str(seed)]),
             "--threads", "2", "--out", str(out),
             "--instruction-cache", "3GiB"]  # every training item's instruction kept (SmolLM2: 1 GiB kept 270 of 480)

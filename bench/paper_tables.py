@@ -5,11 +5,12 @@ sets the two models side by side, whatever the runs show.
 
 Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation loss at the last three checks,
 whether it converged: >= 200 steps and within 1% over them, the least-squares trend over the last 100
-steps, +- 2 SE, and how far the end of an exponential fit is above its plateau), the top 10's |r| on the selection fold and on the held-out items, replication, the
-family-wise null (threshold, neurons passing), the top neuron's separation of each group (AUROC); the
-covariates' r with the metric under --control; `skn compare` across the seeds (top-10 overlap against chance,
-the consensus) and how many validation items the runs share; for RQ3 on SmolLM2 the 200-step prompts beside
-the 400-step ones (their rows, their comparison, seed 0 at both lengths); every ablation curve as `skn show`
+steps, +- 2 SE, and how far the end of an exponential fit is above its plateau), the top 10's |r| on the
+selection fold and on the held-out items, replication, the family-wise null (threshold, neurons passing),
+the top neuron's separation of each group (AUROC); the covariates' r with the metric under --control; `skn
+compare` across the seeds (top-10 overlap against chance, the consensus) and how many validation items the
+runs share; the shorter prompts beside the longer ones (SmolLM2 RQ3's 200-step prompts: their rows, their
+comparison, seed 0 at both lengths; Gemma 3 RQ3's 400-step seed 0 against 800 steps); every ablation curve as `skn show`
 prints it and in full; and the wall time of every command; for RQ3, per seed, whether the top 10 separate the
 last-digit-shortcut items. Experiments not run yet are listed as such.
 """
@@ -51,9 +52,9 @@ def converged(info: dict[str, object]) -> tuple[str, str]:
 def plateau(checks: list[tuple[int, float]], start: int = 100) -> str:
     """Where the curve is heading: the least-squares fit of a + b exp(-step / tau) to the checks from step
     `start` on (tau on a log grid of 10 to 10,000 steps; a and b linear given tau), and how far the fit at the
-    last step is above the plateau a (the checks of 256 items are too noisy to read one alone). A best tau at the grid's top means no bend in the checks (still falling in a
-    line, or flat and noisy): no plateau can be read off. With the linear schedule the lr reaches 0 at the last
-    step, so part of a bend is the schedule's."""
+    last step is above the plateau a (the checks of 256 items are too noisy to read one alone). A best tau at
+    the grid's top means no bend in the checks (still falling in a line, or flat and noisy): no plateau can be
+    read off. With the linear schedule the lr reaches 0 at the last step, so part of a bend is the schedule's."""
     late = [(s, v) for s, v in checks if s >= start]
     if len(late) < 4:
         return "plateau n/a"
