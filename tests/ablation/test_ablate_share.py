@@ -101,6 +101,43 @@ def test_one_set_per_forward_is_the_original_pass_bitwise() -> None:
     assert torch.equal(a.loss, b.loss) and a.metric is not None and b.metric is not None and torch.equal(a.metric, b.metric)
 
 
+def _with_answers(arch: str, seed: int, batch: int, interleaved: bool) -> tuple[object, object, object, list[int]]:
+    """A tiny model, 8 items with 3 alternative answers each (interleaved: two items' answers alternate), and
+    their ablation data for the split and the full forward: (loaded, split, full, owners)."""
+    loaded = tiny_loaded(arch, seed=seed, init_range=0.2, window=256)  # gemma3: sliding-window layers no row reaches
+    items = _examples(8, seed - 6)
+    prompt = init_prompt(loaded, P, seed=seed - 6)
+    rows = encode(loaded, items, Template.PLAIN, P)
+    owners = [i for k in range(0, 8, 2) for _ in range(3) for i in (k, k + 1)] if interleaved else [i for i in range(8) for _ in range(3)]
+    answers = {i: iter(("x", "yy", "z")) for i in range(8)}  # 3 answers per item
+    alts = [Example(items[i].instruction, items[i].completion + next(answers[i]), items[i].meta, items[i].source) for i in owners]
+    alt_rows = encode(loaded, alts, Template.PLAIN, P)
+    split, full = (prepare(loaded, prompt, rows, items, parse_metric("confidence"), alt_rows, owners, True, batch, way) for way in (True, False))
+    assert split.split and not full.split
+    return loaded, split, full, owners
+
+
+def _count_prefixes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch size of every instruction forward the split runs from now on."""
+    import skn.ablation.stacked_forward as stacked
+
+    calls: list[int] = []
+    real = stacked.prefix_of
+    monkeypatch.setattr(stacked, "prefix_of", lambda loaded, batch, prompt: calls.append(batch.size) or real(loaded, batch, prompt))
+    return calls
+
+
+def _same_alternatives(split: object, full: object, stack: list[object]) -> None:
+    """The alternatives' own scores agree (accuracy alone would hide a wrong instruction: every item wins by a margin)."""
+    import skn.ablation.stacked_forward as stacked
+
+    with torch.no_grad():
+        for (_, _, got), (_, _, want) in zip(stacked.scored(split, split.alt_rows, stack, True),  # type: ignore[arg-type, attr-defined]
+                                             stacked.scored(full, full.alt_rows, stack, False), strict=True):  # type: ignore[arg-type, attr-defined]
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g.loss.numpy(), w.loss.numpy(), rtol=0, atol=ATOL)
+
+
 # batch 3: the items' instructions in batches of 3, 3, 2; their 24 alternatives in batches of 3 rows, one item's
 # three answers each, so one instruction a batch (an item's answers share its instruction). batch 4: items 4, 4;
 # alternatives in batches of 4 rows that hold two items' answers (3 + 1, 2 + 2, 1 + 3, ...), two instructions each
@@ -114,37 +151,19 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interle
     all of them, and measures what the full forward measures (float32 rounding); a stack with a set that edits
     everywhere runs the instructions once per set, each under its set's edits, and measures what the full
     forward measures too."""
-    import skn.ablation.stacked_forward as stacked
-
-    loaded = tiny_loaded(arch, seed=6, init_range=0.2, window=256)  # gemma3: sliding-window layers no row reaches
-    width, layers = loaded.sites.width, loaded.sites.num_layers
-    items = _examples(8, 0)
-    prompt = init_prompt(loaded, P, seed=0)
-    rows = encode(loaded, items, Template.PLAIN, P)
-    owners = [i for k in range(0, 8, 2) for _ in range(3) for i in (k, k + 1)] if interleaved else [i for i in range(8) for _ in range(3)]
-    answers = {i: iter(("x", "yy", "z")) for i in range(8)}  # 3 answers per item
-    alts = [Example(items[i].instruction, items[i].completion + next(answers[i]), items[i].meta, items[i].source) for i in owners]
-    alt_rows = encode(loaded, alts, Template.PLAIN, P)
-    split, full = (prepare(loaded, prompt, rows, items, parse_metric("confidence"), alt_rows, owners, True, batch, way) for way in (True, False))
-    assert split.split and not full.split
+    loaded, split, full, _ = _with_answers(arch, 6, batch, interleaved)
+    width, layers = loaded.sites.width, loaded.sites.num_layers  # type: ignore[attr-defined]
     mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
     prompt_only = [None, build_intervention((Target(1, 3, 0), Target(0, 9, 2)), Value(ValueKind.ZERO), Where.PROMPT, mean_x),
                    build_intervention((Target(0, 1, 1),), Value(ValueKind.SCALE, 5.0), Where.PROMPT, mean_x),
                    build_intervention((Target(1, 7, 2), Target(1, 8, 2)), Value(ValueKind.MEAN), Where.PROMPT, mean_x)]
-    calls: list[int] = []
-    real = stacked.prefix_of
-    monkeypatch.setattr(stacked, "prefix_of", lambda loaded, batch, prompt: calls.append(batch.size) or real(loaded, batch, prompt))
+    calls = _count_prefixes(monkeypatch)
     measured = measure_many(split, prompt_only, share=4)  # type: ignore[arg-type]
     assert calls == prefixes  # the instructions run, per batch, for the 4 sets at once
     reference = measure_many(full, prompt_only, share=1)  # type: ignore[arg-type]
     for a, b in zip(measured, reference, strict=True):
         _same(a, b)
-    # the alternatives' own scores (accuracy alone would hide a wrong instruction: every item wins by a margin)
-    with torch.no_grad():
-        for (_, _, got), (_, _, want) in zip(stacked.scored(split, split.alt_rows, prompt_only, True),
-                                             stacked.scored(full, full.alt_rows, prompt_only, False), strict=True):
-            for g, w in zip(got, want, strict=True):
-                np.testing.assert_allclose(g.loss.numpy(), w.loss.numpy(), rtol=0, atol=ATOL)
+    _same_alternatives(split, full, prompt_only)
     assert all(float((m.loss - measured[0].loss).abs().max()) > 1e-3 for m in measured[1:])  # the edits took effect
     calls.clear()
     everywhere = [*prompt_only, build_intervention((Target(0, 2, 0), Target(1, 5, 1)), Value(ValueKind.SCALE, 4.0), Where.ALL, mean_x)]
@@ -165,36 +184,22 @@ def test_sets_everywhere_run_their_own_instruction(arch: str, batch: int, interl
     Without the edits in the instruction's forward the measures would differ: the check can fail."""
     import skn.ablation.stacked_forward as stacked
 
-    loaded = tiny_loaded(arch, seed=7, init_range=0.2, window=256)
-    width, layers = loaded.sites.width, loaded.sites.num_layers
-    items = _examples(8, 1)
-    prompt = init_prompt(loaded, P, seed=1)
-    rows = encode(loaded, items, Template.PLAIN, P)
-    owners = [i for k in range(0, 8, 2) for _ in range(3) for i in (k, k + 1)] if interleaved else [i for i in range(8) for _ in range(3)]
-    answers = {i: iter(("x", "yy", "z")) for i in range(8)}
-    alts = [Example(items[i].instruction, items[i].completion + next(answers[i]), items[i].meta, items[i].source) for i in owners]
-    alt_rows = encode(loaded, alts, Template.PLAIN, P)
-    split, full = (prepare(loaded, prompt, rows, items, parse_metric("confidence"), alt_rows, owners, True, batch, way) for way in (True, False))
+    loaded, split, full, owners = _with_answers(arch, 7, batch, interleaved)
+    width, layers = loaded.sites.width, loaded.sites.num_layers  # type: ignore[attr-defined]
     mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 3
     stack = [None, build_intervention((Target(0, 4, 0), Target(1, 2, 1)), Value(ValueKind.ZERO), Where.ALL, mean_x),
              build_intervention((Target(0, 6, 2), Target(1, 6, 2)), Value(ValueKind.SCALE, -3.0), Where.ALL, mean_x),
              build_intervention((Target(0, 1, 1), Target(0, 3, 2)), Value(ValueKind.MEAN), Where.ALL, mean_x)]
     # every set edits layer 0, which the later positions read through attention (a last-layer edit at the
     # instruction's positions reaches no scored token, so it could not tell the two prefixes apart)
-    calls: list[int] = []
-    real = stacked.prefix_of
-    monkeypatch.setattr(stacked, "prefix_of", lambda loaded, batch, prompt: calls.append(batch.size) or real(loaded, batch, prompt))
+    calls = _count_prefixes(monkeypatch)
     measured = measure_many(split, stack, share=4)  # type: ignore[arg-type]
     distinct = [len(set(owners[i : i + batch])) for i in range(0, len(owners), batch)]
-    assert calls == [4 * len(rows[i : i + batch]) for i in range(0, len(rows), batch)] + [4 * d for d in distinct]
+    assert calls == [4 * min(batch, 8 - i) for i in range(0, 8, batch)] + [4 * d for d in distinct]  # the 8 items, then the answers
     reference = measure_many(full, stack, share=1)  # type: ignore[arg-type]
     for a, b in zip(measured, reference, strict=True):
         _same(a, b)
-    with torch.no_grad():
-        for (_, _, got), (_, _, want) in zip(stacked.scored(split, split.alt_rows, stack, True),
-                                             stacked.scored(full, full.alt_rows, stack, False), strict=True):
-            for g, w in zip(got, want, strict=True):
-                np.testing.assert_allclose(g.loss.numpy(), w.loss.numpy(), rtol=0, atol=ATOL)
+    _same_alternatives(split, full, stack)
     assert all(float((m.loss - measured[0].loss).abs().max()) > 1e-3 for m in measured[1:])  # the edits took effect
     monkeypatch.setattr(stacked, "instruction_edits", lambda stack: tuple(None for _ in stack))  # edits after the instruction only
     wrong = measure_many(split, stack, share=4)  # type: ignore[arg-type]
