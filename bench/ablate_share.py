@@ -13,12 +13,12 @@ the largest difference between each path's per-item losses and the first's (0.0:
 once per set, under the set's edits. `--choices C` gives every item C - 1 alternative answers (as an accuracy
 with C choices does, BIG-bench arithmetic's 7), which share their item's instruction in the split forward.
 
-Model: --model (a folder or GGUF file, as `skn probe --model` takes it, e.g. ../shared/models/smollm2-135m-instruct), else the stories model
-(../shared/models/stories260K-hf, a 5-layer Llama, 172 neurons a layer) when it is there, else a random Qwen2
-of the same size; random token rows (instructions of 6-29 tokens, or --instruction
-LO,HI), P = 8.
+Model: --model (a folder or GGUF file, as `skn probe --model` takes it, e.g.
+../shared/models/smollm2-135m-instruct), else the stories model (../shared/models/stories260K-hf, a 5-layer
+Llama, 172 neurons a layer) when it is there, else a random Qwen2 of the same size; random token rows
+(instructions of 6-29 tokens, or --instruction LO,HI), P = 8.
 Usage: python bench/ablate_share.py [--n 32] [--batch-size 8] [--controls 7] [--share 8] [--repeats 2] [--instruction 6,30]
-                                    [--where prompt|all] [--choices 1] [--model FOLDER]
+                                    [--where prompt|all] [--choices 1] [--model PATH]
 """
 
 from __future__ import annotations
@@ -66,11 +66,15 @@ def rows_and_prompt(n: int, lengths: tuple[int, int], prompt_len: int, vocab: in
     for i in range(n):
         length = int(torch.randint(lengths[0], lengths[1], (1,), generator=gen))
         instruction = tuple(int(t) for t in torch.randint(2, vocab, (length,), generator=gen))
-        completion = tuple(int(t) for t in torch.randint(2, vocab, (6,), generator=gen)) + (1,)
-        rows.append(Encoded(instruction, completion))
+        rows.append(Encoded(instruction, answer(vocab, gen)))
         examples.append(Example("", "", {}, f"bench:{i}"))
     prompt = torch.randn(prompt_len, hidden, generator=gen) * 0.02
     return rows, examples, prompt
+
+
+def answer(vocab: int, gen: torch.Generator) -> tuple[int, ...]:
+    """A random 6-token answer and the end token (1)."""
+    return tuple(int(t) for t in torch.randint(2, vocab, (6,), generator=gen)) + (1,)
 
 
 def alternatives(rows: list[object], choices: int, vocab: int) -> tuple[list[object], list[int]]:
@@ -81,8 +85,7 @@ def alternatives(rows: list[object], choices: int, vocab: int) -> tuple[list[obj
     alt_rows, owners = [], []
     for i, row in enumerate(rows):
         for _ in range(choices - 1):
-            answer = tuple(int(t) for t in torch.randint(2, vocab, (6,), generator=gen)) + (1,)
-            alt_rows.append(Encoded(row.instruction, answer))  # type: ignore[attr-defined]
+            alt_rows.append(Encoded(row.instruction, answer(vocab, gen)))  # type: ignore[attr-defined]
             owners.append(i)
     return alt_rows, owners
 
@@ -101,7 +104,7 @@ def main() -> None:
     parser.add_argument("--instruction", default="6,30", help="instruction lengths in tokens: LO,HI (HI excluded)")
     parser.add_argument("--where", choices=("prompt", "all"), default="prompt", help="where the sets edit")
     parser.add_argument("--choices", type=int, default=1, help="answers per item (C - 1 alternatives each)")
-    parser.add_argument("--model", default="", help="a Hugging Face model folder instead of the stories model")
+    parser.add_argument("--model", default="", help="a model folder or GGUF file instead of the stories model")
     args = parser.parse_args()
     lo, hi = (int(x) for x in args.instruction.split(","))
     loaded, rows, examples, prompt, name = build(args.n, (lo, hi), folder=args.model)

@@ -282,8 +282,9 @@ def experiment(runs_root: Path, key: str, read: dict[Path, rp.Summary]) -> list[
     runs = run_dirs(folder)
     summaries = {run: summary(run, read) for run in runs if (run / "run.json").exists()}
     lines = [f"# {MODELS[model]}: {TITLES[rq]}", "", *seed_rows(key, runs, summaries), ""]
-    steps = plan(key).steps(paper_runs.FULL)
-    shorter, seeds, same_items = plan(key).shorter_runs(paper_runs.FULL)
+    made = plan(key)
+    steps = made.steps(paper_runs.FULL)
+    shorter, seeds, same_items = made.shorter_runs(paper_runs.FULL)
     at = {n: [folder / f"seed-{s}-{n}steps" for s in paper_runs.SEEDS] for n in (steps, shorter)}
     lines += control_lines(runs) + compare_lines(folder / "compare", f"across the seeds at {steps} steps") + shared_items(at[steps])
     if len(seeds) > 1 and (folder / f"compare-{shorter}steps").exists():
@@ -341,8 +342,8 @@ def column(run: Path, name: str) -> list[object]:
 def seed0(folder: Path) -> Path:
     """Prompt seed 0's run of an experiment: at the experiment's steps when it is there, else the longest
     seed-0 run there is (Gemma 3's 400-step prompt until its 800-step one is done)."""
-    present = [d for d in run_dirs(folder) if d.name.startswith("seed-0-") and (d / "run.json").exists()]
-    return present[0] if present else run_dirs(folder)[0]
+    runs = run_dirs(folder)
+    return next((d for d in runs if d.name.startswith("seed-0-") and (d / "run.json").exists()), runs[0])
 
 
 def two_models(runs_root: Path, rq: str, read: dict[Path, rp.Summary]) -> list[str]:

@@ -99,9 +99,8 @@ def _stacked_prefix(data: AblationData, chunk: Sequence[Encoded], stack: Sequenc
     else:  # one prefix row per distinct instruction u, repeated: row u * sets + s
         prefix.cache.batch_repeat_interleave(sets)  # type: ignore[attr-defined]
         order = (which.unsqueeze(0) * sets + copy).reshape(-1)
-    device = prefix.mask.device
-    prefix.cache.batch_select_indices(order.to(device))  # type: ignore[attr-defined]
-    mask = prefix.mask[order.to(device) if per_set else which.repeat(sets).to(device)]
+    prefix.cache.batch_select_indices(order.to(prefix.mask.device))  # type: ignore[attr-defined]
+    mask = prefix.mask[which.repeat(sets).to(prefix.mask.device)]  # row s * n + b: b's instruction's (every copy's alike)
     return replace(prefix, mask=mask, owned=True)  # made here: the suffix may extend it
 
 

@@ -101,12 +101,12 @@ def test_one_set_per_forward_is_the_original_pass_bitwise() -> None:
     assert torch.equal(a.loss, b.loss) and a.metric is not None and b.metric is not None and torch.equal(a.metric, b.metric)
 
 
-def _with_answers(arch: str, seed: int, batch: int, interleaved: bool) -> tuple[object, object, object, list[int]]:
+def _with_answers(arch: str, model_seed: int, data_seed: int, batch: int, interleaved: bool) -> tuple[object, object, object, list[int]]:
     """A tiny model, 8 items with 3 alternative answers each (interleaved: two items' answers alternate), and
     their ablation data for the split and the full forward: (loaded, split, full, owners)."""
-    loaded = tiny_loaded(arch, seed=seed, init_range=0.2, window=256)  # gemma3: sliding-window layers no row reaches
-    items = _examples(8, seed - 6)
-    prompt = init_prompt(loaded, P, seed=seed - 6)
+    loaded = tiny_loaded(arch, seed=model_seed, init_range=0.2, window=256)  # gemma3: sliding-window layers no row reaches
+    items = _examples(8, data_seed)
+    prompt = init_prompt(loaded, P, seed=data_seed)
     rows = encode(loaded, items, Template.PLAIN, P)
     owners = [i for k in range(0, 8, 2) for _ in range(3) for i in (k, k + 1)] if interleaved else [i for i in range(8) for _ in range(3)]
     answers = {i: iter(("x", "yy", "z")) for i in range(8)}  # 3 answers per item
@@ -151,7 +151,7 @@ def test_sets_at_the_prompt_share_the_instruction(arch: str, batch: int, interle
     all of them, and measures what the full forward measures (float32 rounding); a stack with a set that edits
     everywhere runs the instructions once per set, each under its set's edits, and measures what the full
     forward measures too."""
-    loaded, split, full, _ = _with_answers(arch, 6, batch, interleaved)
+    loaded, split, full, _ = _with_answers(arch, 6, 0, batch, interleaved)
     width, layers = loaded.sites.width, loaded.sites.num_layers  # type: ignore[attr-defined]
     mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 3
     prompt_only = [None, build_intervention((Target(1, 3, 0), Target(0, 9, 2)), Value(ValueKind.ZERO), Where.PROMPT, mean_x),
@@ -184,7 +184,7 @@ def test_sets_everywhere_run_their_own_instruction(arch: str, batch: int, interl
     Without the edits in the instruction's forward the measures would differ: the check can fail."""
     import skn.ablation.stacked_forward as stacked
 
-    loaded, split, full, owners = _with_answers(arch, 7, batch, interleaved)
+    loaded, split, full, owners = _with_answers(arch, 7, 1, batch, interleaved)
     width, layers = loaded.sites.width, loaded.sites.num_layers  # type: ignore[attr-defined]
     mean_x = torch.randn(layers, P, width, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 3
     stack = [None, build_intervention((Target(0, 4, 0), Target(1, 2, 1)), Value(ValueKind.ZERO), Where.ALL, mean_x),

@@ -3,25 +3,10 @@ is known, and bench/paper_runs.py's plan (each experiment's steps and shorter pr
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
-from pathlib import Path
-from types import ModuleType
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # paper_tables imports its neighbours by name
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from helpers import bench_script
 
 
 def _curve(a: float, b: float, tau: float, last: int = 400, every: int = 20) -> list[tuple[int, float]]:
@@ -29,7 +14,7 @@ def _curve(a: float, b: float, tau: float, last: int = 400, every: int = 20) -> 
 
 
 def test_plateau_recovers_a_known_exponential() -> None:
-    tables = _load("paper_tables")
+    tables = bench_script("paper_tables")
     text = tables.plateau(_curve(0.28, 1.2, 180.0))
     match = re.fullmatch(r"fitted plateau (\S+) \(tau (\d+) steps\), the fit at step 400 (\S+)% above it", text)
     assert match is not None, text
@@ -40,21 +25,21 @@ def test_plateau_recovers_a_known_exponential() -> None:
 
 
 def test_plateau_of_a_straight_line_is_not_read_off() -> None:
-    tables = _load("paper_tables")
+    tables = bench_script("paper_tables")
     line = [(s, 0.5 - 1e-4 * s) for s in range(20, 420, 20)]
     assert tables.plateau(line) == "plateau n/a (no bend)"
     assert tables.plateau(line[:3]) == "plateau n/a"  # too few checks after step 100
 
 
 def test_trend_of_a_known_line() -> None:
-    tables = _load("paper_tables")
+    tables = bench_script("paper_tables")
     line = [(s, 1.0 - 1e-4 * s) for s in range(20, 420, 20)]  # last 100 steps: mean 0.965, slope -0.01 per 100
     text = tables.trend(line)
     assert text.startswith(f"{-0.01 / 0.965:+.1%} +- 0.0% per 100 steps"), text
 
 
 def test_plan_gives_gemma_twice_the_steps_and_keeps_the_shorter_prompts() -> None:
-    runs = _load("paper_runs")
+    runs = bench_script("paper_runs")
     plan = {e.key: e for e in runs.experiments("gemma.gguf")}
     full = runs.FULL
     assert plan["smollm2-rq3"].steps(full) == 400 and plan["gemma3-rq3"].steps(full) == 800

@@ -3,33 +3,22 @@ stories model stands in for SmolLM2 so it runs in seconds); skipped where ../sha
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import SHARED
+from helpers import bench_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "replicate_paper.py"
 STORIES = SHARED / "models" / "stories260K-hf"
 NEEDED = (STORIES, SHARED / "data" / "hans", SHARED / "data" / "bigbench_arithmetic", SHARED / "data" / "skillmix")
-
-
-def _script() -> object:
-    spec = importlib.util.spec_from_file_location("replicate_paper", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["replicate_paper"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_auroc_against_brute_force() -> None:
     import numpy as np
 
-    script = _script()
+    script = bench_script("replicate_paper")
     rng = np.random.default_rng(0)
     for _ in range(20):
         a = rng.integers(0, 5, size=rng.integers(1, 12)).astype(float)  # ties on purpose
@@ -39,7 +28,7 @@ def test_auroc_against_brute_force() -> None:
 
 
 def test_skips_cleanly_without_shared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    script = _script()
+    script = bench_script("replicate_paper")
     assert script.main(["--smoke", "--model", str(tmp_path / "absent"), "--runs", str(tmp_path / "runs"),  # type: ignore[attr-defined]
                         "--results", str(tmp_path / "results")]) == 0
     assert "skipped" in capsys.readouterr().out and not (tmp_path / "runs").exists()
@@ -48,7 +37,7 @@ def test_skips_cleanly_without_shared(tmp_path: Path, capsys: pytest.CaptureFixt
 @pytest.mark.slow  # 14 skn commands (about a minute idle; far more on a loaded machine)
 @pytest.mark.skipif(not all(p.is_dir() for p in NEEDED), reason="../shared (stories model, HANS, BIG-bench, Skill-Mix) is absent")
 def test_replicate_paper_smoke(tmp_path: Path) -> None:
-    script = _script()
+    script = bench_script("replicate_paper")
     results = tmp_path / "results"
     model = Path("..") / "shared" / "models" / "stories260K-hf"
     assert script.main(["--smoke", "--model", str(model), "--runs", str(tmp_path / "runs"),  # type: ignore[attr-defined]
