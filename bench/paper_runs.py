@@ -3,14 +3,17 @@ validation items, three prompt seeds, two model families.
 
     python bench/paper_runs.py --runs runs/paper                 # many hours on 2 CPU cores; resumable
     python bench/paper_runs.py --runs runs/paper --only smollm2-rq3
+    python bench/paper_runs.py --runs runs/paper --keep-now        # before a session ends: keep the runs in flight
     python bench/paper_runs.py --runs /tmp/smoke --smoke          # minutes: every step on a few items
 
 Run directories are RUNS/EXPERIMENT/seed-S-{steps}steps (e.g. runs/paper/smollm2-rq3/seed-0-400steps).
 
-Each step is one `skn` command (printed, timed, appended to RUNS/commands.jsonl). A step whose output exists
+Each step is one `skn` command (printed, timed, appended to KEPT/commands.jsonl). A step whose output exists
 is skipped, a probe killed mid-way resumes its training from the checkpoint (`--resume`), and an ablation curve
 keeps every forward it finished (RUN/ablation_checkpoint.safetensors), so the script can be stopped and started
-again at any point. The order puts what other steps need first:
+again at any point. What a fresh machine needs to continue (each run's training checkpoint, each curve) is kept
+in the repository, in KEPT (bench/results/paper/kept; bench/paper_keep.py): after each step, and for the runs in
+flight with --keep-now before a session ends. The order puts what other steps need first:
 
     for each experiment, on SmolLM2-135M-Instruct and then on Gemma 3 270M (when --gemma names its GGUF file)
     before the next experiment (RQ3: BIG-bench arithmetic, all 20 subtasks, metric loss, --control on the instruction's
@@ -22,14 +25,16 @@ again at any point. The order puts what other steps need first:
         Gemma 3's first 400-step prompt was still falling, its curve's exponential fit 6% above its plateau,
         bench/paper_tables.py), then probed on the same 1,000 validation items with the null and the holdout
         skn compare over the three (overlap and consensus)
-        the shorter prompts, where the experiment has them, and their comparisons:
-            SmolLM2 RQ3 ran first at 200 steps (two of its three prompts were not flat by the 1% rule): the
-            200-step prompts (seed-S-200steps, made with --seed S: each read other items; with their own
-            comparison), and skn compare of seed 0 at 200 and at 400 steps (compare-steps)
-            Gemma 3 RQ3 ran first at 400 steps: seed 0's 400-step prompt (the same items and prompt seed)
-            and skn compare of seed 0 at 400 and at 800 steps (compare-steps)
         skn ablate --curve on seed 0 (zero ablation at the prompt and everywhere; --test auto, 10 controls,
         64 items), which can depart with that many controls (docs/ablation.md)
+    then, once every experiment is done, the shorter prompts where an experiment has them, and their comparisons
+    (they were made once and lost with their machine on 2026-12-07; their tables are in bench/results/paper/first-runs/,
+    so the new evidence comes first):
+        SmolLM2 RQ3 ran first at 200 steps (two of its three prompts were not flat by the 1% rule): the
+        200-step prompts (seed-S-200steps, made with --seed S: each read other items; with their own
+        comparison), and skn compare of seed 0 at 200 and at 400 steps (compare-steps)
+        Gemma 3 RQ3 ran first at 400 steps: seed 0's 400-step prompt (the same items and prompt seed)
+        and skn compare of seed 0 at 400 and at 800 steps (compare-steps)
 
 `bench/paper_tables.py` reads the run directories into tables under bench/results/paper/.
 """
@@ -45,11 +50,14 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import paper_keep
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = Path("../shared/models/smollm2-135m-instruct")
 HANS = Path("../shared/data/hans")
 ARITH = Path("../shared/data/bigbench_arithmetic")
 SEEDS = (0, 1, 2)
+KEPT = ROOT / "bench/results/paper/kept"  # --kept's default (a --smoke run keeps into RUNS/kept)
 
 
 @dataclass(frozen=True)
@@ -118,9 +126,9 @@ def skn() -> str:
     return str(script) if script.exists() else "skn"
 
 
-def run(argv: list[str], done: Path, log: Path, resumed: bool = False) -> None:
-    """`skn ARGV` unless `done` exists; its wall time goes to `log` (one JSON line per command), with `resumed`
-    where it continues a killed command (whose earlier parts logged nothing)."""
+def run(argv: list[str], done: Path, kept: Path, resumed: bool = False) -> None:
+    """`skn ARGV` unless `done` exists; its wall time goes to KEPT/commands.jsonl (one JSON line per command),
+    with `resumed` where it continues a killed command (whose earlier parts logged nothing)."""
     line = " ".join(["skn", *argv])
     if done.exists():
         print(f"[reused] {line}", flush=True)
@@ -129,17 +137,20 @@ def run(argv: list[str], done: Path, log: Path, resumed: bool = False) -> None:
     start = time.perf_counter()
     subprocess.run([skn(), *argv], check=True, cwd=ROOT)
     seconds = time.perf_counter() - start
-    with log.open("a", encoding="utf-8") as f:
+    kept.mkdir(parents=True, exist_ok=True)
+    with (kept / paper_keep.LOG).open("a", encoding="utf-8") as f:
         f.write(json.dumps({"command": line, "wall_s": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                             "resumed": resumed}) + "\n")
     print(f"[done] {seconds:.0f} s", flush=True)
 
 
-def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log: Path, same_items: bool = True) -> Path:
+def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, kept: Path, same_items: bool = True) -> Path:
     """Seed `seed`'s probe, its prompt trained `steps` steps, into RUNS/EXPERIMENT/seed-S-{steps}steps. With
     `same_items` the seed is the prompt's alone (--prompt-seed; every seed reads --seed 0's items); without, as
-    RQ3's 200-step prompts were made, --seed S, which draws other items too."""
+    RQ3's 200-step prompts were made, --seed S, which draws other items too. A run kept in KEPT comes back from
+    its training checkpoint (a finished training is not repeated; the pass is, in minutes)."""
     out = runs / exp.key / f"seed-{seed}-{steps}steps"
+    paper_keep.restore(out, kept)
     every = sizes.eval_every * max(1, steps // sizes.steps)  # 20 checks at the experiment's steps, as at Sizes.steps
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
             "--batch-size", str(sizes.batch), "--steps", str(steps), "--eval-every", str(every), "--lr-schedule", "linear",
@@ -149,19 +160,22 @@ def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, log:
     if not (out / "run.json").exists() and out.exists():
         # killed earlier: continue its training and pass from their checkpoints, or start afresh without one
         argv.append("--resume" if (out / "checkpoint.safetensors").exists() else "--overwrite")
-    run(argv, out / "run.json", log, resumed="--resume" in argv)
+    run(argv, out / "run.json", kept, resumed="--resume" in argv)
+    paper_keep.keep(out, kept)
     return out
 
 
-def compare(outs: list[Path], folder: Path, log: Path) -> None:
-    run(["compare", *map(str, outs), "--out", str(folder)], folder / "compare.json", log)
+def compare(outs: list[Path], folder: Path, kept: Path) -> None:
+    run(["compare", *map(str, outs), "--out", str(folder)], folder / "compare.json", kept)
 
 
-def curve(out: Path, sizes: Sizes, log: Path) -> None:
-    """The ablation curve of one run; resumes after a kill (RUN/ablation_checkpoint.safetensors)."""
+def curve(out: Path, sizes: Sizes, kept: Path) -> None:
+    """The ablation curve of one run; resumes after a kill (RUN/ablation_checkpoint.safetensors, kept)."""
+    paper_keep.restore(out, kept)
     run(["ablate", str(out), "--curve", "--k", sizes.curve_k, "--value", "zero", "--where", "prompt,all",
          "--items", str(sizes.curve_items), "--controls", str(sizes.curve_controls), "--share", "4",
-         "--threads", "2"], out / "ablation_curve.json", log, resumed=(out / "ablation_checkpoint.safetensors").exists())
+         "--threads", "2"], out / "ablation_curve.json", kept, resumed=(out / "ablation_checkpoint.safetensors").exists())
+    paper_keep.keep(out, kept)
 
 
 def main() -> int:
@@ -170,21 +184,30 @@ def main() -> int:
     parser.add_argument("--gemma", default="", help="Gemma 3 270M's GGUF file (bench/gemma3_reference.py says how to get it)")
     parser.add_argument("--only", default="", help="comma-separated experiment keys, e.g. smollm2-rq3")
     parser.add_argument("--smoke", action="store_true", help="every step on a few items, to check the script")
+    parser.add_argument("--kept", type=Path, default=KEPT,
+                        help=f"what a fresh machine needs to continue, kept in the repository (default {KEPT.relative_to(ROOT)})")
+    parser.add_argument("--keep-now", action="store_true", help="keep what the runs hold now (a run in flight) and stop")
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
+    kept = args.runs / "kept" if args.smoke and args.kept == KEPT else args.kept  # a smoke run never writes the repository
+    if args.keep_now:
+        print("\n".join(paper_keep.keep_all(args.runs, kept)) or f"nothing new to keep under {args.runs}")
+        return 0
     args.runs.mkdir(parents=True, exist_ok=True)
-    log = args.runs / "commands.jsonl"
     chosen = [e for e in experiments(args.gemma) if not args.only or e.key in args.only.split(",")]
-    for exp in chosen:  # one experiment done whole (probes, comparisons, curve) before the next begins
-        outs = [probe(exp, seed, exp.steps(sizes), args.runs, sizes, log) for seed in SEEDS]  # resumable: first
-        compare(outs, args.runs / exp.key / "compare", log)
+    seed0 = {}
+    for exp in chosen:  # one experiment done whole (probes, comparison, curve) before the next begins
+        outs = [probe(exp, seed, exp.steps(sizes), args.runs, sizes, kept) for seed in SEEDS]  # resumable: first
+        compare(outs, args.runs / exp.key / "compare", kept)
+        curve(outs[0], sizes, kept)  # SmolLM2 RQ3: 7,183 s on 2 cores with the everywhere half in the full forward, before it took the split
+        seed0[exp.key] = outs[0]
+    for exp in chosen:  # then the shorter prompts
         steps, seeds, same_items = exp.shorter_runs(sizes)
-        short = [probe(exp, seed, steps, args.runs, sizes, log, same_items=same_items) for seed in seeds]
+        short = [probe(exp, seed, steps, args.runs, sizes, kept, same_items=same_items) for seed in seeds]
         if len(short) > 1:
-            compare(short, args.runs / exp.key / f"compare-{steps}steps", log)
+            compare(short, args.runs / exp.key / f"compare-{steps}steps", kept)
         if short:
-            compare([short[0], outs[0]], args.runs / exp.key / "compare-steps", log)
-        curve(outs[0], sizes, log)  # SmolLM2 RQ3: 7,183 s on 2 cores with the everywhere half in the full forward, before it took the split
+            compare([short[0], seed0[exp.key]], args.runs / exp.key / "compare-steps", kept)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Tables of `bench/paper_runs.py`'s run directories (issue #36): one markdown file per experiment and one that
 sets the two models side by side, whatever the runs show.
 
-    python bench/paper_tables.py --runs runs/paper --results bench/results/paper
+    python bench/paper_tables.py --runs runs/paper --results bench/results/paper   # the wall times: bench/results/paper/kept/commands.jsonl
 
 Per experiment (e.g. smollm2-rq3): per prompt seed, the training (validation loss at the last three checks,
 whether it converged: >= 200 steps and within 1% over them, the least-squares trend over the last 100
@@ -219,9 +219,9 @@ def curve_table(run: Path) -> list[str]:
     return [*lines, ""]
 
 
-def wall_times(runs_root: Path, key: str) -> list[str]:
-    path = runs_root / "commands.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line] if path.exists() else []
+def wall_times(log: Path, key: str) -> list[str]:
+    """The commands of experiment KEY in the log (KEPT/commands.jsonl) and their wall times."""
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line] if log.exists() else []
     mine = [r for r in rows if f"/{key}/" in r["command"]]
     return ["Commands and wall times (2 CPU cores):", "", *(f"- {r['wall_s']:.0f} s{resumed(r)}: `{r['command']}`{renamed(r)}" for r in mine), ""]
 
@@ -230,7 +230,7 @@ def resumed(row: dict[str, object]) -> str:
     """A command that resumed after a kill (a probe's --resume, a curve's checkpoint) logs the wall time of its last
     part only (a killed part logs nothing). Lines logged before `resumed` was (2026-12-07) mark only probes."""
     again = bool(row.get("resumed")) or "--resume" in str(row["command"]).split()
-    return " (the part after the last resume; earlier parts were killed and not timed)" if again else ""
+    return " (the part after the last resume; a part that was killed is not timed)" if again else ""
 
 
 # SmolLM2 RQ3 ran first with 200-step prompts written to seed-S and compared into compare; when the prompts went
@@ -276,7 +276,7 @@ def summary(run: Path, read: dict[Path, rp.Summary]) -> rp.Summary:
     return read[run]
 
 
-def experiment(runs_root: Path, key: str, read: dict[Path, rp.Summary]) -> list[str]:
+def experiment(runs_root: Path, key: str, read: dict[Path, rp.Summary], log: Path) -> list[str]:
     model, rq = key.split("-")
     folder = runs_root / key
     runs = run_dirs(folder)
@@ -299,7 +299,7 @@ def experiment(runs_root: Path, key: str, read: dict[Path, rp.Summary]) -> list[
     for run in runs:  # the curve of seed 0 at the full steps, present or not, and any other run's
         if run == runs[0] or (run / "ablation_curve.json").exists():
             lines += shown(run) + curve_table(run)
-    lines += wall_times(runs_root, key)
+    lines += wall_times(log, key)
     for run in (runs if rq == "rq3" else []):
         if run in summaries:
             lines += [f"{run.name}: do the top 10 separate the last-digit-shortcut items?", "", *rp.shortcut_analysis(summaries[run]), ""]
@@ -378,12 +378,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--kept", type=Path, default=paper_runs.KEPT, help="where paper_runs.py keeps its log of commands")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     read: dict[Path, rp.Summary] = {}  # every run's summary, read once
     for key in ("smollm2-rq3", "smollm2-rq2", "smollm2-rq1", "gemma3-rq3", "gemma3-rq2"):
         if (args.runs / key).exists():
-            (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key, read)), encoding="utf-8")
+            (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key, read, args.kept / paper_runs.paper_keep.LOG)), encoding="utf-8")
     both = ["# Two model families on the same items", ""] + two_models(args.runs, "rq3", read) + two_models(args.runs, "rq2", read)
     (args.results / "two_models.md").write_text("\n".join(both), encoding="utf-8")
     print(f"tables in {args.results}")
