@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_budget  # noqa: E402  (the convergence rule)
+import paper_keep  # noqa: E402  (where the log of commands is kept)
 import paper_runs  # noqa: E402  (the sizes and seeds the runs were made with)
 import replicate_paper as rp  # noqa: E402  (the readers of a run directory: summarise, separations, auroc, fmt)
 
@@ -384,7 +385,7 @@ def main() -> int:
     read: dict[Path, rp.Summary] = {}  # every run's summary, read once
     for key in ("smollm2-rq3", "smollm2-rq2", "smollm2-rq1", "gemma3-rq3", "gemma3-rq2"):
         if (args.runs / key).exists():
-            (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key, read, args.kept / paper_runs.paper_keep.LOG)), encoding="utf-8")
+            (args.results / f"{key}.md").write_text("\n".join(experiment(args.runs, key, read, args.kept / paper_keep.LOG)), encoding="utf-8")
     both = ["# Two model families on the same items", ""] + two_models(args.runs, "rq3", read) + two_models(args.runs, "rq2", read)
     (args.results / "two_models.md").write_text("\n".join(both), encoding="utf-8")
     print(f"tables in {args.results}")
