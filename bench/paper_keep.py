@@ -15,14 +15,13 @@ wall times lives here too (KEPT/commands.jsonl), since the wall times cannot be 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from safetensors import safe_open
+from skn.ablation.ablate_files import CURVE_FILE as CURVE
+from skn.files.rundir import ABLATION_CHECKPOINT_FILE as CURVE_CHECKPOINT
+from skn.files.rundir import CHECKPOINT_FILE as CHECKPOINT
+from skn.files.rundir import read_metadata, write_bytes
 
-CHECKPOINT = "checkpoint.safetensors"
-CURVE = "ablation_curve.json"
-CURVE_CHECKPOINT = "ablation_checkpoint.safetensors"
 LOG = "commands.jsonl"
 
 
@@ -33,18 +32,7 @@ def kept_folder(kept: Path, run: Path) -> Path:
 
 def training_step(checkpoint: Path) -> int:
     """The step a training checkpoint was saved at; -1 where there is none."""
-    if not checkpoint.is_file():
-        return -1
-    with safe_open(str(checkpoint), framework="pt") as handle:
-        return int((handle.metadata() or {}).get("step", "-1"))
-
-
-def _copy(source: Path, target: Path) -> None:
-    """SOURCE to TARGET through a temporary name, so a kill never leaves half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, partial)
-    partial.replace(target)
+    return int(read_metadata(checkpoint).get("step", "-1")) if checkpoint.is_file() else -1
 
 
 def _newer(source: Path, target: Path) -> bool:
@@ -66,7 +54,7 @@ def _move(source_dir: Path, target_dir: Path, names: tuple[str, ...] = ALL) -> l
     moved = []
     for name in names:
         if _newer(source_dir / name, target_dir / name):
-            _copy(source_dir / name, target_dir / name)
+            write_bytes(target_dir / name, (source_dir / name).read_bytes())  # atomic: a kill never leaves half a file
             moved.append(name)
     if (target_dir / CURVE).is_file() and (target_dir / CURVE_CHECKPOINT).is_file():
         (target_dir / CURVE_CHECKPOINT).unlink()  # the curve is written: its forwards are in it

@@ -144,12 +144,16 @@ def run(argv: list[str], done: Path, kept: Path, resumed: bool = False) -> None:
     print(f"[done] {seconds:.0f} s", flush=True)
 
 
+def run_dir(exp: Experiment, seed: int, steps: int, runs: Path) -> Path:
+    return runs / exp.key / f"seed-{seed}-{steps}steps"
+
+
 def probe(exp: Experiment, seed: int, steps: int, runs: Path, sizes: Sizes, kept: Path, same_items: bool = True) -> Path:
     """Seed `seed`'s probe, its prompt trained `steps` steps, into RUNS/EXPERIMENT/seed-S-{steps}steps. With
     `same_items` the seed is the prompt's alone (--prompt-seed; every seed reads --seed 0's items); without, as
     RQ3's 200-step prompts were made, --seed S, which draws other items too. A run kept in KEPT comes back from
     its training checkpoint (a finished training is not repeated; the pass is, in minutes)."""
-    out = runs / exp.key / f"seed-{seed}-{steps}steps"
+    out = run_dir(exp, seed, steps, runs)
     paper_keep.restore(out, kept)
     every = sizes.eval_every * max(1, steps // sizes.steps)  # 20 checks at the experiment's steps, as at Sizes.steps
     argv = ["probe", "--model", exp.model, *exp.args, "--train-size", str(sizes.train), "--val-size", str(sizes.val),
@@ -195,19 +199,17 @@ def main() -> int:
         return 0
     args.runs.mkdir(parents=True, exist_ok=True)
     chosen = [e for e in experiments(args.gemma) if not args.only or e.key in args.only.split(",")]
-    seed0 = {}
     for exp in chosen:  # one experiment done whole (probes, comparison, curve) before the next begins
         outs = [probe(exp, seed, exp.steps(sizes), args.runs, sizes, kept) for seed in SEEDS]  # resumable: first
         compare(outs, args.runs / exp.key / "compare", kept)
         curve(outs[0], sizes, kept)  # SmolLM2 RQ3: 7,183 s on 2 cores with the everywhere half in the full forward, before it took the split
-        seed0[exp.key] = outs[0]
     for exp in chosen:  # then the shorter prompts
         steps, seeds, same_items = exp.shorter_runs(sizes)
         short = [probe(exp, seed, steps, args.runs, sizes, kept, same_items=same_items) for seed in seeds]
         if len(short) > 1:
             compare(short, args.runs / exp.key / f"compare-{steps}steps", kept)
         if short:
-            compare([short[0], seed0[exp.key]], args.runs / exp.key / "compare-steps", kept)
+            compare([short[0], run_dir(exp, 0, exp.steps(sizes), args.runs)], args.runs / exp.key / "compare-steps", kept)
     return 0
 
 
