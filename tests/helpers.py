@@ -168,6 +168,12 @@ def reference_r(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
     return r
 
 
+def reference_token_nll(row: list[float], target: int) -> float:
+    """One token's negative log-probability from its logits, in Python floats (float64), log-sum-exp shifted by the max."""
+    top = max(row)
+    return top + math.log(sum(math.exp(v - top) for v in row)) - row[target]
+
+
 def reference_moments(acts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two-pass float64 mean, M2 and co-moment with y [N] per column of acts [N, L, P, m]."""
     x = acts.astype(np.float64)

@@ -65,10 +65,13 @@ def batch_tensors(rows: Sequence[Encoded], prompt_len: int, placeholder: int, pa
 
 
 def token_nll(model: nn.Module, ids: Tensor, mask: Tensor, targets: Tensor) -> Tensor:
-    """[B, T] NLL of each target token (0 where there is none)."""
+    """[B, T] NLL of each target token (0 where there is none), in float32 or the logits' wider precision."""
     logits = model(input_ids=ids, attention_mask=mask).logits
     flat = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100, reduction="none"
+        logits.reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32)),
+        targets.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
     )
     return flat.reshape(targets.shape)
 

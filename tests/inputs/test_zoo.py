@@ -19,6 +19,7 @@ from skn.zoo import multiple_choice as mc
 from skn.zoo import shortcut_target
 from skn.zoo import train_arithmetic as train
 from skn.zoo.evaluate import auroc, top_neuron
+from helpers import reference_token_nll
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 BIGBENCH = SHARED / "data" / "bigbench_arithmetic"
@@ -186,6 +187,24 @@ def test_choice_scores_equal_a_plain_forward() -> None:
         logp = torch.log_softmax(logits, dim=-1)
         want = -sum(float(logp[len(prefix) + i - 1, t]) for i, t in enumerate(tail))
         assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_a_float64_model_is_scored_in_float64() -> None:
+    """token_nll kept float32 even for a float64 model (`.float()` casts down); now the logits' wider precision."""
+
+    class Logits(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            gen = torch.Generator().manual_seed(1)
+            values = 1000.0 + torch.randn(*input_ids.shape, 7, generator=gen, dtype=torch.float64) * 1e-3
+            return type("Out", (), {"logits": values})()
+
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    targets = torch.tensor([[2, -100, 5]])
+    got = mc.token_nll(Logits(), ids, torch.ones_like(ids), targets)
+    logits = Logits()(ids, ids).logits[0].tolist()
+    for t, target in enumerate(targets[0].tolist()):
+        want = 0.0 if target == -100 else reference_token_nll(logits[t], target)
+        assert abs(float(got[0, t]) - want) < 1e-12  # float32 is ~1e-5 off on logits near 1000
 
 
 def test_auroc_against_pairwise_count() -> None:

@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from skn.training.scoring import scores_from_logits
+from helpers import reference_token_nll
 
 
 def _reference_nll(logits: list[list[float]], targets: list[int]) -> float:
-    """Mean negative log-probability of the targets, in Python floats (float64), log-sum-exp shifted by the max."""
-    total = 0.0
-    for row, target in zip(logits, targets):
-        top = max(row)
-        total += top + math.log(sum(math.exp(v - top) for v in row)) - row[target]
-    return total / len(targets)
+    """Mean negative log-probability of the targets, in float64."""
+    return sum(reference_token_nll(row, target) for row, target in zip(logits, targets)) / len(targets)
 
 
 def test_float64_logits_are_scored_in_float64_and_half_in_float32() -> None:
