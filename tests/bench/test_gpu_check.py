@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import bench_script
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop("gpu_check", None)
+    module = bench_script("gpu_check")
     assert module.main(["--out", str(tmp_path), "--dry-run"]) == 0
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert summary["dry_run"] is True and summary["ok"] is True
