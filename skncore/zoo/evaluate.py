@@ -33,7 +33,7 @@ from skn.inputs.data import Example
 from skn.inputs.layout import pad_id
 from skn.models.tokenizer import Tokenizer, token_id
 from skn.zoo import PLACEHOLDER, default_model_path
-from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate
+from skn.zoo.multiple_choice import batch_tensors, encode_pretraining, evaluate, token_nll
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,7 @@ def activations_and_loss(
                 rows = [encode_pretraining(tokenizer, e) for e in examples[lo : lo + batch_size]]
                 ids, mask, targets = batch_tensors(rows, prompt_len, placeholder, pad)
                 captured.clear()
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                nll = nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
-                ).reshape(targets.shape)
+                nll = token_nll(model, ids, mask, targets)  # the forward fills `captured`
                 counts = (targets != -100).sum(dim=1)
                 losses.append((nll.sum(dim=1) / counts).double().numpy())
                 starts = torch.tensor([len(r.instruction) for r in rows])
