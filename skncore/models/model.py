@@ -189,6 +189,11 @@ def pick_dtype(choice: DTypeLike, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def scoring_dtype(logits_dtype: torch.dtype) -> torch.dtype:
+    """The precision logits are scored in: half precision goes up to float32, float64 (--dtype float64) stays."""
+    return torch.promote_types(logits_dtype, torch.float32)
+
+
 def _module_width(module: nn.Module, name: str) -> int:
     if isinstance(module, nn.Linear):
         return int(module.in_features)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from skn.inputs.layout import Batch
-from skn.models.model import LoadedModel
+from skn.models.model import LoadedModel, scoring_dtype
 from skn.training.prompt import splice
 
 
@@ -57,8 +57,7 @@ def scores_from_logits(logits: Tensor, targets: Tensor) -> CompletionScores:
     """Scores from logits [B, K, V] and the tokens they predict [B, K] (-100 where nothing is scored)."""
     targets = targets.to(logits.device)
     valid = targets != -100
-    # half precision is scored in float32; float64 (--dtype float64) stays float64, or its loss is float32's
-    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    log_probs = torch.log_softmax(logits.to(scoring_dtype(logits.dtype)), dim=-1)
     safe = targets.clamp(min=0)
     token_lp = log_probs.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     counts = valid.sum(dim=1).clamp(min=1)

@@ -15,6 +15,7 @@ from skn.inputs.data import Example
 from skn.errors import UsageError
 from skn.inputs.layout import Encoded, Template, make_batch, pad_id
 from skn.inputs.layout import encode as encode_example
+from skn.models.model import scoring_dtype
 from skn.models.tokenizer import Tokenizer, token_id
 from skn.zoo import PLACEHOLDER
 
@@ -68,7 +69,7 @@ def token_nll(model: nn.Module, ids: Tensor, mask: Tensor, targets: Tensor) -> T
     """[B, T] NLL of each target token (0 where there is none), in float32 or the logits' wider precision."""
     logits = model(input_ids=ids, attention_mask=mask).logits
     flat = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32)),
+        logits.reshape(-1, logits.shape[-1]).to(scoring_dtype(logits.dtype)),
         targets.reshape(-1),
         ignore_index=-100,
         reduction="none",
