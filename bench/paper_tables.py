@@ -12,7 +12,9 @@ compare` across the seeds (top-10 overlap against chance, the consensus) and how
 runs share; the shorter prompts beside the longer ones (SmolLM2 RQ3's 200-step prompts: their rows, their
 comparison, seed 0 at both lengths; Gemma 3 RQ3's 400-step seed 0 against 800 steps); every ablation curve as `skn show`
 prints it and in full; and the wall time of every command; for RQ3, per seed, whether the top 10 separate the
-last-digit-shortcut items. Experiments not run yet are listed as such.
+last-digit-shortcut items. Across the two models (prompt seed 0 of each, the same items): the per-item metric's
+rank correlation, whether the two top 10s carry a shared per-item signal beyond what the items' groups carry
+(shared_signal), and the group each top 10 separates best. Experiments not run yet are listed as such.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,11 @@ def trend(checks: list[tuple[int, float]], span: int = 100) -> str:
     return f"{slope * scale:+.1%} +- {2 * se * scale:.1%} per {span} steps"
 
 
+def cell_name(row: dict[str, object]) -> str:
+    """A ranked neuron of neurons.json as the tables write it: L<layer>.<neuron>@<prompt slot>."""
+    return f"L{row['layer']}.{row['neuron']}@{row['position']}"
+
+
 def seed_rows(key: str, runs: list[Path], summaries: dict[Path, rp.Summary]) -> list[str]:
     rq = key.split("-")[1]
     lines = ["| seed | validation loss (first check ... last three) | converged (the 1% rule); trend of the last 100 steps; fitted plateau | top-10 \\|r\\| (selection; partial r under --control) | "
@@ -111,7 +119,7 @@ def seed_rows(key: str, runs: list[Path], summaries: dict[Path, rp.Summary]) -> 
         lines.append(f"| {run.name} | {curve} | {ok} | {min(r_top):.3f}-{max(r_top):.3f} | "
                      f"{rp.fmt(float(np.median(held))) if held else 'n/a'} | {replication(rep)} | "
                      f"{rp.fmt(s.threshold)} | {s.passing_neurons} of {s.n_neurons} | "
-                     f"L{top['layer']}.{top['neuron']}@{top['position']} ({float(top['r']):+.3f}) | {sep_text} |")
+                     f"{cell_name(top)} ({float(top['r']):+.3f}) | {sep_text} |")
     return lines
 
 
@@ -347,6 +355,52 @@ def seed0(folder: Path) -> Path:
     return next((d for d in runs if d.name.startswith("seed-0-") and (d / "run.json").exists()), runs[0])
 
 
+def _ranks(rows: np.ndarray) -> np.ndarray:
+    """Each row's average ranks (ties share their mean rank), centred and scaled to unit norm."""
+    from scipy.stats import rankdata
+
+    r = rankdata(rows, axis=1)
+    r -= r.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(r, axis=1, keepdims=True)
+    return np.divide(r, norm, out=np.zeros_like(r), where=norm > 0)
+
+
+@dataclass(frozen=True)
+class SharedSignal:
+    """The largest |Spearman| between one model's top neurons and the other's, item by item, against the same
+    largest |rho| with the second model's items shuffled: across all items (a null of no shared per-item
+    signal), or within strata (a null where the two share only what the strata, e.g. the operation, carry)."""
+
+    rho: float  # signed, at the pair of largest |rho|
+    pair: tuple[int, int]  # (rank in model A's top, rank in model B's top), from 0
+    threshold: float  # the null's 95% quantile of the largest |rho|
+    p: float  # (1 + shuffles at least as large) / (1 + shuffles)
+
+
+def _shuffle(strata: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    """A permutation of the items that moves each item only within its stratum."""
+    order = np.arange(len(strata))
+    for value in np.unique(strata):
+        inside = np.flatnonzero(strata == value)
+        order[inside] = gen.permutation(inside)
+    return order
+
+
+def shared_signal(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None = None, shuffles: int = 1000,
+                  seed: int = 0) -> SharedSignal:
+    """A [Ka, N] and B [Kb, N]: the top neurons' activations of two models on the same N items, in the same
+    order; `strata` [N]: shuffle only within these groups (None: across all items)."""
+    ra, rb = _ranks(a), _ranks(b)
+    rho = ra @ rb.T
+    i, j = np.unravel_index(int(np.abs(rho).argmax()), rho.shape)
+    gen = np.random.default_rng(seed)
+    groups = np.zeros(rb.shape[1], dtype=np.int64) if strata is None else strata
+    null = np.array([np.abs(ra @ rb[:, _shuffle(groups, gen)].T).max() for _ in range(shuffles)])
+    observed = float(abs(rho[i, j]))
+    return SharedSignal(float(rho[i, j]), (int(i), int(j)), float(np.quantile(null, 0.95)),
+                        float((1 + (null >= observed).sum()) / (1 + shuffles)))
+
+
 def two_models(runs_root: Path, rq: str, read: dict[Path, rp.Summary]) -> list[str]:
     """Does a finding hold in both models, on the same items? The per-item metric's rank correlation, and
     which group each model's top neurons separate best."""
@@ -363,6 +417,18 @@ def two_models(runs_root: Path, rq: str, read: dict[Path, rp.Summary]) -> list[s
         ya, yb = np.array(column(a, "metric"), dtype=float), np.array(column(b, "metric"), dtype=float)
         lines += [f"Rank correlation of the per-item metric between the two models: Spearman {spearmanr(ya, yb).statistic:+.3f} "
                   f"(n = {len(ya)}).", ""]
+        k = min(10, len(sa.neurons), len(sb.neurons))
+        everywhere = shared_signal(sa.top_activation[:k], sb.top_activation[:k])
+        labels = [json.dumps([m.get(f) for f in GROUPS[rq]]) for m in sa.meta]
+        strata = np.unique(labels, return_inverse=True)[1]
+        within = shared_signal(sa.top_activation[:k], sb.top_activation[:k], strata)
+        na, nb = (cell_name(s.neurons[x]) for s, x in ((sa, everywhere.pair[0]), (sb, everywhere.pair[1])))
+        lines += [f"Do the two top {k}s carry the same per-item signal? The largest |Spearman| between a SmolLM2 top-{k} "
+                  f"neuron's activation and a Gemma 3 one's, item by item: {everywhere.rho:+.3f} ({na} and {nb}). "
+                  f"Gemma 3's items shuffled 1,000 times: across all items the largest reaches {everywhere.threshold:.3f} "
+                  f"in 95% of shuffles (p = {everywhere.p:.3g}); within the {int(strata.max()) + 1} groups of "
+                  f"{', '.join(GROUPS[rq])} (what the items' kind alone would share) {within.threshold:.3f} "
+                  f"(p = {within.p:.3g}).", ""]
     lines += ["| model | neurons passing | best-separated group of the top 10 (median AUROC distance from 0.5) |", "|---|---|---|"]
     for name, s in (("smollm2", sa), ("gemma3", sb)):
         best: dict[str, list[float]] = {}

@@ -48,3 +48,38 @@ def test_plan_gives_gemma_twice_the_steps_and_keeps_the_shorter_prompts() -> Non
     assert plan["gemma3-rq3"].shorter_runs(full) == (400, (0,), True)
     assert plan["smollm2-rq2"].shorter_runs(full) == (0, (), True)
     assert "gemma3-rq1" not in plan and not any(k.startswith("gemma3") for k in (e.key for e in runs.experiments("")))
+
+
+def test_shared_signal_finds_a_planted_pair_and_not_noise() -> None:
+    import numpy as np
+
+    tables = bench_script("paper_tables")
+    gen = np.random.default_rng(3)
+    n = 400
+    a, b = gen.normal(size=(10, n)), gen.normal(size=(10, n))
+    quiet = tables.shared_signal(a, b, shuffles=200)
+    assert quiet.p > 0.05 and abs(quiet.rho) < quiet.threshold  # independent models: nothing shared
+    b[7] = -np.exp(a[2] + 0.5 * gen.normal(size=n))  # model B's 8th neuron: a monotone, noisy copy of A's 3rd, flipped
+    found = tables.shared_signal(a, b, shuffles=200)
+    assert found.pair == (2, 7) and found.rho < -0.8 and found.p == 1 / 201
+    exact = np.corrcoef(np.argsort(np.argsort(a[2])), np.argsort(np.argsort(b[7])))[0, 1]  # Spearman, no ties
+    assert abs(found.rho - exact) < 1e-12
+    assert 0.1 < found.threshold < 0.25  # the largest of 100 |rho| on 400 items: about 3.5 / sqrt(400)
+
+
+def test_shared_signal_within_strata_keeps_what_the_groups_share() -> None:
+    import numpy as np
+
+    tables = bench_script("paper_tables")
+    gen = np.random.default_rng(4)
+    n = 400
+    kind = np.repeat(np.arange(4), n // 4)  # e.g. the operation
+    a, b = gen.normal(size=(5, n)), gen.normal(size=(5, n))
+    a[0] += 3 * kind  # both models' first neuron track the kind of item, and nothing else in common
+    b[0] += 3 * kind
+    shared = tables.shared_signal(a, b, shuffles=200)
+    assert shared.pair == (0, 0) and shared.rho > 0.8 and shared.p == 1 / 201  # something is shared...
+    kind_only = tables.shared_signal(a, b, kind, shuffles=200)
+    assert kind_only.threshold > 0.8 and kind_only.p > 0.05  # ...and the kind of item explains it
+    order = tables._shuffle(kind, gen)
+    assert sorted(order) == list(range(n)) and (kind[order] == kind).all() and (order != np.arange(n)).any()
