@@ -402,7 +402,8 @@ def shared_signal(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None = None
 
 
 def two_models(runs_root: Path, rq: str, read: dict[Path, rp.Summary]) -> list[str]:
-    """Does a finding hold in both models, on the same items? The per-item metric's rank correlation, and
+    """Does a finding hold in both models, on the same items? The per-item metric's rank correlation, whether
+    the two top 10s carry a shared per-item signal (shared_signal, over all items and within the groups), and
     which group each model's top neurons separate best."""
     a, b = (seed0(runs_root / f"{m}-{rq}") for m in ("smollm2", "gemma3"))
     if not ((a / "run.json").exists() and (b / "run.json").exists()):
