@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skn.ablation.ablate_test import empirical_p
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_budget  # noqa: E402  (the convergence rule)
 import paper_keep  # noqa: E402  (where the log of commands is kept)
@@ -374,7 +376,7 @@ class SharedSignal:
     rho: float  # signed, at the pair of largest |rho|
     pair: tuple[int, int]  # (rank in model A's top, rank in model B's top), from 0
     threshold: float  # the null's 95% quantile of the largest |rho|
-    p: float  # (1 + shuffles at least as large) / (1 + shuffles)
+    p: float  # skn's empirical p: (1 + shuffles at least as large) / (1 + shuffles)
 
 
 def _shuffle(strata: np.ndarray, gen: np.random.Generator) -> np.ndarray:
@@ -396,9 +398,9 @@ def shared_signal(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None = None
     gen = np.random.default_rng(seed)
     groups = np.zeros(rb.shape[1], dtype=np.int64) if strata is None else strata
     null = np.array([np.abs(ra @ rb[:, _shuffle(groups, gen)].T).max() for _ in range(shuffles)])
-    observed = float(abs(rho[i, j]))
-    return SharedSignal(float(rho[i, j]), (int(i), int(j)), float(np.quantile(null, 0.95)),
-                        float((1 + (null >= observed).sum()) / (1 + shuffles)))
+    p = empirical_p(float(rho[i, j]), [float(x) for x in null])
+    assert p is not None  # an observed value and at least one shuffle
+    return SharedSignal(float(rho[i, j]), (int(i), int(j)), float(np.quantile(null, 0.95)), p)
 
 
 def two_models(runs_root: Path, rq: str, read: dict[Path, rp.Summary]) -> list[str]:
